@@ -1,0 +1,153 @@
+// Package backend owns the contract between iterbin's layers and the hardware
+// that runs them: the Backend interface of ops (GEMM, batch norm, activations,
+// loss, sign/straight-through, optimizer updates) and the opaque Tensor handle.
+//
+// Conventions every implementation follows (the CPU backend in backend/cpu is
+// the executable reference):
+//
+//   - Tensors are flat float32 buffers owned by the backend that allocated
+//     them. Layers never read host memory during a step; data crosses with
+//     Upload and Download only.
+//   - Every op takes explicit element counts; a tensor may be larger than the
+//     region an op touches (buffers are sized for the largest batch).
+//   - Outputs come first in every signature, then inputs, then sizes.
+//   - Outputs are overwritten (=), never accumulated, unless the op's comment
+//     says "accumulates" (the metric sums of NLLLoss do).
+//   - Ops do not return errors. A backend records the first failure (a bad
+//     size, a failed launch) and reports it from Err and Sync; callers check
+//     once per step. This keeps asynchronous devices asynchronous.
+//   - Class labels travel as float32 tensors holding small integers, which
+//     float32 represents exactly.
+package backend
+
+import "fmt"
+
+// Tensor is an opaque handle to a buffer owned by a Backend.
+type Tensor interface {
+	// Len is the number of float32 elements the buffer holds.
+	Len() int
+}
+
+// BNShape describes a batch-norm input laid out as N×C×Spatial (NCHW with
+// H·W flattened); a 1-d batch norm over features has Spatial = 1.
+type BNShape struct {
+	N, C, Spatial int
+}
+
+// Count is the number of elements of the whole input.
+func (s BNShape) Count() int { return s.N * s.C * s.Spatial }
+
+// AdamParams are the hyper-parameters of one Adam update, PyTorch semantics
+// (bias-corrected moments, L2 weight decay added to the gradient).
+type AdamParams struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	// Step is the 1-based count of updates, including this one.
+	Step int
+}
+
+// SGDParams are the hyper-parameters of one SGD update, PyTorch semantics:
+// g += wd·w; buf = momentum·buf + g; w -= lr·buf (buf starts at zero, so the
+// first update uses g itself).
+type SGDParams struct {
+	LR, Momentum, WeightDecay float32
+	Nesterov                  bool
+}
+
+// Backend is the set of ops layers are written against.
+type Backend interface {
+	// Name says which implementation and which compute path is active,
+	// e.g. "cpu (gonum GEMM, 2 threads)".
+	Name() string
+
+	// Alloc returns a zero-filled tensor of n elements.
+	Alloc(n int) Tensor
+	// Free releases a tensor; using it afterwards is an error.
+	Free(t Tensor)
+	// Upload copies len(src) host values into the start of dst.
+	Upload(dst Tensor, src []float32)
+	// Download copies the first len(dst) values of src to the host. It waits
+	// for queued work on src.
+	Download(dst []float32, src Tensor)
+	// Err returns the first error recorded since the backend was created.
+	Err() error
+	// Sync waits for all queued work and returns Err.
+	Sync() error
+	// Close releases every resource of the backend.
+	Close() error
+
+	// Fill sets the first n elements of t to v.
+	Fill(t Tensor, v float32, n int)
+	// Copy copies n elements from src to dst.
+	Copy(dst, src Tensor, n int)
+
+	// Gemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices,
+	// where op(A) is m×k, op(B) is k×n and C is m×n. With trans, the stored
+	// matrix is the transpose (A stored k×m, B stored n×k).
+	Gemm(transA, transB bool, m, n, k int, alpha float32, a, b Tensor, beta float32, c Tensor)
+
+	// AddBias adds bias[c] to every row of the rows×cols matrix y.
+	AddBias(y, bias Tensor, rows, cols int)
+	// BiasGrad sets dBias[c] to the sum over rows of dy[r, c].
+	BiasGrad(dBias, dy Tensor, rows, cols int)
+
+	// ReLUForward sets y = max(x, 0).
+	ReLUForward(y, x Tensor, n int)
+	// ReLUBackward sets dx = dy where y > 0, else 0 (y is the forward output).
+	ReLUBackward(dx, dy, y Tensor, n int)
+
+	// BatchNormTrain normalizes x with the batch statistics per channel,
+	// y = gamma·xhat + beta, saves xhat and invStd (1/sqrt(var+eps), biased
+	// variance) for the backward pass, saves the batch mean, and updates the
+	// running statistics like PyTorch: running = (1−momentum)·running +
+	// momentum·batch, with the unbiased variance for runVar.
+	BatchNormTrain(y, xhat, mean, invStd, runMean, runVar, x, gamma, beta Tensor, s BNShape, momentum, eps float32)
+	// BatchNormEval normalizes x with the running statistics.
+	BatchNormEval(y, x, gamma, beta, runMean, runVar Tensor, s BNShape, eps float32)
+	// BatchNormBackward sets dx, dGamma and dBeta from dy and the values saved
+	// by BatchNormTrain.
+	BatchNormBackward(dx, dGamma, dBeta, dy, xhat, invStd, gamma Tensor, s BNShape)
+
+	// LogSoftmax sets each row of the rows×cols matrix y to log-softmax(x).
+	LogSoftmax(y, x Tensor, rows, cols int)
+	// NLLLoss accumulates into sums: sums[0] += Σ −logp[r, label[r]] and
+	// sums[1] += number of rows whose arg-max (first on ties) equals the label.
+	NLLLoss(sums, logp, labels Tensor, rows, cols int)
+	// LogSoftmaxNLLBackward sets dx = scale·(exp(logp) − onehot(label)), the
+	// gradient of scale·Σ NLL(log-softmax(x)) with respect to x.
+	LogSoftmaxNLLBackward(dx, logp, labels Tensor, rows, cols int, scale float32)
+
+	// Sign sets dst = sign(src) with sign(0) = +1, so dst ∈ {−1, +1}. dst may
+	// be src.
+	Sign(dst, src Tensor, n int)
+	// STEClippedMask zeroes grad where |latent| > 1: the clipped
+	// straight-through estimator applied to a gradient taken with respect to
+	// sign(latent). (The identity estimator needs no op.)
+	STEClippedMask(grad, latent Tensor, n int)
+	// Clip limits t to [lo, hi].
+	Clip(t Tensor, lo, hi float32, n int)
+
+	// AdamStep updates w in place from gradient g and moment buffers m, v.
+	AdamStep(w, g, m, v Tensor, n int, p AdamParams)
+	// SGDStep updates w in place from gradient g and momentum buffer buf.
+	SGDStep(w, g, buf Tensor, n int, p SGDParams)
+}
+
+// Float64Host is implemented by backends that compute in float64 (the CPU
+// backend's float64 variant, used by gradient checks); it moves float64
+// values without rounding them to float32.
+type Float64Host interface {
+	Upload64(dst Tensor, src []float64)
+	Download64(dst []float64, src Tensor)
+}
+
+// SizeError reports an op called with sizes its tensors cannot hold.
+type SizeError struct {
+	Op   string
+	Need int
+	Have int
+	Arg  string
+}
+
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("backend: %s: tensor %s holds %d elements, the op needs %d", e.Op, e.Arg, e.Have, e.Need)
+}

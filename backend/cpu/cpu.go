@@ -1,0 +1,554 @@
+// Package cpu owns the CPU implementation of backend.Backend: the executable
+// specification every other backend is tested against. It is generic over
+// the element type; float32 is what training uses, float64 is what gradient
+// checks against finite differences use.
+//
+// Every op is deterministic: reductions run in a fixed order, and parallel
+// work is split by output element, so the same inputs give the same bits.
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+
+	"iterbin/backend"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// Float is the element type a CPU backend computes in.
+type Float interface{ ~float32 | ~float64 }
+
+// Backend is the CPU backend. It is not safe for concurrent use.
+type Backend[T Float] struct {
+	err  error
+	blas gonum.Implementation
+}
+
+// tensor is the CPU backend's handle: a plain slice.
+type tensor[T Float] struct {
+	data  []T
+	freed bool
+}
+
+func (t *tensor[T]) Len() int { return len(t.data) }
+
+// New returns the float32 CPU backend used for training.
+func New() *Backend[float32] { return &Backend[float32]{} }
+
+// NewFloat64 returns a float64 CPU backend for numerical checks.
+func NewFloat64() *Backend[float64] { return &Backend[float64]{} }
+
+var _ backend.Backend = (*Backend[float32])(nil)
+var _ backend.Float64Host = (*Backend[float64])(nil)
+
+// Name says which GEMM path is active and how many threads it may use.
+func (b *Backend[T]) Name() string {
+	var z T
+	bits := 32
+	if _, ok := any(z).(float64); ok {
+		bits = 64
+	}
+	return fmt.Sprintf("cpu float%d (pure-Go gonum GEMM, %d threads)", bits, runtime.GOMAXPROCS(0))
+}
+
+func (b *Backend[T]) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+// get returns the slice behind t, checking it belongs to this backend, is
+// alive and holds at least need elements. On failure it records the error and
+// returns nil; callers then return without touching memory.
+func (b *Backend[T]) get(op, arg string, t backend.Tensor, need int) []T {
+	ct, ok := t.(*tensor[T])
+	if !ok || ct == nil {
+		b.fail(fmt.Errorf("backend: %s: tensor %s is not a tensor of this backend (%T)", op, arg, t))
+		return nil
+	}
+	if ct.freed {
+		b.fail(fmt.Errorf("backend: %s: tensor %s was freed", op, arg))
+		return nil
+	}
+	if need < 0 || len(ct.data) < need {
+		b.fail(&backend.SizeError{Op: op, Arg: arg, Need: need, Have: len(ct.data)})
+		return nil
+	}
+	return ct.data[:need]
+}
+
+// Alloc returns a zero-filled tensor of n elements.
+func (b *Backend[T]) Alloc(n int) backend.Tensor {
+	if n < 0 {
+		b.fail(fmt.Errorf("backend: Alloc: negative size %d", n))
+		n = 0
+	}
+	return &tensor[T]{data: make([]T, n)}
+}
+
+// Free releases t.
+func (b *Backend[T]) Free(t backend.Tensor) {
+	if ct, ok := t.(*tensor[T]); ok && ct != nil {
+		ct.data = nil
+		ct.freed = true
+	}
+}
+
+// Upload copies src into the start of dst.
+func (b *Backend[T]) Upload(dst backend.Tensor, src []float32) {
+	d := b.get("Upload", "dst", dst, len(src))
+	if d == nil {
+		return
+	}
+	for i, v := range src {
+		d[i] = T(v)
+	}
+}
+
+// Download copies the first len(dst) values of src.
+func (b *Backend[T]) Download(dst []float32, src backend.Tensor) {
+	s := b.get("Download", "src", src, len(dst))
+	if s == nil {
+		return
+	}
+	for i, v := range s {
+		dst[i] = float32(v)
+	}
+}
+
+// Upload64 copies float64 values without rounding (float64 backend only
+// keeps every bit).
+func (b *Backend[T]) Upload64(dst backend.Tensor, src []float64) {
+	d := b.get("Upload64", "dst", dst, len(src))
+	if d == nil {
+		return
+	}
+	for i, v := range src {
+		d[i] = T(v)
+	}
+}
+
+// Download64 copies values out as float64.
+func (b *Backend[T]) Download64(dst []float64, src backend.Tensor) {
+	s := b.get("Download64", "src", src, len(dst))
+	if s == nil {
+		return
+	}
+	for i, v := range s {
+		dst[i] = float64(v)
+	}
+}
+
+// Err returns the first recorded error.
+func (b *Backend[T]) Err() error { return b.err }
+
+// Sync returns the first recorded error; CPU ops are synchronous.
+func (b *Backend[T]) Sync() error { return b.err }
+
+// Close reports the first recorded error; CPU memory belongs to Go.
+func (b *Backend[T]) Close() error { return b.err }
+
+// Fill sets the first n elements to v.
+func (b *Backend[T]) Fill(t backend.Tensor, v float32, n int) {
+	d := b.get("Fill", "t", t, n)
+	if d == nil {
+		return
+	}
+	for i := range d {
+		d[i] = T(v)
+	}
+}
+
+// Copy copies n elements.
+func (b *Backend[T]) Copy(dst, src backend.Tensor, n int) {
+	d, s := b.get("Copy", "dst", dst, n), b.get("Copy", "src", src, n)
+	if d == nil || s == nil {
+		return
+	}
+	copy(d, s)
+}
+
+func transposeFlag(t bool) blas.Transpose {
+	if t {
+		return blas.Trans
+	}
+	return blas.NoTrans
+}
+
+// Gemm computes C = alpha·op(A)·op(B) + beta·C (row-major).
+func (b *Backend[T]) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt backend.Tensor, beta float32, ct backend.Tensor) {
+	a, bb, c := b.get("Gemm", "A", at, m*k), b.get("Gemm", "B", bt, k*n), b.get("Gemm", "C", ct, m*n)
+	if a == nil || bb == nil || c == nil {
+		return
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	if k == 0 {
+		// BLAS leaves C untouched for k = 0 only when beta = 1; scale it.
+		for i := range c {
+			c[i] *= T(beta)
+		}
+		return
+	}
+	switch a := any(a).(type) {
+	case []float32:
+		b.blas.Sgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, alpha, a, lda, any(bb).([]float32), ldb, beta, any(c).([]float32), n)
+	case []float64:
+		b.blas.Dgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, float64(alpha), a, lda, any(bb).([]float64), ldb, float64(beta), any(c).([]float64), n)
+	}
+}
+
+// AddBias adds bias[c] to every row of y.
+func (b *Backend[T]) AddBias(yt, biast backend.Tensor, rows, cols int) {
+	y, bias := b.get("AddBias", "y", yt, rows*cols), b.get("AddBias", "bias", biast, cols)
+	if y == nil || bias == nil {
+		return
+	}
+	for r := 0; r < rows; r++ {
+		row := y[r*cols : (r+1)*cols]
+		for c := range row {
+			row[c] += bias[c]
+		}
+	}
+}
+
+// BiasGrad sets dBias[c] = Σ_r dy[r, c].
+func (b *Backend[T]) BiasGrad(dbt, dyt backend.Tensor, rows, cols int) {
+	db, dy := b.get("BiasGrad", "dBias", dbt, cols), b.get("BiasGrad", "dy", dyt, rows*cols)
+	if db == nil || dy == nil {
+		return
+	}
+	clear(db)
+	for r := 0; r < rows; r++ {
+		row := dy[r*cols : (r+1)*cols]
+		for c, v := range row {
+			db[c] += v
+		}
+	}
+}
+
+// ReLUForward sets y = max(x, 0).
+func (b *Backend[T]) ReLUForward(yt, xt backend.Tensor, n int) {
+	y, x := b.get("ReLUForward", "y", yt, n), b.get("ReLUForward", "x", xt, n)
+	if y == nil || x == nil {
+		return
+	}
+	for i, v := range x {
+		if v > 0 {
+			y[i] = v
+		} else {
+			y[i] = 0
+		}
+	}
+}
+
+// ReLUBackward sets dx = dy where y > 0.
+func (b *Backend[T]) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
+	dx, dy, y := b.get("ReLUBackward", "dx", dxt, n), b.get("ReLUBackward", "dy", dyt, n), b.get("ReLUBackward", "y", yt, n)
+	if dx == nil || dy == nil || y == nil {
+		return
+	}
+	for i, v := range y {
+		if v > 0 {
+			dx[i] = dy[i]
+		} else {
+			dx[i] = 0
+		}
+	}
+}
+
+// BatchNormTrain normalizes with batch statistics and updates running ones.
+func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	const op = "BatchNormTrain"
+	cnt := s.Count()
+	y, xhat, x := b.get(op, "y", yt, cnt), b.get(op, "xhat", xhatt, cnt), b.get(op, "x", xt, cnt)
+	mean, invStd := b.get(op, "mean", meant, s.C), b.get(op, "invStd", invStdt, s.C)
+	runMean, runVar := b.get(op, "runMean", runMeant, s.C), b.get(op, "runVar", runVart, s.C)
+	gamma, beta := b.get(op, "gamma", gammat, s.C), b.get(op, "beta", betat, s.C)
+	if y == nil || xhat == nil || x == nil || mean == nil || invStd == nil || runMean == nil || runVar == nil || gamma == nil || beta == nil {
+		return
+	}
+	if s.N*s.Spatial < 2 {
+		b.fail(fmt.Errorf("backend: %s: batch norm in training needs more than one value per channel, got N=%d spatial=%d", op, s.N, s.Spatial))
+		return
+	}
+	m := float64(s.N * s.Spatial)
+	for c := 0; c < s.C; c++ {
+		var sum float64
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for _, v := range x[base : base+s.Spatial] {
+				sum += float64(v)
+			}
+		}
+		mu := sum / m
+		var sq float64
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for _, v := range x[base : base+s.Spatial] {
+				d := float64(v) - mu
+				sq += d * d
+			}
+		}
+		variance := sq / m
+		inv := T(1 / math.Sqrt(variance+float64(eps)))
+		muT := T(mu)
+		g, bt := gamma[c], beta[c]
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for i := base; i < base+s.Spatial; i++ {
+				h := (x[i] - muT) * inv
+				xhat[i] = h
+				y[i] = g*h + bt
+			}
+		}
+		mean[c] = muT
+		invStd[c] = inv
+		mom := T(momentum)
+		runMean[c] = (1-mom)*runMean[c] + mom*muT
+		runVar[c] = (1-mom)*runVar[c] + mom*T(sq/(m-1))
+	}
+}
+
+// BatchNormEval normalizes with the running statistics.
+func (b *Backend[T]) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend.Tensor, s backend.BNShape, eps float32) {
+	const op = "BatchNormEval"
+	cnt := s.Count()
+	y, x := b.get(op, "y", yt, cnt), b.get(op, "x", xt, cnt)
+	gamma, beta := b.get(op, "gamma", gammat, s.C), b.get(op, "beta", betat, s.C)
+	runMean, runVar := b.get(op, "runMean", runMeant, s.C), b.get(op, "runVar", runVart, s.C)
+	if y == nil || x == nil || gamma == nil || beta == nil || runMean == nil || runVar == nil {
+		return
+	}
+	for c := 0; c < s.C; c++ {
+		inv := T(1 / math.Sqrt(float64(runVar[c])+float64(eps)))
+		scale := gamma[c] * inv
+		shift := beta[c] - runMean[c]*scale
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for i := base; i < base+s.Spatial; i++ {
+				y[i] = x[i]*scale + shift
+			}
+		}
+	}
+}
+
+// BatchNormBackward computes dx, dGamma, dBeta.
+func (b *Backend[T]) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormBackward"
+	cnt := s.Count()
+	dx, dy, xhat := b.get(op, "dx", dxt, cnt), b.get(op, "dy", dyt, cnt), b.get(op, "xhat", xhatt, cnt)
+	dGamma, dBeta := b.get(op, "dGamma", dGammat, s.C), b.get(op, "dBeta", dBetat, s.C)
+	invStd, gamma := b.get(op, "invStd", invStdt, s.C), b.get(op, "gamma", gammat, s.C)
+	if dx == nil || dy == nil || xhat == nil || dGamma == nil || dBeta == nil || invStd == nil || gamma == nil {
+		return
+	}
+	m := float64(s.N * s.Spatial)
+	for c := 0; c < s.C; c++ {
+		var sumDy, sumDyXhat float64
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for i := base; i < base+s.Spatial; i++ {
+				sumDy += float64(dy[i])
+				sumDyXhat += float64(dy[i]) * float64(xhat[i])
+			}
+		}
+		dBeta[c] = T(sumDy)
+		dGamma[c] = T(sumDyXhat)
+		// dx = gamma·invStd/m · (m·dy − Σdy − xhat·Σ(dy·xhat))
+		k := gamma[c] * invStd[c] / T(m)
+		sDy, sDyXhat := T(sumDy), T(sumDyXhat)
+		for n := 0; n < s.N; n++ {
+			base := (n*s.C + c) * s.Spatial
+			for i := base; i < base+s.Spatial; i++ {
+				dx[i] = k * (T(m)*dy[i] - sDy - xhat[i]*sDyXhat)
+			}
+		}
+	}
+}
+
+// LogSoftmax sets each row of y to log-softmax of the row of x.
+func (b *Backend[T]) LogSoftmax(yt, xt backend.Tensor, rows, cols int) {
+	y, x := b.get("LogSoftmax", "y", yt, rows*cols), b.get("LogSoftmax", "x", xt, rows*cols)
+	if y == nil || x == nil {
+		return
+	}
+	for r := 0; r < rows; r++ {
+		xr, yr := x[r*cols:(r+1)*cols], y[r*cols:(r+1)*cols]
+		mx := xr[0]
+		for _, v := range xr[1:] {
+			if v > mx {
+				mx = v
+			}
+		}
+		var sum float64
+		for _, v := range xr {
+			sum += math.Exp(float64(v - mx))
+		}
+		lse := mx + T(math.Log(sum))
+		for i, v := range xr {
+			yr[i] = v - lse
+		}
+	}
+}
+
+func (b *Backend[T]) label(op string, v T, cols int) (int, bool) {
+	l := int(v)
+	if T(l) != v || l < 0 || l >= cols {
+		b.fail(fmt.Errorf("backend: %s: label %v is not a class index in [0, %d)", op, float64(v), cols))
+		return 0, false
+	}
+	return l, true
+}
+
+// NLLLoss accumulates the summed loss and the number of correct arg-maxes.
+func (b *Backend[T]) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) {
+	sums, logp, labels := b.get("NLLLoss", "sums", sumst, 2), b.get("NLLLoss", "logp", logpt, rows*cols), b.get("NLLLoss", "labels", labelst, rows)
+	if sums == nil || logp == nil || labels == nil {
+		return
+	}
+	var loss float64
+	correct := 0
+	for r := 0; r < rows; r++ {
+		l, ok := b.label("NLLLoss", labels[r], cols)
+		if !ok {
+			return
+		}
+		row := logp[r*cols : (r+1)*cols]
+		loss -= float64(row[l])
+		best := 0
+		for i, v := range row {
+			if v > row[best] {
+				best = i
+			}
+		}
+		if best == l {
+			correct++
+		}
+	}
+	sums[0] += T(loss)
+	sums[1] += T(correct)
+}
+
+// LogSoftmaxNLLBackward sets dx = scale·(softmax − onehot).
+func (b *Backend[T]) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, rows, cols int, scale float32) {
+	const op = "LogSoftmaxNLLBackward"
+	dx, logp, labels := b.get(op, "dx", dxt, rows*cols), b.get(op, "logp", logpt, rows*cols), b.get(op, "labels", labelst, rows)
+	if dx == nil || logp == nil || labels == nil {
+		return
+	}
+	s := T(scale)
+	for r := 0; r < rows; r++ {
+		l, ok := b.label(op, labels[r], cols)
+		if !ok {
+			return
+		}
+		for i := r * cols; i < (r+1)*cols; i++ {
+			dx[i] = s * T(math.Exp(float64(logp[i])))
+		}
+		dx[r*cols+l] -= s
+	}
+}
+
+// Sign sets dst = sign(src), sign(0) = +1.
+func (b *Backend[T]) Sign(dstt, srct backend.Tensor, n int) {
+	dst, src := b.get("Sign", "dst", dstt, n), b.get("Sign", "src", srct, n)
+	if dst == nil || src == nil {
+		return
+	}
+	for i, v := range src {
+		if v < 0 {
+			dst[i] = -1
+		} else {
+			dst[i] = 1
+		}
+	}
+}
+
+// STEClippedMask zeroes grad where |latent| > 1.
+func (b *Backend[T]) STEClippedMask(gradt, latentt backend.Tensor, n int) {
+	g, w := b.get("STEClippedMask", "grad", gradt, n), b.get("STEClippedMask", "latent", latentt, n)
+	if g == nil || w == nil {
+		return
+	}
+	for i, v := range w {
+		if v > 1 || v < -1 {
+			g[i] = 0
+		}
+	}
+}
+
+// Clip limits t to [lo, hi].
+func (b *Backend[T]) Clip(tt backend.Tensor, lo, hi float32, n int) {
+	t := b.get("Clip", "t", tt, n)
+	if t == nil {
+		return
+	}
+	l, h := T(lo), T(hi)
+	for i, v := range t {
+		t[i] = min(max(v, l), h)
+	}
+}
+
+// AdamStep performs one PyTorch-style Adam update.
+func (b *Backend[T]) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
+	w, g, m, v := b.get("AdamStep", "w", wt, n), b.get("AdamStep", "g", gt, n), b.get("AdamStep", "m", mt, n), b.get("AdamStep", "v", vt, n)
+	if w == nil || g == nil || m == nil || v == nil {
+		return
+	}
+	if p.Step < 1 {
+		b.fail(errors.New("backend: AdamStep: step must be at least 1"))
+		return
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	stepSize := T(float64(p.LR) / bc1)
+	bc2Sqrt := T(math.Sqrt(bc2))
+	b1, b2, eps, wd := T(p.Beta1), T(p.Beta2), T(p.Eps), T(p.WeightDecay)
+	for i := range w {
+		gi := g[i]
+		if wd != 0 {
+			gi += wd * w[i]
+		}
+		m[i] = b1*m[i] + (1-b1)*gi
+		v[i] = b2*v[i] + (1-b2)*gi*gi
+		denom := T(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
+		w[i] -= stepSize * m[i] / denom
+	}
+}
+
+// SGDStep performs one PyTorch-style SGD update.
+func (b *Backend[T]) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParams) {
+	w, g, buf := b.get("SGDStep", "w", wt, n), b.get("SGDStep", "g", gt, n), b.get("SGDStep", "buf", buft, n)
+	if w == nil || g == nil || buf == nil {
+		return
+	}
+	lr, mom, wd := T(p.LR), T(p.Momentum), T(p.WeightDecay)
+	for i := range w {
+		gi := g[i]
+		if wd != 0 {
+			gi += wd * w[i]
+		}
+		if mom != 0 {
+			buf[i] = mom*buf[i] + gi
+			if p.Nesterov {
+				gi += mom * buf[i]
+			} else {
+				gi = buf[i]
+			}
+		}
+		w[i] -= lr * gi
+	}
+}

@@ -1,0 +1,169 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"iterbin/backend"
+)
+
+// Model is a sequential network ending in the cross-entropy criterion.
+type Model struct {
+	Arch     string
+	Input    int // values per sample
+	Classes  int
+	MaxBatch int
+
+	be     backend.Backend
+	layers []Layer
+	loss   *CrossEntropy
+}
+
+// Layers returns the layers in forward order.
+func (m *Model) Layers() []Layer { return m.layers }
+
+// Backend returns the backend the model's tensors live on.
+func (m *Model) Backend() backend.Backend { return m.be }
+
+// Binarizable returns the binarizable layers in forward order.
+func (m *Model) Binarizable() []Binarizable {
+	var out []Binarizable
+	for _, l := range m.layers {
+		if b, ok := l.(Binarizable); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Params returns every trained tensor in a fixed order.
+func (m *Model) Params() []*Param {
+	var out []*Param
+	for _, l := range m.layers {
+		out = append(out, l.Params()...)
+	}
+	return out
+}
+
+// Buffers returns every untrained state tensor in a fixed order.
+func (m *Model) Buffers() []*Buffer {
+	var out []*Buffer
+	for _, l := range m.layers {
+		out = append(out, l.Buffers()...)
+	}
+	return out
+}
+
+// SetBinary makes exactly the named binarizable layers binary.
+func (m *Model) SetBinary(binary map[string]bool) error {
+	known := map[string]bool{}
+	for _, l := range m.Binarizable() {
+		known[l.Name()] = true
+		l.SetBinary(binary[l.Name()])
+	}
+	for name, on := range binary {
+		if on && !known[name] {
+			return fmt.Errorf("models: %s has no binarizable layer %q", m.Arch, name)
+		}
+	}
+	return nil
+}
+
+// Forward runs the network on the first n samples of x and accumulates the
+// summed loss and correct count into sums. It returns the log-probabilities.
+func (m *Model) Forward(sums, x, labels backend.Tensor, n int, train bool) backend.Tensor {
+	h := x
+	for _, l := range m.layers {
+		h = l.Forward(h, n, train)
+	}
+	return m.loss.Forward(sums, h, labels, n)
+}
+
+// Backward sets every parameter gradient of the mean loss of the last
+// training-mode Forward.
+func (m *Model) Backward(labels backend.Tensor, n int) {
+	g := m.loss.Backward(labels, n)
+	for i := len(m.layers) - 1; i >= 0; i-- {
+		g = m.layers[i].Backward(g, n, i > 0)
+	}
+}
+
+// ClipLatent clips the latent weights of binary layers whose binarizer asks
+// for it; call it after each optimizer update.
+func (m *Model) ClipLatent() {
+	for _, l := range m.Binarizable() {
+		if d, ok := l.(*Dense); ok && d.binary && d.binarizer.ClipLatent {
+			m.be.Clip(d.w.Value, -1, 1, d.w.Len())
+		}
+	}
+}
+
+// ResetLatentToSign sets the latent weights of binary layers to sign(w), as
+// the paper's MNIST code does after every epoch.
+func (m *Model) ResetLatentToSign() {
+	for _, l := range m.Binarizable() {
+		if l.IsBinary() {
+			p := l.Latent()
+			m.be.Sign(p.Value, p.Value, p.Len())
+		}
+	}
+}
+
+// Free releases every tensor of the model.
+func (m *Model) Free() {
+	for _, l := range m.layers {
+		l.free(m.be)
+	}
+	m.loss.free(m.be)
+}
+
+// MLPSpec describes the paper's MLPs: each hidden Dense is followed by
+// batch norm and ReLU; the last Dense is followed by batch norm.
+type MLPSpec struct {
+	Input   int
+	Hidden  []int
+	Classes int
+}
+
+// NewMLP builds an MLP with layers fc1…fcK, bn1…bnK, relu1…relu(K−1).
+func NewMLP(be backend.Backend, spec MLPSpec, maxBatch int, bin Binarizer, rng *rand.Rand) (*Model, error) {
+	if err := checkBinarizer(bin); err != nil {
+		return nil, err
+	}
+	if spec.Input < 1 || spec.Classes < 2 {
+		return nil, fmt.Errorf("models: MLP needs input ≥ 1 and classes ≥ 2, got %d and %d", spec.Input, spec.Classes)
+	}
+	if maxBatch < 1 {
+		return nil, errors.New("models: batch size must be at least 1")
+	}
+	m := &Model{Arch: spec.String(), Input: spec.Input, Classes: spec.Classes, MaxBatch: maxBatch, be: be}
+	widths := append(append([]int{spec.Input}, spec.Hidden...), spec.Classes)
+	for i := 1; i < len(widths); i++ {
+		if widths[i] < 1 {
+			return nil, fmt.Errorf("models: MLP hidden width %d must be at least 1", widths[i])
+		}
+		k := fmt.Sprint(i)
+		m.layers = append(m.layers,
+			NewDense(be, "fc"+k, widths[i-1], widths[i], maxBatch, bin, rng),
+			NewBatchNorm(be, "bn"+k, widths[i], 1, maxBatch))
+		if i < len(widths)-1 {
+			m.layers = append(m.layers, NewReLU(be, "relu"+k, widths[i], maxBatch))
+		}
+	}
+	m.loss = NewCrossEntropy(be, spec.Classes, maxBatch)
+	if err := be.Err(); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+// String names the MLP by its widths, e.g. "mlp-784-300-100-10".
+func (s MLPSpec) String() string {
+	out := fmt.Sprintf("mlp-%d", s.Input)
+	for _, h := range s.Hidden {
+		out += fmt.Sprintf("-%d", h)
+	}
+	return out + fmt.Sprintf("-%d", s.Classes)
+}

@@ -1,0 +1,143 @@
+package trainer
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func writeTOML(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "exp.toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigErrorsNameFileKeyAndWhatIsAllowed(t *testing.T) {
+	cases := []struct {
+		name, toml string
+		want       []string
+	}{
+		{"unknown key with suggestion", "[train]\nlearning_rate = 0.1\n", []string{`unknown key "train.learning_rate"`, "keys allowed in [train]", "lr"}},
+		{"typo", "[train]\nepoch = 3\n", []string{`"train.epoch"`, `did you mean "epochs"`}},
+		{"unknown section", "[trian]\nlr = 1\n", []string{`unknown key "trian"`, `did you mean "train"`, "Keys allowed in top level"}},
+		{"wrong type", "[train]\nlr = \"fast\"\n", []string{"line 2", "train.lr", "type string", "float"}},
+		{"bad value", "[train]\noptimizer = \"adm\"\n", []string{"key train.optimizer", `"adm" is not allowed`, "adam, sgd"}},
+		{"bad order", "[binarize]\norder = \"sideways\"\n", []string{"key binarize.order", "guided-reverse"}},
+		{"order of numbers", "[binarize]\norder = [1, 3, 2]\n", []string{"binarize.order", "not a layer name"}},
+		{"syntax", "[train\nlr = 1\n", []string{":2:", "table name"}},
+		{"several", "[train]\nepochs = 0\nbatch_size = 1\n", []string{"train.epochs", "train.batch_size"}},
+		{"device", "[run]\ndevice = \"gpu\"\n", []string{"run.device", "cuda:N"}},
+		{"multistep without milestones", "[train]\nlr_schedule = \"multistep\"\n", []string{"train.milestones"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeTOML(t, c.toml)
+			_, err := LoadConfig(p, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigDefaultsOverridesAndExplicitOrder(t *testing.T) {
+	p := writeTOML(t, `
+[run]
+name = "x"
+[binarize]
+order = ["fc1", "fc3", "fc2"]
+[train]
+lr = 0.5
+`)
+	cfg, err := LoadConfig(p, []string{"train.epochs=7", "binarize.mode=binary", "data.dir=/some/path", "train.milestones=[2, 4]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Train.Epochs != 7 || cfg.Binarize.Mode != "binary" || cfg.Data.Dir != "/some/path" || cfg.Train.LR != 0.5 {
+		t.Errorf("overrides not applied: %+v", cfg.Train)
+	}
+	if !reflect.DeepEqual(cfg.Train.Milestones, []int{2, 4}) {
+		t.Errorf("milestones %v", cfg.Train.Milestones)
+	}
+	if !reflect.DeepEqual(cfg.Binarize.Order.Layers, []string{"fc1", "fc3", "fc2"}) {
+		t.Errorf("order %+v", cfg.Binarize.Order)
+	}
+	// Untouched keys keep their defaults.
+	if cfg.Train.BatchSize != 100 || cfg.Run.Seed != 316 || cfg.Binarize.EpochsPerLayer != 150 {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+	// The resolved config encodes and decodes to itself.
+	text, err := cfg.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadConfig(writeTOML(t, string(text)), nil)
+	if err != nil {
+		t.Fatalf("resolved config does not load: %v\n%s", err, text)
+	}
+	if !reflect.DeepEqual(back, cfg) {
+		t.Errorf("round trip changed the config:\n%+v\n%+v", back, cfg)
+	}
+}
+
+func TestSetErrors(t *testing.T) {
+	p := writeTOML(t, "")
+	for _, c := range []struct{ set, want string }{
+		{"train.lrr=1", `unknown key "train.lrr"`},
+		{"nonsense", "expected section.key=value"},
+		{"train.epochs=many", "train.epochs"},
+		{"train.epochs=-1", "key train.epochs"},
+	} {
+		_, err := LoadConfig(p, []string{c.set})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("-set %s: error %v, want %q", c.set, err, c.want)
+		}
+	}
+}
+
+func TestLRSchedules(t *testing.T) {
+	s := ScheduleConfig{LRSchedule: "multistep", Milestones: []int{2, 4}, Gamma: 0.1}
+	want := []float64{1, 1, 0.1, 0.1, 0.01, 0.01}
+	for e, w := range want {
+		if got := s.LRAt(1, e); abs(got-w) > 1e-12 {
+			t.Errorf("epoch %d: lr %v, want %v", e, got, w)
+		}
+	}
+	if got := (ScheduleConfig{LRSchedule: "constant", Milestones: []int{1}, Gamma: 0.1}).LRAt(0.5, 9); got != 0.5 {
+		t.Errorf("constant lr %v", got)
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func TestSensitivityFingerprintIgnoresOrderAndBudget(t *testing.T) {
+	a, b := Default(), Default()
+	b.Binarize.Order = Order{Rule: OrderGuidedReverse}
+	b.Train.Epochs = 3
+	b.Run.Name = "other"
+	if a.SensitivityFingerprint() != b.SensitivityFingerprint() {
+		t.Error("order, budget or name changed the fingerprint")
+	}
+	b.Train.LR = 0.01
+	if a.SensitivityFingerprint() == b.SensitivityFingerprint() {
+		t.Error("the learning rate did not change the fingerprint")
+	}
+}

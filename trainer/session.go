@@ -1,0 +1,233 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"iterbin/backend"
+	"iterbin/loaders"
+	"iterbin/models"
+)
+
+// session is one training run on one backend: the model, its optimizer,
+// the data and the schedule of binary layers. Main runs and each
+// sensitivity run are sessions.
+type session struct {
+	cfg     *Config
+	be      backend.Backend
+	data    *loaders.Dataset
+	model   *models.Model
+	opt     *Optimizer
+	sched   Schedule
+	lrSched ScheduleConfig
+	epochs  int
+	// evalTest is false for sensitivity runs, which need validation only.
+	evalTest bool
+
+	x, labels, sums backend.Tensor
+	xHost, yHost    []float32
+	sumsHost        []float32
+	idx             []int
+
+	history  []EpochMetrics
+	progress *Progress
+}
+
+// buildModel builds the configured architecture with the run's seed, with
+// buffers for maxBatch samples.
+func buildModel(cfg *Config, be backend.Backend, maxBatch int) (*models.Model, error) {
+	c, h, w, classes, err := loaders.Shape(cfg.Data.Dataset)
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(cfg.Run.Seed, 0x1417))
+	bin := models.Binarizer{STE: models.STE(cfg.Binarize.STE), ClipLatent: cfg.Binarize.ClipLatent}
+	switch cfg.Model.Arch {
+	case "mlp":
+		return models.NewMLP(be, models.MLPSpec{Input: c * h * w, Hidden: cfg.Model.Hidden, Classes: classes}, maxBatch, bin, rng)
+	}
+	return nil, fmt.Errorf("unknown model.arch %q", cfg.Model.Arch)
+}
+
+// LayerInfo describes one binarizable layer.
+type LayerInfo struct {
+	Name    string
+	Shape   []int
+	Weights int
+	MACs    int
+}
+
+// Describe lists the binarizable layers of cfg's model, in forward order,
+// without reading the dataset.
+func Describe(cfg *Config) ([]LayerInfo, error) {
+	be, err := OpenBackend("cpu")
+	if err != nil {
+		return nil, err
+	}
+	m, err := buildModel(cfg, be, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	var out []LayerInfo
+	for _, l := range m.Binarizable() {
+		p := l.Latent()
+		out = append(out, LayerInfo{Name: l.Name(), Shape: p.Shape, Weights: p.Len(), MACs: l.MACs()})
+	}
+	return out, nil
+}
+
+// LayerNames returns the names of a model's binarizable layers in forward
+// order.
+func LayerNames(m *models.Model) []string {
+	var names []string
+	for _, l := range m.Binarizable() {
+		names = append(names, l.Name())
+	}
+	return names
+}
+
+func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Schedule, epochs int, lrSched ScheduleConfig, evalTest bool, progress *Progress) (*session, error) {
+	model, err := buildModel(cfg, be, max(cfg.Train.BatchSize, cfg.Train.TestBatchSize))
+	if err != nil {
+		return nil, err
+	}
+	s := &session{cfg: cfg, be: be, data: data, model: model, sched: sched, lrSched: lrSched, epochs: epochs, evalTest: evalTest, progress: progress}
+	s.opt = NewOptimizer(be, model.Params(), cfg.Train)
+	maxBatch := model.MaxBatch
+	s.x = be.Alloc(maxBatch * data.SampleSize())
+	s.labels = be.Alloc(maxBatch)
+	s.sums = be.Alloc(2)
+	s.xHost = make([]float32, maxBatch*data.SampleSize())
+	s.yHost = make([]float32, maxBatch)
+	s.sumsHost = make([]float32, 2)
+	s.idx = make([]int, maxBatch)
+	if err := be.Err(); err != nil {
+		s.free()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) free() {
+	s.model.Free()
+	s.opt.Free()
+	for _, t := range []backend.Tensor{s.x, s.labels, s.sums} {
+		s.be.Free(t)
+	}
+}
+
+// tensors lists everything a checkpoint stores, in a fixed order.
+func (s *session) tensors() []NamedTensor {
+	var out []NamedTensor
+	for _, p := range s.model.Params() {
+		out = append(out, NamedTensor{Name: p.Name, Len: p.Len(), T: p.Value})
+	}
+	for _, b := range s.model.Buffers() {
+		out = append(out, NamedTensor{Name: b.Name, Len: b.Len, T: b.Value})
+	}
+	return append(out, s.opt.StateTensors()...)
+}
+
+// runEpoch trains epoch e and evaluates; it returns the epoch's metrics.
+func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
+	binary := s.sched.BinaryAt(e)
+	set := map[string]bool{}
+	for _, name := range binary {
+		set[name] = true
+	}
+	if err := s.model.SetBinary(set); err != nil {
+		return EpochMetrics{}, err
+	}
+	lr := s.lrSched.LRAt(s.cfg.Train.LR, e)
+	start := time.Now()
+	train := &s.data.Train
+	order := loaders.EpochOrder(train.N, s.cfg.Run.Seed, e)
+	bs := s.cfg.Train.BatchSize
+	s.be.Fill(s.sums, 0, 2)
+	done := 0
+	err := loaders.Batches(train.N, bs, func(lo, hi int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := hi - lo
+		if n < 2 {
+			return nil // batch norm cannot train on one sample (PyTorch errors; we skip it)
+		}
+		s.data.FillBatch(s.xHost, s.yHost, train, order[lo:hi])
+		s.be.Upload(s.x, s.xHost[:n*s.data.SampleSize()])
+		s.be.Upload(s.labels, s.yHost[:n])
+		s.model.Forward(s.sums, s.x, s.labels, n, true)
+		s.model.Backward(s.labels, n)
+		s.opt.Step(lr)
+		s.model.ClipLatent()
+		if err := s.be.Err(); err != nil {
+			return fmt.Errorf("epoch %d, step %d: %w", e, s.opt.Steps, err)
+		}
+		done += n
+		if s.progress.due() {
+			s.be.Download(s.sumsHost, s.sums)
+			s.progress.step(e, s.epochs, done, train.N, float64(s.sumsHost[0])/float64(done), time.Since(start))
+		}
+		return nil
+	})
+	if err != nil {
+		return EpochMetrics{}, err
+	}
+	s.be.Download(s.sumsHost, s.sums)
+	if err := s.be.Sync(); err != nil {
+		return EpochMetrics{}, err
+	}
+	trainSecs := time.Since(start).Seconds()
+	m := EpochMetrics{Epoch: e, LR: lr, BinaryLayers: append([]string{}, binary...),
+		AllBinary: s.sched.AllBinaryAt(e, len(s.model.Binarizable())),
+		TrainLoss: float64(s.sumsHost[0]) / float64(done), TrainAcc: float64(s.sumsHost[1]) / float64(done),
+		ImgPerSec: float64(done) / trainSecs}
+	if math.IsNaN(m.TrainLoss) || math.IsInf(m.TrainLoss, 0) {
+		return m, fmt.Errorf("epoch %d: training loss is %v; lower train.lr or check the data", e, m.TrainLoss)
+	}
+	if s.cfg.Binarize.ResetLatentEachEpoch {
+		s.model.ResetLatentToSign()
+	}
+	if m.ValLoss, m.ValAcc, err = s.evaluate(&s.data.Val); err != nil {
+		return m, err
+	}
+	if s.evalTest {
+		if m.TestLoss, m.TestAcc, err = s.evaluate(&s.data.Test); err != nil {
+			return m, err
+		}
+	}
+	m.Seconds = time.Since(start).Seconds()
+	s.progress.clear()
+	return m, nil
+}
+
+// evaluate returns the mean loss and the accuracy on a split, with batch
+// norm in evaluation mode.
+func (s *session) evaluate(split *loaders.Split) (loss, acc float64, err error) {
+	s.be.Fill(s.sums, 0, 2)
+	bs := s.cfg.Train.TestBatchSize
+	err = loaders.Batches(split.N, bs, func(lo, hi int) error {
+		n := hi - lo
+		for i := range n {
+			s.idx[i] = lo + i
+		}
+		s.data.FillBatch(s.xHost, s.yHost, split, s.idx[:n])
+		s.be.Upload(s.x, s.xHost[:n*s.data.SampleSize()])
+		s.be.Upload(s.labels, s.yHost[:n])
+		s.model.Forward(s.sums, s.x, s.labels, n, false)
+		return s.be.Err()
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	s.be.Download(s.sumsHost, s.sums)
+	if err := s.be.Sync(); err != nil {
+		return 0, 0, err
+	}
+	n := float64(split.N)
+	return float64(s.sumsHost[0]) / n, float64(s.sumsHost[1]) / n, nil
+}
