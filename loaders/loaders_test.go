@@ -196,3 +196,30 @@ func TestDownloadVerifiesChecksumsAndFallsBackToTheNextMirror(t *testing.T) {
 		t.Fatalf("a failed download left %v", entries)
 	}
 }
+
+// Fashion-MNIST goes through the same loader; the real files come from
+// Debian's dataset-fashion-mnist, which .ci/run installs.
+func TestRealFashionMNISTFromDebianPackage(t *testing.T) {
+	if _, err := os.Stat(FashionMNISTDebianDir); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s missing in CI: .ci/run must install dataset-fashion-mnist", FashionMNISTDebianDir)
+		}
+		t.Skipf("%s missing: apt-get install dataset-fashion-mnist", FashionMNISTDebianDir)
+	}
+	d, err := LoadMNISTLike(context.Background(), "fashion-mnist", "", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Train.N != 55000 || d.Val.N != 5000 || d.Test.N != 10000 || d.SampleSize() != 784 {
+		t.Fatalf("splits %d/%d/%d", d.Train.N, d.Val.N, d.Test.N)
+	}
+	counts := make([]int, 10)
+	for _, l := range d.Test.Labels {
+		counts[l]++
+	}
+	for c, n := range counts {
+		if n != 1000 {
+			t.Errorf("class %d has %d test images, Fashion-MNIST has 1000 of each", c, n)
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(args ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+// Every shipped experiment must validate, explicit orders included.
+func TestEveryExperimentFileValidates(t *testing.T) {
+	files, _ := filepath.Glob("../../experiments/*/*.toml")
+	more, _ := filepath.Glob("../../experiments/*/*/*.toml")
+	files = append(files, more...)
+	if len(files) < 20 {
+		t.Fatalf("found only %d experiment files", len(files))
+	}
+	for _, f := range files {
+		if out, err := runCLI("validate", f); err != nil || !strings.Contains(out, "is valid") {
+			t.Errorf("%s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+func TestLayersListsNamesAndSizes(t *testing.T) {
+	out, err := runCLI("layers", "../../experiments/mnist/mlp-784-784/forward.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"fc1", "[784 784]", "614656", "fc3", "[10 784]", "1237152"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("layers output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[binarize]\norder = [\"fc1\", \"fc9\", \"fc2\"]\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"validate", bad}, "fc9"},
+		{[]string{"validate", filepath.Join(dir, "missing.toml")}, "missing.toml"},
+		{[]string{"validate"}, "exactly one FILE.toml"},
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"run", "--resume", dir, "x.toml"}, "only the run folder"},
+		{[]string{"run", "--resume", dir}, "config.toml"},
+		{[]string{"run", "../../experiments/mnist/quick-forward.toml", "-set", "run.device=cuda"}, "no CUDA backend"},
+		{[]string{"download", "cifar", dir}, "usage"},
+	} {
+		out, err := runCLI(c.args...)
+		if err == nil || !strings.Contains(err.Error()+out, c.want) {
+			t.Errorf("%v: error %v, want one saying %q", c.args, err, c.want)
+		}
+	}
+	if out, err := runCLI("help"); err != nil || !strings.Contains(out, "iterbin run FILE.toml") {
+		t.Errorf("help: %v %s", err, out)
+	}
+}
+
+func TestSetFlagsAfterTheFile(t *testing.T) {
+	out, err := runCLI("validate", "../../experiments/mnist/quick-forward.toml", "-set", "train.lr=0.25", "-set", "binarize.order=reverse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "lr = 0.25") || !strings.Contains(out, `order = "reverse"`) {
+		t.Errorf("overrides missing from the resolved config:\n%s", out)
+	}
+}
