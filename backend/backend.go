@@ -37,6 +37,43 @@ type BNShape struct {
 // Count is the number of elements of the whole input.
 func (s BNShape) Count() int { return s.N * s.C * s.Spatial }
 
+// ConvShape describes a 2-d convolution over a batch in NCHW layout.
+type ConvShape struct {
+	N, C, H, W  int // input
+	OC, KH, KW  int // filters
+	Stride, Pad int
+}
+
+// OutH is the output height.
+func (s ConvShape) OutH() int { return (s.H+2*s.Pad-s.KH)/s.Stride + 1 }
+
+// OutW is the output width.
+func (s ConvShape) OutW() int { return (s.W+2*s.Pad-s.KW)/s.Stride + 1 }
+
+// PoolShape describes a 2-d max pooling over a batch in NCHW layout.
+type PoolShape struct {
+	N, C, H, W          int
+	Kernel, Stride, Pad int
+}
+
+// OutH is the output height.
+func (s PoolShape) OutH() int { return (s.H+2*s.Pad-s.Kernel)/s.Stride + 1 }
+
+// OutW is the output width.
+func (s PoolShape) OutW() int { return (s.W+2*s.Pad-s.Kernel)/s.Stride + 1 }
+
+// ShortcutShape describes an option-A shortcut from N×C×H×W to
+// N×OC×⌈H/Stride⌉×⌈W/Stride⌉.
+type ShortcutShape struct {
+	N, C, H, W, OC, Stride int
+}
+
+// OutH is the output height.
+func (s ShortcutShape) OutH() int { return (s.H-1)/s.Stride + 1 }
+
+// OutW is the output width.
+func (s ShortcutShape) OutW() int { return (s.W-1)/s.Stride + 1 }
+
 // AdamParams are the hyper-parameters of one Adam update, PyTorch semantics
 // (bias-corrected moments, L2 weight decay added to the gradient).
 type AdamParams struct {
@@ -85,10 +122,38 @@ type Backend interface {
 	// matrix is the transpose (A stored k×m, B stored n×k).
 	Gemm(transA, transB bool, m, n, k int, alpha float32, a, b Tensor, beta float32, c Tensor)
 
-	// AddBias adds bias[c] to every row of the rows×cols matrix y.
-	AddBias(y, bias Tensor, rows, cols int)
-	// BiasGrad sets dBias[c] to the sum over rows of dy[r, c].
-	BiasGrad(dBias, dy Tensor, rows, cols int)
+	// AddBias adds bias[c] to every element of channel c of y, laid out
+	// n×c×spatial (a Dense output is n×c×1).
+	AddBias(y, bias Tensor, n, c, spatial int)
+	// BiasGrad sets dBias[c] to the sum of dy over samples and positions.
+	BiasGrad(dBias, dy Tensor, n, c, spatial int)
+
+	// Conv2DForward sets y (N×OC×OH×OW) to the cross-correlation of x
+	// (N×C×H×W) with w (OC×C×KH×KW), zero padding, no bias.
+	Conv2DForward(y, x, w Tensor, s ConvShape)
+	// Conv2DBackwardData sets dx to the gradient with respect to x.
+	Conv2DBackwardData(dx, dy, w Tensor, s ConvShape)
+	// Conv2DBackwardFilter sets dw to the gradient with respect to w.
+	Conv2DBackwardFilter(dw, dy, x Tensor, s ConvShape)
+
+	// MaxPool2DForward sets y to the window maxima of x and argmax to the
+	// index within its H×W plane of each maximum (the first on ties).
+	MaxPool2DForward(y, argmax, x Tensor, s PoolShape)
+	// MaxPool2DBackward sets dx: dy routed to the argmax positions.
+	MaxPool2DBackward(dx, dy, argmax Tensor, s PoolShape)
+	// GlobalAvgPoolForward sets y[n, c] to the mean of x[n, c, :].
+	GlobalAvgPoolForward(y, x Tensor, n, c, spatial int)
+	// GlobalAvgPoolBackward sets dx[n, c, :] = dy[n, c] / spatial.
+	GlobalAvgPoolBackward(dx, dy Tensor, n, c, spatial int)
+
+	// Add sets y = a + b; y may be a or b.
+	Add(y, a, b Tensor, n int)
+	// ShortcutAForward is ResNet's parameter-free option-A shortcut:
+	// y[n, o, i, j] = x[n, o−pad, i·stride, j·stride] where
+	// pad = (OC−C)/2 and 0 ≤ o−pad < C, else 0.
+	ShortcutAForward(y, x Tensor, s ShortcutShape)
+	// ShortcutABackward sets dx from dy, the transpose of the forward map.
+	ShortcutABackward(dx, dy Tensor, s ShortcutShape)
 
 	// ReLUForward sets y = max(x, 0).
 	ReLUForward(y, x Tensor, n int)

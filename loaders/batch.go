@@ -10,6 +10,74 @@ func EpochOrder(n int, seed uint64, epoch int) []int {
 	return rng.Perm(n)
 }
 
+// Augmentation is the random transformation of training images: a crop
+// of the original size from the image zero-padded by CropPad pixels on each
+// side, then a horizontal flip with probability ½ (torchvision's
+// RandomCrop(size, padding) and RandomHorizontalFlip, in that order).
+type Augmentation struct {
+	CropPad int
+	Flip    bool
+}
+
+// On says whether the augmentation changes anything.
+func (a Augmentation) On() bool { return a.CropPad > 0 || a.Flip }
+
+// BatchRNG is the random source of one training batch's augmentation,
+// reseeded per (seed, epoch, batch) so a resumed run augments exactly as an
+// uninterrupted one. It allocates nothing after NewBatchRNG.
+type BatchRNG struct {
+	pcg *rand.PCG
+	rng *rand.Rand
+}
+
+// NewBatchRNG returns an unseeded BatchRNG.
+func NewBatchRNG() *BatchRNG {
+	pcg := rand.NewPCG(0, 0)
+	return &BatchRNG{pcg: pcg, rng: rand.New(pcg)}
+}
+
+// Seed positions the source for one batch.
+func (r *BatchRNG) Seed(seed uint64, epoch, batch int) {
+	r.pcg.Seed(seed^0xa06e, uint64(epoch)<<32|uint64(batch))
+}
+
+// FillTrainBatch is FillBatch with the dataset's augmentation drawn from
+// rng.
+func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *BatchRNG) {
+	if !d.Augment.On() {
+		d.FillBatch(x, labels, s, idx)
+		return
+	}
+	ss := d.SampleSize()
+	h, w, pad := d.Height, d.Width, d.Augment.CropPad
+	for b, i := range idx {
+		top, left := rng.rng.IntN(2*pad+1)-pad, rng.rng.IntN(2*pad+1)-pad
+		flip := d.Augment.Flip && rng.rng.IntN(2) == 1
+		src := s.Images[i*ss : (i+1)*ss]
+		dst := x[b*ss : (b+1)*ss]
+		for c := 0; c < d.Channels; c++ {
+			mean, std := d.Mean[c], d.Std[c]
+			zero := (0 - mean) / std
+			for r := 0; r < h; r++ {
+				sr := r + top
+				for col := 0; col < w; col++ {
+					cc := col
+					if flip {
+						cc = w - 1 - col
+					}
+					sc := cc + left
+					v := zero
+					if sr >= 0 && sr < h && sc >= 0 && sc < w {
+						v = (float32(src[(c*h+sr)*w+sc])/255 - mean) / std
+					}
+					dst[(c*h+r)*w+col] = v
+				}
+			}
+		}
+		labels[b] = float32(s.Labels[i])
+	}
+}
+
 // FillBatch writes the normalized images (pixel/255 − mean) / std and the
 // labels of the samples idx of s into x and labels, which hold at least
 // len(idx) samples. Labels are written as float32 class indices.

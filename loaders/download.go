@@ -2,9 +2,11 @@ package loaders
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -12,10 +14,19 @@ import (
 	"strings"
 )
 
-// RemoteFile is a file to download and the SHA-256 it must have.
+// RemoteFile is a file to download and the checksum it must have: SHA256,
+// or MD5 where only that is published.
 type RemoteFile struct {
 	Name   string
 	SHA256 string
+	MD5    string
+}
+
+func (f RemoteFile) hash() (hash.Hash, string, string) {
+	if f.SHA256 != "" {
+		return sha256.New(), f.SHA256, "SHA-256"
+	}
+	return md5.New(), f.MD5, "MD5"
 }
 
 // MNISTMirrors returns the usual places MNIST is served from, in the order
@@ -32,10 +43,10 @@ func MNISTMirrors() []string {
 // (they equal the files in the GoMNIST module).
 func MNISTFiles() []RemoteFile {
 	return []RemoteFile{
-		{"train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
-		{"train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
-		{"t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
-		{"t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
+		{Name: "train-images-idx3-ubyte.gz", SHA256: "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
+		{Name: "train-labels-idx1-ubyte.gz", SHA256: "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
+		{Name: "t10k-images-idx3-ubyte.gz", SHA256: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
+		{Name: "t10k-labels-idx1-ubyte.gz", SHA256: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
 	}
 }
 
@@ -50,7 +61,7 @@ func Download(ctx context.Context, client *http.Client, dir string, mirrors []st
 	}
 	for _, f := range files {
 		dst := filepath.Join(dir, f.Name)
-		if sum, err := fileSHA256(dst); err == nil && sum == f.SHA256 {
+		if sum, err := fileSum(dst, f); err == nil && sum == f.want() {
 			logf(progress, "%s: present, checksum ok\n", dst)
 			continue
 		}
@@ -58,7 +69,7 @@ func Download(ctx context.Context, client *http.Client, dir string, mirrors []st
 		done := false
 		for _, m := range mirrors {
 			url := m + f.Name
-			err := fetchVerified(ctx, client, url, dst, f.SHA256)
+			err := fetchVerified(ctx, client, url, dst, f)
 			if err == nil {
 				logf(progress, "%s: downloaded from %s, checksum ok\n", dst, url)
 				done = true
@@ -82,7 +93,9 @@ func logf(w io.Writer, format string, args ...any) {
 	}
 }
 
-func fetchVerified(ctx context.Context, client *http.Client, url, dst, want string) error {
+func (f RemoteFile) want() string { _, w, _ := f.hash(); return w }
+
+func fetchVerified(ctx context.Context, client *http.Client, url, dst string, f RemoteFile) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -100,7 +113,7 @@ func fetchVerified(ctx context.Context, client *http.Client, url, dst, want stri
 		return err
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	h := sha256.New()
+	h, want, kind := f.hash()
 	if _, err := io.Copy(io.MultiWriter(tmp, h), resp.Body); err != nil {
 		tmp.Close()
 		return fmt.Errorf("%s: %v", url, err)
@@ -109,18 +122,18 @@ func fetchVerified(ctx context.Context, client *http.Client, url, dst, want stri
 		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%s: checksum mismatch: SHA-256 %s, expected %s", url, got, want)
+		return fmt.Errorf("%s: checksum mismatch: %s %s, expected %s", url, kind, got, want)
 	}
 	return os.Rename(tmp.Name(), dst)
 }
 
-func fileSHA256(path string) (string, error) {
+func fileSum(path string, rf RemoteFile) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h, _, _ := rf.hash()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}

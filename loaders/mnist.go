@@ -29,6 +29,10 @@ type Dataset struct {
 	Classes                 int
 	// Mean and Std per channel, applied to pixel/255.
 	Mean, Std []float32
+	// Augment is applied to training batches only.
+	Augment Augmentation
+	// SplitNote says how the validation split was chosen.
+	SplitNote string
 
 	Train, Val, Test Split
 }
@@ -92,7 +96,8 @@ func LoadMNISTLike(ctx context.Context, name, dir string, validation int) (*Data
 		return nil, fmt.Errorf("%s: validation split of %d images must be in [0, %d)", name, validation, train.N)
 	}
 	d := &Dataset{Name: name, Dir: dir, Channels: 1, Height: parts[0].Dims[1], Width: parts[0].Dims[2], Classes: 10,
-		Mean: []float32{mean}, Std: []float32{std}, Test: test}
+		Mean: []float32{mean}, Std: []float32{std}, Test: test,
+		SplitNote: fmt.Sprintf("validation = the last %d training images", validation)}
 	d.Train, d.Val = train.cut(train.N-validation, d.SampleSize())
 	for _, s := range []Split{train, test} {
 		for i, l := range s.Labels {
@@ -196,6 +201,8 @@ func Shape(name string) (channels, height, width, classes int, err error) {
 	switch name {
 	case "mnist", "fashion-mnist":
 		return 1, 28, 28, 10, nil
+	case "cifar10":
+		return 3, cifarSide, cifarSide, 10, nil
 	}
-	return 0, 0, 0, 0, fmt.Errorf("unknown dataset %q (use mnist or fashion-mnist)", name)
+	return 0, 0, 0, 0, fmt.Errorf("unknown dataset %q (use mnist, fashion-mnist or cifar10)", name)
 }

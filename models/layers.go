@@ -91,6 +91,7 @@ type Binarizable interface {
 	Latent() *Param
 	// MACs is the number of multiply-accumulates per sample.
 	MACs() int
+	binarizerSettings() (Binarizer, *Param, bool)
 }
 
 // Dense is a fully connected layer y = x·Wᵀ + b with W stored out×in
@@ -139,6 +140,9 @@ func (d *Dense) SetBinary(binary bool) { d.binary = binary }
 func (d *Dense) IsBinary() bool        { return d.binary }
 func (d *Dense) Latent() *Param        { return d.w }
 func (d *Dense) MACs() int             { return d.in * d.out }
+func (d *Dense) binarizerSettings() (Binarizer, *Param, bool) {
+	return d.binarizer, d.w, d.binary
+}
 
 // weights returns the tensor the forward pass multiplies by.
 func (d *Dense) weights() backend.Tensor {
@@ -155,7 +159,7 @@ func (d *Dense) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
 	}
 	d.x = x
 	d.be.Gemm(false, true, n, d.out, d.in, 1, x, d.weights(), 0, d.y)
-	d.be.AddBias(d.y, d.b.Value, n, d.out)
+	d.be.AddBias(d.y, d.b.Value, n, d.out, 1)
 	return d.y
 }
 
@@ -167,7 +171,7 @@ func (d *Dense) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.T
 	if d.binary && d.binarizer.STE == STEClipped {
 		d.be.STEClippedMask(d.w.Grad, d.w.Value, d.in*d.out)
 	}
-	d.be.BiasGrad(d.b.Grad, dy, n, d.out)
+	d.be.BiasGrad(d.b.Grad, dy, n, d.out, 1)
 	if !needInputGrad {
 		return nil
 	}

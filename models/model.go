@@ -26,14 +26,27 @@ func (m *Model) Layers() []Layer { return m.layers }
 // Backend returns the backend the model's tensors live on.
 func (m *Model) Backend() backend.Backend { return m.be }
 
-// Binarizable returns the binarizable layers in forward order.
+// Composite is a layer made of sublayers (a residual block).
+type Composite interface {
+	Sublayers() []Layer
+}
+
+// Binarizable returns the binarizable layers in forward order, those
+// inside composite layers included.
 func (m *Model) Binarizable() []Binarizable {
 	var out []Binarizable
-	for _, l := range m.layers {
-		if b, ok := l.(Binarizable); ok {
-			out = append(out, b)
+	var walk func([]Layer)
+	walk = func(ls []Layer) {
+		for _, l := range ls {
+			if b, ok := l.(Binarizable); ok {
+				out = append(out, b)
+			}
+			if c, ok := l.(Composite); ok {
+				walk(c.Sublayers())
+			}
 		}
 	}
+	walk(m.layers)
 	return out
 }
 
@@ -93,8 +106,8 @@ func (m *Model) Backward(labels backend.Tensor, n int) {
 // for it; call it after each optimizer update.
 func (m *Model) ClipLatent() {
 	for _, l := range m.Binarizable() {
-		if d, ok := l.(*Dense); ok && d.binary && d.binarizer.ClipLatent {
-			m.be.Clip(d.w.Value, -1, 1, d.w.Len())
+		if bin, w, binary := l.binarizerSettings(); binary && bin.ClipLatent {
+			m.be.Clip(w.Value, -1, 1, w.Len())
 		}
 	}
 }

@@ -41,6 +41,9 @@ type DataConfig struct {
 	Dataset    string `toml:"dataset"`
 	Dir        string `toml:"dir"`
 	Validation int    `toml:"validation"`
+	// Augment is "auto" (crop and flip for CIFAR-10, none for MNIST),
+	// "none" or "crop-flip".
+	Augment string `toml:"augment"`
 	// Limits keep only the first N samples of a split (0 = all), for quick
 	// runs; the paper's runs use all.
 	TrainLimit int `toml:"train_limit"`
@@ -155,7 +158,7 @@ func (o Order) String() string {
 func Default() Config {
 	return Config{
 		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", OutDir: "runs"},
-		Data:     DataConfig{Dataset: "mnist", Validation: 5000},
+		Data:     DataConfig{Dataset: "mnist", Validation: 5000, Augment: "auto"},
 		Model:    ModelConfig{Arch: "mlp", Hidden: []int{300, 100}},
 		Binarize: BinarizeConfig{Mode: "iterative", Order: Order{Rule: OrderForward}, EpochsPerLayer: 150, STE: "identity"},
 		Train: TrainConfig{Epochs: 450, BatchSize: 100, TestBatchSize: 1000, Optimizer: "adam", LR: 0.1,
@@ -327,7 +330,8 @@ func (c *Config) Validate() error {
 	if c.Run.OutDir == "" {
 		bad("run.out_dir", "must not be empty")
 	}
-	oneOf("data.dataset", c.Data.Dataset, "mnist", "fashion-mnist")
+	oneOf("data.dataset", c.Data.Dataset, "mnist", "fashion-mnist", "cifar10")
+	oneOf("data.augment", c.Data.Augment, "auto", "none", "crop-flip")
 	if c.Data.Validation < 1 {
 		bad("data.validation", "%d must be at least 1: the headline result is picked on the validation split", c.Data.Validation)
 	}
@@ -336,8 +340,8 @@ func (c *Config) Validate() error {
 			bad(k, "%d must be 0 (all) or positive", v)
 		}
 	}
-	oneOf("model.arch", c.Model.Arch, "mlp")
-	if len(c.Model.Hidden) == 0 {
+	oneOf("model.arch", c.Model.Arch, "mlp", "vgg5", "vgg9", "resnet20")
+	if c.Model.Arch == "mlp" && len(c.Model.Hidden) == 0 {
 		bad("model.hidden", "an MLP needs at least one hidden layer, e.g. [300, 100]")
 	}
 	for i, h := range c.Model.Hidden {

@@ -50,6 +50,8 @@ type RunInfo struct {
 	Train           int      `json:"train_samples"`
 	Val             int      `json:"val_samples"`
 	Test            int      `json:"test_samples"`
+	Split           string   `json:"validation_split"`
+	Augment         string   `json:"augmentation"`
 	Layers          []string `json:"binarizable_layers"`
 	Order           []string `json:"order"`
 	OrderRule       string   `json:"order_rule"`
@@ -66,9 +68,21 @@ type Result struct {
 
 // LoadData loads the configured dataset and applies the limits.
 func LoadData(ctx context.Context, cfg *Config) (*loaders.Dataset, error) {
-	d, err := loaders.LoadMNISTLike(ctx, cfg.Data.Dataset, cfg.Data.Dir, cfg.Data.Validation)
+	var d *loaders.Dataset
+	var err error
+	if cfg.Data.Dataset == "cifar10" {
+		d, err = loaders.LoadCIFAR10(cfg.Data.Dir, cfg.Data.Validation, cfg.Run.Seed)
+	} else {
+		d, err = loaders.LoadMNISTLike(ctx, cfg.Data.Dataset, cfg.Data.Dir, cfg.Data.Validation)
+	}
 	if err != nil {
 		return nil, err
+	}
+	switch cfg.Data.Augment {
+	case "none":
+		d.Augment = loaders.Augmentation{}
+	case "crop-flip":
+		d.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
 	}
 	lim := func(v, n int) int {
 		if v == 0 {
@@ -97,6 +111,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) (*Result, error) {
 	}
 	info := RunInfo{Name: cfg.Run.Name, Started: time.Now().UTC().Format(time.RFC3339), Backend: be.Name(),
 		Dataset: data.Name, DataDir: data.Dir, Train: data.Train.N, Val: data.Val.N, Test: data.Test.N,
+		Split: data.SplitNote, Augment: describeAugment(data.Augment),
 		Layers: layers, OrderRule: cfg.Binarize.Order.String()}
 	var ranking []string
 	if r := cfg.Binarize.Order.Rule; cfg.Binarize.Mode == "iterative" && (r == OrderGuided || r == OrderGuidedReverse) {
@@ -202,7 +217,7 @@ func trainRun(ctx context.Context, s *session, dir string, first int, opts Optio
 		if err := WriteCheckpoint(filepath.Join(dir, CheckpointFile), s.be, hdr, s.tensors()); err != nil {
 			return nil, fmt.Errorf("writing checkpoint: %w", err)
 		}
-		printEpoch(opts.Out, m)
+		printEpoch(opts.Out, m, len(s.model.Binarizable()))
 		if opts.AfterEpoch != nil {
 			opts.AfterEpoch(m)
 		}
@@ -265,7 +280,12 @@ func printHeader(w io.Writer, dir string, cfg *Config, info RunInfo) {
 	fmt.Fprintf(w, "  folder     %s\n", dir)
 	fmt.Fprintf(w, "  backend    %s\n", info.Backend)
 	fmt.Fprintf(w, "  data       %s from %s: %d train, %d validation, %d test\n", info.Dataset, info.DataDir, info.Train, info.Val, info.Test)
-	fmt.Fprintf(w, "  model      %s %v, binarizable layers %s\n", cfg.Model.Arch, cfg.Model.Hidden, strings.Join(info.Layers, ", "))
+	fmt.Fprintf(w, "             %s; augmentation: %s\n", info.Split, info.Augment)
+	arch := cfg.Model.Arch
+	if arch == "mlp" {
+		arch = fmt.Sprintf("mlp %v", cfg.Model.Hidden)
+	}
+	fmt.Fprintf(w, "  model      %s, %d binarizable layers: %s\n", arch, len(info.Layers), strings.Join(info.Layers, ", "))
 	fmt.Fprintf(w, "  train      %s lr %g (%s), batch %d, %d epochs, seed %d\n", cfg.Train.Optimizer, cfg.Train.LR, cfg.Train.LRSchedule, cfg.Train.BatchSize, cfg.Train.Epochs, cfg.Run.Seed)
 	switch cfg.Binarize.Mode {
 	case "float":
@@ -283,16 +303,26 @@ func printHeader(w io.Writer, dir string, cfg *Config, info RunInfo) {
 	}
 }
 
+func describeAugment(a loaders.Augmentation) string {
+	if !a.On() {
+		return "none"
+	}
+	return fmt.Sprintf("random crop with %d-pixel zero padding, horizontal flip %v (training only)", a.CropPad, a.Flip)
+}
+
 func printEpochHeader(w io.Writer) {
 	fmt.Fprintf(w, "%5s  %-18s %9s  %18s  %18s  %18s  %7s %8s\n", "epoch", "binary", "lr", "train loss / acc", "val loss / acc", "test loss / acc", "seconds", "img/s")
 }
 
-func printEpoch(w io.Writer, m EpochMetrics) {
+func printEpoch(w io.Writer, m EpochMetrics, layers int) {
 	bin := strings.Join(m.BinaryLayers, ",")
-	if m.AllBinary {
+	switch {
+	case m.AllBinary:
 		bin = "all"
-	} else if bin == "" {
+	case bin == "":
 		bin = "-"
+	case len(bin) > 18:
+		bin = fmt.Sprintf("%d/%d", len(m.BinaryLayers), layers)
 	}
 	fmt.Fprintf(w, "%5d  %-18s %9.3g  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %7.1f %8.0f\n", m.Epoch, bin, m.LR,
 		m.TrainLoss, 100*m.TrainAcc, m.ValLoss, 100*m.ValAcc, m.TestLoss, 100*m.TestAcc, m.Seconds, m.ImgPerSec)

@@ -31,6 +31,7 @@ type session struct {
 	xHost, yHost    []float32
 	sumsHost        []float32
 	idx             []int
+	augRNG          *loaders.BatchRNG
 
 	history  []EpochMetrics
 	progress *Progress
@@ -45,9 +46,16 @@ func buildModel(cfg *Config, be backend.Backend, maxBatch int) (*models.Model, e
 	}
 	rng := rand.New(rand.NewPCG(cfg.Run.Seed, 0x1417))
 	bin := models.Binarizer{STE: models.STE(cfg.Binarize.STE), ClipLatent: cfg.Binarize.ClipLatent}
+	in := models.Shape{C: c, H: h, W: w}
 	switch cfg.Model.Arch {
 	case "mlp":
-		return models.NewMLP(be, models.MLPSpec{Input: c * h * w, Hidden: cfg.Model.Hidden, Classes: classes}, maxBatch, bin, rng)
+		return models.NewMLP(be, models.MLPSpec{Input: in.Size(), Hidden: cfg.Model.Hidden, Classes: classes}, maxBatch, bin, rng)
+	case "vgg5":
+		return models.NewVGG(be, models.VGG5(in, classes), maxBatch, bin, rng)
+	case "vgg9":
+		return models.NewVGG(be, models.VGG9(in, classes), maxBatch, bin, rng)
+	case "resnet20":
+		return models.NewResNetCIFAR(be, models.ResNet20(in, classes), maxBatch, bin, rng)
 	}
 	return nil, fmt.Errorf("unknown model.arch %q", cfg.Model.Arch)
 }
@@ -105,6 +113,7 @@ func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Sc
 	s.yHost = make([]float32, maxBatch)
 	s.sumsHost = make([]float32, 2)
 	s.idx = make([]int, maxBatch)
+	s.augRNG = loaders.NewBatchRNG()
 	if err := be.Err(); err != nil {
 		s.free()
 		return nil, err
@@ -157,7 +166,8 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 		if n < 2 {
 			return nil // batch norm cannot train on one sample (PyTorch errors; we skip it)
 		}
-		s.data.FillBatch(s.xHost, s.yHost, train, order[lo:hi])
+		s.augRNG.Seed(s.cfg.Run.Seed, e, lo/bs)
+		s.data.FillTrainBatch(s.xHost, s.yHost, train, order[lo:hi], s.augRNG)
 		s.be.Upload(s.x, s.xHost[:n*s.data.SampleSize()])
 		s.be.Upload(s.labels, s.yHost[:n])
 		s.model.Forward(s.sums, s.x, s.labels, n, true)

@@ -26,6 +26,9 @@ type Float interface{ ~float32 | ~float64 }
 type Backend[T Float] struct {
 	err  error
 	blas gonum.Implementation
+	// workspace holds im2col columns; it grows to the largest need and is
+	// then reused, so steady-state steps do not allocate it.
+	workspace []T
 }
 
 // tensor is the CPU backend's handle: a plain slice.
@@ -188,6 +191,11 @@ func (b *Backend[T]) Gemm(transA, transB bool, m, n, k int, alpha float32, at, b
 	if m == 0 || n == 0 {
 		return
 	}
+	b.gemm(transA, transB, m, n, k, alpha, a, bb, beta, c)
+}
+
+// gemm is Gemm on slices with dense leading dimensions.
+func (b *Backend[T]) gemm(transA, transB bool, m, n, k int, alpha float32, a, bb []T, beta float32, c []T) {
 	lda, ldb := k, n
 	if transA {
 		lda = m
@@ -197,7 +205,7 @@ func (b *Backend[T]) Gemm(transA, transB bool, m, n, k int, alpha float32, at, b
 	}
 	if k == 0 {
 		// BLAS leaves C untouched for k = 0 only when beta = 1; scale it.
-		for i := range c {
+		for i := range c[:m*n] {
 			c[i] *= T(beta)
 		}
 		return
@@ -210,32 +218,34 @@ func (b *Backend[T]) Gemm(transA, transB bool, m, n, k int, alpha float32, at, b
 	}
 }
 
-// AddBias adds bias[c] to every row of y.
-func (b *Backend[T]) AddBias(yt, biast backend.Tensor, rows, cols int) {
-	y, bias := b.get("AddBias", "y", yt, rows*cols), b.get("AddBias", "bias", biast, cols)
+// AddBias adds bias[c] to channel c of y (n×c×spatial).
+func (b *Backend[T]) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
+	y, bias := b.get("AddBias", "y", yt, n*c*spatial), b.get("AddBias", "bias", biast, c)
 	if y == nil || bias == nil {
 		return
 	}
-	for r := 0; r < rows; r++ {
-		row := y[r*cols : (r+1)*cols]
-		for c := range row {
-			row[c] += bias[c]
+	for i := 0; i < n*c; i++ {
+		bv := bias[i%c]
+		row := y[i*spatial : (i+1)*spatial]
+		for j := range row {
+			row[j] += bv
 		}
 	}
 }
 
-// BiasGrad sets dBias[c] = Σ_r dy[r, c].
-func (b *Backend[T]) BiasGrad(dbt, dyt backend.Tensor, rows, cols int) {
-	db, dy := b.get("BiasGrad", "dBias", dbt, cols), b.get("BiasGrad", "dy", dyt, rows*cols)
+// BiasGrad sets dBias[c] = Σ over samples and positions of dy.
+func (b *Backend[T]) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
+	db, dy := b.get("BiasGrad", "dBias", dbt, c), b.get("BiasGrad", "dy", dyt, n*c*spatial)
 	if db == nil || dy == nil {
 		return
 	}
 	clear(db)
-	for r := 0; r < rows; r++ {
-		row := dy[r*cols : (r+1)*cols]
-		for c, v := range row {
-			db[c] += v
+	for i := 0; i < n*c; i++ {
+		var sum T
+		for _, v := range dy[i*spatial : (i+1)*spatial] {
+			sum += v
 		}
+		db[i%c] += sum
 	}
 }
 

@@ -28,6 +28,7 @@ Usage:
   iterbin layers FILE.toml [-set ...]                 names and sizes of the binarizable layers
   iterbin validate FILE.toml [-set ...]               check a configuration and print it resolved
   iterbin download mnist DIR                          fetch MNIST from its usual mirrors, checksums verified
+  iterbin download cifar10 DIR                        fetch and unpack CIFAR-10's binary release, checksum verified
 
 -set overrides one key, e.g. -set train.lr=0.01 -set binarize.order=reverse;
 it may be given several times. The README documents every key.
@@ -134,13 +135,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "# %s is valid; resolved configuration:\n%s", pos[0], text)
 		return nil
 	case "download":
-		if len(pos) != 2 || pos[0] != "mnist" {
-			return errors.New("usage: iterbin download mnist DIR")
+		if len(pos) != 2 || (pos[0] != "mnist" && pos[0] != "cifar10") {
+			return errors.New("usage: iterbin download mnist|cifar10 DIR")
 		}
-		if err := loaders.Download(ctx, http.DefaultClient, pos[1], loaders.MNISTMirrors(), loaders.MNISTFiles(), stdout); err != nil {
+		var err error
+		if pos[0] == "mnist" {
+			err = loaders.Download(ctx, http.DefaultClient, pos[1], loaders.MNISTMirrors(), loaders.MNISTFiles(), stdout)
+		} else {
+			err = loaders.DownloadCIFAR10(ctx, http.DefaultClient, pos[1], loaders.CIFAR10Mirrors(), loaders.CIFAR10Archive(), stdout)
+		}
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "MNIST is in %s; use it with data.dir = %q\n", pos[1], pos[1])
+		fmt.Fprintf(stdout, "%s is in %s; use it with data.dir = %q\n", pos[0], pos[1], pos[1])
 		return nil
 	}
 	return fmt.Errorf("unknown command %q (see iterbin help)", cmd)

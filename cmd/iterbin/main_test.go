@@ -57,7 +57,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"run", "--resume", dir, "x.toml"}, "only the run folder"},
 		{[]string{"run", "--resume", dir}, "config.toml"},
 		{[]string{"run", "../../experiments/mnist/quick-forward.toml", "-set", "run.device=cuda"}, "no CUDA backend"},
-		{[]string{"download", "cifar", dir}, "usage"},
+		{[]string{"download", "imagenet", dir}, "usage"},
 	} {
 		out, err := runCLI(c.args...)
 		if err == nil || !strings.Contains(err.Error()+out, c.want) {

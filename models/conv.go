@@ -1,0 +1,369 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"iterbin/backend"
+)
+
+// Shape is the per-sample shape of an image tensor (NCHW without N).
+type Shape struct{ C, H, W int }
+
+// Size is the number of values per sample.
+func (s Shape) Size() int { return s.C * s.H * s.W }
+
+// Init selects how a layer's weights are drawn.
+type Init int
+
+const (
+	// InitPyTorchDefault is nn.Linear/nn.Conv2d's default: weights and bias
+	// uniform in ±1/√fan_in.
+	InitPyTorchDefault Init = iota
+	// InitKaimingNormal draws weights from N(0, 2/fan_in) (the CIFAR
+	// ResNet's init); the bias keeps the default.
+	InitKaimingNormal
+)
+
+func initWeights(rng *rand.Rand, n, fanIn int, init Init) []float32 {
+	if init == InitKaimingNormal {
+		std := math.Sqrt(2 / float64(fanIn))
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * std)
+		}
+		return v
+	}
+	return uniform(rng, n, 1/math.Sqrt(float64(fanIn)))
+}
+
+// Conv2D is a 2-d convolution over NCHW inputs with OC×C×KH×KW weights
+// (PyTorch's layout) and an optional bias. Its weight is binarizable.
+type Conv2D struct {
+	name      string
+	shape     backend.ConvShape // N is the largest batch
+	be        backend.Backend
+	binarizer Binarizer
+	binary    bool
+
+	w, b  *Param // b is nil without bias
+	wSign backend.Tensor
+	x     backend.Tensor
+	y, dx backend.Tensor
+}
+
+// NewConv2D allocates a square-kernel convolution of the input shape.
+func NewConv2D(be backend.Backend, name string, in Shape, outChannels, kernel, stride, pad int, bias bool, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) *Conv2D {
+	s := backend.ConvShape{N: maxBatch, C: in.C, H: in.H, W: in.W, OC: outChannels, KH: kernel, KW: kernel, Stride: stride, Pad: pad}
+	l := &Conv2D{name: name, shape: s, be: be, binarizer: bin}
+	nw := outChannels * in.C * kernel * kernel
+	fanIn := in.C * kernel * kernel
+	l.w = &Param{Name: name + ".weight", Shape: []int{outChannels, in.C, kernel, kernel}, Value: be.Alloc(nw), Grad: be.Alloc(nw)}
+	be.Upload(l.w.Value, initWeights(rng, nw, fanIn, init))
+	if bias {
+		l.b = &Param{Name: name + ".bias", Shape: []int{outChannels}, Value: be.Alloc(outChannels), Grad: be.Alloc(outChannels)}
+		be.Upload(l.b.Value, uniform(rng, outChannels, 1/math.Sqrt(float64(fanIn))))
+	}
+	l.wSign = be.Alloc(nw)
+	l.y = be.Alloc(maxBatch * l.OutShape().Size())
+	l.dx = be.Alloc(maxBatch * in.Size())
+	return l
+}
+
+// OutShape is the per-sample output shape.
+func (l *Conv2D) OutShape() Shape {
+	return Shape{C: l.shape.OC, H: l.shape.OutH(), W: l.shape.OutW()}
+}
+
+func (l *Conv2D) Name() string          { return l.name }
+func (l *Conv2D) OutFeatures() int      { return l.OutShape().Size() }
+func (l *Conv2D) Buffers() []*Buffer    { return nil }
+func (l *Conv2D) SetBinary(binary bool) { l.binary = binary }
+func (l *Conv2D) IsBinary() bool        { return l.binary }
+func (l *Conv2D) Latent() *Param        { return l.w }
+func (l *Conv2D) MACs() int             { return l.w.Len() * l.shape.OutH() * l.shape.OutW() }
+func (l *Conv2D) binarizerSettings() (Binarizer, *Param, bool) {
+	return l.binarizer, l.w, l.binary
+}
+
+func (l *Conv2D) Params() []*Param {
+	if l.b == nil {
+		return []*Param{l.w}
+	}
+	return []*Param{l.w, l.b}
+}
+
+func (l *Conv2D) weights() backend.Tensor {
+	if l.binary {
+		return l.wSign
+	}
+	return l.w.Value
+}
+
+func (l *Conv2D) batchShape(n int) backend.ConvShape {
+	s := l.shape
+	s.N = n
+	return s
+}
+
+// Forward convolves with W, or sign(W) while binary, and adds the bias.
+func (l *Conv2D) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
+	if l.binary {
+		l.be.Sign(l.wSign, l.w.Value, l.w.Len())
+	}
+	l.x = x
+	l.be.Conv2DForward(l.y, x, l.weights(), l.batchShape(n))
+	if l.b != nil {
+		l.be.AddBias(l.y, l.b.Value, n, l.shape.OC, l.shape.OutH()*l.shape.OutW())
+	}
+	return l.y
+}
+
+// Backward sets the weight gradient (taken with respect to the weights the
+// forward pass used, then passed through the STE), the bias gradient and dx.
+func (l *Conv2D) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	s := l.batchShape(n)
+	l.be.Conv2DBackwardFilter(l.w.Grad, dy, l.x, s)
+	if l.binary && l.binarizer.STE == STEClipped {
+		l.be.STEClippedMask(l.w.Grad, l.w.Value, l.w.Len())
+	}
+	if l.b != nil {
+		l.be.BiasGrad(l.b.Grad, dy, n, s.OC, s.OutH()*s.OutW())
+	}
+	if !needInputGrad {
+		return nil
+	}
+	l.be.Conv2DBackwardData(l.dx, dy, l.weights(), s)
+	return l.dx
+}
+
+func (l *Conv2D) free(be backend.Backend) {
+	for _, p := range l.Params() {
+		be.Free(p.Value)
+		be.Free(p.Grad)
+	}
+	for _, t := range []backend.Tensor{l.wSign, l.y, l.dx} {
+		be.Free(t)
+	}
+}
+
+// MaxPool2D takes the maximum over square windows.
+type MaxPool2D struct {
+	name          string
+	shape         backend.PoolShape
+	be            backend.Backend
+	y, argmax, dx backend.Tensor
+}
+
+// NewMaxPool2D allocates a max pooling of the input shape.
+func NewMaxPool2D(be backend.Backend, name string, in Shape, kernel, stride, maxBatch int) *MaxPool2D {
+	l := &MaxPool2D{name: name, be: be, shape: backend.PoolShape{N: maxBatch, C: in.C, H: in.H, W: in.W, Kernel: kernel, Stride: stride}}
+	out := l.OutShape().Size()
+	l.y, l.argmax, l.dx = be.Alloc(maxBatch*out), be.Alloc(maxBatch*out), be.Alloc(maxBatch*in.Size())
+	return l
+}
+
+// OutShape is the per-sample output shape.
+func (l *MaxPool2D) OutShape() Shape {
+	return Shape{C: l.shape.C, H: l.shape.OutH(), W: l.shape.OutW()}
+}
+
+func (l *MaxPool2D) Name() string       { return l.name }
+func (l *MaxPool2D) OutFeatures() int   { return l.OutShape().Size() }
+func (l *MaxPool2D) Params() []*Param   { return nil }
+func (l *MaxPool2D) Buffers() []*Buffer { return nil }
+
+func (l *MaxPool2D) batchShape(n int) backend.PoolShape {
+	s := l.shape
+	s.N = n
+	return s
+}
+
+func (l *MaxPool2D) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
+	l.be.MaxPool2DForward(l.y, l.argmax, x, l.batchShape(n))
+	return l.y
+}
+
+func (l *MaxPool2D) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	if !needInputGrad {
+		return nil
+	}
+	l.be.MaxPool2DBackward(l.dx, dy, l.argmax, l.batchShape(n))
+	return l.dx
+}
+
+func (l *MaxPool2D) free(be backend.Backend) { be.Free(l.y); be.Free(l.argmax); be.Free(l.dx) }
+
+// GlobalAvgPool averages each channel over its positions: N×C×H×W → N×C.
+type GlobalAvgPool struct {
+	name  string
+	in    Shape
+	be    backend.Backend
+	y, dx backend.Tensor
+}
+
+// NewGlobalAvgPool allocates a global average pooling of the input shape.
+func NewGlobalAvgPool(be backend.Backend, name string, in Shape, maxBatch int) *GlobalAvgPool {
+	return &GlobalAvgPool{name: name, in: in, be: be, y: be.Alloc(maxBatch * in.C), dx: be.Alloc(maxBatch * in.Size())}
+}
+
+func (l *GlobalAvgPool) Name() string       { return l.name }
+func (l *GlobalAvgPool) OutFeatures() int   { return l.in.C }
+func (l *GlobalAvgPool) Params() []*Param   { return nil }
+func (l *GlobalAvgPool) Buffers() []*Buffer { return nil }
+
+func (l *GlobalAvgPool) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
+	l.be.GlobalAvgPoolForward(l.y, x, n, l.in.C, l.in.H*l.in.W)
+	return l.y
+}
+
+func (l *GlobalAvgPool) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	if !needInputGrad {
+		return nil
+	}
+	l.be.GlobalAvgPoolBackward(l.dx, dy, n, l.in.C, l.in.H*l.in.W)
+	return l.dx
+}
+
+func (l *GlobalAvgPool) free(be backend.Backend) { be.Free(l.y); be.Free(l.dx) }
+
+// Flatten views N×C×H×W as N×(C·H·W); NCHW is already contiguous per
+// sample, so it moves no data.
+type Flatten struct {
+	name     string
+	features int
+}
+
+// NewFlatten returns a flatten of the input shape.
+func NewFlatten(name string, in Shape) *Flatten { return &Flatten{name: name, features: in.Size()} }
+
+func (l *Flatten) Name() string                                               { return l.name }
+func (l *Flatten) OutFeatures() int                                           { return l.features }
+func (l *Flatten) Params() []*Param                                           { return nil }
+func (l *Flatten) Buffers() []*Buffer                                         { return nil }
+func (l *Flatten) Forward(x backend.Tensor, n int, train bool) backend.Tensor { return x }
+func (l *Flatten) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	if !needInputGrad {
+		return nil
+	}
+	return dy
+}
+func (l *Flatten) free(backend.Backend) {}
+
+// BasicBlock is ResNet's basic block: conv3×3–BN–ReLU–conv3×3–BN, plus a
+// shortcut (identity, or option A when the shape changes), then ReLU.
+type BasicBlock struct {
+	name       string
+	be         backend.Backend
+	conv1      *Conv2D
+	bn1        *BatchNorm
+	relu1      *ReLU
+	conv2      *Conv2D
+	bn2        *BatchNorm
+	in, out    Shape
+	shortcut   *backend.ShortcutShape // nil for the identity
+	sc, sum, y backend.Tensor
+	dSum, dx   backend.Tensor
+	dxShort    backend.Tensor
+}
+
+// NewBasicBlock builds a block from in to outChannels with the given
+// stride; a change of shape uses the option-A shortcut.
+func NewBasicBlock(be backend.Backend, name string, in Shape, outChannels, stride, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) *BasicBlock {
+	b := &BasicBlock{name: name, be: be, in: in}
+	b.conv1 = NewConv2D(be, name+".conv1", in, outChannels, 3, stride, 1, false, maxBatch, bin, init, rng)
+	mid := b.conv1.OutShape()
+	b.bn1 = NewBatchNorm(be, name+".bn1", mid.C, mid.H*mid.W, maxBatch)
+	b.relu1 = NewReLU(be, name+".relu1", mid.Size(), maxBatch)
+	b.conv2 = NewConv2D(be, name+".conv2", mid, outChannels, 3, 1, 1, false, maxBatch, bin, init, rng)
+	b.bn2 = NewBatchNorm(be, name+".bn2", outChannels, mid.H*mid.W, maxBatch)
+	b.out = b.conv2.OutShape()
+	if stride != 1 || outChannels != in.C {
+		b.shortcut = &backend.ShortcutShape{N: maxBatch, C: in.C, H: in.H, W: in.W, OC: outChannels, Stride: stride}
+		b.sc = be.Alloc(maxBatch * b.out.Size())
+		b.dxShort = be.Alloc(maxBatch * in.Size())
+	}
+	b.sum, b.y, b.dSum = be.Alloc(maxBatch*b.out.Size()), be.Alloc(maxBatch*b.out.Size()), be.Alloc(maxBatch*b.out.Size())
+	b.dx = be.Alloc(maxBatch * in.Size())
+	return b
+}
+
+// OutShape is the per-sample output shape.
+func (b *BasicBlock) OutShape() Shape { return b.out }
+
+func (b *BasicBlock) Name() string     { return b.name }
+func (b *BasicBlock) OutFeatures() int { return b.out.Size() }
+
+// Sublayers lists the block's layers, for Model.Binarizable.
+func (b *BasicBlock) Sublayers() []Layer {
+	return []Layer{b.conv1, b.bn1, b.relu1, b.conv2, b.bn2}
+}
+
+func (b *BasicBlock) Params() []*Param {
+	var out []*Param
+	for _, l := range b.Sublayers() {
+		out = append(out, l.Params()...)
+	}
+	return out
+}
+
+func (b *BasicBlock) Buffers() []*Buffer {
+	var out []*Buffer
+	for _, l := range b.Sublayers() {
+		out = append(out, l.Buffers()...)
+	}
+	return out
+}
+
+func (b *BasicBlock) shortcutShape(n int) backend.ShortcutShape {
+	s := *b.shortcut
+	s.N = n
+	return s
+}
+
+func (b *BasicBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
+	h := x
+	for _, l := range b.Sublayers() {
+		h = l.Forward(h, n, train)
+	}
+	sc := x
+	if b.shortcut != nil {
+		b.be.ShortcutAForward(b.sc, x, b.shortcutShape(n))
+		sc = b.sc
+	}
+	size := n * b.out.Size()
+	b.be.Add(b.sum, h, sc, size)
+	b.be.ReLUForward(b.y, b.sum, size)
+	return b.y
+}
+
+func (b *BasicBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	size := n * b.out.Size()
+	b.be.ReLUBackward(b.dSum, dy, b.y, size)
+	g := b.dSum
+	sub := b.Sublayers()
+	for i := len(sub) - 1; i >= 0; i-- {
+		g = sub[i].Backward(g, n, true)
+	}
+	if !needInputGrad {
+		return nil
+	}
+	short := b.dSum
+	if b.shortcut != nil {
+		b.be.ShortcutABackward(b.dxShort, b.dSum, b.shortcutShape(n))
+		short = b.dxShort
+	}
+	b.be.Add(b.dx, g, short, n*b.in.Size())
+	return b.dx
+}
+
+func (b *BasicBlock) free(be backend.Backend) {
+	for _, l := range b.Sublayers() {
+		l.free(be)
+	}
+	for _, t := range []backend.Tensor{b.sc, b.sum, b.y, b.dSum, b.dx, b.dxShort} {
+		if t != nil {
+			be.Free(t)
+		}
+	}
+}
