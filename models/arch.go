@@ -119,6 +119,7 @@ func NewResNetCIFAR(be backend.Backend, spec ResNetCIFARSpec, maxBatch int, bin 
 // finish adds the criterion and checks the backend took every allocation.
 func (m *Model) finish() (*Model, error) {
 	m.loss = NewCrossEntropy(m.be, m.Classes, m.MaxBatch)
+	m.binarizable = findBinarizable(m.layers)
 	if err := m.be.Err(); err != nil {
 		m.Free()
 		return nil, err

@@ -15,9 +15,10 @@ type Model struct {
 	Classes  int
 	MaxBatch int
 
-	be     backend.Backend
-	layers []Layer
-	loss   *CrossEntropy
+	be          backend.Backend
+	layers      []Layer
+	binarizable []Binarizable // cached by finish
+	loss        *CrossEntropy
 }
 
 // Layers returns the layers in forward order.
@@ -33,7 +34,9 @@ type Composite interface {
 
 // Binarizable returns the binarizable layers in forward order, those
 // inside composite layers included.
-func (m *Model) Binarizable() []Binarizable {
+func (m *Model) Binarizable() []Binarizable { return m.binarizable }
+
+func findBinarizable(layers []Layer) []Binarizable {
 	var out []Binarizable
 	var walk func([]Layer)
 	walk = func(ls []Layer) {
@@ -46,7 +49,7 @@ func (m *Model) Binarizable() []Binarizable {
 			}
 		}
 	}
-	walk(m.layers)
+	walk(layers)
 	return out
 }
 
@@ -164,12 +167,7 @@ func NewMLP(be backend.Backend, spec MLPSpec, maxBatch int, bin Binarizer, rng *
 			m.layers = append(m.layers, NewReLU(be, "relu"+k, widths[i], maxBatch))
 		}
 	}
-	m.loss = NewCrossEntropy(be, spec.Classes, maxBatch)
-	if err := be.Err(); err != nil {
-		m.Free()
-		return nil, err
-	}
-	return m, nil
+	return m.finish()
 }
 
 // String names the MLP by its widths, e.g. "mlp-784-300-100-10".

@@ -2,15 +2,8 @@ package cpu
 
 import "iterbin/backend"
 
-// Convolutions run as im2col + GEMM, one sample at a time, through a
-// workspace of C·KH·KW × OH·OW columns owned by the backend.
-
-func (b *Backend[T]) scratch(n int) []T {
-	if cap(b.workspace) < n {
-		b.workspace = make([]T, n)
-	}
-	return b.workspace[:n]
-}
+// Convolutions run as im2col + GEMM, one sample at a time, each worker
+// building C·KH·KW × OH·OW columns in its own scratch.
 
 func convOK(s backend.ConvShape) bool {
 	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 && s.OutH() > 0 && s.OutW() > 0
@@ -18,28 +11,44 @@ func convOK(s backend.ConvShape) bool {
 
 // im2col writes the columns of one sample x (C×H×W): row (c, kh, kw),
 // column (oh, ow) holds x[c, oh·stride−pad+kh, ow·stride−pad+kw] or 0.
-func im2col[T Float](cols, x []T, s backend.ConvShape) {
+func im2col[T Float](cols, x []T, s backend.ConvShape) { im2colChannels(cols, x, s, 0, s.C) }
+
+// validCols returns the output columns [lo, hi) whose input column
+// j·stride − pad + kw lies inside [0, w).
+func validCols(ow, w, stride, pad, kw int) (lo, hi int) {
+	if d := pad - kw; d > 0 {
+		lo = (d + stride - 1) / stride
+	}
+	hi = min(ow, (w-1+pad-kw)/stride+1)
+	return min(lo, hi), hi
+}
+
+// im2colChannels writes only the rows of channels [c0, c1), from row 0.
+func im2colChannels[T Float](cols, x []T, s backend.ConvShape, c0, c1 int) {
 	oh, ow := s.OutH(), s.OutW()
-	for c := 0; c < s.C; c++ {
+	for c := c0; c < c1; c++ {
 		plane := x[c*s.H*s.W : (c+1)*s.H*s.W]
 		for kh := 0; kh < s.KH; kh++ {
 			for kw := 0; kw < s.KW; kw++ {
-				row := cols[((c*s.KH+kh)*s.KW+kw)*oh*ow:][:oh*ow]
+				row := cols[(((c-c0)*s.KH+kh)*s.KW+kw)*oh*ow:][:oh*ow]
+				lo, hi := validCols(ow, s.W, s.Stride, s.Pad, kw)
+				off := kw - s.Pad
 				for i := 0; i < oh; i++ {
-					hi := i*s.Stride - s.Pad + kh
+					hr := i*s.Stride - s.Pad + kh
 					out := row[i*ow : (i+1)*ow]
-					if hi < 0 || hi >= s.H {
+					if hr < 0 || hr >= s.H {
 						clear(out)
 						continue
 					}
-					src := plane[hi*s.W : (hi+1)*s.W]
-					for j := range out {
-						wi := j*s.Stride - s.Pad + kw
-						if wi < 0 || wi >= s.W {
-							out[j] = 0
-						} else {
-							out[j] = src[wi]
-						}
+					src := plane[hr*s.W : (hr+1)*s.W]
+					clear(out[:lo])
+					clear(out[hi:])
+					if s.Stride == 1 {
+						copy(out[lo:hi], src[lo+off:hi+off])
+						continue
+					}
+					for j := lo; j < hi; j++ {
+						out[j] = src[j*s.Stride+off]
 					}
 				}
 			}
@@ -56,16 +65,24 @@ func col2im[T Float](dx, cols []T, s backend.ConvShape) {
 		for kh := 0; kh < s.KH; kh++ {
 			for kw := 0; kw < s.KW; kw++ {
 				row := cols[((c*s.KH+kh)*s.KW+kw)*oh*ow:][:oh*ow]
+				lo, hi := validCols(ow, s.W, s.Stride, s.Pad, kw)
+				off := kw - s.Pad
 				for i := 0; i < oh; i++ {
-					hi := i*s.Stride - s.Pad + kh
-					if hi < 0 || hi >= s.H {
+					hr := i*s.Stride - s.Pad + kh
+					if hr < 0 || hr >= s.H {
 						continue
 					}
-					dst := plane[hi*s.W : (hi+1)*s.W]
-					for j, v := range row[i*ow : (i+1)*ow] {
-						if wi := j*s.Stride - s.Pad + kw; wi >= 0 && wi < s.W {
-							dst[wi] += v
+					dst := plane[hr*s.W : (hr+1)*s.W]
+					src := row[i*ow : (i+1)*ow]
+					if s.Stride == 1 {
+						d := dst[lo+off : hi+off]
+						for j, v := range src[lo:hi] {
+							d[j] += v
 						}
+						continue
+					}
+					for j := lo; j < hi; j++ {
+						dst[j*s.Stride+off] += src[j]
 					}
 				}
 			}
@@ -92,72 +109,90 @@ func (b *Backend[T]) convArgs(op string, s backend.ConvShape, names [3]string, t
 	return true, out
 }
 
-// Conv2DForward computes y = conv(x, w) sample by sample: y[n] = W·cols(x[n]).
+// Conv2DForward computes y = conv(x, w), y[n] = W·cols(x[n]); samples
+// are shared between the workers.
 func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ok, v := b.convArgs("Conv2DForward", s, [3]string{"y", "x", "w"}, [3]backend.Tensor{yt, xt, wt}, [3]int{s.N * out, s.N * in, s.OC * k})
 	if !ok {
 		return
 	}
-	y, x, w := v[0], v[1], v[2]
-	var cols []T
-	if !pointwise(s) {
-		cols = b.scratch(k * p)
-	}
-	for n := 0; n < s.N; n++ {
-		xn := x[n*in : (n+1)*in]
-		if pointwise(s) {
-			cols = xn
-		} else {
-			im2col(cols, xn, s)
+	b.pool.run(b, task[T]{kind: taskConvForward, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.N)
+}
+
+func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi int) {
+	s := t.s
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	for n := lo; n < hi; n++ {
+		cols := t.in[n*in : (n+1)*in]
+		if !pointwise(s) {
+			cols = ws.columns(k * p)
+			im2col(cols, t.in[n*in:(n+1)*in], s)
 		}
-		b.gemm(false, false, s.OC, p, k, 1, w, cols, 0, y[n*out:(n+1)*out])
+		b.gemmOne(ws, false, false, s.OC, p, k, 1, t.w, cols, 0, t.out[n*out:(n+1)*out])
 	}
 }
 
-// Conv2DBackwardData computes dx[n] = col2im(Wᵀ·dy[n]).
+// Conv2DBackwardData computes dx[n] = col2im(Wᵀ·dy[n]); samples are shared
+// between the workers.
 func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ok, v := b.convArgs("Conv2DBackwardData", s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
 	if !ok {
 		return
 	}
-	dx, dy, w := v[0], v[1], v[2]
-	if pointwise(s) {
-		for n := 0; n < s.N; n++ {
-			b.gemm(true, false, k, p, s.OC, 1, w, dy[n*out:(n+1)*out], 0, dx[n*in:(n+1)*in])
+	b.pool.run(b, task[T]{kind: taskConvBackwardData, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.N)
+}
+
+func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], lo, hi int) {
+	s := t.s
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	for n := lo; n < hi; n++ {
+		dx, dy := t.out[n*in:(n+1)*in], t.in[n*out:(n+1)*out]
+		if pointwise(s) {
+			b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, dx)
+			continue
 		}
-		return
-	}
-	cols := b.scratch(k * p)
-	clear(dx)
-	for n := 0; n < s.N; n++ {
-		b.gemm(true, false, k, p, s.OC, 1, w, dy[n*out:(n+1)*out], 0, cols)
-		col2im(dx[n*in:(n+1)*in], cols, s)
+		cols := ws.columns(k * p)
+		b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, cols)
+		clear(dx)
+		col2im(dx, cols, s)
 	}
 }
 
-// Conv2DBackwardFilter computes dw = Σ_n dy[n]·cols(x[n])ᵀ.
+// Conv2DBackwardFilter computes dw = Σ_n dy[n]·cols(x[n])ᵀ. The workers
+// share the input channels, each building only its channels' columns and
+// writing its own columns of dw, so each weight is summed over samples in
+// the same order whatever the number of workers.
 func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ok, v := b.convArgs("Conv2DBackwardFilter", s, [3]string{"dw", "dy", "x"}, [3]backend.Tensor{dwt, dyt, xt}, [3]int{s.OC * k, s.N * out, s.N * in})
 	if !ok {
 		return
 	}
-	dw, dy, x := v[0], v[1], v[2]
-	var cols []T
-	if !pointwise(s) {
-		cols = b.scratch(k * p)
+	b.pool.run(b, task[T]{kind: taskConvBackwardFilter, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.C)
+}
+
+func (b *Backend[T]) convBackwardFilterPart(ws *workerScratch[T], t convTask[T], c0, c1 int) {
+	s := t.s
+	in, out, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.OutH()*s.OutW()
+	k := s.C * s.KH * s.KW
+	k0, rows := c0*s.KH*s.KW, (c1-c0)*s.KH*s.KW
+	// dw[:, k0:k0+rows] is an OC×rows block with row stride k.
+	dw := t.out[k0:]
+	for o := 0; o < s.OC; o++ {
+		clear(dw[o*k : o*k+rows])
 	}
-	clear(dw)
 	for n := 0; n < s.N; n++ {
-		xn := x[n*in : (n+1)*in]
+		x := t.w[n*in : (n+1)*in] // the input x travels in the w slot
+		var cols []T
 		if pointwise(s) {
-			cols = xn
+			cols = x[c0*p : c1*p]
 		} else {
-			im2col(cols, xn, s)
+			cols = ws.columns(rows * p)
+			im2colChannels(cols, x, s, c0, c1)
 		}
-		b.gemm(false, true, s.OC, k, p, 1, dy[n*out:(n+1)*out], cols, 1, dw)
+		b.gemmStrided(ws, false, true, s.OC, rows, p, t.in[n*out:(n+1)*out], p, cols, p, 1, dw, k)
 	}
 }
 
@@ -256,6 +291,10 @@ func (b *Backend[T]) Add(yt, at, bt backend.Tensor, n int) {
 	if y == nil || a == nil || c == nil {
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskAdd, ew: elementTask[T]{a: y, b: a, c: c}}, blocks(n))
+}
+
+func addPart[T Float](y, a, c []T) {
 	for i := range y {
 		y[i] = a[i] + c[i]
 	}

@@ -25,10 +25,11 @@ type Float interface{ ~float32 | ~float64 }
 // Backend is the CPU backend. It is not safe for concurrent use.
 type Backend[T Float] struct {
 	err  error
-	blas gonum.Implementation
-	// workspace holds im2col columns; it grows to the largest need and is
-	// then reused, so steady-state steps do not allocate it.
-	workspace []T
+	blas gonum.Implementation // float64 GEMM
+	pool *pool[T]
+	// kernel is the float32 GEMM micro-kernel, kernelName says which.
+	kernel     func(k int, a, b, out []float32)
+	kernelName string
 }
 
 // tensor is the CPU backend's handle: a plain slice.
@@ -39,23 +40,39 @@ type tensor[T Float] struct {
 
 func (t *tensor[T]) Len() int { return len(t.data) }
 
-// New returns the float32 CPU backend used for training.
-func New() *Backend[float32] { return &Backend[float32]{} }
+// New returns the float32 CPU backend used for training, with one worker
+// per GOMAXPROCS and the fastest GEMM micro-kernel the processor runs.
+func New() *Backend[float32] { return newBackend[float32](runtime.GOMAXPROCS(0), true) }
+
+// NewWithOptions returns a float32 CPU backend with the given number of
+// workers; simd = false forces the portable Go micro-kernel.
+func NewWithOptions(workers int, simd bool) *Backend[float32] {
+	return newBackend[float32](workers, simd)
+}
 
 // NewFloat64 returns a float64 CPU backend for numerical checks.
-func NewFloat64() *Backend[float64] { return &Backend[float64]{} }
+func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPROCS(0), false) }
+
+func newBackend[T Float](workers int, simd bool) *Backend[T] {
+	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go"}
+	if simd {
+		if k, name := simdKernel(); k != nil {
+			b.kernel, b.kernelName = k, name
+		}
+	}
+	return b
+}
 
 var _ backend.Backend = (*Backend[float32])(nil)
 var _ backend.Float64Host = (*Backend[float64])(nil)
 
-// Name says which GEMM path is active and how many threads it may use.
+// Name says which GEMM path is active and how many threads it uses.
 func (b *Backend[T]) Name() string {
 	var z T
-	bits := 32
 	if _, ok := any(z).(float64); ok {
-		bits = 64
+		return fmt.Sprintf("cpu float64 (gonum GEMM, %d threads)", b.pool.size())
 	}
-	return fmt.Sprintf("cpu float%d (pure-Go gonum GEMM, %d threads)", bits, runtime.GOMAXPROCS(0))
+	return fmt.Sprintf("cpu float32 (GEMM micro-kernel: %s; %d threads)", b.kernelName, b.pool.size())
 }
 
 func (b *Backend[T]) fail(err error) {
@@ -152,8 +169,12 @@ func (b *Backend[T]) Err() error { return b.err }
 // Sync returns the first recorded error; CPU ops are synchronous.
 func (b *Backend[T]) Sync() error { return b.err }
 
-// Close reports the first recorded error; CPU memory belongs to Go.
-func (b *Backend[T]) Close() error { return b.err }
+// Close stops the worker goroutines and reports the first recorded error;
+// CPU memory belongs to Go.
+func (b *Backend[T]) Close() error {
+	b.pool.stop()
+	return b.err
+}
 
 // Fill sets the first n elements to v.
 func (b *Backend[T]) Fill(t backend.Tensor, v float32, n int) {
@@ -212,7 +233,7 @@ func (b *Backend[T]) gemm(transA, transB bool, m, n, k int, alpha float32, a, bb
 	}
 	switch a := any(a).(type) {
 	case []float32:
-		b.blas.Sgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, alpha, a, lda, any(bb).([]float32), ldb, beta, any(c).([]float32), n)
+		b.sgemm(transA, transB, m, n, k, alpha, a, any(bb).([]float32), beta, any(c).([]float32))
 	case []float64:
 		b.blas.Dgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, float64(alpha), a, lda, any(bb).([]float64), ldb, float64(beta), any(c).([]float64), n)
 	}
@@ -255,6 +276,10 @@ func (b *Backend[T]) ReLUForward(yt, xt backend.Tensor, n int) {
 	if y == nil || x == nil {
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskReLU, ew: elementTask[T]{a: y, b: x}}, blocks(n))
+}
+
+func reluPart[T Float](y, x []T) {
 	for i, v := range x {
 		if v > 0 {
 			y[i] = v
@@ -270,6 +295,10 @@ func (b *Backend[T]) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
 	if dx == nil || dy == nil || y == nil {
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskReLUBackward, ew: elementTask[T]{a: dx, b: dy, c: y}}, blocks(n))
+}
+
+func reluBackwardPart[T Float](dx, dy, y []T) {
 	for i, v := range y {
 		if v > 0 {
 			dx[i] = dy[i]
@@ -294,8 +323,16 @@ func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart
 		b.fail(fmt.Errorf("backend: %s: batch norm in training needs more than one value per channel, got N=%d spatial=%d", op, s.N, s.Spatial))
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskBNTrain, bn: bnTask[T]{y: y, xhat: xhat, mean: mean, inv: invStd, runMean: runMean, runVar: runVar,
+		x: x, gamma: gamma, beta: beta, s: s, momentum: momentum, eps: eps}}, s.C)
+}
+
+// bnTrainPart normalizes channels [lo, hi).
+func bnTrainPart[T Float](t bnTask[T], lo, hi int) {
+	s, x, y, xhat, gamma, beta := t.s, t.x, t.y, t.xhat, t.gamma, t.beta
+	mean, invStd, runMean, runVar, momentum, eps := t.mean, t.inv, t.runMean, t.runVar, t.momentum, t.eps
 	m := float64(s.N * s.Spatial)
-	for c := 0; c < s.C; c++ {
+	for c := lo; c < hi; c++ {
 		var sum float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
@@ -342,7 +379,13 @@ func (b *Backend[T]) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart back
 	if y == nil || x == nil || gamma == nil || beta == nil || runMean == nil || runVar == nil {
 		return
 	}
-	for c := 0; c < s.C; c++ {
+	b.pool.run(b, task[T]{kind: taskBNEval, bn: bnTask[T]{y: y, x: x, gamma: gamma, beta: beta, runMean: runMean, runVar: runVar, s: s, eps: eps}}, s.C)
+}
+
+// bnEvalPart normalizes channels [lo, hi) with the running statistics.
+func bnEvalPart[T Float](t bnTask[T], lo, hi int) {
+	s, x, y, gamma, beta, runMean, runVar, eps := t.s, t.x, t.y, t.gamma, t.beta, t.runMean, t.runVar, t.eps
+	for c := lo; c < hi; c++ {
 		inv := T(1 / math.Sqrt(float64(runVar[c])+float64(eps)))
 		scale := gamma[c] * inv
 		shift := beta[c] - runMean[c]*scale
@@ -365,8 +408,15 @@ func (b *Backend[T]) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt
 	if dx == nil || dy == nil || xhat == nil || dGamma == nil || dBeta == nil || invStd == nil || gamma == nil {
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, xhat: xhat, inv: invStd, gamma: gamma, s: s}}, s.C)
+}
+
+// bnBackwardPart computes the gradients of channels [lo, hi); y holds dx
+// and x holds dy.
+func bnBackwardPart[T Float](t bnTask[T], lo, hi int) {
+	s, dx, dy, xhat, dGamma, dBeta, invStd, gamma := t.s, t.y, t.x, t.xhat, t.dGamma, t.dBeta, t.inv, t.gamma
 	m := float64(s.N * s.Spatial)
-	for c := 0; c < s.C; c++ {
+	for c := lo; c < hi; c++ {
 		var sumDy, sumDyXhat float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
@@ -472,10 +522,28 @@ func (b *Backend[T]) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, r
 	}
 }
 
-// Sign sets dst = sign(src), sign(0) = +1.
+// Sign sets dst = sign(src), sign(0) = +1, shared between the workers.
 func (b *Backend[T]) Sign(dstt, srct backend.Tensor, n int) {
 	dst, src := b.get("Sign", "dst", dstt, n), b.get("Sign", "src", srct, n)
 	if dst == nil || src == nil {
+		return
+	}
+	b.pool.run(b, task[T]{kind: taskSign, ew: elementTask[T]{a: dst, b: src}}, blocks(n))
+}
+
+// signPart computes the sign without branches on the value: random signs
+// would mispredict half the branches.
+func signPart[T Float](dst, src []T) {
+	if d, ok := any(dst).([]float32); ok {
+		s := any(src).([]float32)
+		for i, v := range s {
+			u := math.Float32bits(v)
+			neg := u & 0x80000000
+			if u<<1 == 0 { // ±0 → +1
+				neg = 0
+			}
+			d[i] = math.Float32frombits(0x3f800000 | neg)
+		}
 		return
 	}
 	for i, v := range src {
@@ -512,7 +580,8 @@ func (b *Backend[T]) Clip(tt backend.Tensor, lo, hi float32, n int) {
 	}
 }
 
-// AdamStep performs one PyTorch-style Adam update.
+// AdamStep performs one PyTorch-style Adam update, shared between the
+// workers.
 func (b *Backend[T]) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
 	w, g, m, v := b.get("AdamStep", "w", wt, n), b.get("AdamStep", "g", gt, n), b.get("AdamStep", "m", mt, n), b.get("AdamStep", "v", vt, n)
 	if w == nil || g == nil || m == nil || v == nil {
@@ -522,6 +591,10 @@ func (b *Backend[T]) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.Ad
 		b.fail(errors.New("backend: AdamStep: step must be at least 1"))
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskAdam, ew: elementTask[T]{a: w, b: g, c: m, d: v, adam: p}}, blocks(n))
+}
+
+func adamPart[T Float](w, g, m, v []T, p backend.AdamParams) {
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	stepSize := T(float64(p.LR) / bc1)
@@ -539,12 +612,17 @@ func (b *Backend[T]) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.Ad
 	}
 }
 
-// SGDStep performs one PyTorch-style SGD update.
+// SGDStep performs one PyTorch-style SGD update, shared between the
+// workers.
 func (b *Backend[T]) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParams) {
 	w, g, buf := b.get("SGDStep", "w", wt, n), b.get("SGDStep", "g", gt, n), b.get("SGDStep", "buf", buft, n)
 	if w == nil || g == nil || buf == nil {
 		return
 	}
+	b.pool.run(b, task[T]{kind: taskSGD, ew: elementTask[T]{a: w, b: g, c: buf, sgd: p}}, blocks(n))
+}
+
+func sgdPart[T Float](w, g, buf []T, p backend.SGDParams) {
 	lr, mom, wd := T(p.LR), T(p.Momentum), T(p.WeightDecay)
 	for i := range w {
 		gi := g[i]

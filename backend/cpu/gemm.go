@@ -1,0 +1,202 @@
+package cpu
+
+// The float32 GEMM: a packed, blocked GEMM in the Goto/BLIS layout. A is
+// packed into panels of mr rows, B into panels of nr columns, and a
+// micro-kernel computes each mr×nr tile of C over a kc-long slice of k. On
+// amd64 processors with AVX2 and FMA the micro-kernel is assembly
+// (kernel_amd64.s); elsewhere it is kernelGo, the reference loop.
+//
+// Every element of C is accumulated in the same order (kc blocks in
+// order, k in order within a block) whichever worker computes it, so
+// results do not depend on the number of threads.
+
+const (
+	mr = 6   // rows of a micro-tile
+	nr = 16  // columns of a micro-tile
+	kc = 256 // k per packed block
+	mc = 120 // rows of A packed at once (a multiple of mr)
+	nc = 2048
+)
+
+// kernelGo is the portable micro-kernel: out[i·nr+j] = Σ_p a[p·mr+i]·b[p·nr+j].
+func kernelGo(k int, a, b, out []float32) {
+	var acc [mr * nr]float32
+	for p := 0; p < k; p++ {
+		ap := a[p*mr : p*mr+mr]
+		bp := b[p*nr : p*nr+nr]
+		for i, av := range ap {
+			row := acc[i*nr : i*nr+nr]
+			for j, bv := range bp {
+				row[j] += av * bv
+			}
+		}
+	}
+	copy(out, acc[:])
+}
+
+// gemmScratch holds one worker's packing buffers.
+type gemmScratch struct {
+	packA []float32 // mc × kc
+	packB []float32 // kc × nc
+	tile  []float32 // mr × nr
+}
+
+func newGemmScratch() *gemmScratch {
+	return &gemmScratch{packA: make([]float32, mc*kc), packB: make([]float32, kc*nc), tile: make([]float32, mr*nr)}
+}
+
+// matrix is a row-major matrix view with a transpose flag: element (i, j)
+// of op(M) is data[i*ld+j], or data[j*ld+i] when trans.
+type matrix struct {
+	data  []float32
+	ld    int
+	trans bool
+}
+
+// packA packs rows [i0, i0+rows) and k range [p0, p0+kLen) of op(A) into
+// panels of mr rows, scaled by alpha; rows past the end are zero.
+func packA(dst []float32, a matrix, i0, rows, p0, kLen int, alpha float32) {
+	for r0 := 0; r0 < rows; r0 += mr {
+		panel := dst[r0*kLen : (r0+mr)*kLen]
+		h := min(mr, rows-r0)
+		if a.trans {
+			// Row p of the stored matrix holds op(A)'s column p.
+			for p := 0; p < kLen; p++ {
+				src := a.data[(p0+p)*a.ld+i0+r0:][:h]
+				out := panel[p*mr : p*mr+mr]
+				for r, v := range src {
+					out[r] = alpha * v
+				}
+				clear(out[h:])
+			}
+			continue
+		}
+		for r := 0; r < mr; r++ {
+			if r >= h {
+				for p := 0; p < kLen; p++ {
+					panel[p*mr+r] = 0
+				}
+				continue
+			}
+			for p, v := range a.data[(i0+r0+r)*a.ld+p0:][:kLen] {
+				panel[p*mr+r] = alpha * v
+			}
+		}
+	}
+}
+
+// packB packs k range [p0, p0+kLen) and columns [j0, j0+cols) of op(B)
+// into panels of nr columns; columns past the end are zero.
+func packB(dst []float32, b matrix, p0, kLen, j0, cols int) {
+	for c0 := 0; c0 < cols; c0 += nr {
+		panel := dst[c0*kLen : (c0+nr)*kLen]
+		w := min(nr, cols-c0)
+		if !b.trans {
+			for p := 0; p < kLen; p++ {
+				row := panel[p*nr : p*nr+nr]
+				copy(row[:w], b.data[(p0+p)*b.ld+j0+c0:][:w])
+				clear(row[w:])
+			}
+			continue
+		}
+		// Transposed: column c of op(B) is a contiguous stored row.
+		for c := 0; c < nr; c++ {
+			if c >= w {
+				for p := 0; p < kLen; p++ {
+					panel[p*nr+c] = 0
+				}
+				continue
+			}
+			for p, v := range b.data[(j0+c0+c)*b.ld+p0:][:kLen] {
+				panel[p*nr+c] = v
+			}
+		}
+	}
+}
+
+// sgemmSerial computes rows [i0, i1) × columns [j0, j1) of
+// C = alpha·op(A)·op(B) + beta·C on one thread.
+func (b *Backend[T]) sgemmSerial(s *gemmScratch, a, bm matrix, k int, alpha, beta float32, c []float32, ldc, i0, i1, j0, j1 int) {
+	if beta != 1 {
+		for i := i0; i < i1; i++ {
+			row := c[i*ldc+j0 : i*ldc+j1]
+			if beta == 0 {
+				clear(row)
+			} else {
+				for j := range row {
+					row[j] *= beta
+				}
+			}
+		}
+	}
+	kernel := b.kernel
+	for jc := j0; jc < j1; jc += nc {
+		cols := min(nc, j1-jc)
+		for pc := 0; pc < k; pc += kc {
+			kLen := min(kc, k-pc)
+			packB(s.packB, bm, pc, kLen, jc, cols)
+			for ic := i0; ic < i1; ic += mc {
+				rows := min(mc, i1-ic)
+				packA(s.packA, a, ic, rows, pc, kLen, alpha)
+				for jr := 0; jr < cols; jr += nr {
+					bp := s.packB[jr*kLen : (jr+nr)*kLen]
+					w := min(nr, cols-jr)
+					for ir := 0; ir < rows; ir += mr {
+						kernel(kLen, s.packA[ir*kLen:(ir+mr)*kLen], bp, s.tile)
+						h := min(mr, rows-ir)
+						for i := 0; i < h; i++ {
+							dst := c[(ic+ir+i)*ldc+jc+jr:][:w]
+							src := s.tile[i*nr : i*nr+w]
+							for j, v := range src {
+								dst[j] += v
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// sgemm splits C between the workers by columns (or rows, when C is
+// narrow) and runs sgemmSerial on each part.
+func (b *Backend[T]) sgemm(transA, transB bool, m, n, k int, alpha float32, a, bb []float32, beta float32, c []float32) {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	am, bmat := matrix{a, lda, transA}, matrix{bb, ldb, transB}
+	workers := b.pool.size()
+	if workers == 1 || m*n*k < 1<<16 {
+		b.sgemmSerial(b.pool.scratch(0).gemm, am, bmat, k, alpha, beta, c, n, 0, m, 0, n)
+		return
+	}
+	t := task[T]{kind: taskGemm, gm: gemmTask{a: am, b: bmat, k: k, alpha: alpha, beta: beta, c: c, m: m, n: n}}
+	if n >= workers*nr*2 || n >= m {
+		t.gm.splitCols = true
+		b.pool.run(b, t, (n+nr-1)/nr)
+	} else {
+		b.pool.run(b, t, (m+mr-1)/mr)
+	}
+}
+
+// gemmTask is the part of a task that describes a parallel GEMM; lo and hi
+// count nr-column (or mr-row) strips.
+type gemmTask struct {
+	a, b        matrix
+	k, m, n     int
+	alpha, beta float32
+	c           []float32
+	splitCols   bool
+}
+
+func (b *Backend[T]) runGemmPart(s *workerScratch[T], g gemmTask, lo, hi int) {
+	if g.splitCols {
+		b.sgemmSerial(s.gemm, g.a, g.b, g.k, g.alpha, g.beta, g.c, g.n, 0, g.m, lo*nr, min(hi*nr, g.n))
+		return
+	}
+	b.sgemmSerial(s.gemm, g.a, g.b, g.k, g.alpha, g.beta, g.c, g.n, lo*mr, min(hi*mr, g.m), 0, g.n)
+}

@@ -1,0 +1,157 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"iterbin/backend"
+)
+
+// The float32 GEMM against a float64 reference, on shapes that cross every
+// blocking boundary (mr, nr, kc, mc, nc), with either micro-kernel, and
+// bit-identical whatever the number of workers.
+func TestSgemmBlockingKernelsAndWorkers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	shapes := [][3]int{{1, 1, 1}, {7, 17, 3}, {6, 16, 256}, {13, 33, 257}, {121, 40, 600}, {5, 2100, 300}, {300, 784, 100}}
+	for _, d := range shapes {
+		m, n, k := d[0], d[1], d[2]
+		for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+			a, bv, c0 := randVals(rng, m*k), randVals(rng, k*n), randVals(rng, m*n)
+			ref := make([]float64, m*n)
+			for i := 0; i < m; i++ {
+				for j := 0; j < n; j++ {
+					var s float64
+					for p := 0; p < k; p++ {
+						av, bw := a[i*k+p], bv[p*n+j]
+						if tr[0] {
+							av = a[p*m+i]
+						}
+						if tr[1] {
+							bw = bv[j*k+p]
+						}
+						s += float64(av) * float64(bw)
+					}
+					ref[i*n+j] = s - 0.5*float64(c0[i*n+j])
+				}
+			}
+			var first []float32
+			for _, cfg := range []struct {
+				workers int
+				simd    bool
+			}{{1, true}, {2, true}, {3, true}, {2, false}} {
+				b := NewWithOptions(cfg.workers, cfg.simd)
+				at, bt, ct := upload(b, a), upload(b, bv), upload(b, c0)
+				b.Gemm(tr[0], tr[1], m, n, k, 1, at, bt, -0.5, ct)
+				got := download(b, ct)
+				b.Close()
+				for i := range got {
+					if d := math.Abs(float64(got[i]) - ref[i]); d > 1e-4*math.Sqrt(float64(k))*(1+math.Abs(ref[i])) {
+						t.Fatalf("%v trans %v workers %d simd %v: C[%d] = %v, want %v", d, tr, cfg.workers, cfg.simd, i, got[i], ref[i])
+					}
+				}
+				if !cfg.simd {
+					continue
+				}
+				if first == nil {
+					first = got
+				} else if !equal(first, got) {
+					t.Fatalf("%v trans %v: %d workers gave other bits than 1", d, tr, cfg.workers)
+				}
+			}
+		}
+	}
+}
+
+// Float32 convolutions (packed GEMM, parallel) against the float64 backend,
+// and bit-identical for any number of workers.
+func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, s := range []backend.ConvShape{
+		{N: 3, C: 3, H: 9, W: 7, OC: 5, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 4, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 8, H: 5, W: 5, OC: 7, KH: 1, KW: 1, Stride: 1, Pad: 0},
+	} {
+		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
+		ref := NewFloat64()
+		run64 := func(op func(b *Backend[float64], o, p, q backend.Tensor), n int, p, q []float32) []float64 {
+			o := ref.Alloc(n)
+			op(ref, o, up64(ref, p), up64(ref, q))
+			v := make([]float64, n)
+			ref.Download64(v, o)
+			return v
+		}
+		want := [][]float64{
+			run64(func(b *Backend[float64], o, p, q backend.Tensor) { b.Conv2DForward(o, p, q, s) }, out, x, w),
+			run64(func(b *Backend[float64], o, p, q backend.Tensor) { b.Conv2DBackwardData(o, p, q, s) }, in, dy, w),
+			run64(func(b *Backend[float64], o, p, q backend.Tensor) { b.Conv2DBackwardFilter(o, p, q, s) }, wn, dy, x),
+		}
+		var first [][]float32
+		for _, workers := range []int{1, 2, 3} {
+			b := NewWithOptions(workers, true)
+			y, dx, dw := b.Alloc(out), b.Alloc(in), b.Alloc(wn)
+			b.Conv2DForward(y, upload(b, x), upload(b, w), s)
+			b.Conv2DBackwardData(dx, upload(b, dy), upload(b, w), s)
+			b.Conv2DBackwardFilter(dw, upload(b, dy), upload(b, x), s)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			got := [][]float32{download(b, y), download(b, dx), download(b, dw)}
+			b.Close()
+			for op := range got {
+				for i, v := range got[op] {
+					if math.Abs(float64(v)-want[op][i]) > 1e-4*(1+math.Abs(want[op][i])) {
+						t.Fatalf("%+v op %d workers %d: [%d] = %v, float64 gives %v", s, op, workers, i, v, want[op][i])
+					}
+				}
+			}
+			if first == nil {
+				first = got
+			}
+			for op := range got {
+				if !equal(first[op], got[op]) {
+					t.Fatalf("%+v op %d: %d workers gave other bits than 1", s, op, workers)
+				}
+			}
+		}
+	}
+}
+
+func up64(b *Backend[float64], v []float32) backend.Tensor {
+	t := b.Alloc(len(v))
+	b.Upload(t, v)
+	return t
+}
+
+// BenchmarkSgemm reports GFLOP/s for the GEMM shapes of the paper's models
+// (Dense forward/backward at batch 100, convolutions as im2col GEMMs).
+func BenchmarkSgemm(b *testing.B) {
+	for _, s := range []struct {
+		name    string
+		m, n, k int
+		ta, tb  bool
+	}{
+		{"mlp-fc1-fwd", 100, 300, 784, false, true},
+		{"mlp-fc1-dW", 300, 784, 100, true, false},
+		{"mlp784-fc2-fwd", 100, 784, 784, false, true},
+		{"vgg5-conv2-fwd", 64, 1024, 576, false, false},
+		{"resnet20-stage3-fwd", 64, 64, 576, false, false},
+		{"square-1024", 1024, 1024, 1024, false, false},
+	} {
+		b.Run(fmt.Sprintf("%s/%dx%dx%d", s.name, s.m, s.n, s.k), func(b *testing.B) {
+			be := New()
+			defer be.Close()
+			rng := rand.New(rand.NewPCG(1, 1))
+			a, bb, c := upload(be, randVals(rng, s.m*s.k)), upload(be, randVals(rng, s.k*s.n)), be.Alloc(s.m*s.n)
+			be.Gemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, bb, 0, c)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				be.Gemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, bb, 0, c)
+			}
+			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

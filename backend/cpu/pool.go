@@ -1,0 +1,233 @@
+package cpu
+
+import (
+	"sync"
+
+	"iterbin/backend"
+)
+
+// The worker pool runs the parallel parts of GEMMs and convolutions. Its
+// goroutines start on the first parallel op and stop at Close; tasks are
+// plain values sent over per-worker channels, so dispatching allocates
+// nothing. Each worker owns its scratch buffers.
+
+type taskKind int
+
+const (
+	taskGemm taskKind = iota
+	taskConvForward
+	taskConvBackwardData
+	taskConvBackwardFilter
+	taskSign
+	taskAdam
+	taskSGD
+	taskReLU
+	taskReLUBackward
+	taskAdd
+	taskBNTrain
+	taskBNEval
+	taskBNBackward
+)
+
+// bnTask carries a batch-norm op's tensors; channels are the units.
+type bnTask[T Float] struct {
+	y, xhat, mean, inv, runMean, runVar, x, gamma, beta, dGamma, dBeta []T
+	s                                                                  backend.BNShape
+	momentum, eps                                                      float32
+}
+
+// elementBlock is the number of elements in one unit of an elementwise
+// task; small tensors stay on the calling worker.
+const elementBlock = 1 << 14
+
+func blocks(n int) int { return (n + elementBlock - 1) / elementBlock }
+
+// elementTask describes an elementwise op over slices a, b, c, d.
+type elementTask[T Float] struct {
+	a, b, c, d []T
+	adam       backend.AdamParams
+	sgd        backend.SGDParams
+}
+
+// part returns units [lo, hi) of s.
+func part[T Float](s []T, lo, hi int) []T {
+	if s == nil {
+		return nil
+	}
+	return s[min(lo*elementBlock, len(s)):min(hi*elementBlock, len(s))]
+}
+
+// task is one share of a parallel op: units [lo, hi) of it.
+type task[T Float] struct {
+	kind   taskKind
+	lo, hi int
+	gm     gemmTask
+	cv     convTask[T]
+	ew     elementTask[T]
+	bn     bnTask[T]
+}
+
+// convTask describes a convolution op; out, in and w are its three tensors
+// in the op's argument order.
+type convTask[T Float] struct {
+	s          backend.ConvShape
+	out, in, w []T
+}
+
+// workerScratch is one worker's memory: GEMM packing buffers and im2col
+// columns, grown to the largest need and then reused.
+type workerScratch[T Float] struct {
+	gemm *gemmScratch
+	cols []T
+}
+
+func (s *workerScratch[T]) columns(n int) []T {
+	if cap(s.cols) < n {
+		s.cols = make([]T, n)
+	}
+	return s.cols[:n]
+}
+
+type pool[T Float] struct {
+	workers   int
+	chans     []chan task[T]
+	scratches []*workerScratch[T]
+	wg        sync.WaitGroup
+}
+
+func newPool[T Float](workers int) *pool[T] {
+	p := &pool[T]{workers: max(workers, 1)}
+	p.scratches = make([]*workerScratch[T], p.workers)
+	for i := range p.scratches {
+		p.scratches[i] = &workerScratch[T]{}
+	}
+	return p
+}
+
+func (p *pool[T]) size() int { return p.workers }
+
+// scratch returns worker i's scratch; only worker i (0 is the caller) may
+// use it.
+func (p *pool[T]) scratch(i int) *workerScratch[T] {
+	s := p.scratches[i]
+	if s.gemm == nil {
+		var z T
+		if _, ok := any(z).(float32); ok {
+			s.gemm = newGemmScratch()
+		}
+	}
+	return s
+}
+
+func (p *pool[T]) start(b *Backend[T]) {
+	if p.chans != nil {
+		return
+	}
+	p.chans = make([]chan task[T], p.workers)
+	for i := 1; i < p.workers; i++ {
+		ch := make(chan task[T], 1)
+		p.chans[i] = ch
+		go func(i int) {
+			for t := range ch {
+				b.exec(p.scratch(i), t)
+				p.wg.Done()
+			}
+		}(i)
+	}
+}
+
+// run splits units of work into contiguous shares, one per worker; the
+// caller runs the first share and waits for the others.
+func (p *pool[T]) run(b *Backend[T], t task[T], units int) {
+	w := min(p.workers, units)
+	if w <= 1 {
+		t.lo, t.hi = 0, units
+		b.exec(p.scratch(0), t)
+		return
+	}
+	p.start(b)
+	per := (units + w - 1) / w
+	for i := 1; i < w; i++ {
+		ti := t
+		ti.lo, ti.hi = i*per, min((i+1)*per, units)
+		if ti.lo >= ti.hi {
+			continue
+		}
+		p.wg.Add(1)
+		p.chans[i] <- ti
+	}
+	t.lo, t.hi = 0, min(per, units)
+	b.exec(p.scratch(0), t)
+	p.wg.Wait()
+}
+
+// stop ends the worker goroutines.
+func (p *pool[T]) stop() {
+	for _, ch := range p.chans {
+		if ch != nil {
+			close(ch)
+		}
+	}
+	p.chans = nil
+}
+
+func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
+	switch t.kind {
+	case taskGemm:
+		b.runGemmPart(s, t.gm, t.lo, t.hi)
+	case taskConvForward:
+		b.convForwardPart(s, t.cv, t.lo, t.hi)
+	case taskConvBackwardData:
+		b.convBackwardDataPart(s, t.cv, t.lo, t.hi)
+	case taskConvBackwardFilter:
+		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
+	case taskSign:
+		signPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
+	case taskAdam:
+		e := t.ew
+		adamPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), part(e.d, t.lo, t.hi), e.adam)
+	case taskSGD:
+		e := t.ew
+		sgdPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), e.sgd)
+	case taskReLU:
+		reluPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
+	case taskReLUBackward:
+		reluBackwardPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi))
+	case taskAdd:
+		addPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi))
+	case taskBNTrain:
+		bnTrainPart(t.bn, t.lo, t.hi)
+	case taskBNEval:
+		bnEvalPart(t.bn, t.lo, t.hi)
+	case taskBNBackward:
+		bnBackwardPart(t.bn, t.lo, t.hi)
+	}
+}
+
+// gemmStrided runs C = op(A)·op(B) + beta·C on the calling worker with
+// explicit leading dimensions (C may be a block of a wider matrix).
+func (b *Backend[T]) gemmStrided(s *workerScratch[T], transA, transB bool, m, n, k int, a []T, lda int, bb []T, ldb int, beta float32, c []T, ldc int) {
+	switch a := any(a).(type) {
+	case []float32:
+		b.sgemmSerial(s.gemm, matrix{a, lda, transA}, matrix{any(bb).([]float32), ldb, transB}, k, 1, beta, any(c).([]float32), ldc, 0, m, 0, n)
+	case []float64:
+		b.blas.Dgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, 1, a, lda, any(bb).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	}
+}
+
+// gemmOne runs a GEMM on the calling worker only.
+func (b *Backend[T]) gemmOne(s *workerScratch[T], transA, transB bool, m, n, k int, alpha float32, a, bb []T, beta float32, c []T) {
+	switch a := any(a).(type) {
+	case []float32:
+		lda, ldb := k, n
+		if transA {
+			lda = m
+		}
+		if transB {
+			ldb = k
+		}
+		b.sgemmSerial(s.gemm, matrix{a, lda, transA}, matrix{any(bb).([]float32), ldb, transB}, k, alpha, beta, any(c).([]float32), n, 0, m, 0, n)
+	default:
+		b.gemm(transA, transB, m, n, k, alpha, any(a).([]T), bb, beta, c)
+	}
+}
