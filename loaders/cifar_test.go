@@ -80,6 +80,11 @@ func TestLoadCIFAR10RejectsTruncatedAndCorruptFiles(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "data_batch_3.bin") || !strings.Contains(err.Error(), "truncated") {
 		t.Errorf("truncated: %v", err)
 	}
+	// CIFAR-100's records have two label bytes: 3,074 bytes each.
+	writeFile(t, dir, "data_batch_3.bin", make([]byte, 4*3074))
+	if _, err := LoadCIFAR10(dir, 2, 1); err == nil || !strings.Contains(err.Error(), "not a whole number of 3073-byte records") {
+		t.Errorf("wrong record size: %v", err)
+	}
 	bad := append([]byte{}, good...)
 	bad[cifarRecord] = 12
 	writeFile(t, dir, "data_batch_3.bin", bad)

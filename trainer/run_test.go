@@ -261,3 +261,26 @@ func TestSensitivityPretrainingFindsTheBottleneck(t *testing.T) {
 		t.Errorf("stale ranking: %v", err)
 	}
 }
+
+// A short conv run on real Fashion-MNIST (Debian's dataset-fashion-mnist,
+// installed by .ci/run): a fully binary VGG-5 must learn.
+func TestRealFashionMNISTBinaryVGG5Learns(t *testing.T) {
+	if _, err := os.Stat("/usr/share/datasets/fashion-mnist"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("Fashion-MNIST missing in CI: .ci/run must install dataset-fashion-mnist")
+		}
+		t.Skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
+	}
+	cfg := quickConfig(t, "binary")
+	cfg.Data.Dataset = "fashion-mnist"
+	cfg.Model.Arch = "vgg5"
+	cfg.Data.TrainLimit, cfg.Data.ValLimit, cfg.Data.TestLimit = 1500, 500, 1000
+	cfg.Train.Epochs = 3
+	res := runQuiet(t, cfg)
+	if h := res.Summary.Headline; h == nil || h.TestAcc < 0.65 {
+		t.Errorf("binary VGG-5 on Fashion-MNIST: headline %+v, want test accuracy ≥ 0.65 (chance is 0.10)", h)
+	}
+	if last := res.History[len(res.History)-1]; !last.AllBinary || last.TrainLoss >= res.History[0].TrainLoss {
+		t.Errorf("history %+v", res.History)
+	}
+}
