@@ -13,8 +13,12 @@ run: ## the quick start: MNIST, iterative forward order, CPU, real data
 test: ## the test suite (what CI runs)
 	$(GO) test ./...
 
-bench: ## training-step and epoch benchmarks with allocations
-	$(GO) test ./trainer/ ./backend/... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+ANCHOR ?= ../shared/anchors/torch_anchor.py
+
+bench: ## GEMM and step benchmarks, then the iterbin vs PyTorch table (same machine, same run)
+	$(GO) test ./backend/cpu/ -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+	$(GO) test ./trainer/ -run '^$$' -bench TrainStep -benchmem -benchtime 10x
+	$(GO) run ./cmd/iterbin bench --anchor $(ANCHOR)
 
 vet:
 	$(GO) vet ./...

@@ -31,7 +31,8 @@ type session struct {
 	xHost, yHost    []float32
 	sumsHost        []float32
 	idx             []int
-	augRNG          *loaders.BatchRNG
+	augRNG          *loaders.BatchRNG // used by the feeding goroutine only
+	hostBatches     [2]*hostBatch
 
 	history  []EpochMetrics
 	progress *Progress
@@ -114,6 +115,9 @@ func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Sc
 	s.sumsHost = make([]float32, 2)
 	s.idx = make([]int, maxBatch)
 	s.augRNG = loaders.NewBatchRNG()
+	for i := range s.hostBatches {
+		s.hostBatches[i] = &hostBatch{x: make([]float32, cfg.Train.BatchSize*data.SampleSize()), y: make([]float32, cfg.Train.BatchSize)}
+	}
 	if err := be.Err(); err != nil {
 		s.free()
 		return nil, err
@@ -158,22 +162,21 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	bs := s.cfg.Train.BatchSize
 	s.be.Fill(s.sums, 0, 2)
 	done := 0
+	feed := s.startFeed(e, order)
+	defer feed.stop()
 	err := loaders.Batches(train.N, bs, func(lo, hi int) error {
+		hb := <-feed.ready
 		if err := ctx.Err(); err != nil {
+			feed.free <- hb
 			return err
 		}
 		n := hi - lo
 		if n < 2 {
+			feed.free <- hb
 			return nil // batch norm cannot train on one sample (PyTorch errors; we skip it)
 		}
-		s.augRNG.Seed(s.cfg.Run.Seed, e, lo/bs)
-		s.data.FillTrainBatch(s.xHost, s.yHost, train, order[lo:hi], s.augRNG)
-		s.be.Upload(s.x, s.xHost[:n*s.data.SampleSize()])
-		s.be.Upload(s.labels, s.yHost[:n])
-		s.model.Forward(s.sums, s.x, s.labels, n, true)
-		s.model.Backward(s.labels, n)
-		s.opt.Step(lr)
-		s.model.ClipLatent()
+		s.trainStep(hb, n, lr)
+		feed.free <- hb
 		if err := s.be.Err(); err != nil {
 			return fmt.Errorf("epoch %d, step %d: %w", e, s.opt.Steps, err)
 		}
@@ -213,6 +216,60 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	m.Seconds = time.Since(start).Seconds()
 	s.progress.clear()
 	return m, nil
+}
+
+// trainStep uploads a filled batch of n samples and makes one update:
+// forward, backward, optimizer step, latent clipping.
+func (s *session) trainStep(hb *hostBatch, n int, lr float64) {
+	s.be.Upload(s.x, hb.x[:n*s.data.SampleSize()])
+	s.be.Upload(s.labels, hb.y[:n])
+	s.model.Forward(s.sums, s.x, s.labels, n, true)
+	s.model.Backward(s.labels, n)
+	s.opt.Step(lr)
+	s.model.ClipLatent()
+}
+
+// hostBatch is one training batch filled on the host.
+type hostBatch struct{ x, y []float32 }
+
+// batchFeed fills training batches on its own goroutine, one step ahead of
+// training, so reading and augmenting data stays off the step's critical
+// path. Two buffers circulate between free and ready.
+type batchFeed struct {
+	free, ready chan *hostBatch
+	quit, done  chan struct{}
+}
+
+func (s *session) startFeed(e int, order []int) *batchFeed {
+	f := &batchFeed{free: make(chan *hostBatch, 2), ready: make(chan *hostBatch, 2), quit: make(chan struct{}), done: make(chan struct{})}
+	for _, hb := range s.hostBatches {
+		f.free <- hb
+	}
+	bs, train := s.cfg.Train.BatchSize, &s.data.Train
+	go func() {
+		defer close(f.done)
+		loaders.Batches(train.N, bs, func(lo, hi int) error {
+			var hb *hostBatch
+			select {
+			case hb = <-f.free:
+			case <-f.quit:
+				return context.Canceled
+			}
+			if hi-lo >= 2 {
+				s.augRNG.Seed(s.cfg.Run.Seed, e, lo/bs)
+				s.data.FillTrainBatch(hb.x, hb.y, train, order[lo:hi], s.augRNG)
+			}
+			f.ready <- hb
+			return nil
+		})
+	}()
+	return f
+}
+
+// stop ends the feeding goroutine and waits for it.
+func (f *batchFeed) stop() {
+	close(f.quit)
+	<-f.done
 }
 
 // evaluate returns the mean loss and the accuracy on a split, with batch

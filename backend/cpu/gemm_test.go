@@ -155,3 +155,19 @@ func BenchmarkSgemm(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMicroKernel is the single-core ceiling: the active micro-kernel
+// on packed panels that stay in L1, no packing, no memory traffic.
+func BenchmarkMicroKernel(b *testing.B) {
+	be := New()
+	defer be.Close()
+	const k = 256
+	rng := rand.New(rand.NewPCG(1, 1))
+	a, bp, out := randVals(rng, k*mr), randVals(rng, k*nr), make([]float32, mr*nr)
+	b.Run(be.kernelName, func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			be.kernel(k, a, bp, out)
+		}
+		b.ReportMetric(2*mr*nr*k*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+}

@@ -28,6 +28,8 @@ Usage:
   iterbin layers FILE.toml [-set ...]                 names and sizes of the binarizable layers
   iterbin validate FILE.toml [-set ...]               check a configuration and print it resolved
   iterbin download mnist DIR                          fetch MNIST from its usual mirrors, checksums verified
+  iterbin bench [--models m,...] [--modes float,binary] [--anchor torch_anchor.py]
+                                                      training img/s on synthetic data, PyTorch beside it
   iterbin download cifar10 DIR                        fetch and unpack CIFAR-10's binary release, checksum verified
 
 -set overrides one key, e.g. -set train.lr=0.01 -set binarize.order=reverse;
@@ -70,6 +72,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "bench" {
+		return runBench(ctx, args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("iterbin "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var sets setFlags

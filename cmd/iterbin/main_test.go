@@ -78,3 +78,18 @@ func TestSetFlagsAfterTheFile(t *testing.T) {
 		t.Errorf("overrides missing from the resolved config:\n%s", out)
 	}
 }
+
+func TestBenchPrintsATable(t *testing.T) {
+	out, err := runCLI("bench", "--models", "mlp300", "--modes", "binary", "--steps", "2", "--warmup", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"iterbin backend: cpu float32", "iterbin img/s", "mlp300", "binary", "PyTorch: not measured"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := runCLI("bench", "--models", "alexnet"); err == nil || !strings.Contains(err.Error(), "unknown model") {
+		t.Errorf("unknown model: %v", err)
+	}
+}

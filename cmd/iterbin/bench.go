@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+
+	"iterbin/trainer"
+)
+
+// anchorResult is one line of the PyTorch anchor script's output.
+type anchorResult struct {
+	Model     string  `json:"model"`
+	Mode      string  `json:"mode"`
+	Batch     int     `json:"batch"`
+	ImgPerSec float64 `json:"img_per_s"`
+	Torch     string  `json:"torch"`
+}
+
+// openBLASDir is Debian's pthread OpenBLAS; PyTorch's anchor runs with it
+// first on the loader path (Debian's python3-torch otherwise uses the
+// reference BLAS).
+const openBLASDir = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("iterbin bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	device := fs.String("device", "cpu", "device to benchmark")
+	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated")
+	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
+	steps := fs.Int("steps", 20, "timed steps per model and mode")
+	warmup := fs.Int("warmup", 3, "untimed steps first")
+	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	known := map[string]trainer.BenchModel{}
+	for _, m := range trainer.BenchModels() {
+		known[m.Name] = m
+	}
+	var models []trainer.BenchModel
+	for _, name := range strings.Split(*modelList, ",") {
+		m, ok := known[name]
+		if !ok {
+			return fmt.Errorf("bench: unknown model %q (use mlp300, mlp784, vgg5, resnet20)", name)
+		}
+		models = append(models, m)
+	}
+	modes := strings.Split(*modeList, ",")
+	for _, mode := range modes {
+		if mode != "float" && mode != "binary" {
+			return fmt.Errorf("bench: unknown mode %q (use float, binary)", mode)
+		}
+	}
+	var results []trainer.BenchResult
+	for _, m := range models {
+		for _, mode := range modes {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r, err := trainer.BenchStep(m, mode, *device, *warmup, *steps)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "iterbin %s %s: %.1f img/s\n", m.Name, mode, r.ImgPerSec)
+			results = append(results, r)
+		}
+	}
+	torch := map[string]anchorResult{}
+	torchNote := "PyTorch: not measured (pass --anchor PATH/torch_anchor.py with a python3 that has torch)"
+	if *anchor != "" {
+		rs, note, err := runAnchor(ctx, *anchor, *device, models, modes, *steps, *warmup, stderr)
+		if err != nil {
+			torchNote = "PyTorch: not measured: " + err.Error()
+		} else {
+			torchNote = note
+			for _, r := range rs {
+				torch[r.Model+"/"+r.Mode] = r
+			}
+		}
+	}
+	if len(results) > 0 {
+		fmt.Fprintf(stdout, "iterbin backend: %s\n%s\n\n", results[0].Backend, torchNote)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tmode\tbatch\titerbin img/s\tPyTorch img/s\titerbin/PyTorch\tallocs/step\t")
+	for _, r := range results {
+		pt, ratio := "-", "-"
+		if a, ok := torch[r.Model+"/"+r.Mode]; ok && a.ImgPerSec > 0 {
+			pt, ratio = fmt.Sprintf("%.1f", a.ImgPerSec), fmt.Sprintf("%.2f", r.ImgPerSec/a.ImgPerSec)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%s\t%s\t%.1f\t\n", r.Model, r.Mode, r.Batch, r.ImgPerSec, pt, ratio, r.AllocsPerStep)
+	}
+	return tw.Flush()
+}
+
+// runAnchor runs the PyTorch anchor script for the models it knows, with
+// Debian's pthread OpenBLAS first on the loader path for that command only.
+func runAnchor(ctx context.Context, script, device string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
+	python, err := pythonWithTorch(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	var names []string
+	for _, m := range models {
+		if m.Name != "mlp784" { // the anchor script has no 784-784-784 MLP
+			names = append(names, m.Name)
+		}
+	}
+	cmd := exec.CommandContext(ctx, python, script, "--device", device, "--models", strings.Join(names, ","),
+		"--precisions", "fp32", "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup))
+	// The same thread count as iterbin's workers (Debian's torch would
+	// otherwise pick one intra-op thread here).
+	threads := runtime.GOMAXPROCS(0)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("OMP_NUM_THREADS=%d", threads))
+	blas := "reference BLAS"
+	if _, err := os.Stat(openBLASDir); err == nil {
+		cmd.Env = append(cmd.Env, "LD_LIBRARY_PATH="+openBLASDir+":"+os.Getenv("LD_LIBRARY_PATH"))
+		blas = "OpenBLAS (pthread)"
+	}
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s %s: %v", python, script, err)
+	}
+	var rs []anchorResult
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var r anchorResult
+		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Model != "" {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return nil, "", fmt.Errorf("%s printed no results", script)
+	}
+	return rs, fmt.Sprintf("PyTorch %s (%s, %d threads, fp32, same machine, same run)", rs[0].Torch, blas, threads), nil
+}
+
+// pythonWithTorch finds a python3 that imports torch.
+func pythonWithTorch(ctx context.Context) (string, error) {
+	for _, p := range []string{"python3", "/usr/bin/python3"} {
+		if exec.CommandContext(ctx, p, "-c", "import torch").Run() == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no python3 with torch (Debian: apt-get install python3-torch libopenblas0-pthread)")
+}

@@ -1,0 +1,113 @@
+package trainer
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"iterbin/loaders"
+)
+
+// BenchModel is a model benchmarked by `iterbin bench`, with the batch size
+// and optimizer of the paper (and of the PyTorch anchor script).
+type BenchModel struct {
+	Name     string // the anchor script's name for it
+	Arch     string
+	Hidden   []int
+	Channels int
+	Side     int
+	Batch    int
+	SGD      bool
+}
+
+// BenchModels lists the models `iterbin bench` knows.
+func BenchModels() []BenchModel {
+	return []BenchModel{
+		{Name: "mlp300", Arch: "mlp", Hidden: []int{300, 100}, Channels: 1, Side: 28, Batch: 100},
+		{Name: "mlp784", Arch: "mlp", Hidden: []int{784, 784}, Channels: 1, Side: 28, Batch: 100},
+		{Name: "vgg5", Arch: "vgg5", Channels: 3, Side: 32, Batch: 100},
+		{Name: "resnet20", Arch: "resnet20", Channels: 3, Side: 32, Batch: 128, SGD: true},
+	}
+}
+
+// BenchResult is the throughput of training steps of one model and mode.
+type BenchResult struct {
+	Model         string  `json:"model"`
+	Mode          string  `json:"mode"`
+	Batch         int     `json:"batch"`
+	ImgPerSec     float64 `json:"img_per_s"`
+	MsPerStep     float64 `json:"ms_per_step"`
+	AllocsPerStep float64 `json:"allocs_per_step"`
+	Backend       string  `json:"backend"`
+}
+
+// BenchStep times whole training steps (batch fill, upload, forward,
+// backward, optimizer, binarization) of a model on synthetic data, in
+// "float" mode or "binary" (every layer binary).
+func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResult, error) {
+	cfg := Default()
+	cfg.Run.Device = device
+	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
+	if m.Channels == 3 {
+		cfg.Data.Dataset = "cifar10"
+	}
+	cfg.Binarize.Mode = mode
+	cfg.Train.BatchSize, cfg.Train.TestBatchSize = m.Batch, m.Batch
+	if m.SGD {
+		cfg.Train.Optimizer, cfg.Train.Momentum, cfg.Train.WeightDecay = "sgd", 0.9, 1e-4
+	}
+	be, err := OpenBackend(device)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer be.Close()
+	const batches = 4
+	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, 10, 1)
+	if m.Channels == 3 {
+		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
+	}
+	layers, err := binarizableLayers(&cfg)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer s.free()
+	set := map[string]bool{}
+	for _, l := range s.sched.BinaryAt(0) {
+		set[l] = true
+	}
+	if err := s.model.SetBinary(set); err != nil {
+		return BenchResult{}, err
+	}
+	order := loaders.EpochOrder(data.Train.N, 1, 0)
+	hb := s.hostBatches[0]
+	step := func(i int) {
+		lo := (i % batches) * m.Batch
+		s.augRNG.Seed(1, 0, i)
+		data.FillTrainBatch(hb.x, hb.y, &data.Train, order[lo:lo+m.Batch], s.augRNG)
+		s.trainStep(hb, m.Batch, 0.001)
+	}
+	for i := 0; i < warmup; i++ {
+		step(i)
+	}
+	if err := be.Sync(); err != nil {
+		return BenchResult{}, err
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	for i := 0; i < steps; i++ {
+		step(i)
+	}
+	if err := be.Sync(); err != nil {
+		return BenchResult{}, fmt.Errorf("bench %s %s: %w", m.Name, mode, err)
+	}
+	elapsed := time.Since(start).Seconds()
+	runtime.ReadMemStats(&after)
+	return BenchResult{Model: m.Name, Mode: mode, Batch: m.Batch, Backend: be.Name(),
+		ImgPerSec: float64(steps*m.Batch) / elapsed, MsPerStep: 1000 * elapsed / float64(steps),
+		AllocsPerStep: float64(after.Mallocs-before.Mallocs) / float64(steps)}, nil
+}
