@@ -184,6 +184,10 @@ type Backend interface {
 	// Sign sets dst = sign(src) with sign(0) = +1, so dst ∈ {−1, +1}. dst may
 	// be src.
 	Sign(dst, src Tensor, n int)
+	// SignScaled sets each of rows rows of dst (rows×cols) to
+	// mean(|src row|)·sign(src row): the per-output-channel scaled sign
+	// (XNOR-Net's α·sign(W)).
+	SignScaled(dst, src Tensor, rows, cols int)
 	// STEClippedMask zeroes grad where |latent| > 1: the clipped
 	// straight-through estimator applied to a gradient taken with respect to
 	// sign(latent). (The identity estimator needs no op.)

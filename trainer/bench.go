@@ -111,3 +111,60 @@ func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResul
 		ImgPerSec: float64(steps*m.Batch) / elapsed, MsPerStep: 1000 * elapsed / float64(steps),
 		AllocsPerStep: float64(after.Mallocs-before.Mallocs) / float64(steps)}, nil
 }
+
+// StepLosses trains steps steps of a model on fixed synthetic data on a
+// device and returns each step's mean training loss: the same sequence on
+// every backend, up to rounding, which the CUDA parity tests compare.
+func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error) {
+	cfg := Default()
+	cfg.Run.Device = device
+	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
+	if m.Channels == 3 {
+		cfg.Data.Dataset = "cifar10"
+	}
+	cfg.Binarize.Mode = mode
+	cfg.Train.BatchSize, cfg.Train.TestBatchSize = m.Batch, m.Batch
+	cfg.Train.LR = 0.01
+	if m.SGD {
+		cfg.Train.Optimizer, cfg.Train.Momentum, cfg.Train.WeightDecay = "sgd", 0.9, 1e-4
+	}
+	be, err := OpenBackend(device)
+	if err != nil {
+		return nil, err
+	}
+	defer be.Close()
+	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, 10, 2)
+	layers, err := binarizableLayers(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer s.free()
+	set := map[string]bool{}
+	for _, l := range s.sched.BinaryAt(0) {
+		set[l] = true
+	}
+	if err := s.model.SetBinary(set); err != nil {
+		return nil, err
+	}
+	hb := s.hostBatches[0]
+	idx := make([]int, m.Batch)
+	var losses []float64
+	for i := 0; i < steps; i++ {
+		for j := range idx {
+			idx[j] = i*m.Batch + j
+		}
+		data.FillBatch(hb.x, hb.y, &data.Train, idx)
+		be.Fill(s.sums, 0, 2)
+		s.trainStep(hb, m.Batch, cfg.Train.LR)
+		be.Download(s.sumsHost, s.sums)
+		if err := be.Sync(); err != nil {
+			return nil, fmt.Errorf("step %d on %s: %w", i, device, err)
+		}
+		losses = append(losses, float64(s.sumsHost[0])/float64(m.Batch))
+	}
+	return losses, nil
+}

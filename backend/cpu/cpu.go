@@ -555,6 +555,30 @@ func signPart[T Float](dst, src []T) {
 	}
 }
 
+// SignScaled sets each row of dst to mean(|row|)·sign(row).
+func (b *Backend[T]) SignScaled(dstt, srct backend.Tensor, rows, cols int) {
+	dst, src := b.get("SignScaled", "dst", dstt, rows*cols), b.get("SignScaled", "src", srct, rows*cols)
+	if dst == nil || src == nil {
+		return
+	}
+	for r := 0; r < rows; r++ {
+		row := src[r*cols : (r+1)*cols]
+		var sum float64
+		for _, v := range row {
+			sum += math.Abs(float64(v))
+		}
+		scale := T(sum / float64(cols))
+		out := dst[r*cols : (r+1)*cols]
+		for i, v := range row {
+			if v < 0 {
+				out[i] = -scale
+			} else {
+				out[i] = scale
+			}
+		}
+	}
+}
+
 // STEClippedMask zeroes grad where |latent| > 1.
 func (b *Backend[T]) STEClippedMask(gradt, latentt backend.Tensor, n int) {
 	g, w := b.get("STEClippedMask", "grad", gradt, n), b.get("STEClippedMask", "latent", latentt, n)

@@ -232,3 +232,18 @@ func TestBadSizesAndLabelsAreRecordedNotPanicked(t *testing.T) {
 		t.Fatal("using a freed tensor was accepted")
 	}
 }
+
+func TestSignScaledIsMeanAbsTimesSign(t *testing.T) {
+	b := New()
+	src := upload(b, []float32{-1, 2, 0, -3, 0.5, 0.5})
+	dst := b.Alloc(6)
+	b.SignScaled(dst, src, 2, 3)
+	// rows: mean |.| = 1 and 4/3.
+	want := []float32{-1, 1, 1, -4.0 / 3, 4.0 / 3, 4.0 / 3}
+	got := download(b, dst)
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+			t.Fatalf("SignScaled = %v, want %v", got, want)
+		}
+	}
+}

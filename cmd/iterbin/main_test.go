@@ -56,7 +56,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"run", "--resume", dir, "x.toml"}, "only the run folder"},
 		{[]string{"run", "--resume", dir}, "config.toml"},
-		{[]string{"run", "../../experiments/mnist/quick-forward.toml", "-set", "run.device=cuda"}, "no CUDA backend"},
+		{[]string{"run", "../../experiments/mnist/quick-forward.toml", "-set", "run.device=cuda"}, "built without CUDA support"},
 		{[]string{"download", "imagenet", dir}, "usage"},
 	} {
 		out, err := runCLI(c.args...)

@@ -1,0 +1,364 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"math"
+	"path"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"iterbin/backend"
+)
+
+//go:embed kernels/*.ptx
+var ptxFiles embed.FS
+
+// Built says whether this build has the CUDA backend.
+const Built = true
+
+const blockSize = 256
+
+// Backend is backend.Backend on one NVIDIA GPU.
+type Backend struct {
+	ordinal int
+	name    string
+	device  cu.Device
+	ctx     cu.CUContext
+	stream  cu.Stream
+	modules []cu.Module
+	fns     map[string]cu.Function
+	blas    *cublas
+	err     error
+
+	// workspace holds im2col columns, grown as needed.
+	workspace     cu.DevicePtr
+	workspaceSize int
+	// badLabel is set by the NLL kernel when a label is not a class.
+	badLabel cu.DevicePtr
+	// params is the arena kernel arguments are written to (8 bytes each).
+	params [24]uint64
+	ptrs   [24]unsafe.Pointer
+}
+
+// tensor is a device buffer of n float32s.
+type tensor struct {
+	ptr   cu.DevicePtr
+	n     int
+	owner *Backend
+	freed bool
+}
+
+func (t *tensor) Len() int { return t.n }
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New creates a context on device ordinal, current on the calling
+// goroutine's OS thread (locked until Close), a stream, the kernels and a
+// cuBLAS handle.
+func New(ordinal int, opts Options) (backend.Backend, error) {
+	runtime.LockOSThread()
+	b, err := open(ordinal, opts)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return b, nil
+}
+
+func open(ordinal int, opts Options) (*Backend, error) {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: cuDeviceGetCount: %v", err)
+	}
+	if ordinal < 0 || ordinal >= n {
+		return nil, fmt.Errorf("cuda: device cuda:%d does not exist; this machine has %d CUDA devices", ordinal, n)
+	}
+	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}}
+	if b.device, err = cu.GetDevice(ordinal); err != nil {
+		return nil, fmt.Errorf("cuda: cuDeviceGet(%d): %v", ordinal, err)
+	}
+	devName, _ := b.device.Name()
+	if b.ctx, err = b.device.MakeContext(cu.SchedAuto); err != nil {
+		return nil, fmt.Errorf("cuda: cuCtxCreate on %s: %v", devName, err)
+	}
+	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cuda: cuStreamCreate: %v", err)
+	}
+	if err := b.loadKernels(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.blas, err = openCublas(uintptr(unsafe.Pointer(b.stream.C())), opts.TF32); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	if b.badLabel, err = cu.MemAlloc(4); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cuda: cuMemAlloc: %v", err)
+	}
+	if err := cu.MemsetD32Async(b.badLabel, 0, 1, b.stream); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cuda: cuMemsetD32Async: %v", err)
+	}
+	math := "float32"
+	if opts.TF32 {
+		math = "TF32 GEMMs"
+	}
+	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, im2col convolutions)", ordinal, devName, b.blas.name, math)
+	return b, nil
+}
+
+// loadKernels JIT-loads every embedded PTX module and looks up its
+// kernels (every `.entry` in it).
+func (b *Backend) loadKernels() error {
+	entries, err := ptxFiles.ReadDir("kernels")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		data, err := ptxFiles.ReadFile(path.Join("kernels", e.Name()))
+		if err != nil {
+			return err
+		}
+		log := &cu.JITErrorLogBuffer{Buffer: make([]byte, 16384)}
+		mod, err := cu.LoadDataEx(string(data), log)
+		if err != nil {
+			return fmt.Errorf("cuda: loading kernels/%s: %v: %s", e.Name(), err, strings.TrimRight(string(log.Buffer), "\x00"))
+		}
+		b.modules = append(b.modules, mod)
+		for _, name := range ptxEntries(string(data)) {
+			fn, err := mod.Function(name)
+			if err != nil {
+				return fmt.Errorf("cuda: kernels/%s: cuModuleGetFunction(%s): %v", e.Name(), name, err)
+			}
+			b.fns[name] = fn
+		}
+	}
+	return nil
+}
+
+// ptxEntries lists the kernel names a PTX module defines.
+func ptxEntries(ptx string) []string {
+	var names []string
+	for _, line := range strings.Split(ptx, "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, ".visible .entry "); ok {
+			if i := strings.IndexAny(rest, "( "); i > 0 {
+				names = append(names, rest[:i])
+			}
+		}
+	}
+	return names
+}
+
+// Name says which device, libraries and paths are active.
+func (b *Backend) Name() string { return b.name }
+
+func (b *Backend) fail(err error) {
+	if b.err == nil && err != nil {
+		b.err = err
+	}
+}
+
+// Err returns the first recorded error.
+func (b *Backend) Err() error { return b.err }
+
+// Sync waits for the stream and reports the first error, including a bad
+// label seen by the loss kernel.
+func (b *Backend) Sync() error {
+	if err := b.stream.Synchronize(); err != nil {
+		b.fail(fmt.Errorf("cuda: cuStreamSynchronize: %v", err))
+	}
+	if b.err == nil && b.badLabel != 0 {
+		var flag uint32
+		if err := cu.MemcpyDtoH(unsafe.Pointer(&flag), b.badLabel, 4); err != nil {
+			b.fail(fmt.Errorf("cuda: cuMemcpyDtoH: %v", err))
+		} else if flag != 0 {
+			b.fail(errors.New("backend: NLLLoss: a label is not a class index"))
+		}
+	}
+	return b.err
+}
+
+// Close frees the backend's own memory, the kernels, cuBLAS, the stream
+// and the context, and unlocks the OS thread. Tensors must be freed first.
+func (b *Backend) Close() error {
+	if b.stream != (cu.Stream{}) {
+		b.stream.Synchronize()
+	}
+	if b.blas != nil {
+		b.blas.close()
+		b.blas = nil
+	}
+	for _, p := range []*cu.DevicePtr{&b.workspace, &b.badLabel} {
+		if *p != 0 {
+			cu.MemFree(*p)
+			*p = 0
+		}
+	}
+	for _, m := range b.modules {
+		m.Unload()
+	}
+	b.modules = nil
+	if b.stream != (cu.Stream{}) {
+		b.stream.Destroy()
+		b.stream = cu.Stream{}
+	}
+	if b.ctx != (cu.CUContext{}) {
+		b.ctx.Destroy()
+		b.ctx = cu.CUContext{}
+		runtime.UnlockOSThread()
+	}
+	return b.err
+}
+
+// Alloc returns a zeroed device buffer.
+func (b *Backend) Alloc(n int) backend.Tensor {
+	t := &tensor{n: n, owner: b}
+	if n <= 0 {
+		return t
+	}
+	p, err := cu.MemAlloc(int64(4 * n))
+	if err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemAlloc(%d floats): %v", n, err))
+		return t
+	}
+	t.ptr = p
+	if err := cu.MemsetD32Async(p, 0, int64(n), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemsetD32Async: %v", err))
+	}
+	return t
+}
+
+// Free releases a device buffer.
+func (b *Backend) Free(t backend.Tensor) {
+	ct, ok := t.(*tensor)
+	if !ok || ct == nil || ct.freed {
+		return
+	}
+	if ct.ptr != 0 {
+		b.stream.Synchronize()
+		cu.MemFree(ct.ptr)
+	}
+	ct.ptr, ct.freed = 0, true
+}
+
+// dev returns the device pointer behind t after checking it holds need
+// elements; 0 (with the error recorded) otherwise.
+func (b *Backend) dev(op, arg string, t backend.Tensor, need int) cu.DevicePtr {
+	ct, ok := t.(*tensor)
+	switch {
+	case !ok || ct == nil || ct.owner != b:
+		b.fail(fmt.Errorf("backend: %s: tensor %s is not a tensor of this backend (%T)", op, arg, t))
+	case ct.freed:
+		b.fail(fmt.Errorf("backend: %s: tensor %s was freed", op, arg))
+	case need < 0 || ct.n < need:
+		b.fail(&backend.SizeError{Op: op, Arg: arg, Need: need, Have: ct.n})
+	case need > 0 && ct.ptr == 0:
+		b.fail(fmt.Errorf("backend: %s: tensor %s has no device memory", op, arg))
+	default:
+		return ct.ptr
+	}
+	return 0
+}
+
+// Upload copies host values to the device; it returns once src may be
+// reused (the copy is ordered on the stream).
+func (b *Backend) Upload(dst backend.Tensor, src []float32) {
+	d := b.dev("Upload", "dst", dst, len(src))
+	if d == 0 || len(src) == 0 || b.err != nil {
+		return
+	}
+	if err := cu.MemcpyHtoDAsync(d, unsafe.Pointer(&src[0]), int64(4*len(src)), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyHtoDAsync: %v", err))
+		return
+	}
+	// Pageable host memory: wait so the caller may overwrite src.
+	if err := b.stream.Synchronize(); err != nil {
+		b.fail(fmt.Errorf("cuda: cuStreamSynchronize: %v", err))
+	}
+}
+
+// Download copies device values to the host, waiting for queued work.
+func (b *Backend) Download(dst []float32, src backend.Tensor) {
+	s := b.dev("Download", "src", src, len(dst))
+	if s == 0 || len(dst) == 0 || b.err != nil {
+		return
+	}
+	if err := cu.MemcpyDtoHAsync(unsafe.Pointer(&dst[0]), s, int64(4*len(dst)), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyDtoHAsync: %v", err))
+		return
+	}
+	if err := b.stream.Synchronize(); err != nil {
+		b.fail(fmt.Errorf("cuda: cuStreamSynchronize: %v", err))
+	}
+}
+
+// arg writes one kernel argument into the parameter arena.
+type arg = uint64
+
+func ptrArg(p cu.DevicePtr) arg { return uint64(p) }
+func intArg(v int) arg          { return uint64(uint32(int32(v))) }
+func floatArg(v float32) arg    { return uint64(math.Float32bits(v)) }
+
+// launch runs kernel name on a grid of blocks×threads with the arguments.
+func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) {
+	if b.err != nil {
+		return
+	}
+	fn, ok := b.fns[name]
+	if !ok {
+		b.fail(fmt.Errorf("cuda: kernel %s is not in the embedded PTX", name))
+		return
+	}
+	if len(args) > len(b.params) {
+		b.fail(fmt.Errorf("cuda: kernel %s: %d arguments, at most %d", name, len(args), len(b.params)))
+		return
+	}
+	for i, a := range args {
+		b.params[i] = a
+		b.ptrs[i] = unsafe.Pointer(&b.params[i])
+	}
+	if blocks < 1 {
+		blocks = 1
+	}
+	if err := fn.Launch(blocks, 1, 1, threads, 1, 1, shared, b.stream, b.ptrs[:len(args)]); err != nil {
+		b.fail(fmt.Errorf("cuda: launching %s (%d blocks × %d threads): %v", name, blocks, threads, err))
+	}
+}
+
+// launchN runs a grid-stride kernel over n elements.
+func (b *Backend) launchN(name string, n int, args ...arg) {
+	if n <= 0 {
+		return
+	}
+	blocks := min((n+blockSize-1)/blockSize, 65535)
+	b.launch(name, blocks, blockSize, 0, args...)
+}
+
+// scratch returns a device workspace of at least n floats.
+func (b *Backend) scratch(n int) cu.DevicePtr {
+	if n <= b.workspaceSize {
+		return b.workspace
+	}
+	if b.workspace != 0 {
+		b.stream.Synchronize()
+		cu.MemFree(b.workspace)
+		b.workspace, b.workspaceSize = 0, 0
+	}
+	p, err := cu.MemAlloc(int64(4 * n))
+	if err != nil {
+		b.fail(fmt.Errorf("cuda: workspace of %d floats: cuMemAlloc: %v", n, err))
+		return 0
+	}
+	b.workspace, b.workspaceSize = p, n
+	return p
+}

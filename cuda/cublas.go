@@ -1,0 +1,187 @@
+//go:build cuda
+
+package cuda
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+// The few stable cuBLAS entry points iterbin uses, declared here so no
+// cuBLAS header or link-time library is needed; they are looked up with
+// dlsym in a library opened at run time.
+typedef int (*cublas_create_fn)(void**);
+typedef int (*cublas_destroy_fn)(void*);
+typedef int (*cublas_set_stream_fn)(void*, void*);
+typedef int (*cublas_set_math_mode_fn)(void*, int);
+typedef int (*cublas_sgemm_fn)(void*, int, int, int, int, int, const float*, const float*, int,
+                               const float*, int, const float*, float*, int);
+typedef int (*cublas_sgemm_strided_fn)(void*, int, int, int, int, int, const float*, const float*, int,
+                                       long long, const float*, int, long long, const float*, float*, int,
+                                       long long, int);
+
+static void* iterbin_dlopen(const char* name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL); }
+static const char* iterbin_dlerror(void) { const char* e = dlerror(); return e ? e : ""; }
+static void* iterbin_dlsym(void* lib, const char* name) { return dlsym(lib, name); }
+static int iterbin_dlclose(void* lib) { return dlclose(lib); }
+
+static int iterbin_cublas_create(void* fn, uintptr_t* handle) {
+	void* h = 0;
+	int st = ((cublas_create_fn)fn)(&h);
+	*handle = (uintptr_t)h;
+	return st;
+}
+static int iterbin_cublas_destroy(void* fn, uintptr_t h) { return ((cublas_destroy_fn)fn)((void*)h); }
+static int iterbin_cublas_set_stream(void* fn, uintptr_t h, uintptr_t stream) {
+	return ((cublas_set_stream_fn)fn)((void*)h, (void*)stream);
+}
+static int iterbin_cublas_set_math_mode(void* fn, uintptr_t h, int mode) {
+	return ((cublas_set_math_mode_fn)fn)((void*)h, mode);
+}
+static int iterbin_cublas_sgemm(void* fn, uintptr_t h, int ta, int tb, int m, int n, int k, float alpha,
+                                uintptr_t a, int lda, uintptr_t b, int ldb, float beta, uintptr_t c, int ldc) {
+	return ((cublas_sgemm_fn)fn)((void*)h, ta, tb, m, n, k, &alpha, (const float*)a, lda,
+	                             (const float*)b, ldb, &beta, (float*)c, ldc);
+}
+static int iterbin_cublas_sgemm_strided(void* fn, uintptr_t h, int ta, int tb, int m, int n, int k, float alpha,
+                                        uintptr_t a, int lda, long long sa, uintptr_t b, int ldb, long long sb,
+                                        float beta, uintptr_t c, int ldc, long long sc, int batch) {
+	return ((cublas_sgemm_strided_fn)fn)((void*)h, ta, tb, m, n, k, &alpha, (const float*)a, lda, sa,
+	                                     (const float*)b, ldb, sb, &beta, (float*)c, ldc, sc, batch);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"strings"
+	"unsafe"
+)
+
+// cublasLibraries are tried in order: CUDA 13, 12, 11.
+var cublasLibraries = [...]string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
+
+// cuBLAS constants (cublas_api.h).
+const (
+	cublasOpN            = 0
+	cublasOpT            = 1
+	cublasDefaultMath    = 0
+	cublasTF32TensorMath = 3
+)
+
+// cublas is a cuBLAS handle with the entry points it calls.
+type cublas struct {
+	lib                                  unsafe.Pointer
+	name                                 string
+	handle                               C.uintptr_t
+	create, destroy, setStream, mathMode unsafe.Pointer
+	sgemm, sgemmStrided                  unsafe.Pointer
+}
+
+// openCublas loads the newest cuBLAS found and creates a handle bound to
+// stream.
+func openCublas(stream uintptr, tf32 bool) (*cublas, error) {
+	var tried []string
+	b := &cublas{}
+	for _, name := range cublasLibraries {
+		cname := C.CString(name)
+		lib := C.iterbin_dlopen(cname)
+		C.free(unsafe.Pointer(cname))
+		if lib != nil {
+			b.lib, b.name = lib, name
+			break
+		}
+		tried = append(tried, C.GoString(C.iterbin_dlerror()))
+	}
+	if b.lib == nil {
+		return nil, fmt.Errorf("cuBLAS not found (tried %s): install the CUDA libraries or put their folder on LD_LIBRARY_PATH", strings.Join(tried, "; "))
+	}
+	for _, s := range []struct {
+		dst  *unsafe.Pointer
+		name string
+	}{
+		{&b.create, "cublasCreate_v2"}, {&b.destroy, "cublasDestroy_v2"}, {&b.setStream, "cublasSetStream_v2"},
+		{&b.mathMode, "cublasSetMathMode"}, {&b.sgemm, "cublasSgemm_v2"}, {&b.sgemmStrided, "cublasSgemmStridedBatched"},
+	} {
+		cname := C.CString(s.name)
+		*s.dst = C.iterbin_dlsym(b.lib, cname)
+		C.free(unsafe.Pointer(cname))
+		if *s.dst == nil {
+			C.iterbin_dlclose(b.lib)
+			return nil, fmt.Errorf("%s has no %s", b.name, s.name)
+		}
+	}
+	if st := C.iterbin_cublas_create(b.create, &b.handle); st != 0 {
+		C.iterbin_dlclose(b.lib)
+		return nil, fmt.Errorf("cublasCreate: status %d", int(st))
+	}
+	if st := C.iterbin_cublas_set_stream(b.setStream, b.handle, C.uintptr_t(stream)); st != 0 {
+		b.close()
+		return nil, fmt.Errorf("cublasSetStream: status %d", int(st))
+	}
+	mode := cublasDefaultMath
+	if tf32 {
+		mode = cublasTF32TensorMath
+	}
+	if st := C.iterbin_cublas_set_math_mode(b.mathMode, b.handle, C.int(mode)); st != 0 {
+		b.close()
+		return nil, fmt.Errorf("cublasSetMathMode(%d): status %d", mode, int(st))
+	}
+	return b, nil
+}
+
+func (b *cublas) close() {
+	if b.handle != 0 {
+		C.iterbin_cublas_destroy(b.destroy, b.handle)
+		b.handle = 0
+	}
+	if b.lib != nil {
+		C.iterbin_dlclose(b.lib)
+		b.lib = nil
+	}
+}
+
+// gemm computes row-major C = alpha·op(A)·op(B) + beta·C (op(A) m×k,
+// op(B) k×n) with column-major cuBLAS, as Cᵀ = op(B)ᵀ·op(A)ᵀ.
+func (b *cublas) gemm(transA, transB bool, m, n, k int, alpha float32, a, bb uintptr, beta float32, c uintptr) error {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	st := C.iterbin_cublas_sgemm(b.sgemm, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
+		C.uintptr_t(bb), C.int(ldb), C.uintptr_t(a), C.int(lda), C.float(beta), C.uintptr_t(c), C.int(n))
+	if st != 0 {
+		return fmt.Errorf("cublasSgemm(%d×%d×%d, transA %v, transB %v): status %d", m, n, k, transA, transB, int(st))
+	}
+	return nil
+}
+
+// gemmStrided is gemm over batch matrices at the given element strides
+// (a stride of 0 reuses one matrix for every batch entry).
+func (b *cublas) gemmStrided(transA, transB bool, m, n, k int, alpha float32, a uintptr, strideA int, bb uintptr, strideB int, beta float32, c uintptr, strideC, batch int) error {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	st := C.iterbin_cublas_sgemm_strided(b.sgemmStrided, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
+		C.uintptr_t(bb), C.int(ldb), C.longlong(strideB), C.uintptr_t(a), C.int(lda), C.longlong(strideA),
+		C.float(beta), C.uintptr_t(c), C.int(n), C.longlong(strideC), C.int(batch))
+	if st != 0 {
+		return fmt.Errorf("cublasSgemmStridedBatched(%d×%d×%d ×%d): status %d", m, n, k, batch, int(st))
+	}
+	return nil
+}
+
+func op(trans bool) C.int {
+	if trans {
+		return cublasOpT
+	}
+	return cublasOpN
+}

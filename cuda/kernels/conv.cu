@@ -1,0 +1,46 @@
+// im2col and col2im for convolutions as GEMMs, over a batch: cols holds,
+// per sample, C*KH*KW rows of OH*OW columns. col2im gathers (each input
+// element sums its own contributions), so it needs no atomics and its sum
+// order is fixed.
+
+extern "C" __global__ void im2col_f32(float* cols, const float* x, int n, int c, int h, int w,
+                                      int kh, int kw, int stride, int pad, int oh, int ow) {
+    long long per = (long long)c * kh * kw * oh * ow;
+    long long total = per * n;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long smp = i / per, rem = i % per;
+        int col = (int)(rem % (oh * ow));
+        int row = (int)(rem / (oh * ow));
+        int kx = row % kw, ky = (row / kw) % kh, ch = row / (kw * kh);
+        int oy = col / ow, ox = col % ow;
+        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+        float v = 0.0f;
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((smp * c + ch) * h + iy) * w + ix];
+        cols[i] = v;
+    }
+}
+
+extern "C" __global__ void col2im_f32(float* dx, const float* cols, int n, int c, int h, int w,
+                                      int kh, int kw, int stride, int pad, int oh, int ow) {
+    long long total = (long long)n * c * h * w;
+    long long per = (long long)c * kh * kw * oh * ow;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int ix = (int)(i % w), iy = (int)((i / w) % h), ch = (int)((i / ((long long)w * h)) % c);
+        long long smp = i / ((long long)w * h * c);
+        float s = 0.0f;
+        for (int ky = 0; ky < kh; ky++) {
+            int ty = iy + pad - ky;
+            if (ty < 0 || ty % stride != 0) continue;
+            int oy = ty / stride;
+            if (oy >= oh) continue;
+            for (int kx = 0; kx < kw; kx++) {
+                int tx = ix + pad - kx;
+                if (tx < 0 || tx % stride != 0) continue;
+                int ox = tx / stride;
+                if (ox >= ow) continue;
+                s += cols[smp * per + ((long long)(ch * kh + ky) * kw + kx) * oh * ow + oy * ow + ox];
+            }
+        }
+        dx[i] = s;
+    }
+}

@@ -1,0 +1,51 @@
+// Max pooling (with arg-max indices within each H×W plane, first maximum
+// on ties, padding ignored) and global average pooling.
+
+extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float* x, int planes, int h, int w,
+                                           int k, int stride, int pad, int oh, int ow) {
+    long long total = (long long)planes * oh * ow;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int ox = (int)(i % ow), oy = (int)((i / ow) % oh);
+        long long p = i / ((long long)oh * ow);
+        const float* plane = x + p * h * w;
+        float best = 0.0f;
+        int idx = -1;
+        for (int ky = 0; ky < k; ky++) {
+            int iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= h) continue;
+            for (int kx = 0; kx < k; kx++) {
+                int ix = ox * stride - pad + kx;
+                if (ix < 0 || ix >= w) continue;
+                float v = plane[iy * w + ix];
+                if (idx < 0 || v > best) { best = v; idx = iy * w + ix; }
+            }
+        }
+        y[i] = best;
+        argmax[i] = (float)idx;
+    }
+}
+
+// dx (zeroed by the host) += dy at the arg-max positions.
+extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const float* argmax, int planes, int h, int w,
+                                           int oh, int ow) {
+    long long total = (long long)planes * oh * ow;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long p = i / ((long long)oh * ow);
+        atomicAdd(&dx[p * h * w + (int)argmax[i]], dy[i]);
+    }
+}
+
+extern "C" __global__ void gap_fwd_f32(float* y, const float* x, int planes, int spatial) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= planes) return;
+    float s = 0.0f;
+    for (int i = 0; i < spatial; i++) s += x[(long long)p * spatial + i];
+    y[p] = s / (float)spatial;
+}
+
+extern "C" __global__ void gap_bwd_f32(float* dx, const float* dy, int planes, int spatial) {
+    long long total = (long long)planes * spatial;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        dx[i] = dy[i / spatial] / (float)spatial;
+    }
+}

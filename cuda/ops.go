@@ -1,0 +1,417 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gorgonia.org/cu"
+
+	"iterbin/backend"
+)
+
+// maxWorkspaceFloats bounds the im2col workspace (1 GiB); convolutions
+// process as many samples at a time as fit.
+const maxWorkspaceFloats = 1 << 28
+
+func off(p cu.DevicePtr, elems int) cu.DevicePtr { return p + cu.DevicePtr(4*elems) }
+
+// Fill sets the first n elements to v.
+func (b *Backend) Fill(t backend.Tensor, v float32, n int) {
+	d := b.dev("Fill", "t", t, n)
+	if d == 0 || n == 0 {
+		return
+	}
+	if v == 0 {
+		if err := cu.MemsetD32Async(d, 0, int64(n), b.stream); err != nil {
+			b.fail(fmt.Errorf("cuda: cuMemsetD32Async: %v", err))
+		}
+		return
+	}
+	b.launchN("fill_f32", n, ptrArg(d), floatArg(v), intArg(n))
+}
+
+// Copy copies n elements on the device.
+func (b *Backend) Copy(dst, src backend.Tensor, n int) {
+	d, s := b.dev("Copy", "dst", dst, n), b.dev("Copy", "src", src, n)
+	if d == 0 || s == 0 || n == 0 {
+		return
+	}
+	if err := cu.MemcpyDtoDAsync(d, s, int64(4*n), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
+	}
+}
+
+// Gemm runs cuBLAS SGEMM.
+func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt backend.Tensor, beta float32, ct backend.Tensor) {
+	a, bb, c := b.dev("Gemm", "A", at, m*k), b.dev("Gemm", "B", bt, k*n), b.dev("Gemm", "C", ct, m*n)
+	if a == 0 || bb == 0 || c == 0 || m == 0 || n == 0 || b.err != nil {
+		return
+	}
+	if k == 0 {
+		b.fail(errors.New("cuda: Gemm with k = 0"))
+		return
+	}
+	b.fail(b.blas.gemm(transA, transB, m, n, k, alpha, uintptr(a), uintptr(bb), beta, uintptr(c)))
+}
+
+// AddBias adds bias[c] to channel c.
+func (b *Backend) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
+	y, bias := b.dev("AddBias", "y", yt, n*c*spatial), b.dev("AddBias", "bias", biast, c)
+	if y == 0 || bias == 0 {
+		return
+	}
+	b.launchN("bias_add_f32", n*c*spatial, ptrArg(y), ptrArg(bias), intArg(n), intArg(c), intArg(spatial))
+}
+
+// BiasGrad sums dy per channel.
+func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
+	db, dy := b.dev("BiasGrad", "dBias", dbt, c), b.dev("BiasGrad", "dy", dyt, n*c*spatial)
+	if db == 0 || dy == 0 {
+		return
+	}
+	b.launch("bias_grad_f32", c, blockSize, 0, ptrArg(db), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+}
+
+// ReLUForward sets y = max(x, 0).
+func (b *Backend) ReLUForward(yt, xt backend.Tensor, n int) {
+	y, x := b.dev("ReLUForward", "y", yt, n), b.dev("ReLUForward", "x", xt, n)
+	if y != 0 && x != 0 {
+		b.launchN("relu_fwd_f32", n, ptrArg(y), ptrArg(x), intArg(n))
+	}
+}
+
+// ReLUBackward sets dx = dy where y > 0.
+func (b *Backend) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
+	dx, dy, y := b.dev("ReLUBackward", "dx", dxt, n), b.dev("ReLUBackward", "dy", dyt, n), b.dev("ReLUBackward", "y", yt, n)
+	if dx != 0 && dy != 0 && y != 0 {
+		b.launchN("relu_bwd_f32", n, ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
+	}
+}
+
+// BatchNormTrain normalizes with batch statistics (one block per channel).
+func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	const op = "BatchNormTrain"
+	cnt := s.Count()
+	y, xhat, x := b.dev(op, "y", yt, cnt), b.dev(op, "xhat", xhatt, cnt), b.dev(op, "x", xt, cnt)
+	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
+	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
+	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
+	if y == 0 || xhat == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 {
+		return
+	}
+	if s.N*s.Spatial < 2 {
+		b.fail(fmt.Errorf("backend: %s: batch norm in training needs more than one value per channel, got N=%d spatial=%d", op, s.N, s.Spatial))
+		return
+	}
+	b.launch("bn_train_f32", s.C, blockSize, 0, ptrArg(y), ptrArg(xhat), ptrArg(mean), ptrArg(inv), ptrArg(rm), ptrArg(rv),
+		ptrArg(x), ptrArg(gamma), ptrArg(beta), intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(momentum), floatArg(eps))
+}
+
+// BatchNormEval normalizes with the running statistics.
+func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend.Tensor, s backend.BNShape, eps float32) {
+	const op = "BatchNormEval"
+	cnt := s.Count()
+	y, x := b.dev(op, "y", yt, cnt), b.dev(op, "x", xt, cnt)
+	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
+	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
+	if y == 0 || x == 0 || gamma == 0 || beta == 0 || rm == 0 || rv == 0 {
+		return
+	}
+	b.launchN("bn_eval_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
+		intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(eps))
+}
+
+// BatchNormBackward computes dx, dGamma, dBeta (one block per channel).
+func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormBackward"
+	cnt := s.Count()
+	dx, dy, xhat := b.dev(op, "dx", dxt, cnt), b.dev(op, "dy", dyt, cnt), b.dev(op, "xhat", xhatt, cnt)
+	dg, db := b.dev(op, "dGamma", dGammat, s.C), b.dev(op, "dBeta", dBetat, s.C)
+	inv, gamma := b.dev(op, "invStd", invStdt, s.C), b.dev(op, "gamma", gammat, s.C)
+	if dx == 0 || dy == 0 || xhat == 0 || dg == 0 || db == 0 || inv == 0 || gamma == 0 {
+		return
+	}
+	b.launch("bn_bwd_f32", s.C, blockSize, 0, ptrArg(dx), ptrArg(dg), ptrArg(db), ptrArg(dy), ptrArg(xhat), ptrArg(inv), ptrArg(gamma),
+		intArg(s.N), intArg(s.C), intArg(s.Spatial))
+}
+
+// LogSoftmax computes row-wise log-softmax (one thread per row).
+func (b *Backend) LogSoftmax(yt, xt backend.Tensor, rows, cols int) {
+	y, x := b.dev("LogSoftmax", "y", yt, rows*cols), b.dev("LogSoftmax", "x", xt, rows*cols)
+	if y != 0 && x != 0 {
+		b.launch("log_softmax_f32", (rows+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(rows), intArg(cols))
+	}
+}
+
+// NLLLoss accumulates the summed loss and the correct count; a label that
+// is not a class is reported by the next Sync.
+func (b *Backend) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) {
+	sums, logp, labels := b.dev("NLLLoss", "sums", sumst, 2), b.dev("NLLLoss", "logp", logpt, rows*cols), b.dev("NLLLoss", "labels", labelst, rows)
+	if sums != 0 && logp != 0 && labels != 0 {
+		b.launch("nll_f32", (rows+blockSize-1)/blockSize, blockSize, 0, ptrArg(sums), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), ptrArg(b.badLabel))
+	}
+}
+
+// LogSoftmaxNLLBackward sets dx = scale·(softmax − onehot).
+func (b *Backend) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, rows, cols int, scale float32) {
+	const op = "LogSoftmaxNLLBackward"
+	dx, logp, labels := b.dev(op, "dx", dxt, rows*cols), b.dev(op, "logp", logpt, rows*cols), b.dev(op, "labels", labelst, rows)
+	if dx != 0 && logp != 0 && labels != 0 {
+		b.launchN("log_softmax_nll_bwd_f32", rows*cols, ptrArg(dx), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), floatArg(scale))
+	}
+}
+
+// Sign sets dst = sign(src), sign(0) = +1.
+func (b *Backend) Sign(dstt, srct backend.Tensor, n int) {
+	d, s := b.dev("Sign", "dst", dstt, n), b.dev("Sign", "src", srct, n)
+	if d != 0 && s != 0 {
+		b.launchN("sign_f32", n, ptrArg(d), ptrArg(s), intArg(n))
+	}
+}
+
+// SignScaled sets each row of dst to mean(|src row|)·sign(src row).
+func (b *Backend) SignScaled(dstt, srct backend.Tensor, rows, cols int) {
+	d, s := b.dev("SignScaled", "dst", dstt, rows*cols), b.dev("SignScaled", "src", srct, rows*cols)
+	if d != 0 && s != 0 && rows > 0 {
+		b.launch("sign_scaled_f32", rows, blockSize, 0, ptrArg(d), ptrArg(s), intArg(rows), intArg(cols))
+	}
+}
+
+// STEClippedMask zeroes grad where |latent| > 1.
+func (b *Backend) STEClippedMask(gradt, latentt backend.Tensor, n int) {
+	g, w := b.dev("STEClippedMask", "grad", gradt, n), b.dev("STEClippedMask", "latent", latentt, n)
+	if g != 0 && w != 0 {
+		b.launchN("ste_clipped_mask_f32", n, ptrArg(g), ptrArg(w), intArg(n))
+	}
+}
+
+// Clip limits t to [lo, hi].
+func (b *Backend) Clip(tt backend.Tensor, lo, hi float32, n int) {
+	if t := b.dev("Clip", "t", tt, n); t != 0 {
+		b.launchN("clip_f32", n, ptrArg(t), floatArg(lo), floatArg(hi), intArg(n))
+	}
+}
+
+// AdamStep performs one Adam update; bias corrections are computed here.
+func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
+	w, g, m, v := b.dev("AdamStep", "w", wt, n), b.dev("AdamStep", "g", gt, n), b.dev("AdamStep", "m", mt, n), b.dev("AdamStep", "v", vt, n)
+	if w == 0 || g == 0 || m == 0 || v == 0 {
+		return
+	}
+	if p.Step < 1 {
+		b.fail(errors.New("backend: AdamStep: step must be at least 1"))
+		return
+	}
+	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
+	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
+	b.launchN("adam_f32", n, ptrArg(w), ptrArg(g), ptrArg(m), ptrArg(v), intArg(n), floatArg(p.Beta1), floatArg(p.Beta2),
+		floatArg(p.Eps), floatArg(p.WeightDecay), floatArg(float32(float64(p.LR)/bc1)), floatArg(float32(math.Sqrt(bc2))))
+}
+
+// SGDStep performs one SGD update.
+func (b *Backend) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParams) {
+	w, g, buf := b.dev("SGDStep", "w", wt, n), b.dev("SGDStep", "g", gt, n), b.dev("SGDStep", "buf", buft, n)
+	if w == 0 || g == 0 || buf == 0 {
+		return
+	}
+	nesterov := 0
+	if p.Nesterov {
+		nesterov = 1
+	}
+	b.launchN("sgd_f32", n, ptrArg(w), ptrArg(g), ptrArg(buf), intArg(n), floatArg(p.LR), floatArg(p.Momentum), floatArg(p.WeightDecay), intArg(nesterov))
+}
+
+func convShapeOK(s backend.ConvShape) bool {
+	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 && s.OutH() > 0 && s.OutW() > 0
+}
+
+func pointwise(s backend.ConvShape) bool {
+	return s.KH == 1 && s.KW == 1 && s.Stride == 1 && s.Pad == 0
+}
+
+// convChunk is how many samples' columns fit the workspace at once.
+func convChunk(s backend.ConvShape) int {
+	per := s.C * s.KH * s.KW * s.OutH() * s.OutW()
+	return max(1, min(s.N, maxWorkspaceFloats/per))
+}
+
+func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
+	b.launchN("im2col_f32", n*s.C*s.KH*s.KW*s.OutH()*s.OutW(), ptrArg(cols), ptrArg(x), intArg(n), intArg(s.C), intArg(s.H), intArg(s.W),
+		intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
+}
+
+// Conv2DForward: im2col for a chunk of samples, then one strided-batched
+// GEMM y[n] = W·cols[n].
+func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
+	const op = "Conv2DForward"
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	if !convShapeOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return
+	}
+	y, x, w := b.dev(op, "y", yt, s.N*out), b.dev(op, "x", xt, s.N*in), b.dev(op, "w", wt, s.OC*k)
+	if y == 0 || x == 0 || w == 0 || s.N == 0 {
+		return
+	}
+	chunk := convChunk(s)
+	for n0 := 0; n0 < s.N && b.err == nil; n0 += chunk {
+		cnt := min(chunk, s.N-n0)
+		cols := off(x, n0*in)
+		if !pointwise(s) {
+			cols = b.scratch(chunk * k * p)
+			b.im2col(cols, off(x, n0*in), s, cnt)
+		}
+		b.fail(b.blas.gemmStrided(false, false, s.OC, p, k, 1, uintptr(w), 0, uintptr(cols), k*p, 0, uintptr(off(y, n0*out)), out, cnt))
+	}
+}
+
+// Conv2DBackwardData: cols[n] = Wᵀ·dy[n] (strided-batched), then col2im.
+func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
+	const op = "Conv2DBackwardData"
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	if !convShapeOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return
+	}
+	dx, dy, w := b.dev(op, "dx", dxt, s.N*in), b.dev(op, "dy", dyt, s.N*out), b.dev(op, "w", wt, s.OC*k)
+	if dx == 0 || dy == 0 || w == 0 || s.N == 0 {
+		return
+	}
+	chunk := convChunk(s)
+	for n0 := 0; n0 < s.N && b.err == nil; n0 += chunk {
+		cnt := min(chunk, s.N-n0)
+		if pointwise(s) {
+			b.fail(b.blas.gemmStrided(true, false, k, p, s.OC, 1, uintptr(w), 0, uintptr(off(dy, n0*out)), out, 0, uintptr(off(dx, n0*in)), in, cnt))
+			continue
+		}
+		cols := b.scratch(chunk * k * p)
+		b.fail(b.blas.gemmStrided(true, false, k, p, s.OC, 1, uintptr(w), 0, uintptr(off(dy, n0*out)), out, 0, uintptr(cols), k*p, cnt))
+		b.launchN("col2im_f32", cnt*in, ptrArg(off(dx, n0*in)), ptrArg(cols), intArg(cnt), intArg(s.C), intArg(s.H), intArg(s.W),
+			intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
+	}
+}
+
+// Conv2DBackwardFilter: dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample
+// accumulating in sample order.
+func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
+	const op = "Conv2DBackwardFilter"
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	if !convShapeOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return
+	}
+	dw, dy, x := b.dev(op, "dw", dwt, s.OC*k), b.dev(op, "dy", dyt, s.N*out), b.dev(op, "x", xt, s.N*in)
+	if dw == 0 || dy == 0 || x == 0 {
+		return
+	}
+	if s.N == 0 {
+		b.Fill(dwt, 0, s.OC*k)
+		return
+	}
+	chunk := convChunk(s)
+	for n0 := 0; n0 < s.N && b.err == nil; n0 += chunk {
+		cnt := min(chunk, s.N-n0)
+		cols := off(x, n0*in)
+		if !pointwise(s) {
+			cols = b.scratch(chunk * k * p)
+			b.im2col(cols, off(x, n0*in), s, cnt)
+		}
+		for i := 0; i < cnt && b.err == nil; i++ {
+			beta := float32(1)
+			if n0+i == 0 {
+				beta = 0
+			}
+			b.fail(b.blas.gemm(false, true, s.OC, k, p, 1, uintptr(off(dy, (n0+i)*out)), uintptr(off(cols, i*k*p)), beta, uintptr(dw)))
+		}
+	}
+}
+
+// MaxPool2DForward takes window maxima and their positions.
+func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolShape) {
+	const op = "MaxPool2DForward"
+	oh, ow := s.OutH(), s.OutW()
+	if s.Kernel < 1 || s.Stride < 1 || s.Pad < 0 || oh < 1 || ow < 1 || 2*s.Pad > s.Kernel {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return
+	}
+	planes := s.N * s.C
+	y, arg, x := b.dev(op, "y", yt, planes*oh*ow), b.dev(op, "argmax", argt, planes*oh*ow), b.dev(op, "x", xt, planes*s.H*s.W)
+	if y != 0 && arg != 0 && x != 0 {
+		b.launchN("maxpool_fwd_f32", planes*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(planes), intArg(s.H), intArg(s.W),
+			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+	}
+}
+
+// MaxPool2DBackward routes dy to the arg-max positions.
+func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.PoolShape) {
+	const op = "MaxPool2DBackward"
+	oh, ow := s.OutH(), s.OutW()
+	planes := s.N * s.C
+	dx, dy, arg := b.dev(op, "dx", dxt, planes*s.H*s.W), b.dev(op, "dy", dyt, planes*oh*ow), b.dev(op, "argmax", argt, planes*oh*ow)
+	if dx == 0 || dy == 0 || arg == 0 {
+		return
+	}
+	b.Fill(dxt, 0, planes*s.H*s.W)
+	b.launchN("maxpool_bwd_f32", planes*oh*ow, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(planes), intArg(s.H), intArg(s.W), intArg(oh), intArg(ow))
+}
+
+// GlobalAvgPoolForward averages each plane.
+func (b *Backend) GlobalAvgPoolForward(yt, xt backend.Tensor, n, c, spatial int) {
+	y, x := b.dev("GlobalAvgPoolForward", "y", yt, n*c), b.dev("GlobalAvgPoolForward", "x", xt, n*c*spatial)
+	if y != 0 && x != 0 {
+		b.launch("gap_fwd_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n*c), intArg(spatial))
+	}
+}
+
+// GlobalAvgPoolBackward spreads dy over each plane.
+func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial int) {
+	dx, dy := b.dev("GlobalAvgPoolBackward", "dx", dxt, n*c*spatial), b.dev("GlobalAvgPoolBackward", "dy", dyt, n*c)
+	if dx != 0 && dy != 0 {
+		b.launchN("gap_bwd_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n*c), intArg(spatial))
+	}
+}
+
+// Add sets y = a + b.
+func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
+	y, a, c := b.dev("Add", "y", yt, n), b.dev("Add", "a", at, n), b.dev("Add", "b", bt, n)
+	if y != 0 && a != 0 && c != 0 {
+		b.launchN("add_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+	}
+}
+
+func shortcutOK(s backend.ShortcutShape) bool {
+	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.Stride > 0 && s.OC >= s.C && (s.OC-s.C)%2 == 0
+}
+
+// ShortcutAForward is the option-A shortcut.
+func (b *Backend) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutShape) {
+	const op = "ShortcutAForward"
+	if !shortcutOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v (OC must be C plus an even number)", op, s))
+		return
+	}
+	oh, ow := s.OutH(), s.OutW()
+	y, x := b.dev(op, "y", yt, s.N*s.OC*oh*ow), b.dev(op, "x", xt, s.N*s.C*s.H*s.W)
+	if y != 0 && x != 0 {
+		b.launchN("shortcut_a_fwd_f32", s.N*s.OC*oh*ow, ptrArg(y), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+			intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+	}
+}
+
+// ShortcutABackward is its transpose.
+func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutShape) {
+	const op = "ShortcutABackward"
+	if !shortcutOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v (OC must be C plus an even number)", op, s))
+		return
+	}
+	oh, ow := s.OutH(), s.OutW()
+	dx, dy := b.dev(op, "dx", dxt, s.N*s.C*s.H*s.W), b.dev(op, "dy", dyt, s.N*s.OC*oh*ow)
+	if dx != 0 && dy != 0 {
+		b.launchN("shortcut_a_bwd_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+			intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+	}
+}

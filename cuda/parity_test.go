@@ -1,0 +1,292 @@
+//go:build cuda
+
+// These tests need an NVIDIA GPU. gorgonia.org/cu's package init exits the
+// process when the driver finds no device, so a test binary built with
+// -tags cuda cannot start (let alone skip) without one: `make test-cuda`
+// checks for a GPU with nvidia-smi first and prints why it skips; CI only
+// compiles these tests.
+
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"iterbin/backend"
+	"iterbin/backend/cpu"
+	"iterbin/cuda"
+	"iterbin/trainer"
+)
+
+// opCase is one row of the parity table: an op run on both backends over
+// the same random inputs; every output is compared.
+type opCase struct {
+	name    string
+	tol     float64 // max |gpu−cpu| / (1+|cpu|); 0 means bit-exact
+	inputs  []int
+	outputs []int
+	// gen, if set, makes input i (labels, ±1 weights…).
+	gen func(i int, rng *rand.Rand, n int) []float32
+	run func(b backend.Backend, in, out []backend.Tensor)
+}
+
+func labelsGen(classes int) func(int, *rand.Rand, int) []float32 {
+	return func(i int, rng *rand.Rand, n int) []float32 {
+		v := make([]float32, n)
+		for j := range v {
+			v[j] = float32(rng.IntN(classes))
+		}
+		return v
+	}
+}
+
+func parityCases() []opCase {
+	var cases []opCase
+	for _, d := range [][3]int{{1, 1, 1}, {33, 17, 65}, {100, 300, 784}, {7, 1, 129}} {
+		for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+			m, n, k, ta, tb := d[0], d[1], d[2], tr[0], tr[1]
+			cases = append(cases, opCase{name: fmt.Sprintf("Gemm %dx%dx%d tA=%v tB=%v", m, n, k, ta, tb), tol: 1e-4,
+				inputs: []int{m * k, k * n, m * n}, outputs: []int{m * n},
+				run: func(b backend.Backend, in, out []backend.Tensor) {
+					b.Copy(out[0], in[2], m*n)
+					b.Gemm(ta, tb, m, n, k, 0.5, in[0], in[1], -1, out[0])
+				}})
+		}
+	}
+	const n = 1237
+	cases = append(cases,
+		opCase{name: "Fill 1237", inputs: []int{}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Fill(out[0], 2.5, n) }},
+		opCase{name: "Copy 1237", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Copy(out[0], in[0], n) }},
+		opCase{name: "AddBias 3x5x7", tol: 1e-6, inputs: []int{105, 5}, outputs: []int{105}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], 105)
+			b.AddBias(out[0], in[1], 3, 5, 7)
+		}},
+		opCase{name: "BiasGrad 3x5x7", tol: 1e-5, inputs: []int{105}, outputs: []int{5}, run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], 3, 5, 7) }},
+		opCase{name: "ReLUForward 1237", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUForward(out[0], in[0], n) }},
+		opCase{name: "ReLUBackward 1237", inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUBackward(out[0], in[0], in[1], n) }},
+		opCase{name: "Add 1237", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }},
+		opCase{name: "Sign 1237 (exact)", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Sign(out[0], in[0], n) }},
+		opCase{name: "SignScaled 13x97", tol: 1e-6, inputs: []int{13 * 97}, outputs: []int{13 * 97}, run: func(b backend.Backend, in, out []backend.Tensor) { b.SignScaled(out[0], in[0], 13, 97) }},
+		opCase{name: "STEClippedMask 1237 (exact)", inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], n)
+			b.STEClippedMask(out[0], in[1], n)
+		}},
+		opCase{name: "Clip 1237 (exact)", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], n)
+			b.Clip(out[0], -1, 1, n)
+		}},
+		opCase{name: "AdamStep ×2 1237", tol: 1e-5, inputs: []int{n, n}, outputs: []int{n, n, n}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], n)
+			for s := 1; s <= 2; s++ {
+				b.AdamStep(out[0], in[1], out[1], out[2], n, backend.AdamParams{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-4, Step: s})
+			}
+		}},
+		opCase{name: "SGDStep ×2 1237", tol: 1e-6, inputs: []int{n, n}, outputs: []int{n, n}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], n)
+			for s := 0; s < 2; s++ {
+				b.SGDStep(out[0], in[1], out[1], n, backend.SGDParams{LR: 0.1, Momentum: 0.9, WeightDecay: 1e-4})
+			}
+		}},
+		opCase{name: "LogSoftmax 7x10", tol: 1e-6, inputs: []int{70}, outputs: []int{70}, run: func(b backend.Backend, in, out []backend.Tensor) { b.LogSoftmax(out[0], in[0], 7, 10) }},
+		opCase{name: "NLLLoss 1x10, 129x10", tol: 1e-5, inputs: []int{1290, 129}, outputs: []int{2, 1290}, gen: func(i int, rng *rand.Rand, n int) []float32 {
+			if i == 1 {
+				return labelsGen(10)(i, rng, n)
+			}
+			return nil
+		}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.LogSoftmax(out[1], in[0], 129, 10)
+			b.NLLLoss(out[0], out[1], in[1], 1, 10)
+			b.NLLLoss(out[0], out[1], in[1], 129, 10)
+		}},
+		opCase{name: "LogSoftmaxNLLBackward 129x10", tol: 1e-6, inputs: []int{1290, 129}, outputs: []int{1290, 1290}, gen: func(i int, rng *rand.Rand, n int) []float32 {
+			if i == 1 {
+				return labelsGen(10)(i, rng, n)
+			}
+			return nil
+		}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.LogSoftmax(out[1], in[0], 129, 10)
+			b.LogSoftmaxNLLBackward(out[0], out[1], in[1], 129, 10, 1.0/129)
+		}},
+	)
+	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 5, C: 7, Spatial: 9}, {N: 100, C: 300, Spatial: 1}} {
+		cnt := s.Count()
+		c := s.C
+		cases = append(cases,
+			opCase{name: fmt.Sprintf("BatchNormTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, cnt, c, c, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Fill(out[5], 1, c)
+				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
+			}},
+			opCase{name: fmt.Sprintf("BatchNormEval %+v", s), tol: 1e-5, inputs: []int{cnt, c, c, c, c}, outputs: []int{cnt}, gen: func(i int, rng *rand.Rand, n int) []float32 {
+				if i == 4 { // a variance must be positive
+					v := make([]float32, n)
+					for j := range v {
+						v[j] = 0.5 + rng.Float32()
+					}
+					return v
+				}
+				return nil
+			}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.BatchNormEval(out[0], in[0], in[1], in[2], in[3], in[4], s, 1e-5)
+			}},
+			opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: 1e-4, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
+				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
+			}},
+		)
+	}
+	for _, s := range []backend.ConvShape{
+		{N: 3, C: 3, H: 9, W: 7, OC: 5, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 1, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 8, H: 5, W: 5, OC: 7, KH: 1, KW: 1, Stride: 1, Pad: 0},
+		{N: 2, C: 3, H: 11, W: 11, OC: 4, KH: 7, KW: 7, Stride: 2, Pad: 3},
+		{N: 2, C: 4, H: 6, W: 6, OC: 6, KH: 1, KW: 1, Stride: 2, Pad: 0},
+	} {
+		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		cases = append(cases,
+			opCase{name: fmt.Sprintf("Conv2DForward %+v", s), tol: 1e-4, inputs: []int{in, w}, outputs: []int{out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DForward(o[0], i[0], i[1], s) }},
+			opCase{name: fmt.Sprintf("Conv2DBackwardData %+v", s), tol: 1e-4, inputs: []int{out, w}, outputs: []int{in}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardData(o[0], i[0], i[1], s) }},
+			opCase{name: fmt.Sprintf("Conv2DBackwardFilter %+v", s), tol: 1e-4, inputs: []int{out, in}, outputs: []int{w}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardFilter(o[0], i[0], i[1], s) }},
+		)
+	}
+	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1}} {
+		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
+		cases = append(cases,
+			opCase{name: fmt.Sprintf("MaxPool2DForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out, out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.MaxPool2DForward(o[0], o[1], i[0], s) }},
+			opCase{name: fmt.Sprintf("MaxPool2DBackward %+v", s), tol: 1e-6, inputs: []int{in, out}, outputs: []int{out, out, in}, run: func(b backend.Backend, i, o []backend.Tensor) {
+				b.MaxPool2DForward(o[0], o[1], i[0], s)
+				b.MaxPool2DBackward(o[2], i[1], o[1], s)
+			}},
+		)
+	}
+	cases = append(cases,
+		opCase{name: "GlobalAvgPoolForward 3x5x49", tol: 1e-6, inputs: []int{735}, outputs: []int{15}, run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolForward(o[0], i[0], 3, 5, 49) }},
+		opCase{name: "GlobalAvgPoolBackward 3x5x49", tol: 1e-6, inputs: []int{15}, outputs: []int{735}, run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolBackward(o[0], i[0], 3, 5, 49) }},
+	)
+	for _, s := range []backend.ShortcutShape{{N: 2, C: 4, H: 7, W: 6, OC: 8, Stride: 2}, {N: 1, C: 16, H: 32, W: 32, OC: 32, Stride: 2}} {
+		in, out := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW()
+		cases = append(cases,
+			opCase{name: fmt.Sprintf("ShortcutAForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutAForward(o[0], i[0], s) }},
+			opCase{name: fmt.Sprintf("ShortcutABackward %+v (exact)", s), inputs: []int{out}, outputs: []int{in}, run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutABackward(o[0], i[0], s) }},
+		)
+	}
+	return cases
+}
+
+func TestOpParityWithCPU(t *testing.T) {
+	gpu, err := cuda.New(0, cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Close()
+	t.Logf("GPU backend: %s", gpu.Name())
+	var table strings.Builder
+	fmt.Fprintf(&table, "\n%-90s %12s %10s  %s\n", "op", "max err", "tolerance", "")
+	failed := 0
+	for _, c := range parityCases() {
+		ref := cpu.New()
+		rng := rand.New(rand.NewPCG(7, uint64(len(c.name))))
+		var hostIn [][]float32
+		for i, n := range c.inputs {
+			var v []float32
+			if c.gen != nil {
+				v = c.gen(i, rng, n)
+			}
+			if v == nil {
+				v = make([]float32, n)
+				for j := range v {
+					v[j] = float32(rng.NormFloat64())
+				}
+			}
+			hostIn = append(hostIn, v)
+		}
+		outputs := func(b backend.Backend) ([][]float32, error) {
+			var in, out []backend.Tensor
+			for _, v := range hostIn {
+				t := b.Alloc(len(v))
+				b.Upload(t, v)
+				in = append(in, t)
+			}
+			for _, n := range c.outputs {
+				out = append(out, b.Alloc(n))
+			}
+			c.run(b, in, out)
+			var res [][]float32
+			for i, n := range c.outputs {
+				v := make([]float32, n)
+				b.Download(v, out[i])
+				res = append(res, v)
+			}
+			err := b.Sync()
+			for _, t := range append(in, out...) {
+				b.Free(t)
+			}
+			return res, err
+		}
+		want, err := outputs(ref)
+		ref.Close()
+		if err != nil {
+			t.Fatalf("%s on the CPU: %v", c.name, err)
+		}
+		got, err := outputs(gpu)
+		if err != nil {
+			t.Fatalf("%s on the GPU: %v", c.name, err)
+		}
+		worst := 0.0
+		for o := range want {
+			for i := range want[o] {
+				e := math.Abs(float64(got[o][i])-float64(want[o][i])) / (1 + math.Abs(float64(want[o][i])))
+				if math.IsNaN(float64(got[o][i])) {
+					e = math.Inf(1)
+				}
+				worst = math.Max(worst, e)
+			}
+		}
+		status := "ok"
+		if worst > c.tol {
+			status = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(&table, "%-90s %12.3g %10.3g  %s\n", c.name, worst, c.tol, status)
+	}
+	t.Log(table.String())
+	if failed > 0 {
+		t.Fatalf("%d ops differ from the CPU backend beyond their tolerance", failed)
+	}
+}
+
+// Whole training steps: the GPU's losses track the CPU's.
+func TestTrainingLossesMatchCPU(t *testing.T) {
+	models := map[string]trainer.BenchModel{}
+	for _, m := range trainer.BenchModels() {
+		models[m.Name] = m
+	}
+	for _, c := range []struct {
+		model string
+		mode  string
+		steps int
+		tol   float64
+	}{
+		{"mlp300", "float", 20, 1e-3},
+		{"mlp300", "binary", 20, 1e-2},
+		{"resnet20", "float", 5, 1e-2},
+		{"resnet20", "binary", 5, 1e-2},
+	} {
+		want, err := trainer.StepLosses(models[c.model], c.mode, "cpu", c.steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := trainer.StepLosses(models[c.model], c.mode, "cuda", c.steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if d := math.Abs(got[i]-want[i]) / (1 + math.Abs(want[i])); d > c.tol || math.IsNaN(got[i]) {
+				t.Errorf("%s %s step %d: GPU loss %.6f, CPU %.6f", c.model, c.mode, i, got[i], want[i])
+			}
+		}
+		t.Logf("%s %s: %d steps, CPU losses %.4f…%.4f, GPU %.4f…%.4f", c.model, c.mode, c.steps, want[0], want[len(want)-1], got[0], got[len(got)-1])
+	}
+}
