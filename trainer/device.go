@@ -16,6 +16,11 @@ func OpenBackend(device string) (backend.Backend, error) {
 	return openBackend(device, cuda.Options{})
 }
 
+// OpenRunBackend opens the backend a configuration asks for.
+func OpenRunBackend(cfg *Config) (backend.Backend, error) {
+	return openBackend(cfg.Run.Device, cuda.Options{TF32: cfg.Run.TF32})
+}
+
 func openBackend(device string, opts cuda.Options) (backend.Backend, error) {
 	switch {
 	case device == "cpu":

@@ -96,7 +96,7 @@ func LoadData(ctx context.Context, cfg *Config) (*loaders.Dataset, error) {
 
 // Run trains a new run of cfg in a new folder under cfg.Run.OutDir.
 func Run(ctx context.Context, cfg *Config, opts Options) (*Result, error) {
-	be, err := OpenBackend(cfg.Run.Device)
+	be, err := OpenRunBackend(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func Resume(ctx context.Context, dir string, opts Options) (*Result, error) {
 	if _, err := os.Stat(ckpt); err != nil {
 		return nil, fmt.Errorf("resume %s: %w: no epoch finished before the run stopped; start it again with iterbin run", dir, errCheckpointMissing)
 	}
-	be, err := OpenBackend(cfg.Run.Device)
+	be, err := OpenRunBackend(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -89,7 +89,7 @@ func readRanking(path, fingerprint string) (*Ranking, error) {
 // interrupted pre-training continues with the layers not yet done. A
 // complete ranking already on disk is returned as it is.
 func RunSensitivity(ctx context.Context, cfg *Config, opts Options) (*Ranking, string, error) {
-	be, err := OpenBackend(cfg.Run.Device)
+	be, err := OpenRunBackend(cfg)
 	if err != nil {
 		return nil, "", err
 	}
