@@ -42,6 +42,8 @@ type Backend struct {
 	workspaceSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
+	// locked says New locked the OS thread (Close unlocks it).
+	locked bool
 	// params is the arena kernel arguments are written to (8 bytes each).
 	params [24]uint64
 	ptrs   [24]unsafe.Pointer
@@ -69,6 +71,7 @@ func New(ordinal int, opts Options) (backend.Backend, error) {
 		runtime.UnlockOSThread()
 		return nil, err
 	}
+	b.locked = true
 	return b, nil
 }
 
@@ -89,23 +92,23 @@ func open(ordinal int, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: cuCtxCreate on %s: %v", devName, err)
 	}
 	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
-		b.Close()
+		b.release()
 		return nil, fmt.Errorf("cuda: cuStreamCreate: %v", err)
 	}
 	if err := b.loadKernels(); err != nil {
-		b.Close()
+		b.release()
 		return nil, err
 	}
 	if b.blas, err = openCublas(uintptr(unsafe.Pointer(b.stream.C())), opts.TF32); err != nil {
-		b.Close()
+		b.release()
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	if b.badLabel, err = cu.MemAlloc(4); err != nil {
-		b.Close()
+		b.release()
 		return nil, fmt.Errorf("cuda: cuMemAlloc: %v", err)
 	}
 	if err := cu.MemsetD32Async(b.badLabel, 0, 1, b.stream); err != nil {
-		b.Close()
+		b.release()
 		return nil, fmt.Errorf("cuda: cuMemsetD32Async: %v", err)
 	}
 	math := "float32"
@@ -188,12 +191,27 @@ func (b *Backend) Sync() error {
 	return b.err
 }
 
-// Close frees the backend's own memory, the kernels, cuBLAS, the stream
-// and the context, and unlocks the OS thread. Tensors must be freed first.
+// Close waits for queued work (reporting its errors), frees the backend's
+// own memory, the kernels, cuBLAS, the stream and the context, and unlocks
+// the OS thread. Tensors must be freed first; the backend is unusable
+// afterwards.
 func (b *Backend) Close() error {
-	if b.stream != (cu.Stream{}) {
-		b.stream.Synchronize()
+	if b.ctx == (cu.CUContext{}) {
+		return b.err
 	}
+	b.Sync()
+	err := b.err
+	b.release()
+	if b.locked {
+		runtime.UnlockOSThread()
+		b.locked = false
+	}
+	b.fail(errors.New("cuda: the backend is closed"))
+	return err
+}
+
+// release frees everything the backend owns, in reverse order of creation.
+func (b *Backend) release() {
 	if b.blas != nil {
 		b.blas.close()
 		b.blas = nil
@@ -215,9 +233,7 @@ func (b *Backend) Close() error {
 	if b.ctx != (cu.CUContext{}) {
 		b.ctx.Destroy()
 		b.ctx = cu.CUContext{}
-		runtime.UnlockOSThread()
 	}
-	return b.err
 }
 
 // Alloc returns a zeroed device buffer.
@@ -241,7 +257,7 @@ func (b *Backend) Alloc(n int) backend.Tensor {
 // Free releases a device buffer.
 func (b *Backend) Free(t backend.Tensor) {
 	ct, ok := t.(*tensor)
-	if !ok || ct == nil || ct.freed {
+	if !ok || ct == nil || ct.freed || ct.owner != b {
 		return
 	}
 	if ct.ptr != 0 {
@@ -277,13 +293,10 @@ func (b *Backend) Upload(dst backend.Tensor, src []float32) {
 	if d == 0 || len(src) == 0 || b.err != nil {
 		return
 	}
+	// From pageable host memory the copy returns once src is staged, so
+	// the caller may reuse it at once.
 	if err := cu.MemcpyHtoDAsync(d, unsafe.Pointer(&src[0]), int64(4*len(src)), b.stream); err != nil {
 		b.fail(fmt.Errorf("cuda: cuMemcpyHtoDAsync: %v", err))
-		return
-	}
-	// Pageable host memory: wait so the caller may overwrite src.
-	if err := b.stream.Synchronize(); err != nil {
-		b.fail(fmt.Errorf("cuda: cuStreamSynchronize: %v", err))
 	}
 }
 
@@ -338,6 +351,10 @@ func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) 
 // launchN runs a grid-stride kernel over n elements.
 func (b *Backend) launchN(name string, n int, args ...arg) {
 	if n <= 0 {
+		return
+	}
+	if n > math.MaxInt32-blockSize*65535 {
+		b.fail(fmt.Errorf("cuda: %s over %d elements: kernels index with 32-bit ints", name, n))
 		return
 	}
 	blocks := min((n+blockSize-1)/blockSize, 65535)

@@ -51,7 +51,7 @@ func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt b
 		return
 	}
 	if k == 0 {
-		b.fail(errors.New("cuda: Gemm with k = 0"))
+		b.fail(errors.New("cuda: Gemm with k = 0 is not supported"))
 		return
 	}
 	b.fail(b.blas.gemm(transA, transB, m, n, k, alpha, uintptr(a), uintptr(bb), beta, uintptr(c)))
@@ -160,7 +160,7 @@ func (b *Backend) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, rows
 	const op = "LogSoftmaxNLLBackward"
 	dx, logp, labels := b.dev(op, "dx", dxt, rows*cols), b.dev(op, "logp", logpt, rows*cols), b.dev(op, "labels", labelst, rows)
 	if dx != 0 && logp != 0 && labels != 0 {
-		b.launchN("log_softmax_nll_bwd_f32", rows*cols, ptrArg(dx), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), floatArg(scale))
+		b.launchN("log_softmax_nll_bwd_f32", rows*cols, ptrArg(dx), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), floatArg(scale), ptrArg(b.badLabel))
 	}
 }
 
@@ -261,8 +261,13 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 		cnt := min(chunk, s.N-n0)
 		cols := off(x, n0*in)
 		if !pointwise(s) {
-			cols = b.scratch(chunk * k * p)
+			if cols = b.scratch(chunk * k * p); cols == 0 {
+				return
+			}
 			b.im2col(cols, off(x, n0*in), s, cnt)
+		}
+		if b.err != nil {
+			return
 		}
 		b.fail(b.blas.gemmStrided(false, false, s.OC, p, k, 1, uintptr(w), 0, uintptr(cols), k*p, 0, uintptr(off(y, n0*out)), out, cnt))
 	}
@@ -288,6 +293,9 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 			continue
 		}
 		cols := b.scratch(chunk * k * p)
+		if cols == 0 || b.err != nil {
+			return
+		}
 		b.fail(b.blas.gemmStrided(true, false, k, p, s.OC, 1, uintptr(w), 0, uintptr(off(dy, n0*out)), out, 0, uintptr(cols), k*p, cnt))
 		b.launchN("col2im_f32", cnt*in, ptrArg(off(dx, n0*in)), ptrArg(cols), intArg(cnt), intArg(s.C), intArg(s.H), intArg(s.W),
 			intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
@@ -316,7 +324,9 @@ func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.Co
 		cnt := min(chunk, s.N-n0)
 		cols := off(x, n0*in)
 		if !pointwise(s) {
-			cols = b.scratch(chunk * k * p)
+			if cols = b.scratch(chunk * k * p); cols == 0 {
+				return
+			}
 			b.im2col(cols, off(x, n0*in), s, cnt)
 		}
 		for i := 0; i < cnt && b.err == nil; i++ {

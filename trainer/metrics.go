@@ -24,9 +24,29 @@ type EpochMetrics struct {
 	LR           float64  `json:"lr"`
 	Seconds      float64  `json:"seconds"`
 	ImgPerSec    float64  `json:"img_per_s"`
+	// FlipRatio is the share of binary weights (over every layer binary
+	// in this epoch) whose sign changed during the epoch.
+	FlipRatio float64     `json:"flip_ratio"`
+	Layers    []LayerStat `json:"layers,omitempty"`
 }
 
-var csvHeader = []string{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "binary_layers", "all_binary", "lr", "seconds", "img_per_s"}
+// LayerStat describes one binarizable layer's latent weights at the end of
+// an epoch.
+type LayerStat struct {
+	Name   string  `json:"name"`
+	Binary bool    `json:"binary"`
+	Mean   float64 `json:"mean"`
+	Std    float64 `json:"std"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	// OutsideUnit is the share of latent weights with |w| > 1.
+	OutsideUnit float64 `json:"outside_unit"`
+	// FlipRatio is the share of the layer's weights whose sign changed
+	// during the epoch (reported for binary layers; 0 otherwise).
+	FlipRatio float64 `json:"flip_ratio"`
+}
+
+var csvHeader = []string{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "binary_layers", "all_binary", "lr", "seconds", "img_per_s", "flip_ratio"}
 
 // MetricsCSV renders the history as CSV with a header row.
 func MetricsCSV(history []EpochMetrics) []byte {
@@ -36,7 +56,7 @@ func MetricsCSV(history []EpochMetrics) []byte {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	for _, m := range history {
 		w.Write([]string{strconv.Itoa(m.Epoch), f(m.TrainLoss), f(m.TrainAcc), f(m.ValLoss), f(m.ValAcc), f(m.TestLoss), f(m.TestAcc),
-			strings.Join(m.BinaryLayers, "+"), strconv.FormatBool(m.AllBinary), f(m.LR), f(m.Seconds), f(m.ImgPerSec)})
+			strings.Join(m.BinaryLayers, "+"), strconv.FormatBool(m.AllBinary), f(m.LR), f(m.Seconds), f(m.ImgPerSec), f(m.FlipRatio)})
 	}
 	w.Flush()
 	return buf.Bytes()

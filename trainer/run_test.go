@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -79,6 +80,19 @@ func TestRealMNISTLearnsInEveryMode(t *testing.T) {
 			for _, m := range res.History {
 				if c.mode == "float" && len(m.BinaryLayers) != 0 || c.mode == "binary" && !m.AllBinary {
 					t.Errorf("epoch %d binary layers %v", m.Epoch, m.BinaryLayers)
+				}
+				if len(m.Layers) != 3 || m.Layers[0].Name != "fc1" || m.Layers[0].Std <= 0 {
+					t.Errorf("epoch %d layer statistics %+v", m.Epoch, m.Layers)
+				}
+				// Float layers report no flips; binary ones flip some signs
+				// (Adam with lr 0.1 moves every latent weight each step).
+				if c.mode == "float" && m.FlipRatio != 0 || c.mode != "float" && !(m.FlipRatio > 0 && m.FlipRatio < 0.5) {
+					t.Errorf("epoch %d flip ratio %v", m.Epoch, m.FlipRatio)
+				}
+				for _, l := range m.Layers {
+					if l.Binary != slices.Contains(m.BinaryLayers, l.Name) || !l.Binary && l.FlipRatio != 0 {
+						t.Errorf("epoch %d layer %+v with binary layers %v", m.Epoch, l, m.BinaryLayers)
+					}
 				}
 			}
 			for _, f := range []string{ConfigFile, RunInfoFile, MetricsCSVFile, MetricsJSONLFile, CheckpointFile, ResultFile} {

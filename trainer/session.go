@@ -36,6 +36,12 @@ type session struct {
 
 	history  []EpochMetrics
 	progress *Progress
+
+	// prevSign holds, per binarizable layer, whether each latent weight
+	// was negative at the end of the previous epoch (for flip ratios);
+	// latentHost is a download buffer.
+	prevSign   [][]bool
+	latentHost []float32
 }
 
 // buildModel builds the configured architecture with the run's seed, with
@@ -156,6 +162,9 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 		return EpochMetrics{}, err
 	}
 	lr := s.lrSched.LRAt(s.cfg.Train.LR, e)
+	if s.prevSign == nil {
+		s.layerStats(nil) // the signs the epoch starts from
+	}
 	start := time.Now()
 	train := &s.data.Train
 	order := loaders.EpochOrder(train.N, s.cfg.Run.Seed, e)
@@ -205,6 +214,7 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	if s.cfg.Binarize.ResetLatentEachEpoch {
 		s.model.ResetLatentToSign()
 	}
+	m.Layers, m.FlipRatio = s.layerStats(set)
 	if m.ValLoss, m.ValAcc, err = s.evaluate(&s.data.Val); err != nil {
 		return m, err
 	}
@@ -216,6 +226,62 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	m.Seconds = time.Since(start).Seconds()
 	s.progress.clear()
 	return m, nil
+}
+
+// layerStats downloads each binarizable layer's latent weights, describes
+// them, counts sign flips since the last call for the layers in binary,
+// and remembers the signs.
+func (s *session) layerStats(binary map[string]bool) ([]LayerStat, float64) {
+	layers := s.model.Binarizable()
+	first := s.prevSign == nil
+	if first {
+		s.prevSign = make([][]bool, len(layers))
+	}
+	var stats []LayerStat
+	flips, weights := 0, 0
+	for i, l := range layers {
+		p := l.Latent()
+		n := p.Len()
+		if cap(s.latentHost) < n {
+			s.latentHost = make([]float32, n)
+		}
+		w := s.latentHost[:n]
+		s.be.Download(w, p.Value)
+		if first {
+			s.prevSign[i] = make([]bool, n)
+		}
+		prev := s.prevSign[i]
+		st := LayerStat{Name: l.Name(), Binary: binary[l.Name()], Min: math.Inf(1), Max: math.Inf(-1)}
+		var sum, sq float64
+		changed, outside := 0, 0
+		for j, v := range w {
+			f := float64(v)
+			sum += f
+			sq += f * f
+			st.Min, st.Max = math.Min(st.Min, f), math.Max(st.Max, f)
+			if f > 1 || f < -1 {
+				outside++
+			}
+			neg := v < 0
+			if !first && neg != prev[j] {
+				changed++
+			}
+			prev[j] = neg
+		}
+		st.Mean = sum / float64(n)
+		st.Std = math.Sqrt(math.Max(0, sq/float64(n)-st.Mean*st.Mean))
+		st.OutsideUnit = float64(outside) / float64(n)
+		if st.Binary {
+			st.FlipRatio = float64(changed) / float64(n)
+			flips += changed
+			weights += n
+		}
+		stats = append(stats, st)
+	}
+	if weights == 0 {
+		return stats, 0
+	}
+	return stats, float64(flips) / float64(weights)
 }
 
 // trainStep uploads a filled batch of n samples and makes one update:

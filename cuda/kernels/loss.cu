@@ -32,14 +32,17 @@ extern "C" __global__ void nll_f32(float* sums, const float* logp, const float* 
     if (best == l) atomicAdd(&sums[1], 1.0f);
 }
 
-// dx = scale * (exp(logp) - onehot(label)).
+// dx = scale * (exp(logp) - onehot(label)); a label outside [0, cols)
+// sets *bad_label as nll_f32 does.
 extern "C" __global__ void log_softmax_nll_bwd_f32(float* dx, const float* logp, const float* labels,
-                                                   int rows, int cols, float scale) {
+                                                   int rows, int cols, float scale, unsigned int* bad_label) {
     long long total = (long long)rows * cols;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
         int r = (int)(i / cols), col = (int)(i % cols);
+        int l = (int)labels[r];
+        if (col == 0 && (l < 0 || l >= cols || (float)l != labels[r])) *bad_label = 1u;
         float v = scale * expf(logp[i]);
-        if (col == (int)labels[r]) v -= scale;
+        if (col == l) v -= scale;
         dx[i] = v;
     }
 }
