@@ -28,6 +28,10 @@ Usage:
   iterbin layers FILE.toml [-set ...]                 names and sizes of the binarizable layers
   iterbin validate FILE.toml [-set ...]               check a configuration and print it resolved
   iterbin download mnist DIR                          fetch MNIST from its usual mirrors, checksums verified
+  iterbin summary FILE.toml | RUN_DIR                 per-layer bits, memory, MACs; model size and compression
+  iterbin export RUN_DIR -o FILE [--allow-float]      write the trained model with binary layers packed 1 bit a weight
+  iterbin eval FILE [--data-dir DIR]                  evaluate an exported model on the test split (CPU)
+  iterbin report RUN_DIR... [-o DIR]                  compare runs: Markdown and CSV table, SVG plots
   iterbin bench [--models m,...] [--modes float,binary] [--anchor torch_anchor.py]
                                                       training img/s on synthetic data, PyTorch beside it
   iterbin download cifar10 DIR                        fetch and unpack CIFAR-10's binary release, checksum verified
@@ -72,8 +76,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmd, args := args[0], args[1:]
-	if cmd == "bench" {
+	switch cmd {
+	case "bench":
 		return runBench(ctx, args, stdout, stderr)
+	case "export":
+		return runExport(args, stdout, stderr)
+	case "eval":
+		return runEval(ctx, args, stdout, stderr)
+	case "report":
+		return runReport(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("iterbin "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -139,6 +150,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "# %s is valid; resolved configuration:\n%s", pos[0], text)
 		return nil
+	case "summary":
+		return runSummary(pos, sets, stdout)
 	case "download":
 		if len(pos) != 2 || (pos[0] != "mnist" && pos[0] != "cifar10") {
 			return errors.New("usage: iterbin download mnist|cifar10 DIR")
