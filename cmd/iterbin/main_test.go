@@ -93,3 +93,31 @@ func TestBenchPrintsATable(t *testing.T) {
 		t.Errorf("unknown model: %v", err)
 	}
 }
+
+func TestSummaryAndModelFileCommands(t *testing.T) {
+	out, err := runCLI("summary", "../../experiments/mnist/mlp-300-100/forward.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"fc1", "[300 784]", "28.7 KiB (29400 B)", "compression        25.7×", "100.00%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"export", "somewhere"}, "usage: iterbin export"},
+		{[]string{"export", t.TempDir(), "-o", filepath.Join(t.TempDir(), "m")}, "config.toml"},
+		{[]string{"eval"}, "usage: iterbin eval"},
+		{[]string{"eval", "../../README.md"}, "not an iterbin model"},
+		{[]string{"report"}, "no run folders"},
+		{[]string{"summary"}, "usage: iterbin summary"},
+	} {
+		out, err := runCLI(c.args...)
+		if err == nil || !strings.Contains(err.Error()+out, c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+}
