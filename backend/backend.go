@@ -174,8 +174,10 @@ type Backend interface {
 
 	// LogSoftmax sets each row of the rows×cols matrix y to log-softmax(x).
 	LogSoftmax(y, x Tensor, rows, cols int)
-	// NLLLoss accumulates into sums: sums[0] += Σ −logp[r, label[r]] and
-	// sums[1] += number of rows whose arg-max (first on ties) equals the label.
+	// NLLLoss accumulates into sums (three elements): sums[0] += Σ
+	// −logp[r, label[r]], sums[1] += number of rows whose arg-max (first on
+	// ties) equals the label, sums[2] += number of rows whose label is among
+	// the five largest (fewer than five classes score strictly higher).
 	NLLLoss(sums, logp, labels Tensor, rows, cols int)
 	// LogSoftmaxNLLBackward sets dx = scale·(exp(logp) − onehot(label)), the
 	// gradient of scale·Σ NLL(log-softmax(x)) with respect to x.

@@ -44,7 +44,7 @@ func NewVGG(be backend.Backend, spec VGGSpec, maxBatch int, bin Binarizer, rng *
 				return nil, fmt.Errorf("models: %s: input %dx%d too small for another 2×2 pool", spec.Name, shape.H, shape.W)
 			}
 			pool++
-			p := NewMaxPool2D(be, fmt.Sprintf("pool%d", pool), shape, 2, 2, maxBatch)
+			p := NewMaxPool2D(be, fmt.Sprintf("pool%d", pool), shape, 2, 2, 0, maxBatch)
 			m.layers = append(m.layers, p)
 			shape = p.OutShape()
 			continue
@@ -105,14 +105,77 @@ func NewResNetCIFAR(be backend.Backend, spec ResNetCIFARSpec, maxBatch int, bin 
 			if st > 0 && bl == 0 {
 				stride = 2
 			}
-			b := NewBasicBlock(be, fmt.Sprintf("stage%d.block%d", st+1, bl+1), shape, width, stride, maxBatch, bin, InitKaimingNormal, rng)
+			b := NewBasicBlock(be, fmt.Sprintf("stage%d.block%d", st+1, bl+1), shape, width, stride, maxBatch, ShortcutOptionA, bin, InitKaimingNormal, rng)
 			m.layers = append(m.layers, b)
 			shape = b.OutShape()
 		}
 	}
 	fc := NewDense(be, "fc", shape.C, spec.Classes, maxBatch, bin, rng)
-	be.Upload(fc.w.Value, initWeights(rng, fc.w.Len(), shape.C, InitKaimingNormal))
+	be.Upload(fc.w.Value, initWeights(rng, fc.w.Len(), shape.C, spec.Classes, InitKaimingNormal))
 	m.layers = append(m.layers, NewGlobalAvgPool(be, "pool", shape, maxBatch), fc)
+	return m.finish()
+}
+
+// ResNetSpec describes torchvision's ImageNet ResNets: a 7×7 stride-2
+// stem, 3×3 stride-2 max pool, four stages of basic or bottleneck blocks
+// (64, 128, 256, 512 channels, projection shortcuts), global average
+// pooling and a fully connected layer with bias.
+type ResNetSpec struct {
+	Name       string
+	Input      Shape
+	Blocks     [4]int
+	Bottleneck bool
+	Classes    int
+}
+
+// ResNet18, ResNet34 and ResNet50 are torchvision's layouts.
+func ResNet18(input Shape, classes int) ResNetSpec {
+	return ResNetSpec{Name: "resnet18", Input: input, Blocks: [4]int{2, 2, 2, 2}, Classes: classes}
+}
+
+func ResNet34(input Shape, classes int) ResNetSpec {
+	return ResNetSpec{Name: "resnet34", Input: input, Blocks: [4]int{3, 4, 6, 3}, Classes: classes}
+}
+
+func ResNet50(input Shape, classes int) ResNetSpec {
+	return ResNetSpec{Name: "resnet50", Input: input, Blocks: [4]int{3, 4, 6, 3}, Bottleneck: true, Classes: classes}
+}
+
+// NewResNet builds a torchvision-style ResNet with torchvision's layer
+// names (conv1, layer2.0.conv1, layer2.0.downsample.0, fc) and init
+// (Kaiming-normal fan-out convolutions, default fully connected layer).
+func NewResNet(be backend.Backend, spec ResNetSpec, maxBatch int, bin Binarizer, rng *rand.Rand) (*Model, error) {
+	if err := checkBinarizer(bin); err != nil {
+		return nil, err
+	}
+	m := &Model{Arch: spec.Name, Input: spec.Input.Size(), Classes: spec.Classes, MaxBatch: maxBatch, be: be}
+	stem := NewConv2D(be, "conv1", spec.Input, 64, 7, 2, 3, false, maxBatch, bin, InitKaimingNormalFanOut, rng)
+	shape := stem.OutShape()
+	pool := NewMaxPool2D(be, "maxpool", shape, 3, 2, 1, maxBatch)
+	m.layers = append(m.layers, stem, NewBatchNorm(be, "bn1", shape.C, shape.H*shape.W, maxBatch), NewReLU(be, "relu", shape.Size(), maxBatch), pool)
+	shape = pool.OutShape()
+	if shape.H < 1 || shape.W < 1 {
+		return nil, fmt.Errorf("models: %s: input %dx%d too small", spec.Name, spec.Input.H, spec.Input.W)
+	}
+	for st, n := range spec.Blocks {
+		width := 64 << st
+		for bl := 0; bl < n; bl++ {
+			stride := 1
+			if st > 0 && bl == 0 {
+				stride = 2
+			}
+			name := fmt.Sprintf("layer%d.%d", st+1, bl)
+			var b *ResidualBlock
+			if spec.Bottleneck {
+				b = NewBottleneck(be, name, shape, width, stride, maxBatch, bin, InitKaimingNormalFanOut, rng)
+			} else {
+				b = NewBasicBlock(be, name, shape, width, stride, maxBatch, ShortcutProjection, bin, InitKaimingNormalFanOut, rng)
+			}
+			m.layers = append(m.layers, b)
+			shape = b.OutShape()
+		}
+	}
+	m.layers = append(m.layers, NewGlobalAvgPool(be, "avgpool", shape, maxBatch), NewDense(be, "fc", shape.C, spec.Classes, maxBatch, bin, rng))
 	return m.finish()
 }
 

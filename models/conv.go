@@ -23,11 +23,18 @@ const (
 	// InitKaimingNormal draws weights from N(0, 2/fan_in) (the CIFAR
 	// ResNet's init); the bias keeps the default.
 	InitKaimingNormal
+	// InitKaimingNormalFanOut draws conv weights from N(0, 2/fan_out),
+	// fan_out = out_channels·k·k (torchvision's ResNets).
+	InitKaimingNormalFanOut
 )
 
-func initWeights(rng *rand.Rand, n, fanIn int, init Init) []float32 {
-	if init == InitKaimingNormal {
-		std := math.Sqrt(2 / float64(fanIn))
+func initWeights(rng *rand.Rand, n, fanIn, fanOut int, init Init) []float32 {
+	if init == InitKaimingNormal || init == InitKaimingNormalFanOut {
+		fan := fanIn
+		if init == InitKaimingNormalFanOut {
+			fan = fanOut
+		}
+		std := math.Sqrt(2 / float64(fan))
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = float32(rng.NormFloat64() * std)
@@ -59,7 +66,7 @@ func NewConv2D(be backend.Backend, name string, in Shape, outChannels, kernel, s
 	nw := outChannels * in.C * kernel * kernel
 	fanIn := in.C * kernel * kernel
 	l.w = &Param{Name: name + ".weight", Shape: []int{outChannels, in.C, kernel, kernel}, Value: be.Alloc(nw), Grad: be.Alloc(nw)}
-	be.Upload(l.w.Value, initWeights(rng, nw, fanIn, init))
+	be.Upload(l.w.Value, initWeights(rng, nw, fanIn, outChannels*kernel*kernel, init))
 	if bias {
 		l.b = &Param{Name: name + ".bias", Shape: []int{outChannels}, Value: be.Alloc(outChannels), Grad: be.Alloc(outChannels)}
 		be.Upload(l.b.Value, uniform(rng, outChannels, 1/math.Sqrt(float64(fanIn))))
@@ -155,9 +162,10 @@ type MaxPool2D struct {
 	y, argmax, dx backend.Tensor
 }
 
-// NewMaxPool2D allocates a max pooling of the input shape.
-func NewMaxPool2D(be backend.Backend, name string, in Shape, kernel, stride, maxBatch int) *MaxPool2D {
-	l := &MaxPool2D{name: name, be: be, shape: backend.PoolShape{N: maxBatch, C: in.C, H: in.H, W: in.W, Kernel: kernel, Stride: stride}}
+// NewMaxPool2D allocates a max pooling of the input shape (padding is
+// ignored by the maximum, as PyTorch's −∞ padding).
+func NewMaxPool2D(be backend.Backend, name string, in Shape, kernel, stride, pad, maxBatch int) *MaxPool2D {
+	l := &MaxPool2D{name: name, be: be, shape: backend.PoolShape{N: maxBatch, C: in.C, H: in.H, W: in.W, Kernel: kernel, Stride: stride, Pad: pad}}
 	out := l.OutShape().Size()
 	l.y, l.argmax, l.dx = be.Alloc(maxBatch*out), be.Alloc(maxBatch*out), be.Alloc(maxBatch*in.Size())
 	return l
@@ -250,56 +258,97 @@ func (l *Flatten) Backward(dy backend.Tensor, n int, needInputGrad bool) backend
 }
 func (l *Flatten) free(backend.Backend) {}
 
-// BasicBlock is ResNet's basic block: conv3×3–BN–ReLU–conv3×3–BN, plus a
-// shortcut (identity, or option A when the shape changes), then ReLU.
-type BasicBlock struct {
-	name       string
-	be         backend.Backend
-	conv1      *Conv2D
-	bn1        *BatchNorm
-	relu1      *ReLU
-	conv2      *Conv2D
-	bn2        *BatchNorm
-	in, out    Shape
-	shortcut   *backend.ShortcutShape // nil for the identity
+// Shortcut selects a residual block's shortcut when its shape changes.
+type Shortcut int
+
+const (
+	// ShortcutOptionA subsamples and zero-pads channels (no parameters),
+	// the CIFAR ResNets' option A.
+	ShortcutOptionA Shortcut = iota
+	// ShortcutProjection is a strided 1×1 convolution and batch norm,
+	// torchvision's downsample.
+	ShortcutProjection
+)
+
+// ResidualBlock is a ResNet block: a main path of layers ending in batch
+// norm, plus a shortcut (the identity, or option A or a projection when the
+// shape changes), summed and passed through ReLU.
+type ResidualBlock struct {
+	name    string
+	be      backend.Backend
+	main    []Layer
+	proj    []Layer                // projection shortcut: conv, batch norm
+	optionA *backend.ShortcutShape // option-A shortcut
+	in, out Shape
+
 	sc, sum, y backend.Tensor
 	dSum, dx   backend.Tensor
 	dxShort    backend.Tensor
 }
 
-// NewBasicBlock builds a block from in to outChannels with the given
-// stride; a change of shape uses the option-A shortcut.
-func NewBasicBlock(be backend.Backend, name string, in Shape, outChannels, stride, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) *BasicBlock {
-	b := &BasicBlock{name: name, be: be, in: in}
-	b.conv1 = NewConv2D(be, name+".conv1", in, outChannels, 3, stride, 1, false, maxBatch, bin, init, rng)
-	mid := b.conv1.OutShape()
-	b.bn1 = NewBatchNorm(be, name+".bn1", mid.C, mid.H*mid.W, maxBatch)
-	b.relu1 = NewReLU(be, name+".relu1", mid.Size(), maxBatch)
-	b.conv2 = NewConv2D(be, name+".conv2", mid, outChannels, 3, 1, 1, false, maxBatch, bin, init, rng)
-	b.bn2 = NewBatchNorm(be, name+".bn2", outChannels, mid.H*mid.W, maxBatch)
-	b.out = b.conv2.OutShape()
-	if stride != 1 || outChannels != in.C {
-		b.shortcut = &backend.ShortcutShape{N: maxBatch, C: in.C, H: in.H, W: in.W, OC: outChannels, Stride: stride}
-		b.sc = be.Alloc(maxBatch * b.out.Size())
-		b.dxShort = be.Alloc(maxBatch * in.Size())
+// convBN appends conv–BN(–ReLU) to layers and returns the output shape.
+func convBN(be backend.Backend, layers *[]Layer, name, suffix string, in Shape, out, k, stride, pad int, relu bool, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) Shape {
+	c := NewConv2D(be, name+".conv"+suffix, in, out, k, stride, pad, false, maxBatch, bin, init, rng)
+	sh := c.OutShape()
+	*layers = append(*layers, c, NewBatchNorm(be, name+".bn"+suffix, sh.C, sh.H*sh.W, maxBatch))
+	if relu {
+		*layers = append(*layers, NewReLU(be, name+".relu"+suffix, sh.Size(), maxBatch))
 	}
-	b.sum, b.y, b.dSum = be.Alloc(maxBatch*b.out.Size()), be.Alloc(maxBatch*b.out.Size()), be.Alloc(maxBatch*b.out.Size())
-	b.dx = be.Alloc(maxBatch * in.Size())
+	return sh
+}
+
+// NewBasicBlock builds conv3×3–BN–ReLU–conv3×3–BN from in to outChannels
+// with the given stride; a change of shape uses the given shortcut.
+func NewBasicBlock(be backend.Backend, name string, in Shape, outChannels, stride, maxBatch int, shortcut Shortcut, bin Binarizer, init Init, rng *rand.Rand) *ResidualBlock {
+	b := &ResidualBlock{name: name, be: be, in: in}
+	mid := convBN(be, &b.main, name, "1", in, outChannels, 3, stride, 1, true, maxBatch, bin, init, rng)
+	b.out = convBN(be, &b.main, name, "2", mid, outChannels, 3, 1, 1, false, maxBatch, bin, init, rng)
+	b.finish(shortcut, stride, maxBatch, bin, init, rng)
 	return b
 }
 
-// OutShape is the per-sample output shape.
-func (b *BasicBlock) OutShape() Shape { return b.out }
-
-func (b *BasicBlock) Name() string     { return b.name }
-func (b *BasicBlock) OutFeatures() int { return b.out.Size() }
-
-// Sublayers lists the block's layers, for Model.Binarizable.
-func (b *BasicBlock) Sublayers() []Layer {
-	return []Layer{b.conv1, b.bn1, b.relu1, b.conv2, b.bn2}
+// NewBottleneck builds torchvision's bottleneck (v1.5, stride on the 3×3):
+// conv1×1 to width, conv3×3, conv1×1 to 4·width, with batch norms.
+func NewBottleneck(be backend.Backend, name string, in Shape, width, stride, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) *ResidualBlock {
+	b := &ResidualBlock{name: name, be: be, in: in}
+	sh := convBN(be, &b.main, name, "1", in, width, 1, 1, 0, true, maxBatch, bin, init, rng)
+	sh = convBN(be, &b.main, name, "2", sh, width, 3, stride, 1, true, maxBatch, bin, init, rng)
+	b.out = convBN(be, &b.main, name, "3", sh, 4*width, 1, 1, 0, false, maxBatch, bin, init, rng)
+	b.finish(ShortcutProjection, stride, maxBatch, bin, init, rng)
+	return b
 }
 
-func (b *BasicBlock) Params() []*Param {
+func (b *ResidualBlock) finish(shortcut Shortcut, stride, maxBatch int, bin Binarizer, init Init, rng *rand.Rand) {
+	be := b.be
+	if stride != 1 || b.out.C != b.in.C {
+		if shortcut == ShortcutProjection {
+			c := NewConv2D(be, b.name+".downsample.0", b.in, b.out.C, 1, stride, 0, false, maxBatch, bin, init, rng)
+			sh := c.OutShape()
+			b.proj = []Layer{c, NewBatchNorm(be, b.name+".downsample.1", sh.C, sh.H*sh.W, maxBatch)}
+		} else {
+			b.optionA = &backend.ShortcutShape{N: maxBatch, C: b.in.C, H: b.in.H, W: b.in.W, OC: b.out.C, Stride: stride}
+			b.sc = be.Alloc(maxBatch * b.out.Size())
+		}
+		b.dxShort = be.Alloc(maxBatch * b.in.Size())
+	}
+	size := maxBatch * b.out.Size()
+	b.sum, b.y, b.dSum = be.Alloc(size), be.Alloc(size), be.Alloc(size)
+	b.dx = be.Alloc(maxBatch * b.in.Size())
+}
+
+// OutShape is the per-sample output shape.
+func (b *ResidualBlock) OutShape() Shape { return b.out }
+
+func (b *ResidualBlock) Name() string     { return b.name }
+func (b *ResidualBlock) OutFeatures() int { return b.out.Size() }
+
+// Sublayers lists the block's layers (main path, then the projection),
+// for Model.Binarizable.
+func (b *ResidualBlock) Sublayers() []Layer {
+	return append(append([]Layer{}, b.main...), b.proj...)
+}
+
+func (b *ResidualBlock) Params() []*Param {
 	var out []*Param
 	for _, l := range b.Sublayers() {
 		out = append(out, l.Params()...)
@@ -307,7 +356,7 @@ func (b *BasicBlock) Params() []*Param {
 	return out
 }
 
-func (b *BasicBlock) Buffers() []*Buffer {
+func (b *ResidualBlock) Buffers() []*Buffer {
 	var out []*Buffer
 	for _, l := range b.Sublayers() {
 		out = append(out, l.Buffers()...)
@@ -315,20 +364,25 @@ func (b *BasicBlock) Buffers() []*Buffer {
 	return out
 }
 
-func (b *BasicBlock) shortcutShape(n int) backend.ShortcutShape {
-	s := *b.shortcut
+func (b *ResidualBlock) optionAShape(n int) backend.ShortcutShape {
+	s := *b.optionA
 	s.N = n
 	return s
 }
 
-func (b *BasicBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
+func (b *ResidualBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
 	h := x
-	for _, l := range b.Sublayers() {
+	for _, l := range b.main {
 		h = l.Forward(h, n, train)
 	}
 	sc := x
-	if b.shortcut != nil {
-		b.be.ShortcutAForward(b.sc, x, b.shortcutShape(n))
+	switch {
+	case b.proj != nil:
+		for _, l := range b.proj {
+			sc = l.Forward(sc, n, train)
+		}
+	case b.optionA != nil:
+		b.be.ShortcutAForward(b.sc, x, b.optionAShape(n))
 		sc = b.sc
 	}
 	size := n * b.out.Size()
@@ -337,27 +391,33 @@ func (b *BasicBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor
 	return b.y
 }
 
-func (b *BasicBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+func (b *ResidualBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
 	size := n * b.out.Size()
 	b.be.ReLUBackward(b.dSum, dy, b.y, size)
 	g := b.dSum
-	sub := b.Sublayers()
-	for i := len(sub) - 1; i >= 0; i-- {
-		g = sub[i].Backward(g, n, true)
+	for i := len(b.main) - 1; i >= 0; i-- {
+		g = b.main[i].Backward(g, n, true)
+	}
+	short := b.dSum
+	switch {
+	case b.proj != nil:
+		for i := len(b.proj) - 1; i >= 0; i-- {
+			short = b.proj[i].Backward(short, n, true)
+		}
+	case b.optionA != nil:
+		if needInputGrad {
+			b.be.ShortcutABackward(b.dxShort, b.dSum, b.optionAShape(n))
+			short = b.dxShort
+		}
 	}
 	if !needInputGrad {
 		return nil
-	}
-	short := b.dSum
-	if b.shortcut != nil {
-		b.be.ShortcutABackward(b.dxShort, b.dSum, b.shortcutShape(n))
-		short = b.dxShort
 	}
 	b.be.Add(b.dx, g, short, n*b.in.Size())
 	return b.dx
 }
 
-func (b *BasicBlock) free(be backend.Backend) {
+func (b *ResidualBlock) free(be backend.Backend) {
 	for _, l := range b.Sublayers() {
 		l.free(be)
 	}

@@ -2,6 +2,7 @@ package models
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"iterbin/backend/cpu"
@@ -33,27 +34,41 @@ func TestPoolingGradientsMatchFiniteDifferences(t *testing.T) {
 	h := f64{cpu.NewFloat64()}
 	rng := rand.New(rand.NewPCG(12, 12))
 	in := Shape{3, 6, 5} // odd width: the last column is outside every 2×2 window
-	layerCheck(t, h, NewMaxPool2D(h.be, "pool", in, 2, 2, 2), in.Size(), 2, rng)
-	layerCheck(t, h, NewMaxPool2D(h.be, "pool3s1", in, 3, 1, 2), in.Size(), 2, rng)
+	layerCheck(t, h, NewMaxPool2D(h.be, "pool", in, 2, 2, 0, 2), in.Size(), 2, rng)
+	layerCheck(t, h, NewMaxPool2D(h.be, "pool3s2p1", in, 3, 2, 1, 2), in.Size(), 2, rng)
 	layerCheck(t, h, NewGlobalAvgPool(h.be, "gap", in, 2), in.Size(), 2, rng)
 }
 
 func TestResidualBlockGradientsMatchFiniteDifferences(t *testing.T) {
 	for _, c := range []struct {
 		name       string
+		kind       string
 		in         Shape
 		oc, stride int
 	}{
-		{"identity shortcut", Shape{4, 5, 5}, 4, 1},
-		{"option A, stride 2, channels doubled", Shape{2, 6, 5}, 4, 2},
+		{"identity shortcut", "optionA", Shape{4, 5, 5}, 4, 1},
+		{"option A, stride 2, channels doubled", "optionA", Shape{2, 6, 5}, 4, 2},
+		{"projection shortcut, stride 2", "projection", Shape{2, 6, 5}, 4, 2},
+		{"bottleneck, width 2, stride 2", "bottleneck", Shape{3, 5, 6}, 2, 2},
+		{"bottleneck, identity", "bottleneck", Shape{8, 4, 4}, 2, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := f64{cpu.NewFloat64()}
 			rng := rand.New(rand.NewPCG(13, 13))
-			b := NewBasicBlock(h.be, "block", c.in, c.oc, c.stride, 3, Binarizer{STE: STEIdentity}, InitKaimingNormal, rng)
-			for _, bn := range []*BatchNorm{b.bn1, b.bn2} {
-				h.put(bn.gamma.Value, normals(rng, bn.shape.C))
-				h.put(bn.beta.Value, normals(rng, bn.shape.C))
+			var b *ResidualBlock
+			switch c.kind {
+			case "optionA":
+				b = NewBasicBlock(h.be, "block", c.in, c.oc, c.stride, 3, ShortcutOptionA, Binarizer{STE: STEIdentity}, InitKaimingNormal, rng)
+			case "projection":
+				b = NewBasicBlock(h.be, "block", c.in, c.oc, c.stride, 3, ShortcutProjection, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
+			case "bottleneck":
+				b = NewBottleneck(h.be, "block", c.in, c.oc, c.stride, 3, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
+			}
+			for _, l := range b.Sublayers() {
+				if bn, ok := l.(*BatchNorm); ok {
+					h.put(bn.gamma.Value, normals(rng, bn.shape.C))
+					h.put(bn.beta.Value, normals(rng, bn.shape.C))
+				}
 			}
 			layerCheck(t, h, b, c.in.Size(), 3, rng)
 		})
@@ -70,8 +85,8 @@ func TestShortcutAMatchesPyTorchSlicingAndPadding(t *testing.T) {
 	}
 	x := be.Alloc(len(xs))
 	be.Upload(x, xs)
-	b := NewBasicBlock(be, "b", Shape{c, hh, ww}, oc, 2, n, Binarizer{STE: STEIdentity}, InitKaimingNormal, rand.New(rand.NewPCG(1, 1)))
-	be.ShortcutAForward(b.sc, x, b.shortcutShape(n))
+	b := NewBasicBlock(be, "b", Shape{c, hh, ww}, oc, 2, n, ShortcutOptionA, Binarizer{STE: STEIdentity}, InitKaimingNormal, rand.New(rand.NewPCG(1, 1)))
+	be.ShortcutAForward(b.sc, x, b.optionAShape(n))
 	got := make([]float32, n*oc*2*2)
 	be.Download(got, b.sc)
 	for s := 0; s < n; s++ {
@@ -185,9 +200,9 @@ func TestTinyResNetGradients(t *testing.T) {
 	}
 	x := h.tensor(normals(rng, n*spec.Input.Size()))
 	labels := h.tensor([]float64{0, 2, 1})
-	sums := h.be.Alloc(2)
+	sums := h.be.Alloc(3)
 	loss := func() float64 {
-		h.be.Fill(sums, 0, 2)
+		h.be.Fill(sums, 0, 3)
 		m.Forward(sums, x, labels, n, true)
 		return h.get(sums, 1)[0] / n
 	}
@@ -195,5 +210,77 @@ func TestTinyResNetGradients(t *testing.T) {
 	m.Backward(labels, n)
 	for _, p := range m.Params() {
 		checkGrad(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss)
+	}
+}
+
+// torchvision's parameter counts: resnet18 11,689,512; resnet34
+// 21,797,672; resnet50 25,557,032.
+func TestImageNetResNetCountsAndNames(t *testing.T) {
+	be := cpu.New()
+	defer be.Close()
+	bin := Binarizer{STE: STEIdentity}
+	in := Shape{3, 224, 224}
+	for _, c := range []struct {
+		spec   ResNetSpec
+		params int
+		layers int
+		names  []string
+	}{
+		{ResNet18(in, 1000), 11689512, 21, []string{"conv1", "layer1.0.conv1", "layer2.0.downsample.0", "layer4.1.conv2", "fc"}},
+		{ResNet34(in, 1000), 21797672, 37, []string{"layer3.5.conv2", "layer4.0.downsample.0"}},
+		{ResNet50(in, 1000), 25557032, 54, []string{"layer1.0.conv3", "layer1.0.downsample.0", "layer4.2.conv3"}},
+	} {
+		m, err := NewResNet(be, c.spec, 1, bin, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, p := range m.Params() {
+			total += p.Len()
+		}
+		var names []string
+		for _, l := range m.Binarizable() {
+			names = append(names, l.Name())
+		}
+		if total != c.params || len(names) != c.layers {
+			t.Errorf("%s: %d parameters, %d binarizable layers; want %d and %d", c.spec.Name, total, len(names), c.params, c.layers)
+		}
+		for _, n := range c.names {
+			if !slices.Contains(names, n) {
+				t.Errorf("%s has no layer %s: %v", c.spec.Name, n, names)
+			}
+		}
+		if c.spec.Name == "resnet18" && (names[0] != "conv1" || names[20] != "fc") {
+			t.Errorf("resnet18 layers %v", names)
+		}
+		m.Free()
+	}
+}
+
+// A tiny torchvision-style ResNet trains a step on the float64 backend
+// with gradients matching finite differences.
+func TestTinyImageNetResNetGradients(t *testing.T) {
+	h := f64{cpu.NewFloat64()}
+	rng := rand.New(rand.NewPCG(16, 16))
+	const n = 2
+	spec := ResNetSpec{Name: "tiny", Input: Shape{3, 9, 9}, Blocks: [4]int{1, 1, 0, 0}, Bottleneck: true, Classes: 3}
+	m, err := NewResNet(h.be, spec, n, Binarizer{STE: STEIdentity}, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := h.tensor(normals(rng, n*spec.Input.Size()))
+	labels := h.tensor([]float64{0, 2})
+	sums := h.be.Alloc(3)
+	loss := func() float64 {
+		h.be.Fill(sums, 0, 3)
+		m.Forward(sums, x, labels, n, true)
+		return h.get(sums, 1)[0] / n
+	}
+	loss()
+	m.Backward(labels, n)
+	// Every tensor, about six elements of each (the blocks' own tests
+	// check every element).
+	for _, p := range m.Params() {
+		checkGradEvery(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss, max(1, p.Len()/6))
 	}
 }

@@ -158,7 +158,7 @@ func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error)
 			idx[j] = i*m.Batch + j
 		}
 		data.FillBatch(hb.x, hb.y, &data.Train, idx)
-		be.Fill(s.sums, 0, 2)
+		be.Fill(s.sums, 0, 3)
 		s.trainStep(hb, m.Batch, cfg.Train.LR)
 		be.Download(s.sumsHost, s.sums)
 		if err := be.Sync(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -399,7 +400,7 @@ func (c *Config) Validate() error {
 }
 
 func (s ScheduleConfig) check(section string, bad func(string, string, ...any), oneOf func(string, string, ...string)) {
-	oneOf(section+".lr_schedule", s.LRSchedule, "constant", "multistep")
+	oneOf(section+".lr_schedule", s.LRSchedule, "constant", "multistep", "cosine")
 	for i, m := range s.Milestones {
 		if m < 1 || (i > 0 && m <= s.Milestones[i-1]) {
 			bad(section+".milestones", "%v must be increasing epochs ≥ 1", s.Milestones)
@@ -418,10 +419,16 @@ var devicePattern = regexp.MustCompile(`^(cpu|cuda|cuda:[0-9]+)$`)
 
 func deviceOK(d string) bool { return devicePattern.MatchString(d) }
 
-// LRAt is the learning rate of epoch e (0-based) under a schedule starting
-// at base: base·gamma^(number of milestones ≤ e), PyTorch's MultiStepLR.
-func (s ScheduleConfig) LRAt(base float64, e int) float64 {
+// LRAt is the learning rate of epoch e (0-based) of a run of total epochs
+// under a schedule starting at base: multistep is base·gamma^(number of
+// milestones ≤ e) (PyTorch's MultiStepLR); cosine is
+// base·(1 + cos(π·e/total))/2 (CosineAnnealingLR, T_max = total, stepped
+// per epoch).
+func (s ScheduleConfig) LRAt(base float64, e, total int) float64 {
 	lr := base
+	if s.LRSchedule == "cosine" {
+		return base * (1 + math.Cos(math.Pi*float64(e)/float64(max(total, 1)))) / 2
+	}
 	if s.LRSchedule == "multistep" {
 		for _, m := range s.Milestones {
 			if e >= m {

@@ -112,12 +112,18 @@ func TestLRSchedules(t *testing.T) {
 	s := ScheduleConfig{LRSchedule: "multistep", Milestones: []int{2, 4}, Gamma: 0.1}
 	want := []float64{1, 1, 0.1, 0.1, 0.01, 0.01}
 	for e, w := range want {
-		if got := s.LRAt(1, e); abs(got-w) > 1e-12 {
+		if got := s.LRAt(1, e, 6); abs(got-w) > 1e-12 {
 			t.Errorf("epoch %d: lr %v, want %v", e, got, w)
 		}
 	}
-	if got := (ScheduleConfig{LRSchedule: "constant", Milestones: []int{1}, Gamma: 0.1}).LRAt(0.5, 9); got != 0.5 {
+	if got := (ScheduleConfig{LRSchedule: "constant", Milestones: []int{1}, Gamma: 0.1}).LRAt(0.5, 9, 10); got != 0.5 {
 		t.Errorf("constant lr %v", got)
+	}
+	cos := ScheduleConfig{LRSchedule: "cosine"}
+	for e, w := range map[int]float64{0: 0.1, 2: 0.05, 4: 0} {
+		if got := cos.LRAt(0.1, e, 4); abs(got-w) > 1e-12 {
+			t.Errorf("cosine epoch %d of 4: lr %v, want %v", e, got, w)
+		}
 	}
 }
 

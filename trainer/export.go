@@ -447,13 +447,13 @@ type EvalResult struct {
 // evaluateModel runs m in evaluation mode over a split and returns the
 // mean loss, the accuracy and each sample's predicted class.
 func evaluateModel(be backend.Backend, m *models.Model, data *loaders.Dataset, split *loaders.Split, batch int) (EvalResult, error) {
-	x, labels, sums := be.Alloc(batch*data.SampleSize()), be.Alloc(batch), be.Alloc(2)
+	x, labels, sums := be.Alloc(batch*data.SampleSize()), be.Alloc(batch), be.Alloc(3)
 	defer func() { be.Free(x); be.Free(labels); be.Free(sums) }()
 	xh, yh := make([]float32, batch*data.SampleSize()), make([]float32, batch)
 	logp := make([]float32, batch*m.Classes)
 	idx := make([]int, batch)
 	res := EvalResult{Predictions: make([]int, 0, split.N)}
-	be.Fill(sums, 0, 2)
+	be.Fill(sums, 0, 3)
 	err := loaders.Batches(split.N, batch, func(lo, hi int) error {
 		n := hi - lo
 		for i := range n {
@@ -479,7 +479,7 @@ func evaluateModel(be backend.Backend, m *models.Model, data *loaders.Dataset, s
 	if err != nil {
 		return res, err
 	}
-	s := make([]float32, 2)
+	s := make([]float32, 3)
 	be.Download(s, sums)
 	if err := be.Sync(); err != nil {
 		return res, err

@@ -19,6 +19,8 @@ type EpochMetrics struct {
 	ValAcc       float64  `json:"val_acc"`
 	TestLoss     float64  `json:"test_loss"`
 	TestAcc      float64  `json:"test_acc"`
+	ValTop5      float64  `json:"val_top5"`
+	TestTop5     float64  `json:"test_top5"`
 	BinaryLayers []string `json:"binary_layers"`
 	AllBinary    bool     `json:"all_binary"`
 	LR           float64  `json:"lr"`
@@ -46,7 +48,7 @@ type LayerStat struct {
 	FlipRatio float64 `json:"flip_ratio"`
 }
 
-var csvHeader = []string{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "binary_layers", "all_binary", "lr", "seconds", "img_per_s", "flip_ratio"}
+var csvHeader = []string{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "val_top5", "test_top5", "binary_layers", "all_binary", "lr", "seconds", "img_per_s", "flip_ratio"}
 
 // MetricsCSV renders the history as CSV with a header row.
 func MetricsCSV(history []EpochMetrics) []byte {
@@ -55,7 +57,7 @@ func MetricsCSV(history []EpochMetrics) []byte {
 	w.Write(csvHeader)
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	for _, m := range history {
-		w.Write([]string{strconv.Itoa(m.Epoch), f(m.TrainLoss), f(m.TrainAcc), f(m.ValLoss), f(m.ValAcc), f(m.TestLoss), f(m.TestAcc),
+		w.Write([]string{strconv.Itoa(m.Epoch), f(m.TrainLoss), f(m.TrainAcc), f(m.ValLoss), f(m.ValAcc), f(m.TestLoss), f(m.TestAcc), f(m.ValTop5), f(m.TestTop5),
 			strings.Join(m.BinaryLayers, "+"), strconv.FormatBool(m.AllBinary), f(m.LR), f(m.Seconds), f(m.ImgPerSec), f(m.FlipRatio)})
 	}
 	w.Flush()

@@ -115,10 +115,10 @@ func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Sc
 	maxBatch := model.MaxBatch
 	s.x = be.Alloc(maxBatch * data.SampleSize())
 	s.labels = be.Alloc(maxBatch)
-	s.sums = be.Alloc(2)
+	s.sums = be.Alloc(3)
 	s.xHost = make([]float32, maxBatch*data.SampleSize())
 	s.yHost = make([]float32, maxBatch)
-	s.sumsHost = make([]float32, 2)
+	s.sumsHost = make([]float32, 3)
 	s.idx = make([]int, maxBatch)
 	s.augRNG = loaders.NewBatchRNG()
 	for i := range s.hostBatches {
@@ -161,7 +161,7 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	if err := s.model.SetBinary(set); err != nil {
 		return EpochMetrics{}, err
 	}
-	lr := s.lrSched.LRAt(s.cfg.Train.LR, e)
+	lr := s.lrSched.LRAt(s.cfg.Train.LR, e, s.epochs)
 	if s.prevSign == nil {
 		s.layerStats(nil) // the signs the epoch starts from
 	}
@@ -169,7 +169,7 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 	train := &s.data.Train
 	order := loaders.EpochOrder(train.N, s.cfg.Run.Seed, e)
 	bs := s.cfg.Train.BatchSize
-	s.be.Fill(s.sums, 0, 2)
+	s.be.Fill(s.sums, 0, 3)
 	done := 0
 	feed := s.startFeed(e, order)
 	defer feed.stop()
@@ -215,11 +215,11 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 		s.model.ResetLatentToSign()
 	}
 	m.Layers, m.FlipRatio = s.layerStats(set)
-	if m.ValLoss, m.ValAcc, err = s.evaluate(&s.data.Val); err != nil {
+	if m.ValLoss, m.ValAcc, m.ValTop5, err = s.evaluate(&s.data.Val); err != nil {
 		return m, err
 	}
 	if s.evalTest {
-		if m.TestLoss, m.TestAcc, err = s.evaluate(&s.data.Test); err != nil {
+		if m.TestLoss, m.TestAcc, m.TestTop5, err = s.evaluate(&s.data.Test); err != nil {
 			return m, err
 		}
 	}
@@ -340,8 +340,8 @@ func (f *batchFeed) stop() {
 
 // evaluate returns the mean loss and the accuracy on a split, with batch
 // norm in evaluation mode.
-func (s *session) evaluate(split *loaders.Split) (loss, acc float64, err error) {
-	s.be.Fill(s.sums, 0, 2)
+func (s *session) evaluate(split *loaders.Split) (loss, acc, top5 float64, err error) {
+	s.be.Fill(s.sums, 0, 3)
 	bs := s.cfg.Train.TestBatchSize
 	err = loaders.Batches(split.N, bs, func(lo, hi int) error {
 		n := hi - lo
@@ -355,12 +355,12 @@ func (s *session) evaluate(split *loaders.Split) (loss, acc float64, err error) 
 		return s.be.Err()
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	s.be.Download(s.sumsHost, s.sums)
 	if err := s.be.Sync(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	n := float64(split.N)
-	return float64(s.sumsHost[0]) / n, float64(s.sumsHost[1]) / n, nil
+	return float64(s.sumsHost[0]) / n, float64(s.sumsHost[1]) / n, float64(s.sumsHost[2]) / n, nil
 }

@@ -475,12 +475,12 @@ func (b *Backend[T]) label(op string, v T, cols int) (int, bool) {
 
 // NLLLoss accumulates the summed loss and the number of correct arg-maxes.
 func (b *Backend[T]) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) {
-	sums, logp, labels := b.get("NLLLoss", "sums", sumst, 2), b.get("NLLLoss", "logp", logpt, rows*cols), b.get("NLLLoss", "labels", labelst, rows)
+	sums, logp, labels := b.get("NLLLoss", "sums", sumst, 3), b.get("NLLLoss", "logp", logpt, rows*cols), b.get("NLLLoss", "labels", labelst, rows)
 	if sums == nil || logp == nil || labels == nil {
 		return
 	}
 	var loss float64
-	correct := 0
+	correct, top5 := 0, 0
 	for r := 0; r < rows; r++ {
 		l, ok := b.label("NLLLoss", labels[r], cols)
 		if !ok {
@@ -497,9 +497,19 @@ func (b *Backend[T]) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols in
 		if best == l {
 			correct++
 		}
+		higher := 0
+		for _, v := range row {
+			if v > row[l] {
+				higher++
+			}
+		}
+		if higher < 5 {
+			top5++
+		}
 	}
 	sums[0] += T(loss)
 	sums[1] += T(correct)
+	sums[2] += T(top5)
 }
 
 // LogSoftmaxNLLBackward sets dx = scale·(softmax − onehot).

@@ -197,16 +197,17 @@ func TestNLLLossAccumulatesAndCountsFirstArgmaxOnTies(t *testing.T) {
 	x := upload(b, []float32{1, 1, 0, 0, 2, 5})
 	logp := b.Alloc(6)
 	labels := upload(b, []float32{0, 1})
-	sums := upload(b, []float32{10, 1})
+	sums := upload(b, []float32{10, 1, 0})
 	b.LogSoftmax(logp, x, 2, 3)
 	b.NLLLoss(sums, logp, labels, 2, 3)
 	got := download(b, sums)
 	lp := download(b, logp)
 	wantLoss := 10 - float64(lp[0]) - float64(lp[4])
 	// Row 0 ties classes 0 and 1: the first (0) is the prediction, correct.
-	// Row 1 predicts class 2, label 1: wrong.
-	if math.Abs(float64(got[0])-wantLoss) > 1e-5 || got[1] != 2 {
-		t.Errorf("sums = %v, want [%v 2]", got, wantLoss)
+	// Row 1 predicts class 2, label 1: wrong. Both labels are in the top 5
+	// of 3 classes.
+	if math.Abs(float64(got[0])-wantLoss) > 1e-5 || got[1] != 2 || got[2] != 2 {
+		t.Errorf("sums = %v, want [%v 2 2]", got, wantLoss)
 	}
 }
 
@@ -219,7 +220,7 @@ func TestBadSizesAndLabelsAreRecordedNotPanicked(t *testing.T) {
 		t.Fatalf("Err() = %v, want a SizeError needing 4, having 3", b.Err())
 	}
 	b2 := New()
-	logp, labels, sums := b2.Alloc(3), upload(b2, []float32{3}), b2.Alloc(2)
+	logp, labels, sums := b2.Alloc(3), upload(b2, []float32{3}), b2.Alloc(3)
 	b2.NLLLoss(sums, logp, labels, 1, 3)
 	if b2.Err() == nil {
 		t.Fatal("a label outside [0, classes) was accepted")
@@ -245,5 +246,18 @@ func TestSignScaledIsMeanAbsTimesSign(t *testing.T) {
 		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
 			t.Fatalf("SignScaled = %v, want %v", got, want)
 		}
+	}
+}
+
+func TestNLLLossTop5(t *testing.T) {
+	b := New()
+	// 7 classes; the label's score is the 6th largest in row 0, the 5th in row 1.
+	x := upload(b, []float32{7, 6, 5, 4, 3, 2, 1, 7, 6, 5, 4, 3, 2, 1})
+	labels := upload(b, []float32{5, 4})
+	logp, sums := b.Alloc(14), b.Alloc(3)
+	b.LogSoftmax(logp, x, 2, 7)
+	b.NLLLoss(sums, logp, labels, 2, 7)
+	if got := download(b, sums); got[1] != 0 || got[2] != 1 {
+		t.Errorf("top-1 %v top-5 %v, want 0 and 1", got[1], got[2])
 	}
 }

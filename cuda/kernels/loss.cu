@@ -14,7 +14,7 @@ extern "C" __global__ void log_softmax_f32(float* y, const float* x, int rows, i
 }
 
 // sums[0] += -logp[r, label]; sums[1] += 1 when the first arg-max is the
-// label. A label outside [0, cols) sets *bad_label to 1 (reported by the
+// label; sums[2] += 1 when fewer than five classes score higher than it. A label outside [0, cols) sets *bad_label to 1 (reported by the
 // host at the next synchronization).
 extern "C" __global__ void nll_f32(float* sums, const float* logp, const float* labels, int rows, int cols,
                                    unsigned int* bad_label) {
@@ -26,10 +26,12 @@ extern "C" __global__ void nll_f32(float* sums, const float* logp, const float* 
         return;
     }
     const float* row = logp + (long long)r * cols;
-    int best = 0;
+    int best = 0, higher = 0;
     for (int i = 1; i < cols; i++) if (row[i] > row[best]) best = i;
+    for (int i = 0; i < cols; i++) if (row[i] > row[l]) higher++;
     atomicAdd(&sums[0], -row[l]);
     if (best == l) atomicAdd(&sums[1], 1.0f);
+    if (higher < 5) atomicAdd(&sums[2], 1.0f);
 }
 
 // dx = scale * (exp(logp) - onehot(label)); a label outside [0, cols)
