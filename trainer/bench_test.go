@@ -125,7 +125,7 @@ func BenchmarkEpoch(b *testing.B) {
 				defer s.free()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if _, err := s.runEpoch(context.Background(), i%3); err != nil {
+					if _, err := s.runEpoch(context.Background(), i%3, nil, nil); err != nil {
 						b.Fatal(err)
 					}
 				}

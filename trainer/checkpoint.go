@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"iterbin/backend"
 )
@@ -29,8 +30,11 @@ const (
 
 // CheckpointHeader is the checkpoint's metadata.
 type CheckpointHeader struct {
-	// NextEpoch is the first epoch not yet trained.
+	// NextEpoch is the first epoch not yet finished.
 	NextEpoch int `json:"next_epoch"`
+	// Partial, when set, is how far NextEpoch had come: a mid-epoch
+	// checkpoint.
+	Partial *epochState `json:"partial,omitempty"`
 	// Steps is the number of optimizer updates made.
 	Steps   int            `json:"steps"`
 	Order   []string       `json:"order"`
@@ -186,3 +190,60 @@ func ReadCheckpoint(path string, be backend.Backend, tensors []NamedTensor) (*Ch
 
 // errCheckpointMissing is wrapped when a run folder has no checkpoint.
 var errCheckpointMissing = errors.New("no checkpoint")
+
+// checkpointName is a kept checkpoint's file name: the epoch and batch it
+// resumes at, so names sort in training order.
+func checkpointName(hdr CheckpointHeader) string {
+	batch := 0
+	if hdr.Partial != nil {
+		batch = hdr.Partial.Batch
+	}
+	return fmt.Sprintf("checkpoint-e%06d-b%07d.bin", hdr.NextEpoch, batch)
+}
+
+// saveCheckpoint writes a checkpoint under its own name, points
+// checkpoint.bin at it (a hard link renamed into place, so both are whole
+// files at every moment) and removes all but the newest keep.
+func saveCheckpoint(dir string, be backend.Backend, hdr CheckpointHeader, tensors []NamedTensor, keep int) error {
+	named := filepath.Join(dir, checkpointName(hdr))
+	if err := WriteCheckpoint(named, be, hdr, tensors); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ".checkpoint.bin.link")
+	os.Remove(tmp)
+	if err := os.Link(named, tmp); err != nil {
+		// No hard links on this file system: write the file again.
+		if err := WriteCheckpoint(filepath.Join(dir, CheckpointFile), be, hdr, tensors); err != nil {
+			return err
+		}
+	} else if err := os.Rename(tmp, filepath.Join(dir, CheckpointFile)); err != nil {
+		return err
+	}
+	old, err := filepath.Glob(filepath.Join(dir, "checkpoint-e*-b*.bin"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(old)
+	for len(old) > keep {
+		os.Remove(old[0])
+		old = old[1:]
+	}
+	return nil
+}
+
+// readLatestCheckpoint loads checkpoint.bin, or when it is damaged the
+// newest kept checkpoint that loads.
+func readLatestCheckpoint(dir string, be backend.Backend, tensors []NamedTensor) (*CheckpointHeader, error) {
+	hdr, err := ReadCheckpoint(filepath.Join(dir, CheckpointFile), be, tensors)
+	if err == nil {
+		return hdr, nil
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, "checkpoint-e*-b*.bin"))
+	sort.Sort(sort.Reverse(sort.StringSlice(kept)))
+	for _, k := range kept {
+		if h, kerr := ReadCheckpoint(k, be, tensors); kerr == nil {
+			return h, nil
+		}
+	}
+	return nil, err
+}

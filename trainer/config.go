@@ -27,6 +27,15 @@ type Config struct {
 	Binarize    BinarizeConfig    `toml:"binarize"`
 	Train       TrainConfig       `toml:"train"`
 	Sensitivity SensitivityConfig `toml:"sensitivity"`
+	Checkpoint  CheckpointConfig  `toml:"checkpoint"`
+}
+
+// CheckpointConfig says when checkpoints are written and how many are
+// kept. Every epoch end writes one; EverySteps > 0 adds one every that
+// many optimizer steps (mid-epoch, resumable).
+type CheckpointConfig struct {
+	EverySteps int `toml:"every_steps"`
+	Keep       int `toml:"keep"`
 }
 
 // RunConfig names the run and says where it runs and writes.
@@ -167,6 +176,7 @@ func Default() Config {
 		Train: TrainConfig{Epochs: 450, BatchSize: 100, TestBatchSize: 1000, Optimizer: "adam", LR: 0.1,
 			Betas: []float64{0.9, 0.999}, Eps: 1e-8, ScheduleConfig: ScheduleConfig{LRSchedule: "constant", Gamma: 0.1}},
 		Sensitivity: SensitivityConfig{Epochs: 150, Metric: "accuracy", ScheduleConfig: ScheduleConfig{LRSchedule: "constant", Gamma: 0.1}},
+		Checkpoint:  CheckpointConfig{Keep: 2},
 	}
 }
 
@@ -393,6 +403,12 @@ func (c *Config) Validate() error {
 	}
 	oneOf("sensitivity.metric", c.Sensitivity.Metric, "accuracy", "loss")
 	c.Sensitivity.ScheduleConfig.check("sensitivity", bad, oneOf)
+	if c.Checkpoint.EverySteps < 0 {
+		bad("checkpoint.every_steps", "%d must be 0 (epoch ends only) or positive", c.Checkpoint.EverySteps)
+	}
+	if c.Checkpoint.Keep < 1 {
+		bad("checkpoint.keep", "%d must be at least 1", c.Checkpoint.Keep)
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	// AfterEpoch, if set, is called after each epoch's metrics and
 	// checkpoint are written.
 	AfterEpoch func(EpochMetrics)
+	// AfterStep, if set, is called after each optimizer step (and its
+	// checkpoint, if one is due) with the number of steps made.
+	AfterStep func(steps int)
 }
 
 // RunInfo is written to run.json when a run starts.
@@ -151,7 +154,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) (*Result, error) {
 	}
 	defer s.free()
 	printHeader(opts.Out, dir, cfg, info)
-	return trainRun(ctx, s, dir, 0, opts)
+	return trainRun(ctx, s, dir, 0, nil, opts)
 }
 
 // Resume continues the run in dir from its checkpoint. On the CPU backend
@@ -179,7 +182,7 @@ func Resume(ctx context.Context, dir string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer s.free()
-	hdr, err := ReadCheckpoint(ckpt, be, s.tensors())
+	hdr, err := readLatestCheckpoint(dir, be, s.tensors())
 	if err != nil {
 		return nil, err
 	}
@@ -191,21 +194,51 @@ func Resume(ctx context.Context, dir string, opts Options) (*Result, error) {
 	if err := writeMetrics(dir, s.history); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "Resuming %s at epoch %d of %d (order %s, %s)\n", dir, hdr.NextEpoch, cfg.Train.Epochs, strings.Join(hdr.Order, " → "), be.Name())
-	return trainRun(ctx, s, dir, hdr.NextEpoch, opts)
+	at := "the start"
+	if hdr.Partial != nil {
+		at = fmt.Sprintf("batch %d", hdr.Partial.Batch)
+	}
+	fmt.Fprintf(opts.Out, "Resuming %s at epoch %d (%s) of %d (order %s, %s)\n", dir, hdr.NextEpoch, at, cfg.Train.Epochs, strings.Join(hdr.Order, " → "), be.Name())
+	return trainRun(ctx, s, dir, hdr.NextEpoch, hdr.Partial, opts)
 }
 
-// trainRun runs epochs from first to the end, checkpointing after each.
-func trainRun(ctx context.Context, s *session, dir string, first int, opts Options) (*Result, error) {
-	if first == 0 {
+// trainRun runs epochs from first (from partial's position within it, if
+// set) to the end, checkpointing after each epoch, every
+// checkpoint.every_steps steps, and when interrupted.
+func trainRun(ctx context.Context, s *session, dir string, first int, partial *epochState, opts Options) (*Result, error) {
+	if first == 0 && partial == nil {
 		printEpochHeader(opts.Out)
 	}
+	every := s.cfg.Checkpoint.EverySteps
+	save := func(next int, st *epochState) error {
+		hdr := CheckpointHeader{NextEpoch: next, Partial: st, Steps: s.opt.Steps, Order: s.sched.Order, History: s.history}
+		if err := saveCheckpoint(dir, s.be, hdr, s.tensors(), s.cfg.Checkpoint.Keep); err != nil {
+			return fmt.Errorf("writing checkpoint: %w", err)
+		}
+		return nil
+	}
 	for e := first; e < s.epochs; e++ {
-		m, err := s.runEpoch(ctx, e)
+		resume := partial
+		partial = nil
+		m, err := s.runEpoch(ctx, e, resume, func(st epochState) error {
+			if every > 0 && s.opt.Steps%every == 0 {
+				if err := save(e, &st); err != nil {
+					return err
+				}
+			}
+			if opts.AfterStep != nil {
+				opts.AfterStep(s.opt.Steps)
+			}
+			return nil
+		})
 		if err != nil {
 			s.progress.clear()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("interrupted during epoch %d; the run folder keeps every finished epoch: continue with\n  iterbin run --resume %s", e, dir)
+			var intr *interrupted
+			if errors.As(err, &intr) {
+				if serr := save(e, &intr.state); serr != nil {
+					return nil, fmt.Errorf("interrupted during epoch %d, and the final checkpoint failed: %v", e, serr)
+				}
+				return nil, fmt.Errorf("interrupted during epoch %d at batch %d; checkpoint written, continue with\n  iterbin run --resume %s", e, intr.state.Batch, dir)
 			}
 			return nil, err
 		}
@@ -213,9 +246,8 @@ func trainRun(ctx context.Context, s *session, dir string, first int, opts Optio
 		if err := writeMetrics(dir, s.history); err != nil {
 			return nil, err
 		}
-		hdr := CheckpointHeader{NextEpoch: e + 1, Steps: s.opt.Steps, Order: s.sched.Order, History: s.history}
-		if err := WriteCheckpoint(filepath.Join(dir, CheckpointFile), s.be, hdr, s.tensors()); err != nil {
-			return nil, fmt.Errorf("writing checkpoint: %w", err)
+		if err := save(e+1, nil); err != nil {
+			return nil, err
 		}
 		printEpoch(opts.Out, m, len(s.model.Binarizable()))
 		if opts.AfterEpoch != nil {

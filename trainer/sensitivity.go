@@ -173,7 +173,7 @@ func sensitivityOf(ctx context.Context, cfg *Config, be backend.Backend, data *l
 	start := time.Now()
 	res := LayerSensitivity{Layer: layer, BestValAccEpoch: -1}
 	for e := 0; e < s.epochs; e++ {
-		m, err := s.runEpoch(ctx, e)
+		m, err := s.runEpoch(ctx, e, nil, nil)
 		if err != nil {
 			s.progress.clear()
 			return res, err

@@ -151,8 +151,48 @@ func (s *session) tensors() []NamedTensor {
 	return append(out, s.opt.StateTensors()...)
 }
 
-// runEpoch trains epoch e and evaluates; it returns the epoch's metrics.
-func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
+// epochState is where an unfinished epoch stands: the next batch to train,
+// the training sums so far, and the signs the epoch started from (packed
+// per binarizable layer, for its flip ratios). A mid-epoch checkpoint
+// stores it; resuming from it continues bit-identically on the CPU.
+type epochState struct {
+	Batch      int       `json:"batch"`
+	Sums       []float32 `json:"sums"`
+	Samples    int       `json:"samples"`
+	Seconds    float64   `json:"seconds"`
+	StartSigns [][]byte  `json:"start_signs"`
+}
+
+// interrupted is returned when the context ends an epoch between steps;
+// state is where it stopped.
+type interrupted struct {
+	epoch int
+	state epochState
+	err   error
+}
+
+func (e *interrupted) Error() string { return fmt.Sprintf("epoch %d interrupted: %v", e.epoch, e.err) }
+func (e *interrupted) Unwrap() error { return e.err }
+
+// packedStartSigns packs the signs the current epoch started from.
+func (s *session) packedStartSigns() [][]byte {
+	out := make([][]byte, len(s.prevSign))
+	for i, neg := range s.prevSign {
+		w := make([]float32, len(neg))
+		for j, n := range neg {
+			if n {
+				w[j] = -1
+			}
+		}
+		out[i] = models.PackSigns(w)
+	}
+	return out
+}
+
+// runEpoch trains epoch e (from resume's position when not nil) and
+// evaluates; it returns the epoch's metrics. onStep, if set, is called
+// after every step with the epoch's position.
+func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onStep func(epochState) error) (EpochMetrics, error) {
 	binary := s.sched.BinaryAt(e)
 	set := map[string]bool{}
 	for _, name := range binary {
@@ -162,59 +202,84 @@ func (s *session) runEpoch(ctx context.Context, e int) (EpochMetrics, error) {
 		return EpochMetrics{}, err
 	}
 	lr := s.lrSched.LRAt(s.cfg.Train.LR, e, s.epochs)
+	train := &s.data.Train
+	bs := s.cfg.Train.BatchSize
+	s.be.Fill(s.sums, 0, 3)
+	first, done, before := 0, 0, 0.0
+	clear(s.sumsHost)
+	if resume != nil {
+		first, done, before = resume.Batch, resume.Samples, resume.Seconds
+		copy(s.sumsHost, resume.Sums)
+		s.be.Upload(s.sums, s.sumsHost)
+		s.prevSign = make([][]bool, len(resume.StartSigns))
+		for i, l := range s.model.Binarizable() {
+			if i >= len(resume.StartSigns) {
+				return EpochMetrics{}, fmt.Errorf("checkpoint: epoch start signs for %d layers, the model has more", len(resume.StartSigns))
+			}
+			signs := models.UnpackSigns(resume.StartSigns[i], l.Latent().Len())
+			s.prevSign[i] = make([]bool, len(signs))
+			for j, v := range signs {
+				s.prevSign[i][j] = v < 0
+			}
+		}
+	}
 	if s.prevSign == nil {
 		s.layerStats(nil) // the signs the epoch starts from
 	}
 	start := time.Now()
-	train := &s.data.Train
 	order := loaders.EpochOrder(train.N, s.cfg.Run.Seed, e)
-	bs := s.cfg.Train.BatchSize
-	s.be.Fill(s.sums, 0, 3)
-	done := 0
-	feed := s.startFeed(e, order)
+	feed := s.startFeed(e, order, first)
 	defer feed.stop()
-	err := loaders.Batches(train.N, bs, func(lo, hi int) error {
+	batches := (train.N + bs - 1) / bs
+	for b := first; b < batches; b++ {
+		lo, hi := b*bs, min((b+1)*bs, train.N)
 		hb := <-feed.ready
 		if err := ctx.Err(); err != nil {
 			feed.free <- hb
-			return err
+			return EpochMetrics{}, &interrupted{epoch: e, state: s.position(b, done, before+time.Since(start).Seconds()), err: err}
 		}
 		n := hi - lo
 		if n < 2 {
 			feed.free <- hb
-			return nil // batch norm cannot train on one sample (PyTorch errors; we skip it)
+			continue // batch norm cannot train on one sample (PyTorch errors; we skip it)
 		}
 		s.trainStep(hb, n, lr)
 		feed.free <- hb
-		if err := s.be.Err(); err != nil {
-			return fmt.Errorf("epoch %d, step %d: %w", e, s.opt.Steps, err)
-		}
 		done += n
+		s.be.Download(s.sumsHost, s.sums)
+		if err := s.be.Sync(); err != nil {
+			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d (step %d): %w", e, b, s.opt.Steps, err)
+		}
+		if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
+			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d (step %d): the training loss became %v; the run stopped there (lower train.lr, or check the data)", e, b, s.opt.Steps, l)
+		}
 		if s.progress.due() {
-			s.be.Download(s.sumsHost, s.sums)
 			s.progress.step(e, s.epochs, done, train.N, float64(s.sumsHost[0])/float64(done), time.Since(start))
 		}
-		return nil
-	})
-	if err != nil {
-		return EpochMetrics{}, err
+		if onStep != nil && b+1 < batches {
+			if err := onStep(s.position(b+1, done, before+time.Since(start).Seconds())); err != nil {
+				return EpochMetrics{}, err
+			}
+		}
 	}
+	start = start.Add(-time.Duration(before * float64(time.Second)))
 	s.be.Download(s.sumsHost, s.sums)
 	if err := s.be.Sync(); err != nil {
 		return EpochMetrics{}, err
 	}
 	trainSecs := time.Since(start).Seconds()
+	if done == 0 {
+		return EpochMetrics{}, fmt.Errorf("epoch %d trained no batch (%d training samples, batch size %d)", e, train.N, bs)
+	}
 	m := EpochMetrics{Epoch: e, LR: lr, BinaryLayers: append([]string{}, binary...),
 		AllBinary: s.sched.AllBinaryAt(e, len(s.model.Binarizable())),
 		TrainLoss: float64(s.sumsHost[0]) / float64(done), TrainAcc: float64(s.sumsHost[1]) / float64(done),
 		ImgPerSec: float64(done) / trainSecs}
-	if math.IsNaN(m.TrainLoss) || math.IsInf(m.TrainLoss, 0) {
-		return m, fmt.Errorf("epoch %d: training loss is %v; lower train.lr or check the data", e, m.TrainLoss)
-	}
 	if s.cfg.Binarize.ResetLatentEachEpoch {
 		s.model.ResetLatentToSign()
 	}
 	m.Layers, m.FlipRatio = s.layerStats(set)
+	var err error
 	if m.ValLoss, m.ValAcc, m.ValTop5, err = s.evaluate(&s.data.Val); err != nil {
 		return m, err
 	}
@@ -295,6 +360,12 @@ func (s *session) trainStep(hb *hostBatch, n int, lr float64) {
 	s.model.ClipLatent()
 }
 
+// position describes the epoch after batch-1 batches (the sums are
+// downloaded).
+func (s *session) position(batch, samples int, seconds float64) epochState {
+	return epochState{Batch: batch, Sums: append([]float32(nil), s.sumsHost...), Samples: samples, Seconds: seconds, StartSigns: s.packedStartSigns()}
+}
+
 // hostBatch is one training batch filled on the host.
 type hostBatch struct{ x, y []float32 }
 
@@ -306,7 +377,7 @@ type batchFeed struct {
 	quit, done  chan struct{}
 }
 
-func (s *session) startFeed(e int, order []int) *batchFeed {
+func (s *session) startFeed(e int, order []int, firstBatch int) *batchFeed {
 	f := &batchFeed{free: make(chan *hostBatch, 2), ready: make(chan *hostBatch, 2), quit: make(chan struct{}), done: make(chan struct{})}
 	for _, hb := range s.hostBatches {
 		f.free <- hb
@@ -315,6 +386,9 @@ func (s *session) startFeed(e int, order []int) *batchFeed {
 	go func() {
 		defer close(f.done)
 		loaders.Batches(train.N, bs, func(lo, hi int) error {
+			if lo < firstBatch*bs {
+				return nil
+			}
 			var hb *hostBatch
 			select {
 			case hb = <-f.free:
