@@ -52,9 +52,8 @@ ptx-check: ## fail if the committed PTX is not what nvcc makes of the .cu files
 	done; for p in cuda/kernels/*.ptx; do test -f $${p%.ptx}.cu || { echo "$$p has no .cu source"; exit 1; }; done; \
 	echo "PTX up to date ($(words $(KERNELS)) kernel files)"
 
-cuda-check: ptx-check ## what CI checks without a GPU: vet, build and test binaries with -tags cuda
+cuda-check: ptx-check build-cuda ## what CI checks without a GPU: PTX, the Docker image's build target, vet and test binaries with -tags cuda
 	$(GO) vet -tags cuda ./...
-	$(GO) build -tags cuda -o /dev/null ./cmd/iterbin
 	$(GO) test -tags cuda -c -o /dev/null ./cuda/
 	$(GO) test -tags cuda -c -o /dev/null ./trainer/
 

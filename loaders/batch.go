@@ -41,12 +41,14 @@ func (r *BatchRNG) Seed(seed uint64, epoch, batch int) {
 	r.pcg.Seed(seed^0xa06e, uint64(epoch)<<32|uint64(batch))
 }
 
-// FillTrainBatch is FillBatch with the dataset's augmentation drawn from
-// rng.
-func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *BatchRNG) {
+// FillTrainBatch is FillBatch with the dataset's training augmentation
+// drawn from rng.
+func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *BatchRNG) int {
+	if s.Source != nil {
+		return d.fillFromSource(x, labels, s.Source, idx, rng)
+	}
 	if !d.Augment.On() {
-		d.FillBatch(x, labels, s, idx)
-		return
+		return d.FillBatch(x, labels, s, idx)
 	}
 	ss := d.SampleSize()
 	h, w, pad := d.Height, d.Width, d.Augment.CropPad
@@ -76,12 +78,18 @@ func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *
 		}
 		labels[b] = float32(s.Labels[i])
 	}
+	return len(idx)
 }
 
 // FillBatch writes the normalized images (pixel/255 − mean) / std and the
 // labels of the samples idx of s into x and labels, which hold at least
-// len(idx) samples. Labels are written as float32 class indices.
-func (d *Dataset) FillBatch(x, labels []float32, s *Split, idx []int) {
+// len(idx) samples, and returns how many it wrote: all of them, except
+// unreadable images of a streamed split, which are reported and left out.
+// Labels are written as float32 class indices.
+func (d *Dataset) FillBatch(x, labels []float32, s *Split, idx []int) int {
+	if s.Source != nil {
+		return d.fillFromSource(x, labels, s.Source, idx, nil)
+	}
 	ss := d.SampleSize()
 	plane := d.Height * d.Width
 	for b, i := range idx {
@@ -95,6 +103,7 @@ func (d *Dataset) FillBatch(x, labels []float32, s *Split, idx []int) {
 		}
 		labels[b] = float32(s.Labels[i])
 	}
+	return len(idx)
 }
 
 // Batches splits n samples into consecutive batches of size (the last may be

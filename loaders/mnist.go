@@ -13,11 +13,13 @@ import (
 )
 
 // Split is one part of a dataset: images as bytes (sample-major, each
-// Channels×Height×Width) and their class labels.
+// Channels×Height×Width) and their class labels, or, for datasets too big
+// for memory, a Source that decodes them on demand.
 type Split struct {
 	Images []byte
 	Labels []byte
 	N      int
+	Source ImageSource
 }
 
 // Dataset is an image-classification dataset held in memory as bytes;
@@ -33,6 +35,9 @@ type Dataset struct {
 	Augment Augmentation
 	// SplitNote says how the validation split was chosen.
 	SplitNote string
+	// Skipped counts unreadable images of streamed splits (nil for
+	// in-memory datasets, which are checked when loaded).
+	Skipped *Skips
 
 	Train, Val, Test Split
 }
@@ -124,6 +129,16 @@ func toSplit(images, labels *IDX, dir string) (Split, error) {
 
 // cut splits s into its first n samples and the rest.
 func (s Split) cut(n, sampleSize int) (Split, Split) {
+	if s.Source != nil {
+		first, rest := make([]int, n), make([]int, s.N-n)
+		for i := range first {
+			first[i] = i
+		}
+		for i := range rest {
+			rest[i] = n + i
+		}
+		return Split{N: n, Source: subset{s.Source, first}}, Split{N: s.N - n, Source: subset{s.Source, rest}}
+	}
 	return Split{Images: s.Images[:n*sampleSize], Labels: s.Labels[:n], N: n},
 		Split{Images: s.Images[n*sampleSize:], Labels: s.Labels[n:], N: s.N - n}
 }

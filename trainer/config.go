@@ -56,6 +56,11 @@ type DataConfig struct {
 	// Augment is "auto" (crop and flip for CIFAR-10, none for MNIST),
 	// "none" or "crop-flip".
 	Augment string `toml:"augment"`
+	// ImageNet: the crop size, the shorter side evaluation resizes to, and
+	// the number of classes (0: 1000).
+	ImageSize int `toml:"image_size"`
+	Resize    int `toml:"resize"`
+	Classes   int `toml:"classes"`
 	// Limits keep only the first N samples of a split (0 = all), for quick
 	// runs; the paper's runs use all.
 	TrainLimit int `toml:"train_limit"`
@@ -170,7 +175,7 @@ func (o Order) String() string {
 func Default() Config {
 	return Config{
 		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", OutDir: "runs"},
-		Data:     DataConfig{Dataset: "mnist", Validation: 5000, Augment: "auto"},
+		Data:     DataConfig{Dataset: "mnist", Validation: 5000, Augment: "auto", ImageSize: 224, Resize: 256},
 		Model:    ModelConfig{Arch: "mlp", Hidden: []int{300, 100}},
 		Binarize: BinarizeConfig{Mode: "iterative", Order: Order{Rule: OrderForward}, EpochsPerLayer: 150, STE: "identity"},
 		Train: TrainConfig{Epochs: 450, BatchSize: 100, TestBatchSize: 1000, Optimizer: "adam", LR: 0.1,
@@ -343,7 +348,13 @@ func (c *Config) Validate() error {
 	if c.Run.OutDir == "" {
 		bad("run.out_dir", "must not be empty")
 	}
-	oneOf("data.dataset", c.Data.Dataset, "mnist", "fashion-mnist", "cifar10")
+	oneOf("data.dataset", c.Data.Dataset, "mnist", "fashion-mnist", "cifar10", "imagenet")
+	if c.Data.ImageSize < 8 || c.Data.Resize < c.Data.ImageSize {
+		bad("data.image_size", "%d must be at least 8 and at most data.resize (%d)", c.Data.ImageSize, c.Data.Resize)
+	}
+	if c.Data.Classes < 0 {
+		bad("data.classes", "%d must be 0 (the dataset's) or positive", c.Data.Classes)
+	}
 	oneOf("data.augment", c.Data.Augment, "auto", "none", "crop-flip")
 	if c.Data.Validation < 1 {
 		bad("data.validation", "%d must be at least 1: the headline result is picked on the validation split", c.Data.Validation)
@@ -353,7 +364,7 @@ func (c *Config) Validate() error {
 			bad(k, "%d must be 0 (all) or positive", v)
 		}
 	}
-	oneOf("model.arch", c.Model.Arch, "mlp", "vgg5", "vgg9", "resnet20")
+	oneOf("model.arch", c.Model.Arch, "mlp", "vgg5", "vgg9", "resnet20", "resnet18", "resnet34", "resnet50")
 	if c.Model.Arch == "mlp" && len(c.Model.Hidden) == 0 {
 		bad("model.hidden", "an MLP needs at least one hidden layer, e.g. [300, 100]")
 	}

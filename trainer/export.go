@@ -454,12 +454,16 @@ func evaluateModel(be backend.Backend, m *models.Model, data *loaders.Dataset, s
 	idx := make([]int, batch)
 	res := EvalResult{Predictions: make([]int, 0, split.N)}
 	be.Fill(sums, 0, 3)
+	evaluated := 0
 	err := loaders.Batches(split.N, batch, func(lo, hi int) error {
-		n := hi - lo
-		for i := range n {
+		for i := range hi - lo {
 			idx[i] = lo + i
 		}
-		data.FillBatch(xh, yh, split, idx[:n])
+		n := data.FillBatch(xh, yh, split, idx[:hi-lo])
+		if n == 0 {
+			return nil
+		}
+		evaluated += n
 		be.Upload(x, xh[:n*data.SampleSize()])
 		be.Upload(labels, yh[:n])
 		lp := m.Forward(sums, x, labels, n, false)
@@ -484,7 +488,10 @@ func evaluateModel(be backend.Backend, m *models.Model, data *loaders.Dataset, s
 	if err := be.Sync(); err != nil {
 		return res, err
 	}
-	res.Loss, res.Acc = float64(s[0])/float64(split.N), float64(s[1])/float64(split.N)
+	if evaluated == 0 {
+		return res, fmt.Errorf("no readable image in the split")
+	}
+	res.Loss, res.Acc = float64(s[0])/float64(evaluated), float64(s[1])/float64(evaluated)
 	return res, nil
 }
 

@@ -30,6 +30,8 @@ type EpochMetrics struct {
 	// in this epoch) whose sign changed during the epoch.
 	FlipRatio float64     `json:"flip_ratio"`
 	Layers    []LayerStat `json:"layers,omitempty"`
+	// UnreadableImages counts the distinct image files skipped so far.
+	UnreadableImages int `json:"unreadable_images,omitempty"`
 }
 
 // LayerStat describes one binarizable layer's latent weights at the end of

@@ -73,9 +73,14 @@ type Result struct {
 func LoadData(ctx context.Context, cfg *Config) (*loaders.Dataset, error) {
 	var d *loaders.Dataset
 	var err error
-	if cfg.Data.Dataset == "cifar10" {
+	switch cfg.Data.Dataset {
+	case "cifar10":
 		d, err = loaders.LoadCIFAR10(cfg.Data.Dir, cfg.Data.Validation, cfg.Run.Seed)
-	} else {
+	case "imagenet":
+		_, _, _, classes, _ := inputShape(cfg)
+		d, err = loaders.LoadImageNet(cfg.Data.Dir, cfg.Data.Validation, cfg.Run.Seed,
+			loaders.ImageTransform{Size: cfg.Data.ImageSize, Resize: cfg.Data.Resize}, classes, os.Stderr)
+	default:
 		d, err = loaders.LoadMNISTLike(ctx, cfg.Data.Dataset, cfg.Data.Dir, cfg.Data.Validation)
 	}
 	if err != nil {

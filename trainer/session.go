@@ -47,7 +47,7 @@ type session struct {
 // buildModel builds the configured architecture with the run's seed, with
 // buffers for maxBatch samples.
 func buildModel(cfg *Config, be backend.Backend, maxBatch int) (*models.Model, error) {
-	c, h, w, classes, err := loaders.Shape(cfg.Data.Dataset)
+	c, h, w, classes, err := inputShape(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -63,8 +63,30 @@ func buildModel(cfg *Config, be backend.Backend, maxBatch int) (*models.Model, e
 		return models.NewVGG(be, models.VGG9(in, classes), maxBatch, bin, rng)
 	case "resnet20":
 		return models.NewResNetCIFAR(be, models.ResNet20(in, classes), maxBatch, bin, rng)
+	case "resnet18":
+		return models.NewResNet(be, models.ResNet18(in, classes), maxBatch, bin, rng)
+	case "resnet34":
+		return models.NewResNet(be, models.ResNet34(in, classes), maxBatch, bin, rng)
+	case "resnet50":
+		return models.NewResNet(be, models.ResNet50(in, classes), maxBatch, bin, rng)
 	}
 	return nil, fmt.Errorf("unknown model.arch %q", cfg.Model.Arch)
+}
+
+// inputShape is the per-sample shape and class count cfg's data has.
+func inputShape(cfg *Config) (c, h, w, classes int, err error) {
+	if cfg.Data.Dataset == "imagenet" {
+		classes = cfg.Data.Classes
+		if classes == 0 {
+			classes = 1000
+		}
+		return 3, cfg.Data.ImageSize, cfg.Data.ImageSize, classes, nil
+	}
+	c, h, w, classes, err = loaders.Shape(cfg.Data.Dataset)
+	if cfg.Data.Classes > 0 {
+		classes = cfg.Data.Classes
+	}
+	return c, h, w, classes, err
 }
 
 // LayerInfo describes one binarizable layer.
@@ -232,13 +254,12 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 	defer feed.stop()
 	batches := (train.N + bs - 1) / bs
 	for b := first; b < batches; b++ {
-		lo, hi := b*bs, min((b+1)*bs, train.N)
 		hb := <-feed.ready
 		if err := ctx.Err(); err != nil {
 			feed.free <- hb
 			return EpochMetrics{}, &interrupted{epoch: e, state: s.position(b, done, before+time.Since(start).Seconds()), err: err}
 		}
-		n := hi - lo
+		n := hb.n
 		if n < 2 {
 			feed.free <- hb
 			continue // batch norm cannot train on one sample (PyTorch errors; we skip it)
@@ -289,6 +310,9 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		}
 	}
 	m.Seconds = time.Since(start).Seconds()
+	if s.data.Skipped != nil {
+		m.UnreadableImages = s.data.Skipped.Paths()
+	}
 	s.progress.clear()
 	return m, nil
 }
@@ -366,8 +390,12 @@ func (s *session) position(batch, samples int, seconds float64) epochState {
 	return epochState{Batch: batch, Sums: append([]float32(nil), s.sumsHost...), Samples: samples, Seconds: seconds, StartSigns: s.packedStartSigns()}
 }
 
-// hostBatch is one training batch filled on the host.
-type hostBatch struct{ x, y []float32 }
+// hostBatch is one training batch filled on the host; n samples were
+// readable.
+type hostBatch struct {
+	x, y []float32
+	n    int
+}
 
 // batchFeed fills training batches on its own goroutine, one step ahead of
 // training, so reading and augmenting data stays off the step's critical
@@ -395,9 +423,10 @@ func (s *session) startFeed(e int, order []int, firstBatch int) *batchFeed {
 			case <-f.quit:
 				return context.Canceled
 			}
+			hb.n = 0
 			if hi-lo >= 2 {
 				s.augRNG.Seed(s.cfg.Run.Seed, e, lo/bs)
-				s.data.FillTrainBatch(hb.x, hb.y, train, order[lo:hi], s.augRNG)
+				hb.n = s.data.FillTrainBatch(hb.x, hb.y, train, order[lo:hi], s.augRNG)
 			}
 			f.ready <- hb
 			return nil
@@ -417,12 +446,16 @@ func (f *batchFeed) stop() {
 func (s *session) evaluate(split *loaders.Split) (loss, acc, top5 float64, err error) {
 	s.be.Fill(s.sums, 0, 3)
 	bs := s.cfg.Train.TestBatchSize
+	evaluated := 0
 	err = loaders.Batches(split.N, bs, func(lo, hi int) error {
-		n := hi - lo
-		for i := range n {
+		for i := range hi - lo {
 			s.idx[i] = lo + i
 		}
-		s.data.FillBatch(s.xHost, s.yHost, split, s.idx[:n])
+		n := s.data.FillBatch(s.xHost, s.yHost, split, s.idx[:hi-lo])
+		if n == 0 {
+			return nil
+		}
+		evaluated += n
 		s.be.Upload(s.x, s.xHost[:n*s.data.SampleSize()])
 		s.be.Upload(s.labels, s.yHost[:n])
 		s.model.Forward(s.sums, s.x, s.labels, n, false)
@@ -435,6 +468,9 @@ func (s *session) evaluate(split *loaders.Split) (loss, acc, top5 float64, err e
 	if err := s.be.Sync(); err != nil {
 		return 0, 0, 0, err
 	}
-	n := float64(split.N)
+	if evaluated == 0 {
+		return 0, 0, 0, fmt.Errorf("no readable image in a split of %d", split.N)
+	}
+	n := float64(evaluated)
 	return float64(s.sumsHost[0]) / n, float64(s.sumsHost[1]) / n, float64(s.sumsHost[2]) / n, nil
 }

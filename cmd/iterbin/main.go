@@ -34,6 +34,7 @@ Usage:
   iterbin report RUN_DIR... [-o DIR]                  compare runs: Markdown and CSV table, SVG plots
   iterbin bench [--models m,...] [--modes float,binary] [--anchor torch_anchor.py]
                                                       training img/s on synthetic data, PyTorch beside it
+  iterbin data pack SRC DST [--short-side 256]         pack an ImageNet-style folder (train/, val/) into shards
   iterbin download cifar10 DIR                        fetch and unpack CIFAR-10's binary release, checksum verified
 
 -set overrides one key, e.g. -set train.lr=0.01 -set binarize.order=reverse;
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runEval(ctx, args, stdout, stderr)
 	case "report":
 		return runReport(args, stdout, stderr)
+	case "data":
+		return runData(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("iterbin "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"iterbin/loaders"
 	"iterbin/trainer"
 )
 
@@ -116,5 +117,37 @@ func runReport(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stdout, md)
 	fmt.Fprintf(stdout, "\nwrote %s/report.md, report.csv, accuracy.svg (and sensitivity.svg for guided runs)\n", *out)
+	return nil
+}
+
+func runData(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("iterbin data", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	short := fs.Int("short-side", 256, "resize each image so its shorter side has this many pixels")
+	shard := fs.Int("shard-size", 1024, "images per shard file")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 3 || pos[0] != "pack" {
+		return errors.New("usage: iterbin data pack SRC DST [--short-side 256] [--shard-size 1024]")
+	}
+	if *short < 8 || *shard < 1 {
+		return errors.New("data pack: --short-side must be at least 8 and --shard-size at least 1")
+	}
+	idx, err := loaders.PackImageFolder(pos[1], pos[2], *short, *shard, stderr)
+	if err != nil {
+		return err
+	}
+	for _, split := range []string{"train", "val"} {
+		if ps, ok := idx.Splits[split]; ok {
+			n := 0
+			for _, c := range ps.Counts {
+				n += c
+			}
+			fmt.Fprintf(stdout, "%s: %d images in %d shards\n", split, n, len(ps.Shards))
+		}
+	}
+	fmt.Fprintf(stdout, "%d classes, %d unreadable files left out; use it with data.dir = %q\n", len(idx.Classes), len(idx.Unreadable), pos[2])
 	return nil
 }
