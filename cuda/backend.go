@@ -42,6 +42,7 @@ type Backend struct {
 	workspaceSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
+	staging  staging
 	// locked says New locked the OS thread (Close unlocks it).
 	locked bool
 	// params is the arena kernel arguments are written to (8 bytes each).
@@ -212,6 +213,7 @@ func (b *Backend) Close() error {
 
 // release frees everything the backend owns, in reverse order of creation.
 func (b *Backend) release() {
+	b.freeStaging()
 	if b.blas != nil {
 		b.blas.close()
 		b.blas = nil
@@ -286,18 +288,28 @@ func (b *Backend) dev(op, arg string, t backend.Tensor, need int) cu.DevicePtr {
 	return 0
 }
 
-// Upload copies host values to the device; it returns once src may be
-// reused (the copy is ordered on the stream).
+// Upload copies host values to the device asynchronously through a
+// page-locked staging buffer (staging.go); src may be reused at once and
+// the copy is ordered on the stream before later ops.
 func (b *Backend) Upload(dst backend.Tensor, src []float32) {
 	d := b.dev("Upload", "dst", dst, len(src))
 	if d == 0 || len(src) == 0 || b.err != nil {
 		return
 	}
-	// From pageable host memory the copy returns once src is staged, so
-	// the caller may reuse it at once.
-	if err := cu.MemcpyHtoDAsync(d, unsafe.Pointer(&src[0]), int64(4*len(src)), b.stream); err != nil {
-		b.fail(fmt.Errorf("cuda: cuMemcpyHtoDAsync: %v", err))
+	slot, err := b.stage(src)
+	if err != nil {
+		b.fail(err)
+		return
 	}
+	if err := cu.MemcpyHtoDAsync(d, slot.ptr, int64(4*len(src)), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyHtoDAsync: %v", err))
+		return
+	}
+	if err := slot.event.Record(b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventRecord: %v", err))
+		return
+	}
+	slot.used = true
 }
 
 // Download copies device values to the host, waiting for queued work.
