@@ -117,7 +117,12 @@ func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShap
 	if !ok {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskConvForward, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.N)
+	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
+	if w, ok := any(v[2]).([]float32); ok {
+		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k}, s.OC, k, 1)
+		b.packedW = t.packedW.packed
+	}
+	b.pool.run(b, task[T]{kind: taskConvForward, cv: t}, s.N)
 }
 
 func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi int) {
@@ -129,7 +134,11 @@ func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi
 			cols = ws.columns(k * p)
 			im2col(cols, t.in[n*in:(n+1)*in], s)
 		}
-		b.gemmOne(ws, false, false, s.OC, p, k, 1, t.w, cols, 0, t.out[n*out:(n+1)*out])
+		if t.packedW.packed != nil {
+			b.gemmPrepacked(ws, t.packedW, false, s.OC, p, k, cols, 0, t.out[n*out:(n+1)*out])
+		} else {
+			b.gemmOne(ws, false, false, s.OC, p, k, 1, t.w, cols, 0, t.out[n*out:(n+1)*out])
+		}
 	}
 }
 
@@ -141,7 +150,12 @@ func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.C
 	if !ok {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskConvBackwardData, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.N)
+	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
+	if w, ok := any(v[2]).([]float32); ok {
+		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k, trans: true}, k, s.OC, 1)
+		b.packedW = t.packedW.packed
+	}
+	b.pool.run(b, task[T]{kind: taskConvBackwardData, cv: t}, s.N)
 }
 
 func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], lo, hi int) {
@@ -149,12 +163,19 @@ func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], l
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
 		dx, dy := t.out[n*in:(n+1)*in], t.in[n*out:(n+1)*out]
+		dst := dx
+		if !pointwise(s) {
+			dst = ws.columns(k * p)
+		}
+		if t.packedW.packed != nil {
+			b.gemmPrepacked(ws, t.packedW, false, k, p, s.OC, dy, 0, dst)
+		} else {
+			b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, dst)
+		}
 		if pointwise(s) {
-			b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, dx)
 			continue
 		}
-		cols := ws.columns(k * p)
-		b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, cols)
+		cols := dst
 		clear(dx)
 		col2im(dx, cols, s)
 	}

@@ -30,6 +30,8 @@ type Backend[T Float] struct {
 	// kernel is the float32 GEMM micro-kernel, kernelName says which.
 	kernel     func(k int, a, b, out []float32)
 	kernelName string
+	// packedW holds a convolution's prepacked weights during the op.
+	packedW []float32
 }
 
 // tensor is the CPU backend's handle: a plain slice.

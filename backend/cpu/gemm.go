@@ -46,11 +46,31 @@ func newGemmScratch() *gemmScratch {
 }
 
 // matrix is a row-major matrix view with a transpose flag: element (i, j)
-// of op(M) is data[i*ld+j], or data[j*ld+i] when trans.
+// of op(M) is data[i*ld+j], or data[j*ld+i] when trans. An A operand may
+// instead be prepacked (see prepackA): packed holds its mr-row panels for
+// every kc block, mPad rows (m rounded up to mr) each.
 type matrix struct {
-	data  []float32
-	ld    int
-	trans bool
+	data   []float32
+	ld     int
+	trans  bool
+	packed []float32
+	mPad   int
+}
+
+// prepackA packs all of op(A) (m×k) once, scaled by alpha, into dst (grown
+// as needed), for GEMMs that reuse A (a convolution's weights over every
+// sample).
+func prepackA(dst []float32, a matrix, m, k int, alpha float32) matrix {
+	mPad := (m + mr - 1) / mr * mr
+	if cap(dst) < mPad*k {
+		dst = make([]float32, mPad*k)
+	}
+	dst = dst[:mPad*k]
+	for pc := 0; pc < k; pc += kc {
+		kLen := min(kc, k-pc)
+		packA(dst[pc*mPad:], a, 0, m, pc, kLen, alpha)
+	}
+	return matrix{packed: dst, mPad: mPad}
 }
 
 // packA packs rows [i0, i0+rows) and k range [p0, p0+kLen) of op(A) into
@@ -115,7 +135,8 @@ func packB(dst []float32, b matrix, p0, kLen, j0, cols int) {
 }
 
 // sgemmSerial computes rows [i0, i1) × columns [j0, j1) of
-// C = alpha·op(A)·op(B) + beta·C on one thread.
+// C = alpha·op(A)·op(B) + beta·C on one thread (alpha is already in a
+// prepacked A; i0 must then be a multiple of mr).
 func (b *Backend[T]) sgemmSerial(s *gemmScratch, a, bm matrix, k int, alpha, beta float32, c []float32, ldc, i0, i1, j0, j1 int) {
 	if beta != 1 {
 		for i := i0; i < i1; i++ {
@@ -137,12 +158,17 @@ func (b *Backend[T]) sgemmSerial(s *gemmScratch, a, bm matrix, k int, alpha, bet
 			packB(s.packB, bm, pc, kLen, jc, cols)
 			for ic := i0; ic < i1; ic += mc {
 				rows := min(mc, i1-ic)
-				packA(s.packA, a, ic, rows, pc, kLen, alpha)
+				pa := s.packA
+				if a.packed != nil {
+					pa = a.packed[pc*a.mPad+ic*kLen:]
+				} else {
+					packA(s.packA, a, ic, rows, pc, kLen, alpha)
+				}
 				for jr := 0; jr < cols; jr += nr {
 					bp := s.packB[jr*kLen : (jr+nr)*kLen]
 					w := min(nr, cols-jr)
 					for ir := 0; ir < rows; ir += mr {
-						kernel(kLen, s.packA[ir*kLen:(ir+mr)*kLen], bp, s.tile)
+						kernel(kLen, pa[ir*kLen:(ir+mr)*kLen], bp, s.tile)
 						h := min(mr, rows-ir)
 						for i := 0; i < h; i++ {
 							dst := c[(ic+ir+i)*ldc+jc+jr:][:w]
@@ -168,7 +194,7 @@ func (b *Backend[T]) sgemm(transA, transB bool, m, n, k int, alpha float32, a, b
 	if transB {
 		ldb = k
 	}
-	am, bmat := matrix{a, lda, transA}, matrix{bb, ldb, transB}
+	am, bmat := matrix{data: a, ld: lda, trans: transA}, matrix{data: bb, ld: ldb, trans: transB}
 	workers := b.pool.size()
 	if workers == 1 || m*n*k < 1<<16 {
 		b.sgemmSerial(b.pool.scratch(0).gemm, am, bmat, k, alpha, beta, c, n, 0, m, 0, n)

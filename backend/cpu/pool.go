@@ -72,6 +72,9 @@ type task[T Float] struct {
 type convTask[T Float] struct {
 	s          backend.ConvShape
 	out, in, w []T
+	// packedW is the float32 weights (or their transpose) prepacked for
+	// every sample's GEMM.
+	packedW matrix
 }
 
 // workerScratch is one worker's memory: GEMM packing buffers and im2col
@@ -209,10 +212,20 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 func (b *Backend[T]) gemmStrided(s *workerScratch[T], transA, transB bool, m, n, k int, a []T, lda int, bb []T, ldb int, beta float32, c []T, ldc int) {
 	switch a := any(a).(type) {
 	case []float32:
-		b.sgemmSerial(s.gemm, matrix{a, lda, transA}, matrix{any(bb).([]float32), ldb, transB}, k, 1, beta, any(c).([]float32), ldc, 0, m, 0, n)
+		b.sgemmSerial(s.gemm, matrix{data: a, ld: lda, trans: transA}, matrix{data: any(bb).([]float32), ld: ldb, trans: transB}, k, 1, beta, any(c).([]float32), ldc, 0, m, 0, n)
 	case []float64:
 		b.blas.Dgemm(transposeFlag(transA), transposeFlag(transB), m, n, k, 1, a, lda, any(bb).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	}
+}
+
+// gemmPrepacked runs C = A·op(B) + beta·C on the calling worker with a
+// prepacked float32 A (m×k), B dense (k×n, or n×k when transB).
+func (b *Backend[T]) gemmPrepacked(s *workerScratch[T], a matrix, transB bool, m, n, k int, bb []T, beta float32, c []T) {
+	ldb := n
+	if transB {
+		ldb = k
+	}
+	b.sgemmSerial(s.gemm, a, matrix{data: any(bb).([]float32), ld: ldb, trans: transB}, k, 1, beta, any(c).([]float32), n, 0, m, 0, n)
 }
 
 // gemmOne runs a GEMM on the calling worker only.
@@ -226,7 +239,7 @@ func (b *Backend[T]) gemmOne(s *workerScratch[T], transA, transB bool, m, n, k i
 		if transB {
 			ldb = k
 		}
-		b.sgemmSerial(s.gemm, matrix{a, lda, transA}, matrix{any(bb).([]float32), ldb, transB}, k, alpha, beta, any(c).([]float32), n, 0, m, 0, n)
+		b.sgemmSerial(s.gemm, matrix{data: a, ld: lda, trans: transA}, matrix{data: any(bb).([]float32), ld: ldb, trans: transB}, k, alpha, beta, any(c).([]float32), n, 0, m, 0, n)
 	default:
 		b.gemm(transA, transB, m, n, k, alpha, any(a).([]T), bb, beta, c)
 	}
