@@ -17,10 +17,14 @@ func EpochOrder(n int, seed uint64, epoch int) []int {
 type Augmentation struct {
 	CropPad int
 	Flip    bool
+	// Random asks a streamed split's source for its training transform
+	// (ImageNet's RandomResizedCrop and flip); without it, training images
+	// get the evaluation transform.
+	Random bool
 }
 
 // On says whether the augmentation changes anything.
-func (a Augmentation) On() bool { return a.CropPad > 0 || a.Flip }
+func (a Augmentation) On() bool { return a.CropPad > 0 || a.Flip || a.Random }
 
 // BatchRNG is the random source of one training batch's augmentation,
 // reseeded per (seed, epoch, batch) so a resumed run augments exactly as an
@@ -45,6 +49,9 @@ func (r *BatchRNG) Seed(seed uint64, epoch, batch int) {
 // drawn from rng.
 func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *BatchRNG) int {
 	if s.Source != nil {
+		if !d.Augment.Random {
+			rng = nil
+		}
 		return d.fillFromSource(x, labels, s.Source, idx, rng)
 	}
 	if !d.Augment.On() {

@@ -339,6 +339,9 @@ func LoadImageNet(root string, validation int, splitSeed uint64, t ImageTransfor
 		if err != nil {
 			return nil, err
 		}
+		if p.Index.ShortSide != t.Resize {
+			return nil, fmt.Errorf("imagenet: %s was packed with shorter side %d but data.resize = %d: set data.resize = %d or pack again with --short-side %d", root, p.Index.ShortSide, t.Resize, p.Index.ShortSide, t.Resize)
+		}
 		train, test = p.Split("train"), p.Split("val")
 		if train == nil || test == nil {
 			return nil, fmt.Errorf("imagenet: packed dataset %s needs train and val splits", root)
@@ -383,6 +386,6 @@ func LoadImageNet(root string, validation int, splitSeed uint64, t ImageTransfor
 		Val:       Split{N: validation, Source: subset{train, valIdx}},
 		Test:      Split{N: testN, Source: test},
 		SplitNote: fmt.Sprintf("validation = %d training images drawn with seed %d; test = val/", validation, splitSeed),
-		Skipped:   &Skips{Log: log}}
+		Skipped:   &Skips{Log: log}, Augment: Augmentation{Random: true}}
 	return d, nil
 }

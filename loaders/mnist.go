@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -143,19 +145,26 @@ func (s Split) cut(n, sampleSize int) (Split, Split) {
 		Split{Images: s.Images[n*sampleSize:], Labels: s.Labels[n:], N: s.N - n}
 }
 
-// Subset keeps the first n samples of each split that has more (for tests
-// and quick runs).
-func (d *Dataset) Subset(train, val, test int) {
+// Subset keeps n samples of each split that has more (for tests and quick
+// runs): the first n of an in-memory split, a seeded draw of n from a
+// streamed one (whose files are in class order).
+func (d *Dataset) Subset(train, val, test int, seed uint64) {
 	ss := d.SampleSize()
-	if train < d.Train.N {
-		d.Train, _ = d.Train.cut(train, ss)
+	keep := func(s *Split, n int, stream uint64) {
+		if n >= s.N {
+			return
+		}
+		if s.Source == nil {
+			*s, _ = s.cut(n, ss)
+			return
+		}
+		idx := rand.New(rand.NewPCG(seed, stream)).Perm(s.N)[:n]
+		slices.Sort(idx)
+		*s = Split{N: n, Source: subset{s.Source, idx}}
 	}
-	if val < d.Val.N {
-		d.Val, _ = d.Val.cut(val, ss)
-	}
-	if test < d.Test.N {
-		d.Test, _ = d.Test.cut(test, ss)
-	}
+	keep(&d.Train, train, 1)
+	keep(&d.Val, val, 2)
+	keep(&d.Test, test, 3)
 }
 
 func findIDX(dir, base string) (string, error) {

@@ -216,16 +216,26 @@ func OpenPacked(dir string, t ImageTransform) (*Packed, error) {
 				return nil, fmt.Errorf("%s: shard version %d; this iterbin reads version %d", path, v, packVersion)
 			}
 			count := int(binary.LittleEndian.Uint32(head[len(packMagic)+4:]))
+			fi, err := f.Stat()
+			if err != nil {
+				return nil, err
+			}
+			tableEnd := int64(len(head) + count*packEntrySize)
+			if tableEnd > fi.Size() {
+				return nil, fmt.Errorf("%s: its table of %d images runs past the end: truncated or corrupt; pack the dataset again", path, count)
+			}
+			if si < len(ps.Counts) && ps.Counts[si] != count {
+				return nil, fmt.Errorf("%s: %d images, the index says %d; pack the dataset again", path, count, ps.Counts[si])
+			}
 			table := make([]byte, count*packEntrySize)
 			if _, err := io.ReadFull(f, table); err != nil {
 				return nil, fmt.Errorf("%s: truncated table: %v", path, err)
 			}
-			fi, _ := f.Stat()
 			for i := 0; i < count; i++ {
 				e := table[i*packEntrySize:]
 				pe := packEntry{shard: si, offset: int64(binary.LittleEndian.Uint64(e)), w: int(binary.LittleEndian.Uint16(e[8:])),
 					h: int(binary.LittleEndian.Uint16(e[10:])), label: int(binary.LittleEndian.Uint32(e[12:]))}
-				if pe.offset+int64(3*pe.w*pe.h) > fi.Size() {
+				if pe.offset < tableEnd || pe.offset+int64(3*pe.w*pe.h) > fi.Size() {
 					return nil, fmt.Errorf("%s: image %d runs past the end of the shard: truncated; pack the dataset again", path, i)
 				}
 				p.entries[split] = append(p.entries[split], pe)

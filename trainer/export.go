@@ -36,11 +36,15 @@ const (
 // ExportHeader names the architecture (enough to rebuild the model) and
 // the binarizable layers, each binary (1 bit a weight) or float32.
 type ExportHeader struct {
-	Arch    string        `json:"arch"`
-	Hidden  []int         `json:"hidden,omitempty"`
-	Dataset string        `json:"dataset"`
-	Epoch   int           `json:"epoch"`
-	Layers  []ExportLayer `json:"layers"`
+	Arch    string `json:"arch"`
+	Hidden  []int  `json:"hidden,omitempty"`
+	Dataset string `json:"dataset"`
+	// Input settings that change the model or its preprocessing.
+	ImageSize int           `json:"image_size,omitempty"`
+	Resize    int           `json:"resize,omitempty"`
+	Classes   int           `json:"classes,omitempty"`
+	Epoch     int           `json:"epoch"`
+	Layers    []ExportLayer `json:"layers"`
 }
 
 // ExportLayer is one row of the layer table.
@@ -100,6 +104,12 @@ func sizeOf(cfg *Config, m *models.Model, binary map[string]bool, epoch int) (*S
 	h := ExportHeader{Arch: cfg.Model.Arch, Dataset: cfg.Data.Dataset, Epoch: epoch}
 	if cfg.Model.Arch == "mlp" {
 		h.Hidden = cfg.Model.Hidden
+	}
+	if cfg.Data.Dataset == "imagenet" {
+		h.ImageSize, h.Resize = cfg.Data.ImageSize, cfg.Data.Resize
+	}
+	if cfg.Data.Classes > 0 {
+		h.Classes = cfg.Data.Classes
 	}
 	latent := map[*models.Param]bool{}
 	macs, binMACs := 0, 0
@@ -216,7 +226,12 @@ func loadRun(path string, be backend.Backend, maxBatch int) (*Config, *models.Mo
 		tensors = append(tensors, NamedTensor{Name: b.Name, Len: b.Len, T: b.Value})
 	}
 	tensors = append(tensors, opt.StateTensors()...)
-	hdr, err := ReadCheckpoint(filepath.Join(dir, CheckpointFile), be, tensors)
+	path, err = epochEndCheckpoint(dir)
+	if err != nil {
+		m.Free()
+		return nil, nil, nil, err
+	}
+	hdr, err := ReadCheckpoint(path, be, tensors)
 	if err != nil {
 		m.Free()
 		return nil, nil, nil, err
@@ -234,6 +249,29 @@ func loadRun(path string, be backend.Backend, maxBatch int) (*Config, *models.Mo
 		return nil, nil, nil, err
 	}
 	return cfg, m, hdr, nil
+}
+
+// epochEndCheckpoint returns the newest checkpoint of a run written at
+// the end of an epoch: checkpoint.bin, or when that is mid-epoch, the
+// newest kept epoch-end one. Models are exported as an epoch left them, so
+// that their layers' binary state and metrics agree.
+func epochEndCheckpoint(dir string) (string, error) {
+	latest := filepath.Join(dir, CheckpointFile)
+	hdr, _, err := LoadCheckpointFile(latest)
+	if err == nil && hdr.Partial == nil {
+		return latest, nil
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, "checkpoint-e*-b0000000.bin"))
+	slices.Sort(kept)
+	for i := len(kept) - 1; i >= 0; i-- {
+		if h, _, kerr := LoadCheckpointFile(kept[i]); kerr == nil && h.Partial == nil {
+			return kept[i], nil
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("%s: the latest checkpoint is in the middle of epoch %d and no epoch-end checkpoint is kept; finish the epoch with iterbin run --resume %s", dir, hdr.NextEpoch, dir)
 }
 
 // SummarizeCheckpoint summarizes a trained run's model as its last epoch
@@ -370,6 +408,10 @@ func LoadExport(path string, be backend.Backend, maxBatch int) (*Config, *models
 	if h.Hidden != nil {
 		cfg.Model.Hidden = h.Hidden
 	}
+	if h.ImageSize > 0 {
+		cfg.Data.ImageSize, cfg.Data.Resize = h.ImageSize, h.Resize
+	}
+	cfg.Data.Classes = h.Classes
 	m, err := buildModel(&cfg, be, maxBatch)
 	if err != nil {
 		return nil, nil, nil, fail("%v", err)
@@ -508,9 +550,12 @@ func EvalExport(ctx context.Context, path string, data *DataConfig) (EvalResult,
 	}
 	defer m.Free()
 	if data != nil {
+		model := cfg.Data
 		cfg.Data = *data
-		cfg.Data.Dataset = h.Dataset
+		cfg.Data.Dataset, cfg.Data.ImageSize, cfg.Data.Resize, cfg.Data.Classes = h.Dataset, model.ImageSize, model.Resize, model.Classes
 	}
+	// Only the test split is evaluated; any valid hold-out will do.
+	cfg.Data.Validation = 1
 	ds, err := LoadData(ctx, cfg)
 	if err != nil {
 		return EvalResult{}, nil, err

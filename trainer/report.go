@@ -39,6 +39,9 @@ type RunReport struct {
 	SensitivitySeconds float64
 	Ranking            *Ranking
 	WallSeconds        float64
+	// Planned is the configured number of epochs; fewer in History means
+	// the run is unfinished.
+	Planned int
 }
 
 // TotalEpochs counts the run's epochs and its sensitivity pre-training.
@@ -67,7 +70,7 @@ func LoadRunReport(dir string) (*RunReport, error) {
 		return nil, fmt.Errorf("report: %s has no finished epoch", dir)
 	}
 	r := &RunReport{Dir: dir, Name: cfg.Run.Name, Mode: cfg.Binarize.Mode, Order: info.Order, Rule: info.OrderRule,
-		History: history, Summary: Summarize(cfg.Binarize.Mode, history), BinaryFrom: map[string]int{}}
+		History: history, Summary: Summarize(cfg.Binarize.Mode, history), BinaryFrom: map[string]int{}, Planned: cfg.Train.Epochs}
 	for _, m := range history {
 		r.WallSeconds += m.Seconds
 		for _, l := range m.BinaryLayers {
@@ -78,6 +81,9 @@ func LoadRunReport(dir string) (*RunReport, error) {
 	}
 	if info.SensitivityFile != "" {
 		rk, err := readRanking(info.SensitivityFile, cfg.SensitivityFingerprint())
+		if err == nil && rk == nil {
+			err = fmt.Errorf("its sensitivity ranking %s is missing", info.SensitivityFile)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("report: %s: %w", dir, err)
 		}
@@ -143,11 +149,15 @@ func duration(secs float64) string {
 func reportRows(runs []*RunReport) (header []string, rows [][]string) {
 	header = []string{"run", "order", "headline test acc % (epoch)", "best test acc %, any epoch (epoch)", "final test acc %", "epochs (with sensitivity)", "wall time"}
 	for _, r := range runs {
+		name := r.Name
+		if len(r.History) < r.Planned {
+			name = fmt.Sprintf("%s (unfinished: %d of %d epochs)", r.Name, len(r.History), r.Planned)
+		}
 		head := "none (never fully binary)"
 		if h := r.Summary.Headline; h != nil {
 			head = fmt.Sprintf("%s (%d)", pct(h.TestAcc), h.Epoch)
 		}
-		rows = append(rows, []string{r.Name, r.orderText(), head,
+		rows = append(rows, []string{name, r.orderText(), head,
 			fmt.Sprintf("%s (%d)", pct(r.Summary.BestTest.TestAcc), r.Summary.BestTest.Epoch),
 			pct(r.Summary.Final.TestAcc),
 			fmt.Sprintf("%d (%d)", len(r.History), r.TotalEpochs()),

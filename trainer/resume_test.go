@@ -79,6 +79,13 @@ func TestMidEpochInterruptResumesBitIdentical(t *testing.T) {
 	if len(kept) != 2 || !strings.HasSuffix(kept[1], "checkpoint-e000001-b0000013.bin") {
 		t.Errorf("kept checkpoints %v, want the newest two ending at epoch 1 batch 13", kept)
 	}
+	// A mid-epoch checkpoint is not exported: the run's layers and metrics
+	// describe epoch ends.
+	if _, err := Export(runs[0], filepath.Join(dir, "m.ibm"), true); err == nil || !strings.Contains(err.Error(), "middle of epoch 1") {
+		t.Errorf("export of a mid-epoch run: %v", err)
+	}
+	// Without checkpoint.bin the newest kept checkpoint is used.
+	os.Remove(filepath.Join(runs[0], CheckpointFile))
 	resumed, err := Resume(context.Background(), runs[0], Options{Out: io.Discard})
 	if err != nil {
 		t.Fatal(err)

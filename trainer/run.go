@@ -90,6 +90,9 @@ func LoadData(ctx context.Context, cfg *Config) (*loaders.Dataset, error) {
 	case "none":
 		d.Augment = loaders.Augmentation{}
 	case "crop-flip":
+		if cfg.Data.Dataset == "imagenet" {
+			return nil, fmt.Errorf("data.augment = \"crop-flip\" is CIFAR's padded crop; ImageNet uses RandomResizedCrop (\"auto\") or \"none\"")
+		}
 		d.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
 	}
 	lim := func(v, n int) int {
@@ -98,7 +101,7 @@ func LoadData(ctx context.Context, cfg *Config) (*loaders.Dataset, error) {
 		}
 		return v
 	}
-	d.Subset(lim(cfg.Data.TrainLimit, d.Train.N), lim(cfg.Data.ValLimit, d.Val.N), lim(cfg.Data.TestLimit, d.Test.N))
+	d.Subset(lim(cfg.Data.TrainLimit, d.Train.N), lim(cfg.Data.ValLimit, d.Val.N), lim(cfg.Data.TestLimit, d.Test.N), cfg.Run.Seed)
 	return d, nil
 }
 
@@ -127,7 +130,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		ranking, info.SensitivityFile = rk.Ranking, path
+		ranking = rk.Ranking
+		if info.SensitivityFile, err = filepath.Abs(path); err != nil {
+			return nil, err
+		}
 	}
 	order := layers
 	if cfg.Binarize.Mode == "iterative" {
@@ -169,9 +175,9 @@ func Resume(ctx context.Context, dir string, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", dir, err)
 	}
-	ckpt := filepath.Join(dir, CheckpointFile)
-	if _, err := os.Stat(ckpt); err != nil {
-		return nil, fmt.Errorf("resume %s: %w: no epoch finished before the run stopped; start it again with iterbin run", dir, errCheckpointMissing)
+	kept, _ := filepath.Glob(filepath.Join(dir, "checkpoint-e*-b*.bin"))
+	if _, err := os.Stat(filepath.Join(dir, CheckpointFile)); err != nil && len(kept) == 0 {
+		return nil, fmt.Errorf("resume %s: %w: the run stopped before its first checkpoint; start it again with iterbin run", dir, errCheckpointMissing)
 	}
 	be, err := OpenRunBackend(cfg)
 	if err != nil {
@@ -225,8 +231,10 @@ func trainRun(ctx context.Context, s *session, dir string, first int, partial *e
 	for e := first; e < s.epochs; e++ {
 		resume := partial
 		partial = nil
-		m, err := s.runEpoch(ctx, e, resume, func(st epochState) error {
-			if every > 0 && s.opt.Steps%every == 0 {
+		m, err := s.runEpoch(ctx, e, resume, func(step stepInfo) error {
+			// The last batch's state is saved by the epoch-end checkpoint.
+			if every > 0 && s.opt.Steps%every == 0 && !step.last {
+				st := step.state()
 				if err := save(e, &st); err != nil {
 					return err
 				}
@@ -343,6 +351,9 @@ func printHeader(w io.Writer, dir string, cfg *Config, info RunInfo) {
 func describeAugment(a loaders.Augmentation) string {
 	if !a.On() {
 		return "none"
+	}
+	if a.Random {
+		return "RandomResizedCrop (scale 0.08-1, aspect 3/4-4/3) and horizontal flip (training only)"
 	}
 	return fmt.Sprintf("random crop with %d-pixel zero padding, horizontal flip %v (training only)", a.CropPad, a.Flip)
 }

@@ -42,6 +42,8 @@ type session struct {
 	// latentHost is a download buffer.
 	prevSign   [][]bool
 	latentHost []float32
+	// startSigns caches prevSign packed, for the epoch's checkpoints.
+	startSigns [][]byte
 }
 
 // buildModel builds the configured architecture with the run's seed, with
@@ -196,8 +198,12 @@ type interrupted struct {
 func (e *interrupted) Error() string { return fmt.Sprintf("epoch %d interrupted: %v", e.epoch, e.err) }
 func (e *interrupted) Unwrap() error { return e.err }
 
-// packedStartSigns packs the signs the current epoch started from.
+// packedStartSigns packs the signs the current epoch started from (once an
+// epoch).
 func (s *session) packedStartSigns() [][]byte {
+	if s.startSigns != nil {
+		return s.startSigns
+	}
 	out := make([][]byte, len(s.prevSign))
 	for i, neg := range s.prevSign {
 		w := make([]float32, len(neg))
@@ -208,13 +214,21 @@ func (s *session) packedStartSigns() [][]byte {
 		}
 		out[i] = models.PackSigns(w)
 	}
+	s.startSigns = out
 	return out
+}
+
+// stepInfo is passed to runEpoch's onStep after every step; state builds
+// the epoch's position (for a checkpoint) only when asked.
+type stepInfo struct {
+	last  bool // the epoch's last batch
+	state func() epochState
 }
 
 // runEpoch trains epoch e (from resume's position when not nil) and
 // evaluates; it returns the epoch's metrics. onStep, if set, is called
-// after every step with the epoch's position.
-func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onStep func(epochState) error) (EpochMetrics, error) {
+// after every step.
+func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onStep func(stepInfo) error) (EpochMetrics, error) {
 	binary := s.sched.BinaryAt(e)
 	set := map[string]bool{}
 	for _, name := range binary {
@@ -248,6 +262,7 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 	if s.prevSign == nil {
 		s.layerStats(nil) // the signs the epoch starts from
 	}
+	s.startSigns = nil
 	start := time.Now()
 	order := loaders.EpochOrder(train.N, s.cfg.Run.Seed, e)
 	feed := s.startFeed(e, order, first)
@@ -277,8 +292,10 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		if s.progress.due() {
 			s.progress.step(e, s.epochs, done, train.N, float64(s.sumsHost[0])/float64(done), time.Since(start))
 		}
-		if onStep != nil && b+1 < batches {
-			if err := onStep(s.position(b+1, done, before+time.Since(start).Seconds())); err != nil {
+		if onStep != nil {
+			next, samples, elapsed := b+1, done, before+time.Since(start).Seconds()
+			info := stepInfo{last: next == batches, state: func() epochState { return s.position(next, samples, elapsed) }}
+			if err := onStep(info); err != nil {
 				return EpochMetrics{}, err
 			}
 		}
@@ -307,6 +324,11 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 	if s.evalTest {
 		if m.TestLoss, m.TestAcc, m.TestTop5, err = s.evaluate(&s.data.Test); err != nil {
 			return m, err
+		}
+	}
+	for name, v := range map[string]float64{"validation": m.ValLoss, "test": m.TestLoss} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return m, fmt.Errorf("epoch %d: the %s loss is %v: the model diverged (lower train.lr)", e, name, v)
 		}
 	}
 	m.Seconds = time.Since(start).Seconds()
