@@ -45,43 +45,17 @@ type BenchResult struct {
 // backward, optimizer, binarization) of a model on synthetic data, in
 // "float" mode or "binary" (every layer binary).
 func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResult, error) {
-	cfg := Default()
-	cfg.Run.Device = device
-	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
-	if m.Channels == 3 {
-		cfg.Data.Dataset = "cifar10"
-	}
-	cfg.Binarize.Mode = mode
-	cfg.Train.BatchSize, cfg.Train.TestBatchSize = m.Batch, m.Batch
-	if m.SGD {
-		cfg.Train.Optimizer, cfg.Train.Momentum, cfg.Train.WeightDecay = "sgd", 0.9, 1e-4
-	}
-	be, err := OpenBackend(device)
-	if err != nil {
-		return BenchResult{}, err
-	}
-	defer be.Close()
 	const batches = 4
 	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, 10, 1)
 	if m.Channels == 3 {
 		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
 	}
-	layers, err := binarizableLayers(&cfg)
+	s, err := benchSession(m, mode, device, data, 0.001)
 	if err != nil {
 		return BenchResult{}, err
 	}
-	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
-	if err != nil {
-		return BenchResult{}, err
-	}
-	defer s.free()
-	set := map[string]bool{}
-	for _, l := range s.sched.BinaryAt(0) {
-		set[l] = true
-	}
-	if err := s.model.SetBinary(set); err != nil {
-		return BenchResult{}, err
-	}
+	defer s.close()
+	be := s.be
 	order := loaders.EpochOrder(data.Train.N, 1, 0)
 	hb := s.hostBatches[0]
 	step := func(i int) {
@@ -116,40 +90,13 @@ func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResul
 // device and returns each step's mean training loss: the same sequence on
 // every backend, up to rounding, which the CUDA parity tests compare.
 func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error) {
-	cfg := Default()
-	cfg.Run.Device = device
-	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
-	if m.Channels == 3 {
-		cfg.Data.Dataset = "cifar10"
-	}
-	cfg.Binarize.Mode = mode
-	cfg.Train.BatchSize, cfg.Train.TestBatchSize = m.Batch, m.Batch
-	cfg.Train.LR = 0.01
-	if m.SGD {
-		cfg.Train.Optimizer, cfg.Train.Momentum, cfg.Train.WeightDecay = "sgd", 0.9, 1e-4
-	}
-	be, err := OpenBackend(device)
-	if err != nil {
-		return nil, err
-	}
-	defer be.Close()
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, 10, 2)
-	layers, err := binarizableLayers(&cfg)
+	s, err := benchSession(m, mode, device, data, 0.01)
 	if err != nil {
 		return nil, err
 	}
-	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer s.free()
-	set := map[string]bool{}
-	for _, l := range s.sched.BinaryAt(0) {
-		set[l] = true
-	}
-	if err := s.model.SetBinary(set); err != nil {
-		return nil, err
-	}
+	defer s.close()
+	be, cfg := s.be, s.cfg
 	hb := s.hostBatches[0]
 	idx := make([]int, m.Batch)
 	var losses []float64
@@ -167,4 +114,43 @@ func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error)
 		losses = append(losses, float64(s.sumsHost[0])/float64(m.Batch))
 	}
 	return losses, nil
+}
+
+// benchSession builds a session of a benchmark model on device with every
+// layer binary in "binary" mode; close releases it and its backend.
+func benchSession(m BenchModel, mode, device string, data *loaders.Dataset, lr float64) (*session, error) {
+	cfg := Default()
+	cfg.Run.Device = device
+	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
+	if m.Channels == 3 {
+		cfg.Data.Dataset = "cifar10"
+	}
+	cfg.Binarize.Mode = mode
+	cfg.Train.BatchSize, cfg.Train.TestBatchSize = m.Batch, m.Batch
+	cfg.Train.LR = lr
+	if m.SGD {
+		cfg.Train.Optimizer, cfg.Train.Momentum, cfg.Train.WeightDecay = "sgd", 0.9, 1e-4
+	}
+	layers, err := binarizableLayers(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	be, err := OpenBackend(device)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, l := range s.sched.BinaryAt(0) {
+		set[l] = true
+	}
+	if err := s.model.SetBinary(set); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
 }

@@ -155,6 +155,12 @@ func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Sc
 	return s, nil
 }
 
+// close frees the session and closes its backend.
+func (s *session) close() {
+	s.free()
+	s.be.Close()
+}
+
 func (s *session) free() {
 	s.model.Free()
 	s.opt.Free()
