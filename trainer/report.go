@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -206,8 +207,9 @@ func AccuracyPlot(runs []*RunReport, path string) error {
 	p.Title.Text = "Test accuracy per epoch (markers: a layer becomes binary)"
 	p.X.Label.Text = "epoch"
 	p.Y.Label.Text = "test accuracy (%)"
-	p.Legend.Top = false
-	p.Legend.Left = false
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(10), -vg.Points(6)
 	for i, r := range runs {
 		pts := make(plotter.XYs, len(r.History))
 		for j, m := range r.History {
@@ -251,21 +253,26 @@ func AccuracyPlot(runs []*RunReport, path string) error {
 // in forward order.
 func SensitivityPlot(r *Ranking, path string) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Sensitivity: best validation accuracy with only that layer binary (%d epochs)", r.Epochs)
+	p.Title.Text = fmt.Sprintf("Sensitivity pre-training (%d epochs, one layer binary)", r.Epochs)
 	p.Y.Label.Text = "best validation accuracy (%)"
 	values := make(plotter.Values, len(r.Layers))
 	names := make([]string, len(r.Layers))
+	lowest, highest := math.Inf(1), math.Inf(-1)
 	for i, l := range r.Layers {
 		values[i], names[i] = 100*l.BestValAcc, l.Layer
+		lowest, highest = math.Min(lowest, values[i]), math.Max(highest, values[i])
 	}
-	bars, err := plotter.NewBarChart(values, vg.Points(18))
+	bars, err := plotter.NewBarChart(values, vg.Points(36))
 	if err != nil {
 		return err
 	}
 	bars.Color = plotutil.Color(0)
 	p.Add(bars)
 	p.NominalX(names...)
-	width := vg.Length(max(6, len(names))) * vg.Inch / 2
+	// Zoom on the differences: the axis starts a little below the lowest bar.
+	p.Y.Min = math.Max(0, lowest-math.Max(1, (highest-lowest)/2))
+	p.Y.Max = highest + math.Max(0.2, (highest-lowest)/10)
+	width := vg.Length(max(8, len(names))) * vg.Inch * 3 / 4
 	return p.Save(width, 4*vg.Inch, path)
 }
 
