@@ -109,6 +109,90 @@ func (b *Backend[T]) convArgs(op string, s backend.ConvShape, names [3]string, t
 	return true, out
 }
 
+// implicitOK says whether a float32 convolution runs without im2col: stride
+// 1, square kernel, padding at most the kernel size less one.
+func implicitOK(s backend.ConvShape) bool {
+	return s.Stride == 1 && s.KH == s.KW && s.Pad <= s.KH-1 && !pointwise(s)
+}
+
+// implicitConv computes one sample y (cout×OH×OW) of a stride-1
+// convolution of x (cin×h×w, zero-padded by pad) with weights prepacked in
+// a (cout × cin·k·k), without building columns: the worker copies the
+// sample into a padded buffer of rows wp = w+2·pad wide, and the
+// micro-kernel reads row (c, kh, kw) of the column matrix straight from
+// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time
+// (positions run over padded rows; the k−1 extra columns of each row are
+// computed and dropped). The sum runs over the same k order as im2col.
+func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
+	hp, wp := h+2*pad, w+2*pad
+	oh, ow := hp-k+1, wp-k+1
+	kk := cin * k * k
+	positions := oh * wp
+	tiles := (positions + nr - 1) / nr
+	need := cin*hp*wp + k + nr*2
+	if cap(ws.pad) < need {
+		ws.pad = make([]float32, need)
+	}
+	xp := ws.pad[:need]
+	clear(xp)
+	for c := 0; c < cin; c++ {
+		for r := 0; r < h; r++ {
+			copy(xp[(c*hp+r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
+		}
+	}
+	if cap(ws.offs) < kk {
+		ws.offs = make([]int64, kk)
+	}
+	offs := ws.offs[:kk]
+	for c := 0; c < cin; c++ {
+		for i := 0; i < k; i++ {
+			for j := 0; j < k; j++ {
+				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
+			}
+		}
+	}
+	tile := ws.gemm.tile
+	var acc [mr * nr]float32
+	var dstIdx [nr]int // where each position of the tile goes in an output plane, or −1
+	for t := 0; t < tiles; t++ {
+		j0 := t * nr
+		for c := range dstIdx {
+			r, col := (j0+c)/wp, (j0+c)%wp
+			dstIdx[c] = -1
+			if r < oh && col < ow {
+				dstIdx[c] = r*ow + col
+			}
+		}
+		for r0 := 0; r0 < cout; r0 += mr {
+			out := acc[:]
+			if kk <= kc {
+				out = tile // one block: the kernel's tile is the sum
+			} else {
+				clear(acc[:])
+			}
+			for pc := 0; pc < kk; pc += kc {
+				kLen := min(kc, kk-pc)
+				b.offsetsKernel(kLen, a.packed[pc*a.mPad+r0*kLen:][:mr*kLen], xp[j0:], offs[pc:pc+kLen], tile)
+				if kk > kc {
+					for i, v := range tile {
+						acc[i] += v
+					}
+				}
+			}
+			rows := min(mr, cout-r0)
+			for i := 0; i < rows; i++ {
+				dst := y[(r0+i)*oh*ow:][:oh*ow]
+				src := out[i*nr : i*nr+nr]
+				for c, d := range dstIdx {
+					if d >= 0 {
+						dst[d] = src[c]
+					}
+				}
+			}
+		}
+	}
+}
+
 // Conv2DForward computes y = conv(x, w), y[n] = W·cols(x[n]); samples
 // are shared between the workers.
 func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
@@ -129,6 +213,10 @@ func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi
 	s := t.s
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
+		if t.packedW.packed != nil && implicitOK(s) {
+			b.implicitConv(ws, t.packedW, s.OC, any(t.in[n*in:(n+1)*in]).([]float32), s.C, s.H, s.W, s.KH, s.Pad, any(t.out[n*out:(n+1)*out]).([]float32))
+			continue
+		}
 		cols := t.in[n*in : (n+1)*in]
 		if !pointwise(s) {
 			cols = ws.columns(k * p)
@@ -152,7 +240,27 @@ func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.C
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
 	if w, ok := any(v[2]).([]float32); ok {
-		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k, trans: true}, k, s.OC, 1)
+		if implicitOK(s) {
+			// dx is the stride-1 convolution of dy, padded by k−1−pad, with
+			// W′[c][o][i][j] = W[o][c][k−1−i][k−1−j].
+			kk := s.KH
+			if cap(b.flippedW) < len(w) {
+				b.flippedW = make([]float32, len(w))
+			}
+			fw := b.flippedW[:len(w)]
+			for o := 0; o < s.OC; o++ {
+				for c := 0; c < s.C; c++ {
+					for i := 0; i < kk; i++ {
+						for j := 0; j < kk; j++ {
+							fw[((c*s.OC+o)*kk+i)*kk+j] = w[((o*s.C+c)*kk+kk-1-i)*kk+kk-1-j]
+						}
+					}
+				}
+			}
+			t.packedW = prepackA(b.packedW, matrix{data: fw, ld: s.OC * kk * kk}, s.C, s.OC*kk*kk, 1)
+		} else {
+			t.packedW = prepackA(b.packedW, matrix{data: w, ld: k, trans: true}, k, s.OC, 1)
+		}
 		b.packedW = t.packedW.packed
 	}
 	b.pool.run(b, task[T]{kind: taskConvBackwardData, cv: t}, s.N)
@@ -163,6 +271,10 @@ func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], l
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
 		dx, dy := t.out[n*in:(n+1)*in], t.in[n*out:(n+1)*out]
+		if t.packedW.packed != nil && implicitOK(s) {
+			b.implicitConv(ws, t.packedW, s.C, any(dy).([]float32), s.OC, s.OutH(), s.OutW(), s.KH, s.KH-1-s.Pad, any(dx).([]float32))
+			continue
+		}
 		dst := dx
 		if !pointwise(s) {
 			dst = ws.columns(k * p)

@@ -30,8 +30,12 @@ type Backend[T Float] struct {
 	// kernel is the float32 GEMM micro-kernel, kernelName says which.
 	kernel     func(k int, a, b, out []float32)
 	kernelName string
-	// packedW holds a convolution's prepacked weights during the op.
-	packedW []float32
+	// packedW holds a convolution's prepacked weights during the op,
+	// flippedW its flipped, transposed weights (backward data).
+	packedW, flippedW []float32
+	// offsetsKernel is the implicit-B micro-kernel of stride-1
+	// convolutions.
+	offsetsKernel func(k int, a, b []float32, offs []int64, out []float32)
 }
 
 // tensor is the CPU backend's handle: a plain slice.
@@ -56,10 +60,11 @@ func NewWithOptions(workers int, simd bool) *Backend[float32] {
 func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPROCS(0), false) }
 
 func newBackend[T Float](workers int, simd bool) *Backend[T] {
-	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go"}
+	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go", offsetsKernel: kernelOffsetsGo}
 	if simd {
 		if k, name := simdKernel(); k != nil {
 			b.kernel, b.kernelName = k, name
+			b.offsetsKernel = simdOffsetsKernel()
 		}
 	}
 	return b

@@ -34,6 +34,23 @@ func kernelGo(k int, a, b, out []float32) {
 	copy(out, acc[:])
 }
 
+// kernelOffsetsGo is the portable implicit-B micro-kernel: row p of B is
+// b[offs[p]:offs[p]+nr].
+func kernelOffsetsGo(k int, a, b []float32, offs []int64, out []float32) {
+	var acc [mr * nr]float32
+	for p := 0; p < k; p++ {
+		ap := a[p*mr : p*mr+mr]
+		bp := b[offs[p] : offs[p]+nr]
+		for i, av := range ap {
+			row := acc[i*nr : i*nr+nr]
+			for j, bv := range bp {
+				row[j] += av * bv
+			}
+		}
+	}
+	copy(out, acc[:])
+}
+
 // gemmScratch holds one worker's packing buffers.
 type gemmScratch struct {
 	packA []float32 // mc × kc

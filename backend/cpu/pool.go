@@ -82,6 +82,10 @@ type convTask[T Float] struct {
 type workerScratch[T Float] struct {
 	gemm *gemmScratch
 	cols []T
+	// pad and offs serve implicit (stride-1) convolutions: a zero-padded
+	// sample and the offsets of the weights' rows in it.
+	pad  []float32
+	offs []int64
 }
 
 func (s *workerScratch[T]) columns(n int) []T {
