@@ -61,9 +61,10 @@ test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
 	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \
 	else echo "SKIP test-cuda: no NVIDIA GPU (nvidia-smi lists none); gorgonia.org/cu exits at start-up without one, so the cuda test binary cannot run here"; fi
 
-gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU machine (../shared/gpu)
+gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU machine (../shared/gpu), with scripts/gpu-suite.sh
 	../shared/gpu/gpu-bundle.sh -tags cuda -t ./cuda/
 	../shared/gpu/gpu-bundle.sh -tags cuda ./cmd/iterbin
+	cp scripts/gpu-suite.sh ../shared/anchors/torch_anchor.py .gpubundle/
 
 clean:
 	rm -rf bin

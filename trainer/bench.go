@@ -18,6 +18,7 @@ type BenchModel struct {
 	Side     int
 	Batch    int
 	SGD      bool
+	Dataset  string // for the input shape; "" means MNIST's or CIFAR-10's by channels
 }
 
 // BenchModels lists the models `iterbin bench` knows.
@@ -27,7 +28,15 @@ func BenchModels() []BenchModel {
 		{Name: "mlp784", Arch: "mlp", Hidden: []int{784, 784}, Channels: 1, Side: 28, Batch: 100},
 		{Name: "vgg5", Arch: "vgg5", Channels: 3, Side: 32, Batch: 100},
 		{Name: "resnet20", Arch: "resnet20", Channels: 3, Side: 32, Batch: 128, SGD: true},
+		{Name: "resnet18", Arch: "resnet18", Channels: 3, Side: 224, Batch: 256, SGD: true, Dataset: "imagenet"},
 	}
+}
+
+func (m BenchModel) classes() int {
+	if m.Dataset == "imagenet" {
+		return 1000
+	}
+	return 10
 }
 
 // BenchResult is the throughput of training steps of one model and mode.
@@ -46,7 +55,7 @@ type BenchResult struct {
 // "float" mode or "binary" (every layer binary).
 func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResult, error) {
 	const batches = 4
-	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, 10, 1)
+	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, m.classes(), 1)
 	if m.Channels == 3 {
 		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
 	}
@@ -90,7 +99,7 @@ func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResul
 // device and returns each step's mean training loss: the same sequence on
 // every backend, up to rounding, which the CUDA parity tests compare.
 func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error) {
-	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, 10, 2)
+	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
 	s, err := benchSession(m, mode, device, data, 0.01)
 	if err != nil {
 		return nil, err
@@ -122,7 +131,10 @@ func benchSession(m BenchModel, mode, device string, data *loaders.Dataset, lr f
 	cfg := Default()
 	cfg.Run.Device = device
 	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
-	if m.Channels == 3 {
+	switch {
+	case m.Dataset != "":
+		cfg.Data.Dataset, cfg.Data.ImageSize = m.Dataset, m.Side
+	case m.Channels == 3:
 		cfg.Data.Dataset = "cifar10"
 	}
 	cfg.Binarize.Mode = mode

@@ -35,11 +35,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("iterbin bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	device := fs.String("device", "cpu", "device to benchmark")
-	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated")
+	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
 	steps := fs.Int("steps", 20, "timed steps per model and mode")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
+	python := fs.String("python", "", "the python3 with torch to run the anchor (default: the first of python3, /usr/bin/python3, /opt/torch/.venv/bin/python3 that imports torch)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, name := range strings.Split(*modelList, ",") {
 		m, ok := known[name]
 		if !ok {
-			return fmt.Errorf("bench: unknown model %q (use mlp300, mlp784, vgg5, resnet20)", name)
+			return fmt.Errorf("bench: unknown model %q (use mlp300, mlp784, vgg5, resnet20, resnet18)", name)
 		}
 		models = append(models, m)
 	}
@@ -78,7 +79,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	torch := map[string]anchorResult{}
 	torchNote := "PyTorch: not measured (pass --anchor PATH/torch_anchor.py with a python3 that has torch)"
 	if *anchor != "" {
-		rs, note, err := runAnchor(ctx, *anchor, *device, models, modes, *steps, *warmup, stderr)
+		rs, note, err := runAnchor(ctx, *python, *anchor, *device, models, modes, *steps, *warmup, stderr)
 		if err != nil {
 			torchNote = "PyTorch: not measured: " + err.Error()
 		} else {
@@ -105,10 +106,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // runAnchor runs the PyTorch anchor script for the models it knows, with
 // Debian's pthread OpenBLAS first on the loader path for that command only.
-func runAnchor(ctx context.Context, script, device string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
-	python, err := pythonWithTorch(ctx)
-	if err != nil {
-		return nil, "", err
+func runAnchor(ctx context.Context, python, script, device string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
+	if python == "" {
+		var err error
+		if python, err = pythonWithTorch(ctx); err != nil {
+			return nil, "", err
+		}
 	}
 	var names []string
 	for _, m := range models {
@@ -116,7 +119,11 @@ func runAnchor(ctx context.Context, script, device string, models []trainer.Benc
 			names = append(names, m.Name)
 		}
 	}
-	cmd := exec.CommandContext(ctx, python, script, "--device", device, "--models", strings.Join(names, ","),
+	torchDevice := device
+	if strings.HasPrefix(device, "cuda") {
+		torchDevice = "cuda" // the anchor script takes a torch device type
+	}
+	cmd := exec.CommandContext(ctx, python, script, "--device", torchDevice, "--models", strings.Join(names, ","),
 		"--precisions", "fp32", "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup))
 	// The same thread count as iterbin's workers (Debian's torch would
 	// otherwise pick one intra-op thread here).
@@ -148,7 +155,7 @@ func runAnchor(ctx context.Context, script, device string, models []trainer.Benc
 
 // pythonWithTorch finds a python3 that imports torch.
 func pythonWithTorch(ctx context.Context) (string, error) {
-	for _, p := range []string{"python3", "/usr/bin/python3"} {
+	for _, p := range []string{"python3", "/usr/bin/python3", "/opt/torch/.venv/bin/python3"} {
 		if exec.CommandContext(ctx, p, "-c", "import torch").Run() == nil {
 			return p, nil
 		}
