@@ -306,8 +306,73 @@ func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend
 	b.pool.run(b, task[T]{kind: taskConvBackwardFilter, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.C)
 }
 
+// implicitFilterGrad computes the block of dw for input channels [c0, c1)
+// of a stride-1 convolution without im2col: dwᵀ[k, o] = Σ_n Σ_j
+// xpad_n[offs[k] + j]·dypad_n[o][j] over positions j of padded rows (dy
+// is zero at the dropped columns), one GEMM per sample accumulating in
+// sample order into the worker's k×OC block, then transposed into dw.
+func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShape, dw, dy, x []float32, c0, c1 int) {
+	k, pad := s.KH, s.Pad
+	hp, wp := s.H+2*pad, s.W+2*pad
+	oh, ow := s.OutH(), s.OutW()
+	positions := oh * wp
+	cin := c1 - c0
+	rows := cin * k * k
+	in, out := s.C*s.H*s.W, s.OC*oh*ow
+	need := cin*hp*wp + k + nr*2
+	if cap(ws.pad) < need {
+		ws.pad = make([]float32, need)
+	}
+	xp := ws.pad[:need]
+	if cap(ws.offs) < rows {
+		ws.offs = make([]int64, rows)
+	}
+	offs := ws.offs[:rows]
+	for c := 0; c < cin; c++ {
+		for i := 0; i < k; i++ {
+			for j := 0; j < k; j++ {
+				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
+			}
+		}
+	}
+	dyp := ws.matrixBuf(s.OC * positions)
+	acc := ws.columnsF32(rows * s.OC)
+	for n := 0; n < s.N; n++ {
+		clear(xp)
+		xs := x[n*in : (n+1)*in]
+		for c := c0; c < c1; c++ {
+			for r := 0; r < s.H; r++ {
+				copy(xp[((c-c0)*hp+r+pad)*wp+pad:][:s.W], xs[(c*s.H+r)*s.W:][:s.W])
+			}
+		}
+		clear(dyp)
+		ds := dy[n*out : (n+1)*out]
+		for o := 0; o < s.OC; o++ {
+			for r := 0; r < oh; r++ {
+				copy(dyp[o*positions+r*wp:][:ow], ds[(o*oh+r)*ow:][:ow])
+			}
+		}
+		beta := float32(1)
+		if n == 0 {
+			beta = 0
+		}
+		b.sgemmSerial(ws.gemm, matrix{data: xp, rowOffs: offs}, matrix{data: dyp, ld: positions, trans: true}, positions, 1, beta, acc, s.OC, 0, rows, 0, s.OC)
+	}
+	kk := s.C * k * k
+	k0 := c0 * k * k
+	for r := 0; r < rows; r++ {
+		for o := 0; o < s.OC; o++ {
+			dw[o*kk+k0+r] = acc[r*s.OC+o]
+		}
+	}
+}
+
 func (b *Backend[T]) convBackwardFilterPart(ws *workerScratch[T], t convTask[T], c0, c1 int) {
 	s := t.s
+	if dw, ok := any(t.out).([]float32); ok && implicitOK(s) && s.N > 0 {
+		b.implicitFilterGrad(ws, s, dw, any(t.in).([]float32), any(t.w).([]float32), c0, c1)
+		return
+	}
 	in, out, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.OutH()*s.OutW()
 	k := s.C * s.KH * s.KW
 	k0, rows := c0*s.KH*s.KW, (c1-c0)*s.KH*s.KW

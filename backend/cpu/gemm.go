@@ -72,6 +72,17 @@ type matrix struct {
 	trans  bool
 	packed []float32
 	mPad   int
+	// rowOffs, when set (untransposed A only), places row i at
+	// data[rowOffs[i]:] instead of data[i·ld:]: an implicit matrix whose
+	// rows overlap (shifted rows of a padded image).
+	rowOffs []int64
+}
+
+func (m matrix) row(i int) int {
+	if m.rowOffs != nil {
+		return int(m.rowOffs[i])
+	}
+	return i * m.ld
 }
 
 // prepackA packs all of op(A) (m×k) once, scaled by alpha, into dst (grown
@@ -115,7 +126,7 @@ func packA(dst []float32, a matrix, i0, rows, p0, kLen int, alpha float32) {
 				}
 				continue
 			}
-			for p, v := range a.data[(i0+r0+r)*a.ld+p0:][:kLen] {
+			for p, v := range a.data[a.row(i0+r0+r)+p0:][:kLen] {
 				panel[p*mr+r] = alpha * v
 			}
 		}

@@ -86,6 +86,23 @@ type workerScratch[T Float] struct {
 	// sample and the offsets of the weights' rows in it.
 	pad  []float32
 	offs []int64
+	// f32a and f32b are float32 work matrices of implicit filter
+	// gradients.
+	f32a, f32b []float32
+}
+
+func (s *workerScratch[T]) matrixBuf(n int) []float32 {
+	if cap(s.f32a) < n {
+		s.f32a = make([]float32, n)
+	}
+	return s.f32a[:n]
+}
+
+func (s *workerScratch[T]) columnsF32(n int) []float32 {
+	if cap(s.f32b) < n {
+		s.f32b = make([]float32, n)
+	}
+	return s.f32b[:n]
 }
 
 func (s *workerScratch[T]) columns(n int) []T {
