@@ -115,6 +115,41 @@ func implicitOK(s backend.ConvShape) bool {
 	return s.Stride == 1 && s.KH == s.KW && s.Pad <= s.KH-1 && !pointwise(s)
 }
 
+// padded returns the worker's buffer for cin zero-padded hp×wp planes
+// (with slack for the last tile's reads) and the offsets of the rows
+// (c, kh, kw) of the implicit column matrix in it.
+func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
+	need := cin*hp*wp + k + nr*2
+	if cap(s.pad) < need {
+		s.pad = make([]float32, need)
+	}
+	rows := cin * k * k
+	if cap(s.offs) < rows {
+		s.offs = make([]int64, rows)
+	}
+	offs := s.offs[:rows]
+	for c := 0; c < cin; c++ {
+		for i := 0; i < k; i++ {
+			for j := 0; j < k; j++ {
+				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
+			}
+		}
+	}
+	return s.pad[:need], offs
+}
+
+// padChannels zero-fills xp and copies channels [c0, c1) of the h×w sample
+// x into it, padded by pad on every side.
+func padChannels(xp, x []float32, c0, c1, h, w, pad int) {
+	clear(xp)
+	hp, wp := h+2*pad, w+2*pad
+	for c := c0; c < c1; c++ {
+		for r := 0; r < h; r++ {
+			copy(xp[((c-c0)*hp+r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
+		}
+	}
+}
+
 // implicitConv computes one sample y (cout×OH×OW) of a stride-1
 // convolution of x (cin×h×w, zero-padded by pad) with weights prepacked in
 // a (cout × cin·k·k), without building columns: the worker copies the
@@ -129,28 +164,8 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 	kk := cin * k * k
 	positions := oh * wp
 	tiles := (positions + nr - 1) / nr
-	need := cin*hp*wp + k + nr*2
-	if cap(ws.pad) < need {
-		ws.pad = make([]float32, need)
-	}
-	xp := ws.pad[:need]
-	clear(xp)
-	for c := 0; c < cin; c++ {
-		for r := 0; r < h; r++ {
-			copy(xp[(c*hp+r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
-		}
-	}
-	if cap(ws.offs) < kk {
-		ws.offs = make([]int64, kk)
-	}
-	offs := ws.offs[:kk]
-	for c := 0; c < cin; c++ {
-		for i := 0; i < k; i++ {
-			for j := 0; j < k; j++ {
-				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
-			}
-		}
-	}
+	xp, offs := ws.padded(cin, hp, wp, k)
+	padChannels(xp, x, 0, cin, h, w, pad)
 	tile := ws.gemm.tile
 	var acc [mr * nr]float32
 	var dstIdx [nr]int // where each position of the tile goes in an output plane, or −1
@@ -319,32 +334,11 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 	cin := c1 - c0
 	rows := cin * k * k
 	in, out := s.C*s.H*s.W, s.OC*oh*ow
-	need := cin*hp*wp + k + nr*2
-	if cap(ws.pad) < need {
-		ws.pad = make([]float32, need)
-	}
-	xp := ws.pad[:need]
-	if cap(ws.offs) < rows {
-		ws.offs = make([]int64, rows)
-	}
-	offs := ws.offs[:rows]
-	for c := 0; c < cin; c++ {
-		for i := 0; i < k; i++ {
-			for j := 0; j < k; j++ {
-				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
-			}
-		}
-	}
+	xp, offs := ws.padded(cin, hp, wp, k)
 	dyp := ws.matrixBuf(s.OC * positions)
 	acc := ws.columnsF32(rows * s.OC)
 	for n := 0; n < s.N; n++ {
-		clear(xp)
-		xs := x[n*in : (n+1)*in]
-		for c := c0; c < c1; c++ {
-			for r := 0; r < s.H; r++ {
-				copy(xp[((c-c0)*hp+r+pad)*wp+pad:][:s.W], xs[(c*s.H+r)*s.W:][:s.W])
-			}
-		}
+		padChannels(xp, x[n*in:(n+1)*in], c0, c1, s.H, s.W, pad)
 		clear(dyp)
 		ds := dy[n*out : (n+1)*out]
 		for o := 0; o < s.OC; o++ {
