@@ -15,6 +15,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/*
 RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-amd64.tar.gz" | tar -C /usr/local -xz
 ENV PATH=/usr/local/go/bin:$PATH \
+    CGO_CFLAGS=-I/usr/local/cuda/include \
     CGO_LDFLAGS=-L/usr/local/cuda/lib64/stubs
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -238,8 +238,8 @@ func TestOpParityWithCPU(t *testing.T) {
 		for o := range want {
 			for i := range want[o] {
 				e := math.Abs(float64(got[o][i])-float64(want[o][i])) / (1 + math.Abs(float64(want[o][i])))
-				if math.IsNaN(float64(got[o][i])) {
-					e = math.Inf(1)
+				if math.IsNaN(e) || math.IsNaN(float64(got[o][i])) {
+					e = math.Inf(1) // a NaN on either side, or ∞ − ∞, is a failure
 				}
 				worst = math.Max(worst, e)
 			}
@@ -254,6 +254,22 @@ func TestOpParityWithCPU(t *testing.T) {
 	t.Log(table.String())
 	if failed > 0 {
 		t.Fatalf("%d ops differ from the CPU backend beyond their tolerance", failed)
+	}
+}
+
+// A label that is not a class is reported by Sync, as the CPU backend
+// reports it from the op.
+func TestBadLabelIsReported(t *testing.T) {
+	gpu, err := cuda.New(0, cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Close()
+	logp, labels, sums := gpu.Alloc(30), gpu.Alloc(3), gpu.Alloc(3)
+	gpu.Upload(labels, []float32{1, 12, 2})
+	gpu.NLLLoss(sums, logp, labels, 3, 10)
+	if err := gpu.Sync(); err == nil || !strings.Contains(err.Error(), "not a class") {
+		t.Fatalf("Sync after a bad label: %v", err)
 	}
 }
 
