@@ -147,3 +147,25 @@ func TestSensitivityFingerprintIgnoresOrderAndBudget(t *testing.T) {
 		t.Error("the learning rate did not change the fingerprint")
 	}
 }
+
+func TestProgressPlainLinesOffTerminal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := NewProgress(f)
+	if p.terminal || p.due() {
+		t.Fatal("a file got a terminal bar, or a line before a minute passed")
+	}
+	p.last = p.last.Add(-2 * p.every)
+	if !p.due() {
+		t.Fatal("no line after a minute")
+	}
+	p.step(3, 10, 500, 1000, 0.25, 10*1e9)
+	p.clear()
+	data, _ := os.ReadFile(f.Name())
+	if got := string(data); !strings.Contains(got, "epoch 3/10: 500/1000 images (50%), loss 0.2500, 50 img/s, eta 10s\n") {
+		t.Errorf("progress line %q", got)
+	}
+}
