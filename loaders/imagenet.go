@@ -218,12 +218,10 @@ func (s subset) Path(i int) string { return s.src.Path(s.idx[i]) }
 type Skips struct {
 	mu       sync.Mutex
 	reported map[string]bool
-	count    atomic.Int64
 	Log      io.Writer
 }
 
 func (s *Skips) record(path string, err error) {
-	s.count.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.reported == nil {
@@ -236,9 +234,6 @@ func (s *Skips) record(path string, err error) {
 		}
 	}
 }
-
-// Count is the number of samples skipped so far (each time one is met).
-func (s *Skips) Count() int64 { return s.count.Load() }
 
 // Paths is the number of distinct unreadable files met.
 func (s *Skips) Paths() int {

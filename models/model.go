@@ -24,9 +24,6 @@ type Model struct {
 // Layers returns the layers in forward order.
 func (m *Model) Layers() []Layer { return m.layers }
 
-// Backend returns the backend the model's tensors live on.
-func (m *Model) Backend() backend.Backend { return m.be }
-
 // Composite is a layer made of sublayers (a residual block).
 type Composite interface {
 	Sublayers() []Layer

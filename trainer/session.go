@@ -119,16 +119,6 @@ func Describe(cfg *Config) ([]LayerInfo, error) {
 	return out, nil
 }
 
-// LayerNames returns the names of a model's binarizable layers in forward
-// order.
-func LayerNames(m *models.Model) []string {
-	var names []string
-	for _, l := range m.Binarizable() {
-		names = append(names, l.Name())
-	}
-	return names
-}
-
 func newSession(cfg *Config, be backend.Backend, data *loaders.Dataset, sched Schedule, epochs int, lrSched ScheduleConfig, evalTest bool, progress *Progress) (*session, error) {
 	model, err := buildModel(cfg, be, max(cfg.Train.BatchSize, cfg.Train.TestBatchSize))
 	if err != nil {
