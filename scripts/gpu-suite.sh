@@ -11,5 +11,9 @@ set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
 bash $B/run.sh cuda.test -test.v -test.count=1
-bash $B/run.sh iterbin bench --device cuda --models mlp300,vgg5,resnet20,resnet18 --steps 30 --warmup 5 \
-    --anchor "$B/torch_anchor.py"
+for precision in fp32 tf32; do
+  bash $B/run.sh iterbin bench --device cuda --precision $precision --models mlp300,vgg5,resnet20,resnet18 \
+      --steps 30 --warmup 5 --anchor "$B/torch_anchor.py"
+  # run.sh names its log after the binary: keep each precision's.
+  [ -n "${OUT:-}" ] && [ -f "$OUT/iterbin.log" ] && mv "$OUT/iterbin.log" "$OUT/iterbin-bench-$precision.log"
+done

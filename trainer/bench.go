@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"time"
 
+	"iterbin/cuda"
 	"iterbin/loaders"
 )
 
@@ -43,6 +44,7 @@ func (m BenchModel) classes() int {
 type BenchResult struct {
 	Model         string  `json:"model"`
 	Mode          string  `json:"mode"`
+	Precision     string  `json:"precision"`
 	Batch         int     `json:"batch"`
 	ImgPerSec     float64 `json:"img_per_s"`
 	MsPerStep     float64 `json:"ms_per_step"`
@@ -52,14 +54,15 @@ type BenchResult struct {
 
 // BenchStep times whole training steps (batch fill, upload, forward,
 // backward, optimizer, binarization) of a model on synthetic data, in
-// "float" mode or "binary" (every layer binary).
-func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResult, error) {
+// "float" mode or "binary" (every layer binary), at precision "fp32" or
+// "tf32" (CUDA only: TF32 tensor-core GEMMs).
+func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) (BenchResult, error) {
 	const batches = 4
 	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, m.classes(), 1)
 	if m.Channels == 3 {
 		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
 	}
-	s, err := benchSession(m, mode, device, data, 0.001)
+	s, err := benchSession(m, mode, device, precision, data, 0.001)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -90,7 +93,7 @@ func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResul
 	}
 	elapsed := time.Since(start).Seconds()
 	runtime.ReadMemStats(&after)
-	return BenchResult{Model: m.Name, Mode: mode, Batch: m.Batch, Backend: be.Name(),
+	return BenchResult{Model: m.Name, Mode: mode, Precision: precision, Batch: m.Batch, Backend: be.Name(),
 		ImgPerSec: float64(steps*m.Batch) / elapsed, MsPerStep: 1000 * elapsed / float64(steps),
 		AllocsPerStep: float64(after.Mallocs-before.Mallocs) / float64(steps)}, nil
 }
@@ -100,7 +103,7 @@ func BenchStep(m BenchModel, mode, device string, warmup, steps int) (BenchResul
 // every backend, up to rounding, which the CUDA parity tests compare.
 func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error) {
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
-	s, err := benchSession(m, mode, device, data, 0.01)
+	s, err := benchSession(m, mode, device, "fp32", data, 0.01)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +130,7 @@ func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error)
 
 // benchSession builds a session of a benchmark model on device with every
 // layer binary in "binary" mode; close releases it and its backend.
-func benchSession(m BenchModel, mode, device string, data *loaders.Dataset, lr float64) (*session, error) {
+func benchSession(m BenchModel, mode, device, precision string, data *loaders.Dataset, lr float64) (*session, error) {
 	cfg := Default()
 	cfg.Run.Device = device
 	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
@@ -147,7 +150,18 @@ func benchSession(m BenchModel, mode, device string, data *loaders.Dataset, lr f
 	if err != nil {
 		return nil, err
 	}
-	be, err := OpenBackend(device)
+	var opts cuda.Options
+	switch precision {
+	case "fp32":
+	case "tf32":
+		if device == "cpu" {
+			return nil, fmt.Errorf("precision tf32 is a CUDA option (TF32 tensor-core GEMMs); the CPU computes in fp32")
+		}
+		opts.TF32 = true
+	default:
+		return nil, fmt.Errorf("precision %q: use fp32 or tf32 (bf16 and fp16 are not implemented yet)", precision)
+	}
+	be, err := openBackend(device, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	device := fs.String("device", "cpu", "device to benchmark")
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
+	precision := fs.String("precision", "fp32", "fp32, or tf32 on CUDA (TF32 tensor-core GEMMs)")
 	steps := fs.Int("steps", 20, "timed steps per model and mode")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
@@ -68,7 +69,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			r, err := trainer.BenchStep(m, mode, *device, *warmup, *steps)
+			r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, *steps)
 			if err != nil {
 				return err
 			}
@@ -79,7 +80,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	torch := map[string]anchorResult{}
 	torchNote := "PyTorch: not measured (pass --anchor PATH/torch_anchor.py with a python3 that has torch)"
 	if *anchor != "" {
-		rs, note, err := runAnchor(ctx, *python, *anchor, *device, models, modes, *steps, *warmup, stderr)
+		rs, note, err := runAnchor(ctx, *python, *anchor, *device, *precision, models, modes, *steps, *warmup, stderr)
 		if err != nil {
 			torchNote = "PyTorch: not measured: " + err.Error()
 		} else {
@@ -90,7 +91,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if len(results) > 0 {
-		fmt.Fprintf(stdout, "iterbin backend: %s\n%s\n\n", results[0].Backend, torchNote)
+		fmt.Fprintf(stdout, "iterbin backend: %s, precision %s\n%s\n\n", results[0].Backend, *precision, torchNote)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "model\tmode\tbatch\titerbin img/s\tPyTorch img/s\titerbin/PyTorch\tallocs/step\t")
@@ -106,7 +107,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // runAnchor runs the PyTorch anchor script for the models it knows, with
 // Debian's pthread OpenBLAS first on the loader path for that command only.
-func runAnchor(ctx context.Context, python, script, device string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
+func runAnchor(ctx context.Context, python, script, device, precision string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
 	if python == "" {
 		var err error
 		if python, err = pythonWithTorch(ctx); err != nil {
@@ -124,7 +125,7 @@ func runAnchor(ctx context.Context, python, script, device string, models []trai
 		torchDevice = "cuda" // the anchor script takes a torch device type
 	}
 	cmd := exec.CommandContext(ctx, python, script, "--device", torchDevice, "--models", strings.Join(names, ","),
-		"--precisions", "fp32", "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup))
+		"--precisions", precision, "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup))
 	// The same thread count as iterbin's workers (Debian's torch would
 	// otherwise pick one intra-op thread here).
 	threads := runtime.GOMAXPROCS(0)
@@ -150,7 +151,7 @@ func runAnchor(ctx context.Context, python, script, device string, models []trai
 	if len(rs) == 0 {
 		return nil, "", fmt.Errorf("%s printed no results", script)
 	}
-	return rs, fmt.Sprintf("PyTorch %s (%s, %d threads, fp32, same machine, same run)", rs[0].Torch, blas, threads), nil
+	return rs, fmt.Sprintf("PyTorch %s (%s, %d threads, %s, same machine, same run)", rs[0].Torch, blas, threads, precision), nil
 }
 
 // pythonWithTorch finds a python3 that imports torch.

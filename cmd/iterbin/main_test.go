@@ -92,6 +92,12 @@ func TestBenchPrintsATable(t *testing.T) {
 	if _, err := runCLI("bench", "--models", "alexnet"); err == nil || !strings.Contains(err.Error(), "unknown model") {
 		t.Errorf("unknown model: %v", err)
 	}
+	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "tf32", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "CUDA option") {
+		t.Errorf("tf32 on the CPU: %v", err)
+	}
+	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "bf16", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "not implemented yet") {
+		t.Errorf("bf16: %v", err)
+	}
 }
 
 func TestSummaryAndModelFileCommands(t *testing.T) {
