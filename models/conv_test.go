@@ -198,19 +198,7 @@ func TestTinyResNetGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := h.tensor(normals(rng, n*spec.Input.Size()))
-	labels := h.tensor([]float64{0, 2, 1})
-	sums := h.be.Alloc(3)
-	loss := func() float64 {
-		h.be.Fill(sums, 0, 3)
-		m.Forward(sums, x, labels, n, true)
-		return h.get(sums, 1)[0] / n
-	}
-	loss()
-	m.Backward(labels, n)
-	for _, p := range m.Params() {
-		checkGrad(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss)
-	}
+	modelGradCheck(t, h, m, normals(rng, n*spec.Input.Size()), []float64{0, 2, 1}, 1)
 }
 
 // torchvision's parameter counts: resnet18 11,689,512; resnet34
@@ -268,19 +256,7 @@ func TestTinyImageNetResNetGradients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := h.tensor(normals(rng, n*spec.Input.Size()))
-	labels := h.tensor([]float64{0, 2})
-	sums := h.be.Alloc(3)
-	loss := func() float64 {
-		h.be.Fill(sums, 0, 3)
-		m.Forward(sums, x, labels, n, true)
-		return h.get(sums, 1)[0] / n
-	}
-	loss()
-	m.Backward(labels, n)
 	// Every tensor, about six elements of each (the blocks' own tests
 	// check every element).
-	for _, p := range m.Params() {
-		checkGradEvery(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss, max(1, p.Len()/6))
-	}
+	modelGradCheck(t, h, m, normals(rng, n*spec.Input.Size()), []float64{0, 2}, 6)
 }

@@ -154,18 +154,30 @@ func TestMLPGradientsMatchFiniteDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := h.tensor(normals(rng, n*8))
-	labels := h.tensor([]float64{0, 1, 2, 3, 1, 2})
+	modelGradCheck(t, h, m, normals(rng, n*8), []float64{0, 1, 2, 3, 1, 2}, 1)
+}
+
+// modelGradCheck checks every parameter gradient of a model's mean loss on
+// a batch against finite differences, every element, or about `per` of
+// each tensor when per > 1.
+func modelGradCheck(t *testing.T, h f64, m *Model, xs, ls []float64, per int) {
+	t.Helper()
+	n := len(ls)
+	x, labels := h.tensor(xs), h.tensor(ls)
 	sums := h.be.Alloc(3)
 	loss := func() float64 {
 		h.be.Fill(sums, 0, 3)
 		m.Forward(sums, x, labels, n, true)
-		return h.get(sums, 1)[0] / n
+		return h.get(sums, 1)[0] / float64(n)
 	}
 	loss()
 	m.Backward(labels, n)
 	for _, p := range m.Params() {
-		checkGrad(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss)
+		step := 1
+		if per > 1 {
+			step = max(1, p.Len()/per)
+		}
+		checkGradEvery(t, p.Name, h, p.Value, p.Len(), h.get(p.Grad, p.Len()), loss, step)
 	}
 }
 

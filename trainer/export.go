@@ -284,11 +284,16 @@ func SummarizeCheckpoint(path string) (*SizeSummary, error) {
 		return nil, err
 	}
 	defer m.Free()
+	return sizeOf(cfg, m, binaryLayers(m), hdr.NextEpoch-1)
+}
+
+// binaryLayers says which of a model's binarizable layers are binary now.
+func binaryLayers(m *models.Model) map[string]bool {
 	binary := map[string]bool{}
 	for _, l := range m.Binarizable() {
 		binary[l.Name()] = l.IsBinary()
 	}
-	return sizeOf(cfg, m, binary, hdr.NextEpoch-1)
+	return binary
 }
 
 // Export writes a run's trained model (from its folder or checkpoint) to
@@ -303,10 +308,9 @@ func Export(path, out string, allowFloat bool) (*SizeSummary, error) {
 		return nil, err
 	}
 	defer m.Free()
-	isBinary := map[string]bool{}
+	isBinary := binaryLayers(m)
 	var float []string
 	for _, l := range m.Binarizable() {
-		isBinary[l.Name()] = l.IsBinary()
 		if !l.IsBinary() {
 			float = append(float, l.Name())
 		}
