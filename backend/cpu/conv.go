@@ -155,55 +155,30 @@ func padChannels(xp, x []float32, c0, c1, h, w, pad int) {
 // a (cout × cin·k·k), without building columns: the worker copies the
 // sample into a padded buffer of rows wp = w+2·pad wide, and the
 // micro-kernel reads row (c, kh, kw) of the column matrix straight from
-// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time
-// (positions run over padded rows; the k−1 extra columns of each row are
-// computed and dropped). The sum runs over the same k order as im2col.
+// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time.
+// Positions run over padded rows, so the kernel writes whole tiles into a
+// padded output (cout rounded up to mr rows of tiles·nr positions) and the
+// k−1 extra columns of each row are dropped when it is copied to y. The
+// sum runs over the same k order as im2col.
 func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
 	hp, wp := h+2*pad, w+2*pad
 	oh, ow := hp-k+1, wp-k+1
 	kk := cin * k * k
-	positions := oh * wp
-	tiles := (positions + nr - 1) / nr
+	positions := roundUp(oh*wp, nr)
 	xp, offs := ws.padded(cin, hp, wp, k)
 	padChannels(xp, x, 0, cin, h, w, pad)
-	tile := ws.gemm.tile
-	var acc [mr * nr]float32
-	var dstIdx [nr]int // where each position of the tile goes in an output plane, or −1
-	for t := 0; t < tiles; t++ {
-		j0 := t * nr
-		for c := range dstIdx {
-			r, col := (j0+c)/wp, (j0+c)%wp
-			dstIdx[c] = -1
-			if r < oh && col < ow {
-				dstIdx[c] = r*ow + col
-			}
-		}
+	yp := ws.matrixBuf(a.mPad * positions)
+	for j0 := 0; j0 < positions; j0 += nr {
 		for r0 := 0; r0 < cout; r0 += mr {
-			out := acc[:]
-			if kk <= kc {
-				out = tile // one block: the kernel's tile is the sum
-			} else {
-				clear(acc[:])
-			}
 			for pc := 0; pc < kk; pc += kc {
 				kLen := min(kc, kk-pc)
-				b.offsetsKernel(kLen, a.packed[pc*a.mPad+r0*kLen:][:mr*kLen], xp[j0:], offs[pc:pc+kLen], tile)
-				if kk > kc {
-					for i, v := range tile {
-						acc[i] += v
-					}
-				}
+				b.offsetsKernel(kLen, a.packed[pc*a.mPad+r0*kLen:][:mr*kLen], xp[j0:], offs[pc:pc+kLen], yp[r0*positions+j0:], positions, pc > 0)
 			}
-			rows := min(mr, cout-r0)
-			for i := 0; i < rows; i++ {
-				dst := y[(r0+i)*oh*ow:][:oh*ow]
-				src := out[i*nr : i*nr+nr]
-				for c, d := range dstIdx {
-					if d >= 0 {
-						dst[d] = src[c]
-					}
-				}
-			}
+		}
+	}
+	for o := 0; o < cout; o++ {
+		for r := 0; r < oh; r++ {
+			copy(y[(o*oh+r)*ow:][:ow], yp[o*positions+r*wp:][:ow])
 		}
 	}
 }
@@ -319,46 +294,6 @@ func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend
 		return
 	}
 	b.pool.run(b, task[T]{kind: taskConvBackwardFilter, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.C)
-}
-
-// implicitFilterGrad computes the block of dw for input channels [c0, c1)
-// of a stride-1 convolution without im2col: dwᵀ[k, o] = Σ_n Σ_j
-// xpad_n[offs[k] + j]·dypad_n[o][j] over positions j of padded rows (dy
-// is zero at the dropped columns), one GEMM per sample accumulating in
-// sample order into the worker's k×OC block, then transposed into dw.
-func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShape, dw, dy, x []float32, c0, c1 int) {
-	k, pad := s.KH, s.Pad
-	hp, wp := s.H+2*pad, s.W+2*pad
-	oh, ow := s.OutH(), s.OutW()
-	positions := oh * wp
-	cin := c1 - c0
-	rows := cin * k * k
-	in, out := s.C*s.H*s.W, s.OC*oh*ow
-	xp, offs := ws.padded(cin, hp, wp, k)
-	dyp := ws.matrixBuf(s.OC * positions)
-	acc := ws.columnsF32(rows * s.OC)
-	for n := 0; n < s.N; n++ {
-		padChannels(xp, x[n*in:(n+1)*in], c0, c1, s.H, s.W, pad)
-		clear(dyp)
-		ds := dy[n*out : (n+1)*out]
-		for o := 0; o < s.OC; o++ {
-			for r := 0; r < oh; r++ {
-				copy(dyp[o*positions+r*wp:][:ow], ds[(o*oh+r)*ow:][:ow])
-			}
-		}
-		beta := float32(1)
-		if n == 0 {
-			beta = 0
-		}
-		b.sgemmSerial(ws.gemm, matrix{data: xp, rowOffs: offs}, matrix{data: dyp, ld: positions, trans: true}, positions, 1, beta, acc, s.OC, 0, rows, 0, s.OC)
-	}
-	kk := s.C * k * k
-	k0 := c0 * k * k
-	for r := 0; r < rows; r++ {
-		for o := 0; o < s.OC; o++ {
-			dw[o*kk+k0+r] = acc[r*s.OC+o]
-		}
-	}
 }
 
 func (b *Backend[T]) convBackwardFilterPart(ws *workerScratch[T], t convTask[T], c0, c1 int) {

@@ -28,14 +28,19 @@ type Backend[T Float] struct {
 	blas gonum.Implementation // float64 GEMM
 	pool *pool[T]
 	// kernel is the float32 GEMM micro-kernel, kernelName says which.
-	kernel     func(k int, a, b, out []float32)
+	kernel     func(k int, a, b, c []float32, ldc int, add bool)
 	kernelName string
 	// packedW holds a convolution's prepacked weights during the op,
 	// flippedW its flipped, transposed weights (backward data).
 	packedW, flippedW []float32
 	// offsetsKernel is the implicit-B micro-kernel of stride-1
 	// convolutions.
-	offsetsKernel func(k int, a, b []float32, offs []int64, out []float32)
+	offsetsKernel func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool)
+	// dotKernel is the filter-gradient kernel of stride-1 convolutions
+	// (filtergrad.go).
+	dotKernel func(n8 int, dy0, dy1, x []float32, offs []int64, acc []float32)
+	// vec holds the SIMD loops of the memory-bound float32 ops.
+	vec vectorOps
 }
 
 // tensor is the CPU backend's handle: a plain slice.
@@ -60,11 +65,13 @@ func NewWithOptions(workers int, simd bool) *Backend[float32] {
 func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPROCS(0), false) }
 
 func newBackend[T Float](workers int, simd bool) *Backend[T] {
-	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go", offsetsKernel: kernelOffsetsGo}
+	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go", offsetsKernel: kernelOffsetsGo, dotKernel: dotGo}
 	if simd {
 		if k, name := simdKernel(); k != nil {
 			b.kernel, b.kernelName = k, name
 			b.offsetsKernel = simdOffsetsKernel()
+			b.dotKernel = simdDotKernel()
+			b.vec = simdVectorOps()
 		}
 	}
 	return b
@@ -335,7 +342,11 @@ func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart
 }
 
 // bnTrainPart normalizes channels [lo, hi).
-func bnTrainPart[T Float](t bnTask[T], lo, hi int) {
+func bnTrainPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
+	if bnVector(v, t.s.Spatial, t.x) {
+		bnTrainVector(any(t).(bnTask[float32]), lo, hi, v)
+		return
+	}
 	s, x, y, xhat, gamma, beta := t.s, t.x, t.y, t.xhat, t.gamma, t.beta
 	mean, invStd, runMean, runVar, momentum, eps := t.mean, t.inv, t.runMean, t.runVar, t.momentum, t.eps
 	m := float64(s.N * s.Spatial)
@@ -420,7 +431,11 @@ func (b *Backend[T]) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt
 
 // bnBackwardPart computes the gradients of channels [lo, hi); y holds dx
 // and x holds dy.
-func bnBackwardPart[T Float](t bnTask[T], lo, hi int) {
+func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
+	if bnVector(v, t.s.Spatial, t.x) {
+		bnBackwardVector(any(t).(bnTask[float32]), lo, hi, v)
+		return
+	}
 	s, dx, dy, xhat, dGamma, dBeta, invStd, gamma := t.s, t.y, t.x, t.xhat, t.dGamma, t.dBeta, t.inv, t.gamma
 	m := float64(s.N * s.Spatial)
 	for c := lo; c < hi; c++ {

@@ -18,8 +18,10 @@ const (
 	nc = 2048
 )
 
-// kernelGo is the portable micro-kernel: out[i·nr+j] = Σ_p a[p·mr+i]·b[p·nr+j].
-func kernelGo(k int, a, b, out []float32) {
+// kernelGo is the portable micro-kernel, the reference for the assembly:
+// c[i·ldc+j] = Σ_p a[p·mr+i]·b[p·nr+j] for i < mr, j < nr, or c[i·ldc+j] +=
+// that sum when add.
+func kernelGo(k int, a, b, c []float32, ldc int, add bool) {
 	var acc [mr * nr]float32
 	for p := 0; p < k; p++ {
 		ap := a[p*mr : p*mr+mr]
@@ -31,12 +33,12 @@ func kernelGo(k int, a, b, out []float32) {
 			}
 		}
 	}
-	copy(out, acc[:])
+	storeTile(acc[:], c, ldc, add)
 }
 
 // kernelOffsetsGo is the portable implicit-B micro-kernel: row p of B is
 // b[offs[p]:offs[p]+nr].
-func kernelOffsetsGo(k int, a, b []float32, offs []int64, out []float32) {
+func kernelOffsetsGo(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
 	var acc [mr * nr]float32
 	for p := 0; p < k; p++ {
 		ap := a[p*mr : p*mr+mr]
@@ -48,7 +50,21 @@ func kernelOffsetsGo(k int, a, b []float32, offs []int64, out []float32) {
 			}
 		}
 	}
-	copy(out, acc[:])
+	storeTile(acc[:], c, ldc, add)
+}
+
+// storeTile writes (or adds) an mr×nr tile to rows of c ldc apart.
+func storeTile(tile, c []float32, ldc int, add bool) {
+	for i := 0; i < mr; i++ {
+		dst, src := c[i*ldc:][:nr], tile[i*nr:][:nr]
+		if !add {
+			copy(dst, src)
+			continue
+		}
+		for j, v := range src {
+			dst[j] += v
+		}
+	}
 }
 
 // gemmScratch holds one worker's packing buffers.
@@ -196,8 +212,12 @@ func (b *Backend[T]) sgemmSerial(s *gemmScratch, a, bm matrix, k int, alpha, bet
 					bp := s.packB[jr*kLen : (jr+nr)*kLen]
 					w := min(nr, cols-jr)
 					for ir := 0; ir < rows; ir += mr {
-						kernel(kLen, pa[ir*kLen:(ir+mr)*kLen], bp, s.tile)
 						h := min(mr, rows-ir)
+						if h == mr && w == nr {
+							kernel(kLen, pa[ir*kLen:(ir+mr)*kLen], bp, c[(ic+ir)*ldc+jc+jr:], ldc, true)
+							continue
+						}
+						kernel(kLen, pa[ir*kLen:(ir+mr)*kLen], bp, s.tile, nr, false)
 						for i := 0; i < h; i++ {
 							dst := c[(ic+ir+i)*ldc+jc+jr:][:w]
 							src := s.tile[i*nr : i*nr+w]

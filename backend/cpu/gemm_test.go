@@ -77,6 +77,10 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 3, H: 7, W: 5, OC: 4, KH: 5, KW: 5, Stride: 1, Pad: 2},
 		{N: 1, C: 2, H: 5, W: 6, OC: 13, KH: 3, KW: 3, Stride: 1, Pad: 2},
 		{N: 2, C: 70, H: 4, W: 4, OC: 6, KH: 3, KW: 3, Stride: 1, Pad: 1}, // k = 630 > kc
+		// Filter gradients over several sample groups, and over several
+		// chunks of one sample:
+		{N: 70, C: 2, H: 4, W: 4, OC: 3, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 2, H: 33, W: 31, OC: 5, KH: 3, KW: 3, Stride: 1, Pad: 1},
 	} {
 		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
@@ -178,8 +182,54 @@ func BenchmarkMicroKernel(b *testing.B) {
 	a, bp, out := randVals(rng, k*mr), randVals(rng, k*nr), make([]float32, mr*nr)
 	b.Run(be.kernelName, func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			be.kernel(k, a, bp, out)
+			be.kernel(k, a, bp, out, nr, false)
 		}
 		b.ReportMetric(2*mr*nr*k*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
+}
+
+// The assembly kernels against their portable references: stores and adds
+// into rows ldc apart, untouched elements between the rows, and 8-lane
+// filter-gradient sums. FMA rounding differs from the portable loops' by
+// a few ulps.
+func TestSIMDKernelsMatchPortable(t *testing.T) {
+	be := New()
+	defer be.Close()
+	if be.kernelName == "portable Go" {
+		t.Skip("no SIMD kernels on this processor: only the portable ones run")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const k, ldc = 37, 21
+	a, bp := randVals(rng, k*mr), randVals(rng, k*nr+64)
+	offs := make([]int64, k)
+	for p := range offs {
+		offs[p] = int64(p + p/3) // rows overlap, like shifted image rows
+	}
+	close := func(what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%s: [%d] = %v, portable gives %v", what, i, got[i], want[i])
+			}
+		}
+	}
+	for _, add := range []bool{false, true} {
+		c0 := randVals(rng, mr*ldc)
+		got, want := append([]float32(nil), c0...), append([]float32(nil), c0...)
+		be.kernel(k, a, bp, got, ldc, add)
+		kernelGo(k, a, bp, want, ldc, add)
+		close(fmt.Sprintf("kernel add=%v", add), got, want)
+		got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
+		be.offsetsKernel(k, a, bp, offs, got, ldc, add)
+		kernelOffsetsGo(k, a, bp, offs, want, ldc, add)
+		close(fmt.Sprintf("offsets kernel add=%v", add), got, want)
+	}
+	const n8 = 9
+	dy0, dy1, x := randVals(rng, n8*8), randVals(rng, n8*8), randVals(rng, n8*8+40)
+	doffs := []int64{0, 1, 2, 7, 33, 40}
+	acc0 := randVals(rng, dotRows*dotCols*8)
+	got, want := append([]float32(nil), acc0...), append([]float32(nil), acc0...)
+	be.dotKernel(n8, dy0, dy1, x, doffs, got)
+	dotGo(n8, dy0, dy1, x, doffs, want)
+	close("filter-gradient kernel", got, want)
 }

@@ -214,17 +214,32 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		e := t.ew
 		sgdPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), e.sgd)
 	case taskReLU:
-		reluPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
+		y, x := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi)
+		if y32, ok := any(y).([]float32); ok && b.vec.relu != nil {
+			b.vec.relu(y32, any(x).([]float32))
+			return
+		}
+		reluPart(y, x)
 	case taskReLUBackward:
-		reluBackwardPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi))
+		dx, dy, y := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
+		if dx32, ok := any(dx).([]float32); ok && b.vec.reluBackward != nil {
+			b.vec.reluBackward(dx32, any(dy).([]float32), any(y).([]float32))
+			return
+		}
+		reluBackwardPart(dx, dy, y)
 	case taskAdd:
-		addPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi))
+		y, p, q := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
+		if y32, ok := any(y).([]float32); ok && b.vec.add != nil {
+			b.vec.add(y32, any(p).([]float32), any(q).([]float32))
+			return
+		}
+		addPart(y, p, q)
 	case taskBNTrain:
-		bnTrainPart(t.bn, t.lo, t.hi)
+		bnTrainPart(t.bn, t.lo, t.hi, &b.vec)
 	case taskBNEval:
 		bnEvalPart(t.bn, t.lo, t.hi)
 	case taskBNBackward:
-		bnBackwardPart(t.bn, t.lo, t.hi)
+		bnBackwardPart(t.bn, t.lo, t.hi, &b.vec)
 	}
 }
 

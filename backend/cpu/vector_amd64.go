@@ -1,0 +1,122 @@
+package cpu
+
+import "golang.org/x/sys/cpu"
+
+// Implemented in vector_amd64.s; each runs over n8·8 elements, n8 ≥ 1.
+
+//go:noescape
+func reluAVX2(y, x *float32, n8 int)
+
+//go:noescape
+func reluBackwardAVX2(dx, dy, y *float32, n8 int)
+
+//go:noescape
+func addAVX2(y, a, b *float32, n8 int)
+
+//go:noescape
+func sumF64AVX2(x *float32, n8 int) float64
+
+//go:noescape
+func sumSqDevF64AVX2(x *float32, n8 int, mu float64) float64
+
+//go:noescape
+func dySumsF64AVX2(dy, xhat *float32, n8 int) (sumDy, sumDyXhat float64)
+
+//go:noescape
+func bnNormalizeAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
+
+//go:noescape
+func bnDxAVX2(dx, dy, xhat *float32, n8 int, m, sumDy, sumDyXhat, k float32)
+
+// simdVectorOps returns the AVX2 loops when the processor has AVX2 and
+// FMA. Each wrapper checks its slices' lengths, runs the multiple of 8 in
+// assembly and the rest in Go.
+func simdVectorOps() vectorOps {
+	if !cpu.X86.HasAVX2 || !cpu.X86.HasFMA {
+		return vectorOps{}
+	}
+	return vectorOps{
+		relu: func(y, x []float32) {
+			y = y[:len(x)]
+			n := len(x) / 8 * 8
+			if n > 0 {
+				reluAVX2(&y[0], &x[0], n/8)
+			}
+			reluPart(y[n:], x[n:])
+		},
+		reluBackward: func(dx, dy, y []float32) {
+			dx, dy = dx[:len(y)], dy[:len(y)]
+			n := len(y) / 8 * 8
+			if n > 0 {
+				reluBackwardAVX2(&dx[0], &dy[0], &y[0], n/8)
+			}
+			reluBackwardPart(dx[n:], dy[n:], y[n:])
+		},
+		add: func(y, a, b []float32) {
+			a, b = a[:len(y)], b[:len(y)]
+			n := len(y) / 8 * 8
+			if n > 0 {
+				addAVX2(&y[0], &a[0], &b[0], n/8)
+			}
+			addPart(y[n:], a[n:], b[n:])
+		},
+		sum: func(x []float32) float64 {
+			n := len(x) / 8 * 8
+			var s float64
+			if n > 0 {
+				s = sumF64AVX2(&x[0], n/8)
+			}
+			for _, v := range x[n:] {
+				s += float64(v)
+			}
+			return s
+		},
+		sumSqDev: func(x []float32, mu float64) float64 {
+			n := len(x) / 8 * 8
+			var s float64
+			if n > 0 {
+				s = sumSqDevF64AVX2(&x[0], n/8, mu)
+			}
+			for _, v := range x[n:] {
+				d := float64(v) - mu
+				s += d * d
+			}
+			return s
+		},
+		dySums: func(dy, xhat []float32) (float64, float64) {
+			xhat = xhat[:len(dy)]
+			n := len(dy) / 8 * 8
+			var s, sx float64
+			if n > 0 {
+				s, sx = dySumsF64AVX2(&dy[0], &xhat[0], n/8)
+			}
+			for i, v := range dy[n:] {
+				s += float64(v)
+				sx += float64(v) * float64(xhat[n+i])
+			}
+			return s, sx
+		},
+		normalize: func(y, xhat, x []float32, mu, inv, gamma, beta float32) {
+			y, xhat = y[:len(x)], xhat[:len(x)]
+			n := len(x) / 8 * 8
+			if n > 0 {
+				bnNormalizeAVX2(&y[0], &xhat[0], &x[0], n/8, mu, inv, gamma, beta)
+			}
+			for i := n; i < len(x); i++ {
+				h := (x[i] - mu) * inv
+				xhat[i] = h
+				y[i] = gamma*h + beta
+			}
+		},
+		bnDx: func(dx, dy, xhat []float32, m, sumDy, sumDyXhat, k float32) {
+			dx, xhat = dx[:len(dy)], xhat[:len(dy)]
+			n := len(dy) / 8 * 8
+			if n > 0 {
+				bnDxAVX2(&dx[0], &dy[0], &xhat[0], n/8, m, sumDy, sumDyXhat, k)
+			}
+			for i := n; i < len(dy); i++ {
+				dx[i] = k * (m*dy[i] - sumDy - xhat[i]*sumDyXhat)
+			}
+		},
+	}
+}

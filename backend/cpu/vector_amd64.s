@@ -1,0 +1,257 @@
+#include "textflag.h"
+
+// AVX2 loops of the memory-bound float32 ops (see vector.go). Each
+// processes n8·8 elements, n8 ≥ 1; the Go wrappers handle the tails.
+
+// func reluAVX2(y, x *float32, n8 int)
+// y = max(x, 0); NaN gives 0, as the Go loop.
+TEXT ·reluAVX2(SB), NOSPLIT, $0-24
+	MOVQ   y+0(FP), DI
+	MOVQ   x+8(FP), SI
+	MOVQ   n8+16(FP), CX
+	VXORPS Y15, Y15, Y15
+
+reluloop:
+	VMOVUPS (SI), Y0
+	VMAXPS  Y15, Y0, Y0 // the second source (0) when x is NaN
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     reluloop
+	VZEROUPPER
+	RET
+
+// func reluBackwardAVX2(dx, dy, y *float32, n8 int)
+// dx = dy where y > 0, else 0.
+TEXT ·reluBackwardAVX2(SB), NOSPLIT, $0-32
+	MOVQ   dx+0(FP), DI
+	MOVQ   dy+8(FP), SI
+	MOVQ   y+16(FP), DX
+	MOVQ   n8+24(FP), CX
+	VXORPS Y15, Y15, Y15
+
+relubloop:
+	VMOVUPS (DX), Y1
+	VCMPPS  $0x1e, Y15, Y1, Y1 // y > 0 (ordered, quiet)
+	VANDPS  (SI), Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	ADDQ    $32, DX
+	DECQ    CX
+	JNZ     relubloop
+	VZEROUPPER
+	RET
+
+// func addAVX2(y, a, b *float32, n8 int)
+// y = a + b.
+TEXT ·addAVX2(SB), NOSPLIT, $0-32
+	MOVQ y+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n8+24(FP), CX
+
+addloop:
+	VMOVUPS (SI), Y0
+	VADDPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	ADDQ    $32, DX
+	DECQ    CX
+	JNZ     addloop
+	VZEROUPPER
+	RET
+
+// REDUCE4 adds the 4×4 doubles of Y0–Y3 into the low double of X0.
+#define REDUCE4 \
+	VADDPD       Y1, Y0, Y0 \
+	VADDPD       Y3, Y2, Y2 \
+	VADDPD       Y2, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPD       X1, X0, X0 \
+	VHADDPD      X0, X0, X0
+
+// func sumF64AVX2(x *float32, n8 int) float64
+// Σ x in float64, four partial sums per lane.
+TEXT ·sumF64AVX2(SB), NOSPLIT, $0-24
+	MOVQ   x+0(FP), SI
+	MOVQ   n8+8(FP), CX
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	TESTQ  $1, CX
+	JE     sumpairs
+	VCVTPS2PD (SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VADDPD    Y4, Y0, Y0
+	VADDPD    Y5, Y1, Y1
+	ADDQ      $32, SI
+
+sumpairs:
+	SHRQ $1, CX
+	JE   sumdone
+
+sumloop:
+	VCVTPS2PD (SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VCVTPS2PD 32(SI), Y6
+	VCVTPS2PD 48(SI), Y7
+	VADDPD    Y4, Y0, Y0
+	VADDPD    Y5, Y1, Y1
+	VADDPD    Y6, Y2, Y2
+	VADDPD    Y7, Y3, Y3
+	ADDQ      $64, SI
+	DECQ      CX
+	JNZ       sumloop
+
+sumdone:
+	REDUCE4
+	VMOVSD X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sumSqDevF64AVX2(x *float32, n8 int, mu float64) float64
+// Σ (x − mu)² in float64.
+TEXT ·sumSqDevF64AVX2(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), SI
+	MOVQ         n8+8(FP), CX
+	VBROADCASTSD mu+16(FP), Y8
+	VXORPD       Y0, Y0, Y0
+	VXORPD       Y1, Y1, Y1
+	VXORPD       Y2, Y2, Y2
+	VXORPD       Y3, Y3, Y3
+	TESTQ        $1, CX
+	JE           sqpairs
+	VCVTPS2PD    (SI), Y4
+	VCVTPS2PD    16(SI), Y5
+	VSUBPD       Y8, Y4, Y4
+	VSUBPD       Y8, Y5, Y5
+	VFMADD231PD  Y4, Y4, Y0
+	VFMADD231PD  Y5, Y5, Y1
+	ADDQ         $32, SI
+
+sqpairs:
+	SHRQ $1, CX
+	JE   sqdone
+
+sqloop:
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   16(SI), Y5
+	VCVTPS2PD   32(SI), Y6
+	VCVTPS2PD   48(SI), Y7
+	VSUBPD      Y8, Y4, Y4
+	VSUBPD      Y8, Y5, Y5
+	VSUBPD      Y8, Y6, Y6
+	VSUBPD      Y8, Y7, Y7
+	VFMADD231PD Y4, Y4, Y0
+	VFMADD231PD Y5, Y5, Y1
+	VFMADD231PD Y6, Y6, Y2
+	VFMADD231PD Y7, Y7, Y3
+	ADDQ        $64, SI
+	DECQ        CX
+	JNZ         sqloop
+
+sqdone:
+	REDUCE4
+	VMOVSD X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func dySumsF64AVX2(dy, xhat *float32, n8 int) (sumDy, sumDyXhat float64)
+// Σ dy and Σ dy·xhat in float64.
+TEXT ·dySumsF64AVX2(SB), NOSPLIT, $0-40
+	MOVQ   dy+0(FP), SI
+	MOVQ   xhat+8(FP), DX
+	MOVQ   n8+16(FP), CX
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	VXORPD Y8, Y8, Y8
+	VXORPD Y9, Y9, Y9
+	VXORPD Y10, Y10, Y10
+	VXORPD Y11, Y11, Y11
+
+dsloop:
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   16(SI), Y5
+	VCVTPS2PD   (DX), Y6
+	VCVTPS2PD   16(DX), Y7
+	VADDPD      Y4, Y0, Y0
+	VADDPD      Y5, Y1, Y1
+	VFMADD231PD Y6, Y4, Y8
+	VFMADD231PD Y7, Y5, Y9
+	ADDQ        $32, SI
+	ADDQ        $32, DX
+	DECQ        CX
+	JNZ         dsloop
+	VADDPD      Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD      X1, X0, X0
+	VHADDPD     X0, X0, X0
+	VMOVSD      X0, sumDy+24(FP)
+	VADDPD      Y9, Y8, Y8
+	VEXTRACTF128 $1, Y8, X9
+	VADDPD      X9, X8, X8
+	VHADDPD     X8, X8, X8
+	VMOVSD      X8, sumDyXhat+32(FP)
+	VZEROUPPER
+	RET
+
+// func bnNormalizeAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
+// xhat = (x − mu)·inv, y = gamma·xhat + beta.
+TEXT ·bnNormalizeAVX2(SB), NOSPLIT, $0-48
+	MOVQ         y+0(FP), DI
+	MOVQ         xhat+8(FP), R8
+	MOVQ         x+16(FP), SI
+	MOVQ         n8+24(FP), CX
+	VBROADCASTSS mu+32(FP), Y12
+	VBROADCASTSS inv+36(FP), Y13
+	VBROADCASTSS gamma+40(FP), Y14
+	VBROADCASTSS beta+44(FP), Y15
+
+normloop:
+	VMOVUPS     (SI), Y0
+	VSUBPS      Y12, Y0, Y0
+	VMULPS      Y13, Y0, Y0
+	VMOVUPS     Y0, (R8)
+	VMOVAPS     Y15, Y1
+	VFMADD231PS Y14, Y0, Y1
+	VMOVUPS     Y1, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	ADDQ        $32, R8
+	DECQ        CX
+	JNZ         normloop
+	VZEROUPPER
+	RET
+
+// func bnDxAVX2(dx, dy, xhat *float32, n8 int, m, sumDy, sumDyXhat, k float32)
+// dx = k·((m·dy − sumDy) − xhat·sumDyXhat).
+TEXT ·bnDxAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dx+0(FP), DI
+	MOVQ         dy+8(FP), SI
+	MOVQ         xhat+16(FP), DX
+	MOVQ         n8+24(FP), CX
+	VBROADCASTSS m+32(FP), Y12
+	VBROADCASTSS sumDy+36(FP), Y13
+	VBROADCASTSS sumDyXhat+40(FP), Y14
+	VBROADCASTSS k+44(FP), Y15
+
+dxloop:
+	VMULPS       (SI), Y12, Y0
+	VSUBPS       Y13, Y0, Y0
+	VMOVUPS      (DX), Y1
+	VFNMADD231PS Y14, Y1, Y0
+	VMULPS       Y15, Y0, Y0
+	VMOVUPS      Y0, (DI)
+	ADDQ         $32, SI
+	ADDQ         $32, DI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          dxloop
+	VZEROUPPER
+	RET

@@ -1,0 +1,108 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"iterbin/backend"
+)
+
+// The memory-bound float32 ops, with their SIMD loops and without, against
+// the float64 backend: ReLU (NaN and −0 included), Add and batch norm
+// forward and backward, over lengths that leave tails after the 8-wide
+// loops and over dense (Spatial = 1) and convolutional shapes.
+func TestVectorOpsMatchFloat64(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	ref := NewFloat64()
+	defer ref.Close()
+	near := func(what string, got []float32, want []float64, tol float64) {
+		t.Helper()
+		for i := range want {
+			g, w := float64(got[i]), want[i]
+			if math.IsNaN(w) != math.IsNaN(g) || math.Abs(g-w) > tol*(1+math.Abs(w)) {
+				t.Fatalf("%s: [%d] = %v, float64 gives %v", what, i, g, w)
+			}
+		}
+	}
+	for _, simd := range []bool{true, false} {
+		b := NewWithOptions(2, simd)
+		for _, n := range []int{1, 7, 8, 9, 31, 40000, elementBlock*2 + 13} {
+			name := fmt.Sprintf("simd=%v n=%d", simd, n)
+			x, dy, c := randVals(rng, n), randVals(rng, n), randVals(rng, n)
+			x[0] = float32(math.Copysign(0, -1))
+			if n > 2 {
+				x[1] = float32(math.NaN())
+			}
+			x64, dy64, c64 := ref.Alloc(n), ref.Alloc(n), ref.Alloc(n)
+			ref.Upload(x64, x)
+			ref.Upload(dy64, dy)
+			ref.Upload(c64, c)
+			y64, dx64, sum64 := ref.Alloc(n), ref.Alloc(n), ref.Alloc(n)
+			ref.ReLUForward(y64, x64, n)
+			ref.ReLUBackward(dx64, dy64, y64, n)
+			ref.Add(sum64, x64, c64, n)
+			xt, dyt, ct := upload(b, x), upload(b, dy), upload(b, c)
+			y, dx, sum := b.Alloc(n), b.Alloc(n), b.Alloc(n)
+			b.ReLUForward(y, xt, n)
+			b.ReLUBackward(dx, dyt, y, n)
+			b.Add(sum, xt, ct, n)
+			for _, op := range []struct {
+				what     string
+				got, ref backend.Tensor
+			}{{"relu", y, y64}, {"relu backward", dx, dx64}, {"add", sum, sum64}} {
+				want := make([]float64, n)
+				ref.Download64(want, op.ref)
+				near(name+" "+op.what, download(b, op.got)[:n], want, 1e-7)
+			}
+		}
+		for _, s := range []backend.BNShape{{N: 5, C: 3, Spatial: 1}, {N: 3, C: 4, Spatial: 37}, {N: 2, C: 3, Spatial: 16}, {N: 4, C: 2, Spatial: 1024}} {
+			name := fmt.Sprintf("simd=%v %+v", simd, s)
+			cnt := s.Count()
+			x, dy := randVals(rng, cnt), randVals(rng, cnt)
+			for i := range x {
+				x[i] = 3 + 2*x[i] // a mean and a scale to remove
+			}
+			gamma, beta := randVals(rng, s.C), randVals(rng, s.C)
+			run := func(be backend.Backend, dl func(backend.Tensor, int) []float64) [][]float64 {
+				xt, dyt, g, bt := be.Alloc(cnt), be.Alloc(cnt), be.Alloc(s.C), be.Alloc(s.C)
+				be.Upload(xt, x)
+				be.Upload(dyt, dy)
+				be.Upload(g, gamma)
+				be.Upload(bt, beta)
+				y, xhat, dx := be.Alloc(cnt), be.Alloc(cnt), be.Alloc(cnt)
+				mean, inv, rm, rv, dg, db := be.Alloc(s.C), be.Alloc(s.C), be.Alloc(s.C), be.Alloc(s.C), be.Alloc(s.C), be.Alloc(s.C)
+				be.Fill(rv, 1, s.C)
+				be.BatchNormTrain(y, xhat, mean, inv, rm, rv, xt, g, bt, s, 0.1, 1e-5)
+				be.BatchNormBackward(dx, dg, db, dyt, xhat, inv, g, s)
+				if err := be.Err(); err != nil {
+					t.Fatal(err)
+				}
+				return [][]float64{dl(y, cnt), dl(xhat, cnt), dl(rm, s.C), dl(rv, s.C), dl(dx, cnt), dl(dg, s.C), dl(db, s.C)}
+			}
+			want := run(ref, func(t backend.Tensor, n int) []float64 {
+				v := make([]float64, n)
+				ref.Download64(v, t)
+				return v
+			})
+			got := run(b, func(t backend.Tensor, n int) []float64 {
+				v := make([]float32, n)
+				b.Download(v, t)
+				w := make([]float64, n)
+				for i, f := range v {
+					w[i] = float64(f)
+				}
+				return w
+			})
+			for i, what := range []string{"y", "xhat", "running mean", "running var", "dx", "dGamma", "dBeta"} {
+				g := make([]float32, len(got[i]))
+				for j, v := range got[i] {
+					g[j] = float32(v)
+				}
+				near(name+" "+what, g, want[i], 2e-4)
+			}
+		}
+		b.Close()
+	}
+}
