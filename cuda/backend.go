@@ -35,9 +35,12 @@ type Backend struct {
 	modules []cu.Module
 	fns     map[string]cu.Function
 	blas    *cublas
-	err     error
+	// dnn runs the convolutions when cuDNN loaded (nil: im2col+cuBLAS).
+	dnn *cudnn
+	err error
 
-	// workspace holds im2col columns, grown as needed.
+	// workspace holds im2col columns or cuDNN's workspace, grown as
+	// needed.
 	workspace     cu.DevicePtr
 	workspaceSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
@@ -63,8 +66,10 @@ func (t *tensor) Len() int { return t.n }
 var _ backend.Backend = (*Backend)(nil)
 
 // New creates a context on device ordinal, current on the calling
-// goroutine's OS thread (locked until Close), a stream, the kernels and a
-// cuBLAS handle.
+// goroutine's OS thread (locked until Close), a stream, the kernels, a
+// cuBLAS handle and, where cuDNN loads (and opts.NoCuDNN is not set), a
+// cuDNN handle for the convolutions. Name says which convolution path is
+// active and, without cuDNN, why.
 func New(ordinal int, opts Options) (backend.Backend, error) {
 	runtime.LockOSThread()
 	b, err := open(ordinal, opts)
@@ -100,7 +105,8 @@ func open(ordinal int, opts Options) (*Backend, error) {
 		b.release()
 		return nil, err
 	}
-	if b.blas, err = openCublas(uintptr(unsafe.Pointer(b.stream.C())), opts.TF32); err != nil {
+	stream := uintptr(unsafe.Pointer(b.stream.C()))
+	if b.blas, err = openCublas(stream, opts.TF32); err != nil {
 		b.release()
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
@@ -112,11 +118,23 @@ func open(ordinal int, opts Options) (*Backend, error) {
 		b.release()
 		return nil, fmt.Errorf("cuda: cuMemsetD32Async: %v", err)
 	}
-	math := "float32"
-	if opts.TF32 {
-		math = "TF32 GEMMs"
+	convolutions := "im2col+cuBLAS convolutions"
+	if opts.NoCuDNN {
+		convolutions += " (cuDNN off: Options.NoCuDNN)"
+	} else if dnn, err := openCudnn(stream, opts.TF32); err != nil {
+		convolutions = "no cuDNN: " + convolutions + "; " + err.Error()
+	} else {
+		b.dnn = dnn
+		convolutions = "cuDNN " + dnn.version + " convolutions"
 	}
-	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, im2col convolutions)", ordinal, devName, b.blas.name, math)
+	precision := "float32"
+	switch {
+	case opts.TF32 && b.dnn != nil:
+		precision = "TF32 GEMMs and convolutions"
+	case opts.TF32:
+		precision = "TF32 GEMMs"
+	}
+	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s)", ordinal, devName, b.blas.name, precision, convolutions)
 	return b, nil
 }
 
@@ -193,9 +211,9 @@ func (b *Backend) Sync() error {
 }
 
 // Close waits for queued work (reporting its errors), frees the backend's
-// own memory, the kernels, cuBLAS, the stream and the context, and unlocks
-// the OS thread. Tensors must be freed first; the backend is unusable
-// afterwards.
+// own memory, the kernels, cuDNN's descriptors and handle, cuBLAS, the
+// stream and the context, and unlocks the OS thread. Tensors must be freed
+// first; the backend is unusable afterwards.
 func (b *Backend) Close() error {
 	if b.ctx == (cu.CUContext{}) {
 		return b.err
@@ -214,6 +232,10 @@ func (b *Backend) Close() error {
 // release frees everything the backend owns, in reverse order of creation.
 func (b *Backend) release() {
 	b.freeStaging()
+	if b.dnn != nil {
+		b.dnn.close()
+		b.dnn = nil
+	}
 	if b.blas != nil {
 		b.blas.close()
 		b.blas = nil

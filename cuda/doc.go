@@ -1,7 +1,14 @@
 // Package cuda owns iterbin's NVIDIA GPU backend: backend.Backend on the
-// CUDA driver API (gorgonia.org/cu), cuBLAS loaded at run time through a
-// thin cgo binding of our own, and custom kernels (kernels/*.cu) compiled
-// to PTX, committed and embedded.
+// CUDA driver API (gorgonia.org/cu), cuBLAS and cuDNN loaded at run time
+// through thin cgo bindings of our own (no headers or link-time libraries
+// needed), and custom kernels (kernels/*.cu) compiled to PTX, committed
+// and embedded.
+//
+// Convolutions run on cuDNN (9, else 8) where it loads, with algorithms
+// timed once per shape; otherwise, or with Options.NoCuDNN, as im2col +
+// cuBLAS GEMMs. Name says which path is active and why cuDNN is not.
+// Batch norm and pooling always use the custom kernels (cudnn_conv.go says
+// why).
 //
 // The backend exists only in builds with -tags cuda; the default build is
 // pure Go and never links gorgonia.org/cu (whose package init exits the

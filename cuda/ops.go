@@ -243,8 +243,9 @@ func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
 		intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
 }
 
-// Conv2DForward: im2col for a chunk of samples, then one strided-batched
-// GEMM y[n] = W·cols[n].
+// Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go); otherwise
+// im2col for a chunk of samples, then one strided-batched GEMM
+// y[n] = W·cols[n].
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DForward"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -254,6 +255,10 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 	}
 	y, x, w := b.dev(op, "y", yt, s.N*out), b.dev(op, "x", xt, s.N*in), b.dev(op, "w", wt, s.OC*k)
 	if y == 0 || x == 0 || w == 0 || s.N == 0 {
+		return
+	}
+	if b.useCudnn(s) {
+		b.dnnConvolve(dnnForward, s, x, w, y)
 		return
 	}
 	chunk := convChunk(s)
@@ -273,7 +278,8 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 	}
 }
 
-// Conv2DBackwardData: cols[n] = Wᵀ·dy[n] (strided-batched), then col2im.
+// Conv2DBackwardData runs on cuDNN where it loaded; otherwise
+// cols[n] = Wᵀ·dy[n] (strided-batched), then col2im.
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardData"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -283,6 +289,10 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 	}
 	dx, dy, w := b.dev(op, "dx", dxt, s.N*in), b.dev(op, "dy", dyt, s.N*out), b.dev(op, "w", wt, s.OC*k)
 	if dx == 0 || dy == 0 || w == 0 || s.N == 0 {
+		return
+	}
+	if b.useCudnn(s) {
+		b.dnnConvolve(dnnBackwardData, s, w, dy, dx)
 		return
 	}
 	chunk := convChunk(s)
@@ -302,8 +312,9 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 	}
 }
 
-// Conv2DBackwardFilter: dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample
-// accumulating in sample order.
+// Conv2DBackwardFilter runs on cuDNN where it loaded; otherwise
+// dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
+// order.
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardFilter"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -317,6 +328,10 @@ func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.Co
 	}
 	if s.N == 0 {
 		b.Fill(dwt, 0, s.OC*k)
+		return
+	}
+	if b.useCudnn(s) {
+		b.dnnConvolve(dnnBackwardFilter, s, x, dy, dw)
 		return
 	}
 	chunk := convChunk(s)

@@ -137,20 +137,6 @@ func parityCases() []opCase {
 			}},
 		)
 	}
-	for _, s := range []backend.ConvShape{
-		{N: 3, C: 3, H: 9, W: 7, OC: 5, KH: 3, KW: 3, Stride: 1, Pad: 1},
-		{N: 1, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 2, Pad: 1},
-		{N: 2, C: 8, H: 5, W: 5, OC: 7, KH: 1, KW: 1, Stride: 1, Pad: 0},
-		{N: 2, C: 3, H: 11, W: 11, OC: 4, KH: 7, KW: 7, Stride: 2, Pad: 3},
-		{N: 2, C: 4, H: 6, W: 6, OC: 6, KH: 1, KW: 1, Stride: 2, Pad: 0},
-	} {
-		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
-		cases = append(cases,
-			opCase{name: fmt.Sprintf("Conv2DForward %+v", s), tol: 1e-4, inputs: []int{in, w}, outputs: []int{out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DForward(o[0], i[0], i[1], s) }},
-			opCase{name: fmt.Sprintf("Conv2DBackwardData %+v", s), tol: 1e-4, inputs: []int{out, w}, outputs: []int{in}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardData(o[0], i[0], i[1], s) }},
-			opCase{name: fmt.Sprintf("Conv2DBackwardFilter %+v", s), tol: 1e-4, inputs: []int{out, in}, outputs: []int{w}, run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardFilter(o[0], i[0], i[1], s) }},
-		)
-	}
 	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
 		cases = append(cases,
@@ -182,68 +168,90 @@ func TestOpParityWithCPU(t *testing.T) {
 	}
 	defer gpu.Close()
 	t.Logf("GPU backend: %s", gpu.Name())
+	checkParity(t, gpu, parityCases())
+}
+
+// caseInputs makes the random inputs of a case (the same on every backend).
+func caseInputs(c opCase) [][]float32 {
+	rng := rand.New(rand.NewPCG(7, uint64(len(c.name))))
+	var hostIn [][]float32
+	for i, n := range c.inputs {
+		var v []float32
+		if c.gen != nil {
+			v = c.gen(i, rng, n)
+		}
+		if v == nil {
+			v = make([]float32, n)
+			for j := range v {
+				v[j] = float32(rng.NormFloat64())
+			}
+		}
+		hostIn = append(hostIn, v)
+	}
+	return hostIn
+}
+
+// runCase runs c on b over hostIn and returns its outputs.
+func runCase(b backend.Backend, c opCase, hostIn [][]float32) ([][]float32, error) {
+	var in, out []backend.Tensor
+	for _, v := range hostIn {
+		t := b.Alloc(len(v))
+		b.Upload(t, v)
+		in = append(in, t)
+	}
+	for _, n := range c.outputs {
+		out = append(out, b.Alloc(n))
+	}
+	c.run(b, in, out)
+	var res [][]float32
+	for i, n := range c.outputs {
+		v := make([]float32, n)
+		b.Download(v, out[i])
+		res = append(res, v)
+	}
+	err := b.Sync()
+	for _, t := range append(in, out...) {
+		b.Free(t)
+	}
+	return res, err
+}
+
+// maxError is the largest |got−want| / (1+|want|) over all outputs; a NaN
+// on either side, or ∞ − ∞, counts as +∞.
+func maxError(got, want [][]float32) float64 {
+	worst := 0.0
+	for o := range want {
+		for i := range want[o] {
+			e := math.Abs(float64(got[o][i])-float64(want[o][i])) / (1 + math.Abs(float64(want[o][i])))
+			if math.IsNaN(e) || math.IsNaN(float64(got[o][i])) {
+				e = math.Inf(1)
+			}
+			worst = math.Max(worst, e)
+		}
+	}
+	return worst
+}
+
+// checkParity runs every case on gpu and on a fresh CPU backend, logs a
+// table of the errors and fails the test if any exceeds its tolerance.
+func checkParity(t *testing.T, gpu backend.Backend, cases []opCase) {
+	t.Helper()
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n%-90s %12s %10s  %s\n", "op", "max err", "tolerance", "")
 	failed := 0
-	for _, c := range parityCases() {
+	for _, c := range cases {
+		hostIn := caseInputs(c)
 		ref := cpu.New()
-		rng := rand.New(rand.NewPCG(7, uint64(len(c.name))))
-		var hostIn [][]float32
-		for i, n := range c.inputs {
-			var v []float32
-			if c.gen != nil {
-				v = c.gen(i, rng, n)
-			}
-			if v == nil {
-				v = make([]float32, n)
-				for j := range v {
-					v[j] = float32(rng.NormFloat64())
-				}
-			}
-			hostIn = append(hostIn, v)
-		}
-		outputs := func(b backend.Backend) ([][]float32, error) {
-			var in, out []backend.Tensor
-			for _, v := range hostIn {
-				t := b.Alloc(len(v))
-				b.Upload(t, v)
-				in = append(in, t)
-			}
-			for _, n := range c.outputs {
-				out = append(out, b.Alloc(n))
-			}
-			c.run(b, in, out)
-			var res [][]float32
-			for i, n := range c.outputs {
-				v := make([]float32, n)
-				b.Download(v, out[i])
-				res = append(res, v)
-			}
-			err := b.Sync()
-			for _, t := range append(in, out...) {
-				b.Free(t)
-			}
-			return res, err
-		}
-		want, err := outputs(ref)
+		want, err := runCase(ref, c, hostIn)
 		ref.Close()
 		if err != nil {
 			t.Fatalf("%s on the CPU: %v", c.name, err)
 		}
-		got, err := outputs(gpu)
+		got, err := runCase(gpu, c, hostIn)
 		if err != nil {
 			t.Fatalf("%s on the GPU: %v", c.name, err)
 		}
-		worst := 0.0
-		for o := range want {
-			for i := range want[o] {
-				e := math.Abs(float64(got[o][i])-float64(want[o][i])) / (1 + math.Abs(float64(want[o][i])))
-				if math.IsNaN(e) || math.IsNaN(float64(got[o][i])) {
-					e = math.Inf(1) // a NaN on either side, or ∞ − ∞, is a failure
-				}
-				worst = math.Max(worst, e)
-			}
-		}
+		worst := maxError(got, want)
 		status := "ok"
 		if worst > c.tol {
 			status = "FAIL"

@@ -1,0 +1,204 @@
+//go:build cuda
+
+package cuda
+
+// Convolutions on cuDNN (bindings in cudnn.go). Each convolution shape gets
+// a plan per direction the first time that direction runs: descriptors, an
+// algorithm chosen by timing every algorithm cuDNN has for it (Find…Ex, on
+// the op's own buffers and the backend's one workspace), and the workspace
+// size that algorithm needs. Plans live until Close; the workspace is the
+// one the im2col path also uses (scratch), grown to the largest need.
+//
+// Semantics are the CPU backend's: cross-correlation, zero padding, NCHW,
+// weights OC×C×KH×KW, no bias; every direction overwrites its output
+// (beta = 0), as the Backend interface requires of Conv2DBackwardData and
+// Conv2DBackwardFilter.
+//
+// Batch norm and max pooling stay on the custom kernels, on purpose:
+//   - cudnnBatchNormalizationForwardTraining does not produce the xhat that
+//     BatchNormTrain must save, and cudnnBatchNormalizationBackward wants x,
+//     the mean and invStd where BatchNormBackward is given xhat; matching
+//     the interface would take extra passes over the activations, which is
+//     all these memory-bound ops cost. Evaluation is one elementwise pass
+//     either way. The kernels also sum in double in a fixed order, which
+//     the parity tests rely on, and cuDNN 9 marks these calls deprecated.
+//   - cudnnPoolingForward does not return the argmax tensor
+//     MaxPool2DForward must fill, and cudnnPoolingBackward recomputes the
+//     maxima from x and y without the "first maximum on ties" rule.
+
+import (
+	"fmt"
+	"strings"
+
+	"gorgonia.org/cu"
+
+	"iterbin/backend"
+)
+
+// maxWorkspaceBytes bounds the workspace of a cuDNN algorithm: the same
+// 1 GiB the im2col path may use. Algorithms that need more are not timed.
+const maxWorkspaceBytes = 4 * maxWorkspaceFloats
+
+// A deterministic algorithm is preferred to the fastest one when it is at
+// most deterministicSlack times as slow, or deterministicSlackMs slower
+// (timings of tiny convolutions are noise).
+const (
+	deterministicSlack   = 1.10
+	deterministicSlackMs = 0.01
+)
+
+// dnnConvKey identifies a convolution: its shape and the data type of its
+// tensors.
+type dnnConvKey struct {
+	shape backend.ConvShape
+	dtype dnnDataType
+}
+
+// dnnConv holds the descriptors of one convolution and a plan per
+// direction.
+type dnnConv struct {
+	key   dnnConvKey
+	x, y  uintptr // tensor descriptors: N×C×H×W and N×OC×OH×OW
+	w     uintptr // filter descriptor: OC×C×KH×KW
+	plans [dnnDirections]dnnPlan
+}
+
+// dnnPlan is how one direction of a convolution runs.
+type dnnPlan struct {
+	conv   uintptr // its convolution descriptor
+	chosen bool    // whether the algorithm below was chosen yet
+	dnnResult
+}
+
+// dnnResult is one timed algorithm (a cudnnConvolution…AlgoPerf_t).
+type dnnResult struct {
+	algo          int
+	status        int
+	ms            float32
+	workspace     int // bytes
+	deterministic bool
+	mathType      int
+}
+
+// chooseAlgo returns the fastest usable result, except that the fastest
+// deterministic one wins when it is within the slack: cuDNN's
+// nondeterministic algorithms (backward data and filter ALGO_0 and
+// BWD_FILTER_ALGO_3 sum with atomics) make two runs of the same step
+// differ, which neither the CPU backend nor the im2col path ever do.
+func chooseAlgo(results []dnnResult, usable func(dnnResult) bool) (dnnResult, bool) {
+	var fastest, fastestDeterministic dnnResult
+	found, foundDeterministic := false, false
+	for _, r := range results {
+		if !usable(r) {
+			continue
+		}
+		if !found || r.ms < fastest.ms {
+			fastest, found = r, true
+		}
+		if r.deterministic && (!foundDeterministic || r.ms < fastestDeterministic.ms) {
+			fastestDeterministic, foundDeterministic = r, true
+		}
+	}
+	if foundDeterministic && fastestDeterministic.ms <= max(fastest.ms*deterministicSlack, fastest.ms+deterministicSlackMs) {
+		return fastestDeterministic, true
+	}
+	return fastest, found
+}
+
+// useCudnn says whether convolution s runs on cuDNN.
+func (b *Backend) useCudnn(s backend.ConvShape) bool { return b.dnn != nil && dnnShapeOK(s) }
+
+// scratchBytes returns the shared workspace grown to n bytes; 0 for none.
+func (b *Backend) scratchBytes(n int) cu.DevicePtr {
+	if n <= 0 {
+		return 0
+	}
+	return b.scratch((n + 3) / 4)
+}
+
+// dnnConvolve runs direction dir of convolution s (float32 tensors) on
+// cuDNN: in1, in2 → out as dnnDirection lists them. Errors are recorded.
+func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
+	if b.err != nil {
+		return
+	}
+	d := b.dnn
+	key := dnnConvKey{shape: s, dtype: dnnFloat}
+	c, ok := d.convs[key]
+	if !ok {
+		var err error
+		if c, err = d.newConv(key); err != nil {
+			b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
+			return
+		}
+		d.convs[key] = c
+	}
+	p := &c.plans[dir]
+	if !p.chosen {
+		if err := b.dnnChoose(dir, c, in1, in2, out); err != nil {
+			b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
+	ws := b.scratchBytes(p.workspace)
+	if b.err != nil {
+		return
+	}
+	if err := d.convolve(dir, c, 1, 0, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws)); err != nil {
+		b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s), algorithm %d: %w", s, key.dtype, p.algo, err))
+	}
+}
+
+// dnnChoose times the algorithms of direction dir of c on the op's own
+// buffers (out is overwritten; the op then computes it) and records the
+// chosen one in c's plan. The search gets a workspace as large as the
+// hungriest algorithm that supports the convolution asks for, up to
+// maxWorkspaceBytes.
+func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.DevicePtr) error {
+	d := b.dnn
+	limit := 0
+	for algo := 0; algo < dnnAlgoCounts[dir]; algo++ {
+		// An algorithm that does not support the convolution answers
+		// with an error status; it is simply not a candidate.
+		if n, err := d.workspaceBytes(dir, c, algo); err == nil && n <= maxWorkspaceBytes {
+			limit = max(limit, n)
+		}
+	}
+	ws := b.scratchBytes(limit)
+	if b.err != nil {
+		return nil
+	}
+	results, err := d.find(dir, c, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws), limit)
+	if err != nil {
+		return err
+	}
+	dt := c.key.dtype
+	best, ok := chooseAlgo(results, func(r dnnResult) bool {
+		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType)
+	})
+	if !ok {
+		var tried []string
+		for _, r := range results {
+			tried = append(tried, fmt.Sprintf("algorithm %d: %s, %d bytes, math type %d", r.algo, d.statusString(r.status), r.workspace, r.mathType))
+		}
+		return fmt.Errorf("%s found no algorithm that runs within %d bytes of workspace in the allowed math (%s)", dnnCalls[dir][1], limit, strings.Join(tried, "; "))
+	}
+	p := &c.plans[dir]
+	// Run the algorithm as it was timed (PyTorch does the same). Strict
+	// fp32 keeps CUDNN_FMA_MATH whatever cuDNN reports.
+	if d.mathType(dt) != dnnFMAMath {
+		if err := d.setMathType(p.conv, best.mathType); err != nil {
+			return err
+		}
+	}
+	// The size a search reports has been known to fall short of what the
+	// algorithm then asks for; take the larger of the two.
+	if n, err := d.workspaceBytes(dir, c, best.algo); err == nil {
+		best.workspace = max(best.workspace, n)
+	}
+	p.dnnResult, p.chosen = best, true
+	return nil
+}
