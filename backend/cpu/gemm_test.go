@@ -233,3 +233,42 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 	dotGo(n8, dy0, dy1, x, doffs, want)
 	close("filter-gradient kernel", got, want)
 }
+
+// BenchmarkConv reports GFLOP/s of the three convolution ops on the
+// layer shapes of VGG-5 and ResNet-20 (16 samples, both workers).
+func BenchmarkConv(b *testing.B) {
+	be := New()
+	defer be.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, l := range []struct {
+		name string
+		s    backend.ConvShape
+	}{
+		{"vgg5-conv2-64x32x32", backend.ConvShape{N: 16, C: 64, H: 32, W: 32, OC: 64, KH: 3, KW: 3, Stride: 1, Pad: 1}},
+		{"resnet20-16x32x32", backend.ConvShape{N: 16, C: 16, H: 32, W: 32, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1}},
+		{"resnet20-32x16x16", backend.ConvShape{N: 16, C: 32, H: 16, W: 16, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1}},
+		{"resnet20-64x8x8", backend.ConvShape{N: 16, C: 64, H: 8, W: 8, OC: 64, KH: 3, KW: 3, Stride: 1, Pad: 1}},
+		{"resnet20-down-16to32", backend.ConvShape{N: 16, C: 16, H: 32, W: 32, OC: 32, KH: 3, KW: 3, Stride: 2, Pad: 1}},
+	} {
+		s := l.s
+		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		x, w, dy := upload(be, randVals(rng, in)), upload(be, randVals(rng, wn)), upload(be, randVals(rng, out))
+		y, dx, dw := be.Alloc(out), be.Alloc(in), be.Alloc(wn)
+		flop := 2 * float64(s.N*s.OutH()*s.OutW()*s.OC*s.C*s.KH*s.KW)
+		for _, op := range []struct {
+			name string
+			run  func()
+		}{
+			{"forward", func() { be.Conv2DForward(y, x, w, s) }},
+			{"backward-data", func() { be.Conv2DBackwardData(dx, dy, w, s) }},
+			{"backward-filter", func() { be.Conv2DBackwardFilter(dw, dy, x, s) }},
+		} {
+			b.Run(l.name+"/"+op.name, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					op.run()
+				}
+				b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
