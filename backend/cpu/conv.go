@@ -155,18 +155,46 @@ func padChannels(xp, x []float32, c0, c1, h, w, pad int) {
 // a (cout × cin·k·k), without building columns: the worker copies the
 // sample into a padded buffer of rows wp = w+2·pad wide, and the
 // micro-kernel reads row (c, kh, kw) of the column matrix straight from
-// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time.
-// Positions run over padded rows, so the kernel writes whole tiles into a
-// padded output (cout rounded up to mr rows of tiles·nr positions) and the
-// k−1 extra columns of each row are dropped when it is copied to y. The
+// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time. The
 // sum runs over the same k order as im2col.
+//
+// When output rows are a multiple of 16 wide, each tile is 16 positions
+// of one row and the kernel writes y in place (rows of a panel past cout
+// go through a tile buffer). Otherwise tiles run over padded rows: the
+// kernel writes whole tiles into a padded output and the k−1 extra
+// columns of each row are dropped when it is copied to y.
 func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
 	hp, wp := h+2*pad, w+2*pad
 	oh, ow := hp-k+1, wp-k+1
 	kk := cin * k * k
-	positions := roundUp(oh*wp, nr)
 	xp, offs := ws.padded(cin, hp, wp, k)
 	padChannels(xp, x, 0, cin, h, w, pad)
+	tile := ws.gemm.tile
+	if ow%nr == 0 {
+		plane := oh * ow
+		for r0 := 0; r0 < cout; r0 += mr {
+			rows := min(mr, cout-r0)
+			for i := 0; i < oh; i++ {
+				for j := 0; j < ow; j += nr {
+					src := xp[i*wp+j:]
+					for pc := 0; pc < kk; pc += kc {
+						kLen := min(kc, kk-pc)
+						panel := a.packed[pc*a.mPad+r0*kLen:][:mr*kLen]
+						if rows == mr {
+							b.offsetsKernel(kLen, panel, src, offs[pc:pc+kLen], y[r0*plane+i*ow+j:], plane, pc > 0)
+							continue
+						}
+						b.offsetsKernel(kLen, panel, src, offs[pc:pc+kLen], tile, nr, pc > 0)
+					}
+					for r := 0; r < rows && rows < mr; r++ {
+						copy(y[(r0+r)*plane+i*ow+j:][:nr], tile[r*nr:][:nr])
+					}
+				}
+			}
+		}
+		return
+	}
+	positions := roundUp(oh*wp, nr)
 	yp := ws.matrixBuf(a.mPad * positions)
 	for j0 := 0; j0 < positions; j0 += nr {
 		for r0 := 0; r0 < cout; r0 += mr {

@@ -81,6 +81,9 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		// chunks of one sample:
 		{N: 70, C: 2, H: 4, W: 4, OC: 3, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 2, H: 33, W: 31, OC: 5, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		// Output rows a multiple of 16 wide: tiles written into y in place.
+		{N: 2, C: 3, H: 5, W: 32, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 30, H: 3, W: 18, OC: 13, KH: 3, KW: 3, Stride: 1, Pad: 0}, // k = 270 > kc
 	} {
 		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
