@@ -115,9 +115,9 @@ func implicitOK(s backend.ConvShape) bool {
 	return s.Stride == 1 && s.KH == s.KW && s.Pad <= s.KH-1 && !pointwise(s)
 }
 
-// padded returns the worker's buffer for cin zero-padded hp×wp planes
-// (with slack for the last tile's reads) and the offsets of the rows
-// (c, kh, kw) of the implicit column matrix in it.
+// padded returns the worker's buffer for cin padded planes of hp rows wp
+// apart (with slack for the last tile's reads) and the offsets of the
+// rows (c, kh, kw) of the implicit column matrix in it.
 func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
 	need := cin*hp*wp + k + nr*2
 	if cap(s.pad) < need {
@@ -138,22 +138,25 @@ func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
 	return s.pad[:need], offs
 }
 
-// padChannels zero-fills xp and copies channels [c0, c1) of the h×w sample
-// x into it, padded by pad on every side.
-func padChannels(xp, x []float32, c0, c1, h, w, pad int) {
+// padChannels zero-fills xp and copies the cin channels of the h×w
+// sample x into it, zero-padded by pad, with rows wp = w+pad apart: a
+// row's right padding is the next row's left padding.
+func padChannels(xp, x []float32, cin, h, w, pad int) {
 	clear(xp)
-	hp, wp := h+2*pad, w+2*pad
-	for c := c0; c < c1; c++ {
+	wp := w + pad
+	plane := (h + 2*pad) * wp
+	for c := 0; c < cin; c++ {
 		for r := 0; r < h; r++ {
-			copy(xp[((c-c0)*hp+r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
+			copy(xp[c*plane+(r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
 		}
 	}
 }
 
 // implicitConv computes one sample y (cout×OH×OW) of a stride-1
-// convolution of x (cin×h×w, zero-padded by pad) with weights prepacked in
-// a (cout × cin·k·k), without building columns: the worker copies the
-// sample into a padded buffer of rows wp = w+2·pad wide, and the
+// convolution of x (cin×h×w, zero-padded by pad ≤ k−1) with weights
+// prepacked in a (cout × cin·k·k), without building columns: the worker
+// copies the sample into a padded buffer of rows wp = w+pad apart
+// (neighbouring rows share their padding; see padChannels), and the
 // micro-kernel reads row (c, kh, kw) of the column matrix straight from
 // it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time. The
 // sum runs over the same k order as im2col.
@@ -161,14 +164,14 @@ func padChannels(xp, x []float32, c0, c1, h, w, pad int) {
 // When output rows are a multiple of 16 wide, each tile is 16 positions
 // of one row and the kernel writes y in place (rows of a panel past cout
 // go through a tile buffer). Otherwise tiles run over padded rows: the
-// kernel writes whole tiles into a padded output and the k−1 extra
+// kernel writes whole tiles into a padded output and the wp−ow extra
 // columns of each row are dropped when it is copied to y.
 func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
-	hp, wp := h+2*pad, w+2*pad
-	oh, ow := hp-k+1, wp-k+1
+	hp, wp := h+2*pad, w+pad
+	oh, ow := hp-k+1, w+2*pad-k+1
 	kk := cin * k * k
 	xp, offs := ws.padded(cin, hp, wp, k)
-	padChannels(xp, x, 0, cin, h, w, pad)
+	padChannels(xp, x, cin, h, w, pad)
 	tile := ws.gemm.tile
 	if ow%nr == 0 {
 		plane := oh * ow

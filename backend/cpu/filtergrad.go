@@ -4,14 +4,18 @@ import "iterbin/backend"
 
 // The filter gradient of a stride-1 convolution, dw[o][c,kh,kw] =
 // Σ_n Σ_(i,j) dy[n,o,i,j]·x[n,c,i+kh−pad,j+kw−pad], is a set of dot
-// products between rows of dy and shifted rows of the padded input. Laid
-// out with the samples of a group side by side — dy as [o][n][hp·wp] with
-// zeros outside the output, x as [c][n][hp][wp] — each weight is one dot
-// product over the group's positions, between a row of dy and a run of x
-// that starts at c·span + kh·wp + kw. The kernel reads both in place, so
-// nothing is transposed or packed; it keeps 8-lane partial sums per weight
-// across every group and chunk, and the lanes are added once at the end.
-// The order of every sum depends on the shape only, never on the workers.
+// products between rows of dy and shifted rows of the padded input. The
+// samples of a group are laid out one after another with shared padding:
+// rows of x are wp = w+pad apart (a row's right padding is the next row's
+// left padding) and samples h+pad rows apart (a sample's bottom padding
+// is the next one's top), so x is [c][n][h+pad][w+pad], and dy is
+// [o][n][h+pad][w+pad] with zeros outside the output. Each weight is then
+// one dot product over the group's positions, between a row of dy and the
+// run of x that starts at c·span + kh·wp + kw. The kernel reads both in
+// place, so nothing is transposed or packed; it keeps 8-lane partial sums
+// per weight across every group and chunk, and the lanes are added once
+// at the end. The order of every sum depends on the shape only, never on
+// the workers.
 
 const (
 	dotRows = 2 // output channels per kernel call
@@ -47,12 +51,12 @@ func roundUp(n, m int) int { return (n + m - 1) / m * m }
 // [c0, c1) of a stride-1 convolution with a square kernel.
 func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShape, dw, dy, x []float32, c0, c1 int) {
 	k, pad := s.KH, s.Pad
-	hp, wp := s.H+2*pad, s.W+2*pad
+	wp := s.W + pad // row stride: padding shared by neighbouring rows
 	oh, ow := s.OutH(), s.OutW()
-	plane := hp * wp
+	plane := (s.H + pad) * wp // sample stride: padding shared by neighbouring samples
 	group := max(1, filterGradGroup/plane)
-	span := group * plane      // positions of a full group, per channel
-	length := roundUp(span, 8) // the row length of dyp
+	span := group*plane + pad*wp // a channel: the group and the last sample's bottom padding
+	length := roundUp(span, 8)   // the row length of dyp
 	cin := c1 - c0
 	rows := cin * k * k
 	rowsPad, ocPad := roundUp(rows, dotCols), roundUp(s.OC, dotRows)
@@ -89,7 +93,7 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 		for n := n0; n < n0+gn; n++ {
 			xs, ds := x[n*in:(n+1)*in], dy[n*out:(n+1)*out]
 			for c := c0; c < c1; c++ {
-				base := (c-c0)*span + (n-n0)*plane + pad*wp + pad
+				base := (c-c0)*span + (n-n0)*plane + pad*wp + pad // row pad, column pad
 				for r := 0; r < s.H; r++ {
 					copy(xp[base+r*wp:][:s.W], xs[(c*s.H+r)*s.W:][:s.W])
 				}
