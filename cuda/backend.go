@@ -38,11 +38,19 @@ type Backend struct {
 	// dnn runs the convolutions when cuDNN loaded (nil: im2col+cuBLAS).
 	dnn *cudnn
 	err error
+	// precision is the checked Options.Precision; bf16 says it is "bf16"
+	// (bf16.go).
+	precision string
+	bf16      bool
 
 	// workspace holds im2col columns or cuDNN's workspace, grown as
 	// needed.
 	workspace     cu.DevicePtr
 	workspaceSize int
+	// halves holds the bf16 copies of GEMM and convolution operands at
+	// precision bf16 (bf16.go), grown as needed; halvesSize is in bytes.
+	halves     cu.DevicePtr
+	halvesSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
@@ -68,9 +76,13 @@ var _ backend.Backend = (*Backend)(nil)
 // New creates a context on device ordinal, current on the calling
 // goroutine's OS thread (locked until Close), a stream, the kernels, a
 // cuBLAS handle and, where cuDNN loads (and opts.NoCuDNN is not set), a
-// cuDNN handle for the convolutions. Name says which convolution path is
-// active and, without cuDNN, why.
+// cuDNN handle for the convolutions. Name says which precision and
+// convolution path are active and, without cuDNN, why. An unknown
+// opts.Precision is an error.
 func New(ordinal int, opts Options) (backend.Backend, error) {
+	if _, err := opts.precision(); err != nil {
+		return nil, err
+	}
 	runtime.LockOSThread()
 	b, err := open(ordinal, opts)
 	if err != nil {
@@ -82,6 +94,10 @@ func New(ordinal int, opts Options) (backend.Backend, error) {
 }
 
 func open(ordinal int, opts Options) (*Backend, error) {
+	precision, err := opts.precision()
+	if err != nil {
+		return nil, err
+	}
 	n, err := cu.NumDevices()
 	if err != nil {
 		return nil, fmt.Errorf("cuda: cuDeviceGetCount: %v", err)
@@ -89,7 +105,7 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	if ordinal < 0 || ordinal >= n {
 		return nil, fmt.Errorf("cuda: device cuda:%d does not exist; this machine has %d CUDA devices", ordinal, n)
 	}
-	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}}
+	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}, precision: precision, bf16: precision == BF16}
 	if b.device, err = cu.GetDevice(ordinal); err != nil {
 		return nil, fmt.Errorf("cuda: cuDeviceGet(%d): %v", ordinal, err)
 	}
@@ -106,7 +122,7 @@ func open(ordinal int, opts Options) (*Backend, error) {
 		return nil, err
 	}
 	stream := uintptr(unsafe.Pointer(b.stream.C()))
-	if b.blas, err = openCublas(stream, opts.TF32); err != nil {
+	if b.blas, err = openCublas(stream, precision); err != nil {
 		b.release()
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
@@ -121,21 +137,27 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	convolutions := "im2col+cuBLAS convolutions"
 	if opts.NoCuDNN {
 		convolutions += " (cuDNN off: Options.NoCuDNN)"
-	} else if dnn, err := openCudnn(stream, opts.TF32); err != nil {
+	} else if dnn, err := openCudnn(stream, precision == TF32); err != nil {
 		convolutions = "no cuDNN: " + convolutions + "; " + err.Error()
 	} else {
 		b.dnn = dnn
 		convolutions = "cuDNN " + dnn.version + " convolutions"
 	}
-	precision := "float32"
-	switch {
-	case opts.TF32 && b.dnn != nil:
-		precision = "TF32 GEMMs and convolutions"
-	case opts.TF32:
-		precision = "TF32 GEMMs"
-	}
-	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s)", ordinal, devName, b.blas.name, precision, convolutions)
+	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions)
 	return b, nil
+}
+
+// describePrecision says, for Name, how GEMMs and convolutions compute.
+func (b *Backend) describePrecision() string {
+	switch {
+	case b.precision == TF32:
+		return "precision tf32: TF32 tensor-core GEMMs and convolutions, fp32 accumulation"
+	case b.bf16 && b.dnn != nil:
+		return "precision bf16: GEMM and convolution inputs rounded to bf16, fp32 accumulation; float32 GEMM outputs, cuDNN's bf16 convolution outputs widened to float32"
+	case b.bf16:
+		return "precision bf16: GEMM and convolution inputs rounded to bf16, fp32 accumulation, float32 outputs"
+	}
+	return "precision fp32: true fp32 GEMMs and convolutions"
 }
 
 // loadKernels JIT-loads every embedded PTX module and looks up its
@@ -181,8 +203,15 @@ func ptxEntries(ptx string) []string {
 	return names
 }
 
-// Name says which device, libraries and paths are active.
-func (b *Backend) Name() string { return b.name }
+// Name says which device, libraries, precision and paths are active. At
+// precision bf16 it also counts the convolutions cuDNN could not plan in
+// bf16, which run on the im2col path, once there are any.
+func (b *Backend) Name() string {
+	if b.dnn != nil && b.dnn.fallbacks > 0 {
+		return fmt.Sprintf("%s; %d bf16 convolution directions on im2col, cuDNN could not plan them (first: %s)", b.name, b.dnn.fallbacks, b.dnn.firstFallback)
+	}
+	return b.name
+}
 
 func (b *Backend) fail(err error) {
 	if b.err == nil && err != nil {
@@ -240,7 +269,7 @@ func (b *Backend) release() {
 		b.blas.close()
 		b.blas = nil
 	}
-	for _, p := range []*cu.DevicePtr{&b.workspace, &b.badLabel} {
+	for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.badLabel} {
 		if *p != 0 {
 			cu.MemFree(*p)
 			*p = 0

@@ -101,7 +101,7 @@ func TestConvParityWithCPU(t *testing.T) {
 			tf32 bool
 		}{{"fp32", false}, {"tf32", true}} {
 			t.Run(path.name+"/"+precision.name, func(t *testing.T) {
-				gpu := openGPU(t, cuda.Options{TF32: precision.tf32, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
 				defer gpu.Close()
 				checkParity(t, gpu, convCases(precision.tf32))
 			})

@@ -20,6 +20,22 @@ typedef int (*cublas_sgemm_fn)(void*, int, int, int, int, int, const float*, con
 typedef int (*cublas_sgemm_strided_fn)(void*, int, int, int, int, int, const float*, const float*, int,
                                        long long, const float*, int, long long, const float*, float*, int,
                                        long long, int);
+// cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb,
+//     int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype, int lda,
+//     const void *B, cudaDataType Btype, int ldb, const void *beta, void *C, cudaDataType Ctype,
+//     int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+// cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t transa,
+//     cublasOperation_t transb, int m, int n, int k, const void *alpha, const void *A,
+//     cudaDataType Atype, int lda, long long int strideA, const void *B, cudaDataType Btype, int ldb,
+//     long long int strideB, const void *beta, void *C, cudaDataType Ctype, int ldc,
+//     long long int strideC, int batchCount, cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+// (cublas_api.h of cuBLAS 11.11; cuBLAS 12 and 13 keep these int signatures and add separate
+// _64 entry points.) The enums are C ints.
+typedef int (*cublas_gemm_ex_fn)(void*, int, int, int, int, int, const void*, const void*, int, int,
+                                 const void*, int, int, const void*, void*, int, int, int, int);
+typedef int (*cublas_gemm_strided_ex_fn)(void*, int, int, int, int, int, const void*, const void*, int, int,
+                                         long long, const void*, int, int, long long, const void*, void*, int,
+                                         int, long long, int, int, int);
 
 static void* iterbin_dlopen(const char* name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL); }
 static const char* iterbin_dlerror(void) { const char* e = dlerror(); return e ? e : ""; }
@@ -50,6 +66,21 @@ static int iterbin_cublas_sgemm_strided(void* fn, uintptr_t h, int ta, int tb, i
 	return ((cublas_sgemm_strided_fn)fn)((void*)h, ta, tb, m, n, k, &alpha, (const float*)a, lda, sa,
 	                                     (const float*)b, ldb, sb, &beta, (float*)c, ldc, sc, batch);
 }
+// alpha and beta are floats: the scale type of CUBLAS_COMPUTE_32F.
+static int iterbin_cublas_gemm_ex(void* fn, uintptr_t h, int ta, int tb, int m, int n, int k, float alpha,
+                                  uintptr_t a, int atype, int lda, uintptr_t b, int btype, int ldb, float beta,
+                                  uintptr_t c, int ctype, int ldc, int compute, int algo) {
+	return ((cublas_gemm_ex_fn)fn)((void*)h, ta, tb, m, n, k, &alpha, (const void*)a, atype, lda,
+	                               (const void*)b, btype, ldb, &beta, (void*)c, ctype, ldc, compute, algo);
+}
+static int iterbin_cublas_gemm_strided_ex(void* fn, uintptr_t h, int ta, int tb, int m, int n, int k, float alpha,
+                                          uintptr_t a, int atype, int lda, long long sa, uintptr_t b, int btype,
+                                          int ldb, long long sb, float beta, uintptr_t c, int ctype, int ldc,
+                                          long long sc, int batch, int compute, int algo) {
+	return ((cublas_gemm_strided_ex_fn)fn)((void*)h, ta, tb, m, n, k, &alpha, (const void*)a, atype, lda, sa,
+	                                       (const void*)b, btype, ldb, sb, &beta, (void*)c, ctype, ldc, sc,
+	                                       batch, compute, algo);
+}
 */
 import "C"
 
@@ -62,12 +93,17 @@ import (
 // cublasLibraries are tried in order: CUDA 13, 12, 11.
 var cublasLibraries = [...]string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
 
-// cuBLAS constants (cublas_api.h).
+// cuBLAS constants (cublas_api.h; cudaDataType from library_types.h).
 const (
 	cublasOpN            = 0
 	cublasOpT            = 1
-	cublasDefaultMath    = 0
-	cublasTF32TensorMath = 3
+	cublasDefaultMath    = 0 // CUBLAS_DEFAULT_MATH
+	cublasTF32TensorMath = 3 // CUBLAS_TF32_TENSOR_OP_MATH
+
+	cudaR32F          = 0  // CUDA_R_32F
+	cudaR16BF         = 14 // CUDA_R_16BF
+	cublasCompute32F  = 68 // CUBLAS_COMPUTE_32F: float accumulation and scale type
+	cublasGemmDefault = -1 // CUBLAS_GEMM_DEFAULT: cuBLAS's heuristic picks the kernel
 )
 
 // cublas is a cuBLAS handle with the entry points it calls.
@@ -77,11 +113,18 @@ type cublas struct {
 	handle                               C.uintptr_t
 	create, destroy, setStream, mathMode unsafe.Pointer
 	sgemm, sgemmStrided                  unsafe.Pointer
+	// gemmEx and gemmStridedEx run the bf16 GEMMs (only looked up for
+	// precision bf16).
+	gemmEx, gemmStridedEx unsafe.Pointer
 }
 
 // openCublas loads the newest cuBLAS found and creates a handle bound to
-// stream.
-func openCublas(stream uintptr, tf32 bool) (*cublas, error) {
+// stream, in the math mode of precision (a checked Options.Precision).
+// fp32 and bf16 keep CUBLAS_DEFAULT_MATH: SGEMMs stay true fp32, and the
+// bf16 GemmEx calls use tensor cores in it (their compute type,
+// CUBLAS_COMPUTE_32F, only asks for fp32 accumulation, which bf16 tensor
+// cores give).
+func openCublas(stream uintptr, precision string) (*cublas, error) {
 	var tried []string
 	b := &cublas{}
 	for _, name := range cublasLibraries {
@@ -97,13 +140,18 @@ func openCublas(stream uintptr, tf32 bool) (*cublas, error) {
 	if b.lib == nil {
 		return nil, fmt.Errorf("cuBLAS not found (tried %s): install the CUDA libraries or put their folder on LD_LIBRARY_PATH", strings.Join(tried, "; "))
 	}
-	for _, s := range []struct {
+	type symbolRef struct {
 		dst  *unsafe.Pointer
 		name string
-	}{
+	}
+	symbols := []symbolRef{
 		{&b.create, "cublasCreate_v2"}, {&b.destroy, "cublasDestroy_v2"}, {&b.setStream, "cublasSetStream_v2"},
 		{&b.mathMode, "cublasSetMathMode"}, {&b.sgemm, "cublasSgemm_v2"}, {&b.sgemmStrided, "cublasSgemmStridedBatched"},
-	} {
+	}
+	if precision == BF16 {
+		symbols = append(symbols, symbolRef{&b.gemmEx, "cublasGemmEx"}, symbolRef{&b.gemmStridedEx, "cublasGemmStridedBatchedEx"})
+	}
+	for _, s := range symbols {
 		cname := C.CString(s.name)
 		*s.dst = C.iterbin_dlsym(b.lib, cname)
 		C.free(unsafe.Pointer(cname))
@@ -121,7 +169,7 @@ func openCublas(stream uintptr, tf32 bool) (*cublas, error) {
 		return nil, fmt.Errorf("cublasSetStream: status %d", int(st))
 	}
 	mode := cublasDefaultMath
-	if tf32 {
+	if precision == TF32 {
 		mode = cublasTF32TensorMath
 	}
 	if st := C.iterbin_cublas_set_math_mode(b.mathMode, b.handle, C.int(mode)); st != 0 {
@@ -175,6 +223,45 @@ func (b *cublas) gemmStrided(transA, transB bool, m, n, k int, alpha float32, a 
 		C.float(beta), C.uintptr_t(c), C.int(n), C.longlong(strideC), C.int(batch))
 	if st != 0 {
 		return fmt.Errorf("cublasSgemmStridedBatched(%d×%d×%d ×%d): status %d", m, n, k, batch, int(st))
+	}
+	return nil
+}
+
+// gemmBF16 is gemm with A and B in bf16 (CUDA_R_16BF) and C in float32,
+// accumulating in float32 (CUBLAS_COMPUTE_32F): the bf16 tensor-core
+// GEMM. Leading dimensions are gemm's.
+func (b *cublas) gemmBF16(transA, transB bool, m, n, k int, alpha float32, a, bb uintptr, beta float32, c uintptr) error {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	st := C.iterbin_cublas_gemm_ex(b.gemmEx, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
+		C.uintptr_t(bb), cudaR16BF, C.int(ldb), C.uintptr_t(a), cudaR16BF, C.int(lda), C.float(beta),
+		C.uintptr_t(c), cudaR32F, C.int(n), cublasCompute32F, cublasGemmDefault)
+	if st != 0 {
+		return fmt.Errorf("cublasGemmEx(bf16 %d×%d×%d, transA %v, transB %v): status %d", m, n, k, transA, transB, int(st))
+	}
+	return nil
+}
+
+// gemmStridedBF16 is gemmStrided with A and B in bf16 and C in float32
+// (strides in elements of each).
+func (b *cublas) gemmStridedBF16(transA, transB bool, m, n, k int, alpha float32, a uintptr, strideA int, bb uintptr, strideB int, beta float32, c uintptr, strideC, batch int) error {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	st := C.iterbin_cublas_gemm_strided_ex(b.gemmStridedEx, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
+		C.uintptr_t(bb), cudaR16BF, C.int(ldb), C.longlong(strideB), C.uintptr_t(a), cudaR16BF, C.int(lda), C.longlong(strideA),
+		C.float(beta), C.uintptr_t(c), cudaR32F, C.int(n), C.longlong(strideC), C.int(batch), cublasCompute32F, cublasGemmDefault)
+	if st != 0 {
+		return fmt.Errorf("cublasGemmStridedBatchedEx(bf16 %d×%d×%d ×%d): status %d", m, n, k, batch, int(st))
 	}
 	return nil
 }

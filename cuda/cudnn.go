@@ -228,8 +228,10 @@ const (
 )
 
 // dnnDataType is a cudnnDataType_t (cudnn_graph.h / cudnn_ops_infer.h).
-// Tensors are float32 today; half and bfloat16 are listed for the mixed
-// precision to come, which only needs descriptors of another type.
+// Convolutions run on float data, or on bfloat16 copies at precision bf16
+// (cudnn_conv.go, bf16.go): cuDNN's bf16 configuration has x, w and y all
+// bfloat16 with a float compute type, the one PyTorch's cuDNN descriptors
+// use (aten/src/ATen/cudnn/Descriptors.h). Half is listed, never used.
 type dnnDataType int
 
 const (
@@ -308,6 +310,19 @@ type cudnn struct {
 	tf32    bool
 	fn      cudnnSymbols
 	convs   map[dnnConvKey]*dnnConv
+	// fallbacks counts the bf16 convolution directions cuDNN could not
+	// plan, which run on the im2col path; firstFallback says why the
+	// first did.
+	fallbacks     int
+	firstFallback string
+}
+
+// noteFallback records n bf16 convolution directions sent to im2col.
+func (d *cudnn) noteFallback(n int, why string) {
+	if d.fallbacks == 0 {
+		d.firstFallback = why
+	}
+	d.fallbacks += n
 }
 
 // openCudnn loads the newest cuDNN found, checks that its sub-libraries
@@ -441,16 +456,13 @@ func (d *cudnn) mathType(dt dnnDataType) int {
 
 // allowsMath says whether an algorithm timed with math type m may be
 // used for data type dt: strict fp32 takes FMA (or default math, which
-// cuDNN may report for kernels that use no tensor cores) only; float data
-// is never converted to FP16.
+// cuDNN may report for kernels that use no tensor cores) only; no data
+// (float, or bf16 at precision bf16) is ever down-converted to FP16.
 func (d *cudnn) allowsMath(dt dnnDataType, m int) bool {
-	switch {
-	case dt == dnnFloat && !d.tf32:
+	if dt == dnnFloat && !d.tf32 {
 		return m == dnnFMAMath || m == dnnDefaultMath
-	case dt == dnnFloat:
-		return m != dnnTensorOpMathAllowConversion
 	}
-	return true
+	return m != dnnTensorOpMathAllowConversion
 }
 
 // dnnShapeOK says whether cuDNN's 4-d descriptors (int dimensions,

@@ -67,6 +67,9 @@ type dnnConv struct {
 type dnnPlan struct {
 	conv   uintptr // its convolution descriptor
 	chosen bool    // whether the algorithm below was chosen yet
+	// im2col, at precision bf16, says why this direction runs on the
+	// im2col path instead: cuDNN could not plan it in bf16.
+	im2col string
 	dnnResult
 }
 
@@ -117,39 +120,84 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 }
 
 // dnnConvolve runs direction dir of convolution s (float32 tensors) on
-// cuDNN: in1, in2 → out as dnnDirection lists them. Errors are recorded.
-func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
+// cuDNN: in1, in2 → out as dnnDirection lists them. At precision bf16 it
+// runs cuDNN's bf16 configuration (x, w and y all CUDNN_DATA_BFLOAT16,
+// compute type float; the legacy API has no bf16-in, float-out one) on
+// bf16 copies of in1 and in2, and widens the bf16 output into out. Errors
+// are recorded, except that a bf16 convolution cuDNN cannot plan (no
+// descriptor or no algorithm for that shape in bf16) returns false, for
+// the caller to run it on the im2col path, then and every later time
+// (Name counts these).
+func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) bool {
 	if b.err != nil {
-		return
+		return true
 	}
 	d := b.dnn
 	key := dnnConvKey{shape: s, dtype: dnnFloat}
+	if b.bf16 {
+		key.dtype = dnnBFloat16
+	}
 	c, ok := d.convs[key]
 	if !ok {
 		var err error
 		if c, err = d.newConv(key); err != nil {
-			b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
-			return
+			if key.dtype != dnnBFloat16 {
+				b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
+				return true
+			}
+			// Keep the shape, every direction on im2col.
+			c = &dnnConv{key: key}
+			for i := range c.plans {
+				c.plans[i].im2col = err.Error()
+			}
+			d.convs[key] = c
+			d.noteFallback(int(dnnDirections), fmt.Sprintf("convolution %+v: %v", s, err))
+			return false
 		}
 		d.convs[key] = c
 	}
 	p := &c.plans[dir]
+	if p.im2col != "" {
+		return false
+	}
+	out32, nOut := out, 0
+	if b.bf16 {
+		var n1, n2 int
+		n1, n2, nOut = dnnOperandSizes(dir, s)
+		var h1, h2 cu.DevicePtr
+		if h1, h2, out = b.bf16Scratch(n1, n2, nOut); b.err != nil {
+			return true
+		}
+		b.toBF16(h1, in1, n1)
+		b.toBF16(h2, in2, n2)
+		in1, in2 = h1, h2
+	}
 	if !p.chosen {
 		if err := b.dnnChoose(dir, c, in1, in2, out); err != nil {
-			b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
-			return
+			if key.dtype != dnnBFloat16 {
+				b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
+				return true
+			}
+			p.im2col = err.Error()
+			d.noteFallback(1, fmt.Sprintf("%s %+v: %v", dnnCalls[dir][3], s, err))
+			return false
 		}
 		if b.err != nil {
-			return
+			return true
 		}
 	}
 	ws := b.scratchBytes(p.workspace)
 	if b.err != nil {
-		return
+		return true
 	}
 	if err := d.convolve(dir, c, 1, 0, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws)); err != nil {
 		b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s), algorithm %d: %w", s, key.dtype, p.algo, err))
+		return true
 	}
+	if b.bf16 {
+		b.fromBF16(out32, out, nOut)
+	}
+	return true
 }
 
 // dnnChoose times the algorithms of direction dir of c on the op's own

@@ -10,6 +10,11 @@
 // Batch norm and pooling always use the custom kernels (cudnn_conv.go says
 // why).
 //
+// Options.Precision picks how GEMMs and convolutions compute: true fp32
+// (the default), TF32 tensor cores, or bf16 mixed precision, where their
+// operands are rounded to bf16 and accumulated in fp32 while every tensor
+// stays float32 (bf16.go). Name says which.
+//
 // The backend exists only in builds with -tags cuda; the default build is
 // pure Go and never links gorgonia.org/cu (whose package init exits the
 // process when no GPU is present). Without the tag, New returns an error

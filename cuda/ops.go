@@ -44,7 +44,8 @@ func (b *Backend) Copy(dst, src backend.Tensor, n int) {
 	}
 }
 
-// Gemm runs cuBLAS SGEMM.
+// Gemm runs cuBLAS SGEMM, or at precision bf16 a GemmEx on bf16 copies of
+// A and B (bf16.go).
 func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt backend.Tensor, beta float32, ct backend.Tensor) {
 	a, bb, c := b.dev("Gemm", "A", at, m*k), b.dev("Gemm", "B", bt, k*n), b.dev("Gemm", "C", ct, m*n)
 	if a == 0 || bb == 0 || c == 0 || m == 0 || n == 0 || b.err != nil {
@@ -52,6 +53,10 @@ func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt b
 	}
 	if k == 0 {
 		b.fail(errors.New("cuda: Gemm with k = 0 is not supported"))
+		return
+	}
+	if b.bf16 {
+		b.gemmBF16(transA, transB, m, n, k, alpha, a, bb, beta, c)
 		return
 	}
 	b.fail(b.blas.gemm(transA, transB, m, n, k, alpha, uintptr(a), uintptr(bb), beta, uintptr(c)))
@@ -245,7 +250,7 @@ func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
 
 // Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go); otherwise
 // im2col for a chunk of samples, then one strided-batched GEMM
-// y[n] = W·cols[n].
+// y[n] = W·cols[n] (at precision bf16 on bf16 copies, bf16.go).
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DForward"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -257,8 +262,11 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 	if y == 0 || x == 0 || w == 0 || s.N == 0 {
 		return
 	}
-	if b.useCudnn(s) {
-		b.dnnConvolve(dnnForward, s, x, w, y)
+	if b.useCudnn(s) && b.dnnConvolve(dnnForward, s, x, w, y) {
+		return
+	}
+	if b.bf16 {
+		b.conv2DForwardBF16(y, x, w, s)
 		return
 	}
 	chunk := convChunk(s)
@@ -279,7 +287,8 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 }
 
 // Conv2DBackwardData runs on cuDNN where it loaded; otherwise
-// cols[n] = Wᵀ·dy[n] (strided-batched), then col2im.
+// cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16
+// the GEMM's inputs are bf16 copies).
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardData"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -291,8 +300,11 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 	if dx == 0 || dy == 0 || w == 0 || s.N == 0 {
 		return
 	}
-	if b.useCudnn(s) {
-		b.dnnConvolve(dnnBackwardData, s, w, dy, dx)
+	if b.useCudnn(s) && b.dnnConvolve(dnnBackwardData, s, w, dy, dx) {
+		return
+	}
+	if b.bf16 {
+		b.conv2DBackwardDataBF16(dx, dy, w, s)
 		return
 	}
 	chunk := convChunk(s)
@@ -314,7 +326,7 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 
 // Conv2DBackwardFilter runs on cuDNN where it loaded; otherwise
 // dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
-// order.
+// order (at precision bf16 on bf16 copies of dy and the columns).
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardFilter"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
@@ -330,8 +342,11 @@ func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.Co
 		b.Fill(dwt, 0, s.OC*k)
 		return
 	}
-	if b.useCudnn(s) {
-		b.dnnConvolve(dnnBackwardFilter, s, x, dy, dw)
+	if b.useCudnn(s) && b.dnnConvolve(dnnBackwardFilter, s, x, dy, dw) {
+		return
+	}
+	if b.bf16 {
+		b.conv2DBackwardFilterBF16(dw, dy, x, s)
 		return
 	}
 	chunk := convChunk(s)

@@ -1,14 +1,61 @@
 package cuda
 
+import "fmt"
+
 // Options tune a CUDA backend.
 type Options struct {
-	// TF32 lets cuBLAS and cuDNN use TF32 tensor cores for float32 GEMMs
-	// and convolutions (faster, 10-bit mantissa products). Without it both
-	// compute in true fp32.
-	TF32 bool
+	// Precision is how GEMMs and convolutions compute; "" means fp32.
+	// Everything else (tensors, batch norm, losses, optimizer state) is
+	// float32 at every precision.
+	//
+	//   - "fp32": true fp32. cuBLAS in CUBLAS_DEFAULT_MATH (SGEMM never
+	//     uses TF32 there), cuDNN convolutions in CUDNN_FMA_MATH.
+	//   - "tf32": TF32 tensor cores for float32 data: cuBLAS in
+	//     CUBLAS_TF32_TENSOR_OP_MATH, cuDNN in CUDNN_TENSOR_OP_MATH
+	//     (operands rounded to 10 mantissa bits, fp32 accumulation).
+	//   - "bf16": mixed precision. The two operands of every GEMM and
+	//     convolution are rounded to bf16 (round to nearest even) into
+	//     scratch buffers and multiplied on tensor cores with fp32
+	//     accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). GEMM outputs,
+	//     and convolution outputs on the im2col path, are float32; cuDNN's
+	//     bf16 convolutions write bf16 (cuDNN has no bf16-in, float-out
+	//     configuration), which is widened back to float32. Binary weights
+	//     (±1) are exact in bf16.
+	//   - "fp16" is not implemented (it needs loss scaling): use bf16.
+	Precision string
 	// NoCuDNN keeps convolutions on im2col + cuBLAS GEMMs even where cuDNN
 	// loads (by default cuDNN runs them when libcudnn.so.9 or .so.8 is
 	// found); tests use it to compare the two paths. Builds without the
 	// cuda tag ignore it.
 	NoCuDNN bool
+}
+
+// The values of Options.Precision.
+const (
+	FP32 = "fp32"
+	TF32 = "tf32"
+	BF16 = "bf16"
+)
+
+// CheckPrecision says whether p is a value of Options.Precision ("" is
+// fp32) and, if not, what is allowed.
+func CheckPrecision(p string) error {
+	switch p {
+	case "", FP32, TF32, BF16:
+		return nil
+	case "fp16":
+		return fmt.Errorf("precision %q is not implemented: use %q (fp16 needs loss scaling; bf16 has float32's exponent range and needs none)", p, BF16)
+	}
+	return fmt.Errorf("precision %q is not known; use %s, %s or %s", p, FP32, TF32, BF16)
+}
+
+// precision returns the checked precision, "" resolved to fp32.
+func (o Options) precision() (string, error) {
+	if err := CheckPrecision(o.Precision); err != nil {
+		return "", fmt.Errorf("cuda: Options.Precision: %w", err)
+	}
+	if o.Precision == "" {
+		return FP32, nil
+	}
+	return o.Precision, nil
 }

@@ -298,11 +298,11 @@ func TestTrainingLossesMatchCPU(t *testing.T) {
 		{"resnet20", "float", 5, 1e-2},
 		{"resnet20", "binary", 5, 1e-2},
 	} {
-		want, err := trainer.StepLosses(models[c.model], c.mode, "cpu", c.steps)
+		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cpu", "fp32", c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := trainer.StepLosses(models[c.model], c.mode, "cuda", c.steps)
+		got, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", "fp32", c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"time"
 
-	"iterbin/cuda"
 	"iterbin/loaders"
 )
 
@@ -54,8 +53,9 @@ type BenchResult struct {
 
 // BenchStep times whole training steps (batch fill, upload, forward,
 // backward, optimizer, binarization) of a model on synthetic data, in
-// "float" mode or "binary" (every layer binary), at precision "fp32" or
-// "tf32" (CUDA only: TF32 tensor-core GEMMs).
+// "float" mode or "binary" (every layer binary), at precision "fp32", or
+// on CUDA "tf32" (TF32 tensor cores) or "bf16" (bf16 GEMM and convolution
+// inputs, fp32 accumulation); see cuda.Options.Precision.
 func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) (BenchResult, error) {
 	const batches = 4
 	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, m.classes(), 1)
@@ -99,19 +99,19 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 }
 
 // StepLosses trains steps steps of a model on fixed synthetic data on a
-// device and returns each step's mean training loss: the same sequence on
-// every backend, up to rounding, which the CUDA parity tests compare.
-func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error) {
+// device at a precision and returns each step's mean training loss and
+// the backend's name: the same sequence on every backend, up to rounding,
+// which the CUDA parity tests compare.
+func StepLosses(m BenchModel, mode, device, precision string, steps int) (losses []float64, backendName string, err error) {
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
-	s, err := benchSession(m, mode, device, "fp32", data, 0.01)
+	s, err := benchSession(m, mode, device, precision, data, 0.01)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer s.close()
 	be, cfg := s.be, s.cfg
 	hb := s.hostBatches[0]
 	idx := make([]int, m.Batch)
-	var losses []float64
 	for i := 0; i < steps; i++ {
 		for j := range idx {
 			idx[j] = i*m.Batch + j
@@ -121,11 +121,11 @@ func StepLosses(m BenchModel, mode, device string, steps int) ([]float64, error)
 		s.trainStep(hb, m.Batch, cfg.Train.LR)
 		be.Download(s.sumsHost, s.sums)
 		if err := be.Sync(); err != nil {
-			return nil, fmt.Errorf("step %d on %s: %w", i, device, err)
+			return nil, "", fmt.Errorf("step %d on %s: %w", i, device, err)
 		}
 		losses = append(losses, float64(s.sumsHost[0])/float64(m.Batch))
 	}
-	return losses, nil
+	return losses, be.Name(), nil
 }
 
 // benchSession builds a session of a benchmark model on device with every
@@ -150,18 +150,8 @@ func benchSession(m BenchModel, mode, device, precision string, data *loaders.Da
 	if err != nil {
 		return nil, err
 	}
-	var opts cuda.Options
-	switch precision {
-	case "fp32":
-	case "tf32":
-		if device == "cpu" {
-			return nil, fmt.Errorf("precision tf32 is a CUDA option (TF32 tensor-core GEMMs); the CPU computes in fp32")
-		}
-		opts.TF32 = true
-	default:
-		return nil, fmt.Errorf("precision %q: use fp32 or tf32 (bf16 and fp16 are not implemented yet)", precision)
-	}
-	be, err := openBackend(device, opts)
+	cfg.Run.Precision = precision
+	be, err := openBackend(device, precision)
 	if err != nil {
 		return nil, err
 	}

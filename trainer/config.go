@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"iterbin/cuda"
 )
 
 // Config is one experiment, decoded strictly from a TOML file. The README's
@@ -43,8 +45,15 @@ type RunConfig struct {
 	Name   string `toml:"name"`
 	Seed   uint64 `toml:"seed"`
 	Device string `toml:"device"`
-	// TF32 lets cuBLAS use TF32 tensor cores for float32 GEMMs on CUDA.
-	TF32   bool   `toml:"tf32"`
+	// Precision is how CUDA GEMMs and convolutions compute: "fp32" (true
+	// fp32), "tf32" (TF32 tensor cores) or "bf16" (operands rounded to
+	// bf16, fp32 accumulation; tensors, batch norm and optimizer state stay
+	// float32). See cuda.Options.Precision. The CPU computes in fp32 only.
+	Precision string `toml:"precision"`
+	// TF32 is the old spelling of precision = "tf32". Configurations
+	// written by earlier versions carry tf32 = false, which is accepted;
+	// true is an error that says to use precision instead.
+	TF32   bool   `toml:"tf32,omitempty"`
 	OutDir string `toml:"out_dir"`
 }
 
@@ -174,7 +183,7 @@ func (o Order) String() string {
 // MNIST experiment with the 784-300-100-10 MLP and the forward order.
 func Default() Config {
 	return Config{
-		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", OutDir: "runs"},
+		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", Precision: "fp32", OutDir: "runs"},
 		Data:     DataConfig{Dataset: "mnist", Validation: 5000, Augment: "auto", ImageSize: 224, Resize: 256},
 		Model:    ModelConfig{Arch: "mlp", Hidden: []int{300, 100}},
 		Binarize: BinarizeConfig{Mode: "iterative", Order: Order{Rule: OrderForward}, EpochsPerLayer: 150, STE: "identity"},
@@ -254,7 +263,7 @@ func tomlKeys(t reflect.Type) []string {
 			keys = append(keys, tomlKeys(f.Type)...)
 			continue
 		}
-		if tag := f.Tag.Get("toml"); tag != "" {
+		if tag := tomlName(f); tag != "" {
 			keys = append(keys, tag)
 		}
 	}
@@ -270,11 +279,17 @@ func fieldByTag(t reflect.Type, tag string) (reflect.Type, bool) {
 				return ft, true
 			}
 		}
-		if f.Tag.Get("toml") == tag {
+		if tomlName(f) == tag {
 			return f.Type, true
 		}
 	}
 	return nil, false
+}
+
+// tomlName is a field's TOML key: its tag without options (",omitempty").
+func tomlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	return name
 }
 
 // nearest returns the allowed key closest to a misspelt one, or "".
@@ -344,6 +359,12 @@ func (c *Config) Validate() error {
 	}
 	if !deviceOK(c.Run.Device) {
 		bad("run.device", "%q is not allowed; use cpu, cuda or cuda:N", c.Run.Device)
+	}
+	if err := checkPrecision(c.Run.Device, c.Run.Precision); err != nil {
+		bad("run.precision", "%v", err)
+	}
+	if c.Run.TF32 {
+		bad("run.tf32", "is replaced by run.precision: write precision = \"tf32\" in [run] and remove tf32")
 	}
 	if c.Run.OutDir == "" {
 		bad("run.out_dir", "must not be empty")
@@ -440,6 +461,28 @@ func (s ScheduleConfig) check(section string, bad func(string, string, ...any), 
 	if !(s.Gamma > 0) {
 		bad(section+".gamma", "%v must be positive", s.Gamma)
 	}
+}
+
+// checkPrecision checks a run.precision value for a device: fp32
+// anywhere; tf32 and bf16 only on CUDA; fp16 is not implemented. Its
+// errors start with the value.
+func checkPrecision(device, precision string) error {
+	switch precision {
+	case cuda.FP32:
+		return nil
+	case cuda.TF32, cuda.BF16:
+		if device == "cpu" {
+			what := "TF32 tensor-core GEMMs and convolutions"
+			if precision == cuda.BF16 {
+				what = "bf16 GEMM and convolution inputs, fp32 accumulation"
+			}
+			return fmt.Errorf("%q is a CUDA option (%s); the CPU backend computes in fp32: use %q, or device cuda", precision, what, cuda.FP32)
+		}
+		return nil
+	case "fp16":
+		return fmt.Errorf("%q is not implemented: use %q (fp16 needs loss scaling; bf16 has float32's exponent range and needs none)", precision, cuda.BF16)
+	}
+	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", precision, cuda.FP32, cuda.TF32, cuda.BF16)
 }
 
 var devicePattern = regexp.MustCompile(`^(cpu|cuda|cuda:[0-9]+)$`)

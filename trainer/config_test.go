@@ -33,6 +33,12 @@ func TestConfigErrorsNameFileKeyAndWhatIsAllowed(t *testing.T) {
 		{"several", "[train]\nepochs = 0\nbatch_size = 1\n", []string{"train.epochs", "train.batch_size"}},
 		{"device", "[run]\ndevice = \"gpu\"\n", []string{"run.device", "cuda:N"}},
 		{"multistep without milestones", "[train]\nlr_schedule = \"multistep\"\n", []string{"train.milestones"}},
+		{"unknown precision", "[run]\ndevice = \"cuda\"\nprecision = \"fp64\"\n", []string{"key run.precision", `"fp64" is not allowed`, "fp32, tf32, bf16"}},
+		{"fp16", "[run]\ndevice = \"cuda\"\nprecision = \"fp16\"\n", []string{"key run.precision", `"fp16" is not implemented: use "bf16"`}},
+		{"bf16 on the CPU", "[run]\nprecision = \"bf16\"\n", []string{"key run.precision", `"bf16" is a CUDA option`, "computes in fp32"}},
+		{"tf32 on the CPU", "[run]\nprecision = \"tf32\"\n", []string{"key run.precision", `"tf32" is a CUDA option`}},
+		{"old tf32 key", "[run]\ndevice = \"cuda\"\ntf32 = true\n", []string{"key run.tf32", `precision = "tf32"`}},
+		{"precision typo", "[run]\nprecison = \"bf16\"\n", []string{`unknown key "run.precison"`, `did you mean "precision"`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,6 +96,39 @@ lr = 0.5
 	}
 	if !reflect.DeepEqual(back, cfg) {
 		t.Errorf("round trip changed the config:\n%+v\n%+v", back, cfg)
+	}
+}
+
+// run.precision: fp32 by default; tf32 and bf16 on CUDA, also by -set;
+// tf32 = false, which configurations written before run.precision carry,
+// still loads, and is not written again.
+func TestConfigPrecision(t *testing.T) {
+	cfg, err := LoadConfig(writeTOML(t, "[run]\nname = \"x\"\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Run.Precision != "fp32" {
+		t.Errorf("default precision %q", cfg.Run.Precision)
+	}
+	for _, p := range []string{"fp32", "tf32", "bf16"} {
+		cfg, err := LoadConfig(writeTOML(t, "[run]\ndevice = \"cuda:1\"\nprecision = \""+p+"\"\n"), nil)
+		if err != nil || cfg.Run.Precision != p {
+			t.Errorf("precision %s on cuda:1: %v", p, err)
+		}
+	}
+	cfg, err = LoadConfig(writeTOML(t, "[run]\ndevice = \"cuda\"\ntf32 = false\n"), []string{"run.precision=bf16"})
+	if err != nil || cfg.Run.Precision != "bf16" {
+		t.Fatalf("tf32 = false and -set run.precision=bf16: %v", err)
+	}
+	text, err := cfg.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(text), `precision = "bf16"`) || strings.Contains(string(text), "tf32") {
+		t.Errorf("encoded config:\n%s", text)
+	}
+	if _, err := LoadConfig(writeTOML(t, "[run]\nprecison = 1\n"), nil); err == nil || strings.Contains(err.Error(), "omitempty") {
+		t.Errorf("the allowed keys name a tag option: %v", err)
 	}
 }
 

@@ -11,17 +11,25 @@ import (
 )
 
 // OpenBackend returns the backend for a run.device value ("cpu", "cuda",
-// "cuda:N"). CUDA needs a build with -tags cuda; the default build says so.
+// "cuda:N") in fp32. CUDA needs a build with -tags cuda; the default build
+// says so.
 func OpenBackend(device string) (backend.Backend, error) {
-	return openBackend(device, cuda.Options{})
+	return openBackend(device, cuda.FP32)
 }
 
-// OpenRunBackend opens the backend a configuration asks for.
+// OpenRunBackend opens the backend a configuration asks for, at its
+// run.precision; the backend's Name says which precision runs.
 func OpenRunBackend(cfg *Config) (backend.Backend, error) {
-	return openBackend(cfg.Run.Device, cuda.Options{TF32: cfg.Run.TF32})
+	return openBackend(cfg.Run.Device, cfg.Run.Precision)
 }
 
-func openBackend(device string, opts cuda.Options) (backend.Backend, error) {
+// openBackend opens device at precision ("fp32", or on CUDA "tf32" or
+// "bf16").
+func openBackend(device, precision string) (backend.Backend, error) {
+	if err := checkPrecision(device, precision); err != nil {
+		return nil, fmt.Errorf("precision %w", err)
+	}
+	opts := cuda.Options{Precision: precision}
 	switch {
 	case device == "cpu":
 		return cpu.New(), nil

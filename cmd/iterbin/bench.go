@@ -37,7 +37,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	device := fs.String("device", "cpu", "device to benchmark")
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
-	precision := fs.String("precision", "fp32", "fp32, or tf32 on CUDA (TF32 tensor-core GEMMs)")
+	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores) or bf16 (bf16 GEMM and convolution inputs, fp32 accumulation); passed to the anchor as --precisions")
 	steps := fs.Int("steps", 20, "timed steps per model and mode")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")

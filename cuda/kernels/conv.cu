@@ -1,22 +1,39 @@
 // im2col and col2im for convolutions as GEMMs, over a batch: cols holds,
 // per sample, C*KH*KW rows of OH*OW columns. col2im gathers (each input
 // element sums its own contributions), so it needs no atomics and its sum
-// order is fixed.
+// order is fixed. im2col_bf16 writes the columns rounded to bf16 (nearest
+// even) for the bf16 GEMMs of Options.Precision = "bf16".
+
+#include <cuda_bf16.h>
+
+// im2col_at is element i of the columns of a batch (zero in the padding).
+__device__ __forceinline__ float im2col_at(const float* x, long long i, long long per, int c, int h, int w,
+                                           int kh, int kw, int stride, int pad, int oh, int ow) {
+    long long smp = i / per, rem = i % per;
+    int col = (int)(rem % (oh * ow));
+    int row = (int)(rem / (oh * ow));
+    int kx = row % kw, ky = (row / kw) % kh, ch = row / (kw * kh);
+    int oy = col / ow, ox = col % ow;
+    int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+    if (iy >= 0 && iy < h && ix >= 0 && ix < w) return x[((smp * c + ch) * h + iy) * w + ix];
+    return 0.0f;
+}
 
 extern "C" __global__ void im2col_f32(float* cols, const float* x, int n, int c, int h, int w,
                                       int kh, int kw, int stride, int pad, int oh, int ow) {
     long long per = (long long)c * kh * kw * oh * ow;
     long long total = per * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        long long smp = i / per, rem = i % per;
-        int col = (int)(rem % (oh * ow));
-        int row = (int)(rem / (oh * ow));
-        int kx = row % kw, ky = (row / kw) % kh, ch = row / (kw * kh);
-        int oy = col / ow, ox = col % ow;
-        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-        float v = 0.0f;
-        if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((smp * c + ch) * h + iy) * w + ix];
-        cols[i] = v;
+        cols[i] = im2col_at(x, i, per, c, h, w, kh, kw, stride, pad, oh, ow);
+    }
+}
+
+extern "C" __global__ void im2col_bf16(__nv_bfloat16* cols, const float* x, int n, int c, int h, int w,
+                                       int kh, int kw, int stride, int pad, int oh, int ow) {
+    long long per = (long long)c * kh * kw * oh * ow;
+    long long total = per * n;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        cols[i] = __float2bfloat16_rn(im2col_at(x, i, per, c, h, w, kh, kw, stride, pad, oh, ow));
     }
 }
 

@@ -1,0 +1,506 @@
+//go:build cuda
+
+// bf16 mixed precision (Options.Precision = "bf16") on both convolution
+// paths. Like every test here these need an NVIDIA GPU (parity_test.go);
+// the cuDNN-path ones skip, saying why, where cuDNN does not load.
+//
+// What bf16 promises, and so what is checked: the two operands of every
+// GEMM and convolution are rounded to bf16 (nearest even), their products
+// are exact (8 × 8 significant bits fit float32's 24) and are summed in
+// fp32; GEMM outputs and im2col convolutions are float32, cuDNN's
+// convolutions write bf16 (rounded to nearest even), widened to float32.
+
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"iterbin/backend"
+	"iterbin/backend/cpu"
+	"iterbin/cuda"
+	"iterbin/trainer"
+)
+
+// bf16Unit is u = 2⁻⁸, bf16's unit roundoff: it keeps 8 significant bits,
+// so rounding to nearest moves a value by at most u of itself.
+const bf16Unit = 1.0 / 256
+
+// accTol bounds the fp32 summation error of a GEMM or convolution, on
+// either side, relative to Σ|aᵢbᵢ|: naive summation of k terms is off by
+// at most k·2⁻²⁴·Σ|aᵢbᵢ| (1e-3 covers k up to 16 000, beyond every case
+// here), blocked and tensor-core summation by less.
+const accTol = 1e-3
+
+// roundBF16 is float32 → bf16 → float32 rounding to nearest, ties to even,
+// for finite values: what f32_to_bf16 (__float2bfloat16_rn) computes.
+func roundBF16(f float32) float32 {
+	u := math.Float32bits(f)
+	u += 0x7fff + (u>>16)&1
+	return math.Float32frombits(u &^ 0xffff)
+}
+
+// bf16Case is a GEMM or a convolution for the bf16 parity table. run is
+// the op; its inputs 0 and 1 are the operands cuda rounds to bf16, any
+// further input (a GEMM's C) stays float32. The op's output is
+// alpha·Σ in0·in1 over k products, plus terms in the further inputs;
+// bilinear computes Σ in0·in1 alone (alpha 1, beta 0), which on squared
+// or absolute operands gives each output's error scale.
+type bf16Case struct {
+	opCase
+	k        int
+	alpha    float64
+	bilinear func(b backend.Backend, in, out []backend.Tensor)
+	conv     bool // cuDNN rounds the output of a convolution to bf16
+}
+
+func bf16GemmCases() []bf16Case {
+	var cases []bf16Case
+	for _, d := range [][3]int{{1, 1, 1}, {33, 17, 65}, {100, 300, 784}, {7, 1, 129}, {128, 256, 1152}} {
+		for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+			m, n, k, ta, tb := d[0], d[1], d[2], tr[0], tr[1]
+			bilinear := func(b backend.Backend, in, out []backend.Tensor) { b.Gemm(ta, tb, m, n, k, 1, in[0], in[1], 0, out[0]) }
+			cases = append(cases, bf16Case{k: k, alpha: 1, bilinear: bilinear, opCase: opCase{
+				name:   fmt.Sprintf("Gemm %dx%dx%d tA=%v tB=%v", m, n, k, ta, tb),
+				inputs: []int{m * k, k * n}, outputs: []int{m * n}, run: bilinear}})
+		}
+	}
+	// alpha and beta reach cublasGemmEx as floats; C stays float32.
+	m, n, k := 33, 17, 65
+	cases = append(cases, bf16Case{k: k, alpha: 0.5, opCase: opCase{
+		name:   fmt.Sprintf("Gemm %dx%dx%d alpha 0.5, beta -1", m, n, k),
+		inputs: []int{m * k, k * n, m * n}, outputs: []int{m * n},
+		run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[2], m*n)
+			b.Gemm(false, true, m, n, k, 0.5, in[0], in[1], -1, out[0])
+		}},
+		bilinear: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Gemm(false, true, m, n, k, 1, in[0], in[1], 0, out[0])
+		}})
+	return cases
+}
+
+// bf16ConvCases are the three convolution ops over convShapes, inputs in
+// convCases' order.
+func bf16ConvCases() []bf16Case {
+	var cases []bf16Case
+	for _, c := range convCases(false) {
+		var k int
+		s := convShapeOf(c.name)
+		switch {
+		case strings.HasPrefix(c.name, "Conv2DForward"):
+			k = s.C * s.KH * s.KW
+		case strings.HasPrefix(c.name, "Conv2DBackwardData"):
+			k = s.OC * s.KH * s.KW
+		default:
+			k = s.N * s.OutH() * s.OutW()
+		}
+		cases = append(cases, bf16Case{opCase: c, k: k, alpha: 1, bilinear: c.run, conv: true})
+	}
+	return cases
+}
+
+// convShapeOf finds the shape a convCases name ends with.
+func convShapeOf(name string) backend.ConvShape {
+	for _, s := range convShapes {
+		if strings.HasSuffix(name, fmt.Sprintf("%+v", s)) {
+			return s
+		}
+	}
+	panic("no shape in " + name)
+}
+
+// mapInputs applies f to the operands (inputs 0 and 1) of a case's inputs.
+func mapInputs(in [][]float32, f func(float32) float32) [][]float32 {
+	out := make([][]float32, len(in))
+	for i, v := range in {
+		out[i] = append([]float32(nil), v...)
+		if i < 2 {
+			for j := range out[i] {
+				out[i][j] = f(out[i][j])
+			}
+		}
+	}
+	return out
+}
+
+func runOn(t *testing.T, b backend.Backend, c opCase, in [][]float32) []float32 {
+	t.Helper()
+	out, err := runCase(b, c, in)
+	if err != nil {
+		t.Fatalf("%s on %s: %v", c.name, b.Name(), err)
+	}
+	return out[0]
+}
+
+// checkBF16 runs every case on a bf16 backend and checks each output
+// against two CPU references, per output i:
+//
+//	(a) the CPU on the operands rounded to bf16 (the same products, summed
+//	    in another order): |got − ref| ≤ alpha·accTol·Σ|aᵢbᵢ|, plus, on the
+//	    cuDNN path, u·|ref| for the bf16 output. This is tight: it fails
+//	    if the operands were not rounded, or rounded otherwise than to
+//	    nearest even, wherever k is below a few hundred.
+//	(b) the CPU in fp32 on the operands as they are: bf16 rounding moves
+//	    each product aᵢbᵢ by at most 2u|aᵢbᵢ|, by independent amounts of
+//	    either sign with a standard deviation of at most u·√(2/3)·|aᵢbᵢ|,
+//	    so the sum is off by about u·√(2/3)·√(Σaᵢ²bᵢ²) (≈ 2⁻⁸·√k for unit
+//	    normal data); six times u·√(Σaᵢ²bᵢ²) leaves over 7σ for the
+//	    largest of thousands of outputs. Plus the accTol and cuDNN output
+//	    terms of (a).
+//
+// Each output also gets 1e-5·(1+|ref|) for the float32 terms outside the
+// product (a GEMM's beta·C).
+func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Case) {
+	t.Helper()
+	var table strings.Builder
+	fmt.Fprintf(&table, "\n%-80s %6s %14s %14s %14s  %s\n", "op", "k", "(a) err/bound", "(b) err/bound", "(b) err/(u·S)", "")
+	failed := 0
+	for _, c := range cases {
+		hostIn := caseInputs(c.opCase)
+		ref := cpu.New()
+		want := runOn(t, ref, c.opCase, hostIn)
+		wantR := runOn(t, ref, c.opCase, mapInputs(hostIn, roundBF16))
+		bil := opCase{name: c.name + " (scale)", inputs: c.inputs[:2], outputs: c.outputs, run: c.bilinear}
+		sq := runOn(t, ref, bil, mapInputs(hostIn, func(v float32) float32 { return v * v }))
+		l1 := runOn(t, ref, bil, mapInputs(hostIn, func(v float32) float32 { return float32(math.Abs(float64(v))) }))
+		ref.Close()
+		got := runOn(t, gpu, c.opCase, hostIn)
+		var worstA, worstB, sigmas float64
+		for i := range got {
+			g := float64(got[i])
+			s2, s1 := math.Sqrt(float64(sq[i])), float64(l1[i])
+			out := func(w float64) float64 { // the cuDNN output rounding
+				if cudnnPath && c.conv {
+					return bf16Unit * math.Abs(w)
+				}
+				return 0
+			}
+			wr, w := float64(wantR[i]), float64(want[i])
+			boundA := c.alpha*accTol*s1 + out(wr) + 1e-5*(1+math.Abs(wr))
+			boundB := c.alpha*(6*bf16Unit*s2+accTol*s1) + out(w) + 1e-5*(1+math.Abs(w))
+			ea, eb := math.Abs(g-wr)/boundA, math.Abs(g-w)/boundB
+			if math.IsNaN(g) {
+				ea, eb = math.Inf(1), math.Inf(1)
+			}
+			worstA, worstB = math.Max(worstA, ea), math.Max(worstB, eb)
+			if s2 > 0 {
+				sigmas = math.Max(sigmas, math.Abs(g-w)/(c.alpha*bf16Unit*s2))
+			}
+		}
+		status := "ok"
+		if worstA > 1 || worstB > 1 {
+			status = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(&table, "%-80s %6d %14.3g %14.3g %14.3g  %s\n", c.name, c.k, worstA, worstB, sigmas, status)
+	}
+	t.Log(table.String())
+	if failed > 0 {
+		t.Fatalf("%d bf16 ops exceed their error bounds (a ratio above 1)", failed)
+	}
+}
+
+// GEMMs and convolutions in bf16 on each path, against the CPU.
+func TestBF16ParityWithCPU(t *testing.T) {
+	for _, path := range []struct {
+		name    string
+		noCuDNN bool
+	}{{"cuDNN", false}, {"im2col", true}} {
+		t.Run(path.name, func(t *testing.T) {
+			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+			defer gpu.Close()
+			cases := bf16ConvCases()
+			if path.noCuDNN { // GEMMs never use cuDNN: once is enough
+				cases = append(bf16GemmCases(), cases...)
+			}
+			checkBF16(t, gpu, !path.noCuDNN, cases)
+			t.Logf("GPU backend after the cases (it counts any bf16 convolution cuDNN could not plan): %s", gpu.Name())
+		})
+	}
+}
+
+// exactInputs are values whose bf16 rounding is known: ties, values just
+// either side of a tie, exact ones, and a spread of magnitudes (no
+// subnormals, nothing near float32's largest).
+func exactInputs() []float32 {
+	vals := []float32{
+		1 + 1.0/256,               // tie between 1 and 1+2⁻⁷: to even, 1
+		1 + 3.0/256,               // tie between 1+2⁻⁷ and 1+2⁻⁶: to even, 1+2⁻⁶
+		-(1 + 1.0/256),            // -1
+		1 + 1.0/256 + 1.0/(1<<20), // above the tie: 1+2⁻⁷
+		1 + 1.0/256 - 1.0/(1<<20), // below the tie: 1
+		3, 0, -0.5,                // exact
+		65504, 3.14159, 1e30, -1e-30, // rounded
+		255.5, 257, // ties: to even, 256 both
+	}
+	rng := rand.New(rand.NewPCG(3, 16))
+	for len(vals) < 1000 {
+		vals = append(vals, float32(rng.NormFloat64()*math.Pow(10, 6*rng.Float64()-3)))
+	}
+	return vals
+}
+
+// sixteenths are integers in [-127, 127] times 2⁻⁴: exact in bf16, and
+// every sum of them times ±1 below 2²⁰ in magnitude is exact in float32.
+func sixteenths(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.IntN(255)-127) / 16
+	}
+	return v
+}
+
+func signs(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(1 - 2*rng.IntN(2))
+	}
+	return v
+}
+
+// run1 uploads inputs, runs op into one output of n values and returns it.
+func run1(t *testing.T, b backend.Backend, n int, op func(in []backend.Tensor, out backend.Tensor), inputs ...[]float32) []float32 {
+	t.Helper()
+	var in []backend.Tensor
+	for _, v := range inputs {
+		x := b.Alloc(len(v))
+		b.Upload(x, v)
+		in = append(in, x)
+	}
+	out := b.Alloc(n)
+	op(in, out)
+	got := make([]float32, n)
+	b.Download(got, out)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range append(in, out) {
+		b.Free(x)
+	}
+	return got
+}
+
+// convRef is the exact convolution of sixteenths by ±1 weights, in int64.
+func convRef(x, w []float32, s backend.ConvShape) []float32 {
+	oh, ow := s.OutH(), s.OutW()
+	y := make([]float32, s.N*s.OC*oh*ow)
+	for n := 0; n < s.N; n++ {
+		for o := 0; o < s.OC; o++ {
+			for i := 0; i < oh; i++ {
+				for j := 0; j < ow; j++ {
+					var sum int64
+					for c := 0; c < s.C; c++ {
+						for ky := 0; ky < s.KH; ky++ {
+							for kx := 0; kx < s.KW; kx++ {
+								iy, ix := i*s.Stride-s.Pad+ky, j*s.Stride-s.Pad+kx
+								if iy < 0 || iy >= s.H || ix < 0 || ix >= s.W {
+									continue
+								}
+								sum += int64(x[((n*s.C+c)*s.H+iy)*s.W+ix]*16) * int64(w[((o*s.C+c)*s.KH+ky)*s.KW+kx])
+							}
+						}
+					}
+					y[((n*s.OC+o)*oh+i)*ow+j] = float32(sum) / 16
+				}
+			}
+		}
+	}
+	return y
+}
+
+// compareExact counts outputs that differ from want; with ulps > 0 it
+// fails only on those more than that many bf16 ulps (of want) away.
+func compareExact(t *testing.T, what string, got, want []float32, ulps float64) {
+	t.Helper()
+	differ, far := 0, 0
+	for i := range want {
+		if got[i] == want[i] {
+			continue
+		}
+		differ++
+		ulp := math.Ldexp(1, math.Ilogb(float64(want[i]))-7)
+		if ulps == 0 || math.Abs(float64(got[i]-want[i])) > ulps*ulp || math.IsNaN(float64(got[i])) {
+			if far < 5 {
+				t.Errorf("%s: output %d is %g (bits %08x), want %g (bits %08x)", what, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
+			}
+			far++
+		}
+	}
+	if far > 0 {
+		t.Errorf("%s: %d of %d outputs wrong", what, far, len(want))
+	}
+	t.Logf("%s: %d of %d outputs exact", what, len(want)-differ, len(want))
+}
+
+// Exact cases. Multiplying by ±1 shows the rounding itself: a GEMM with
+// k = 1 against [1, −1] must return ±bf16(x), ties to even, bit for bit,
+// and so must a 1×1 convolution on both paths (cuDNN's bf16 output of a
+// bf16 value is that value). Binary weights times bf16-exact activations
+// (sixteenths) must give the exact sums on the GEMM and im2col paths, and
+// those sums rounded to bf16 on cuDNN, which may be a ulp off where its
+// algorithm transforms the data (FFT, Winograd).
+func TestBF16ExactCases(t *testing.T) {
+	vals := exactInputs()
+	m := len(vals)
+	rounded := make([]float32, 2*m) // [m][2] for the GEMM, [2][m] for the convolution
+	for i, v := range vals {
+		rounded[2*i], rounded[2*i+1] = roundBF16(v), -roundBF16(v)
+	}
+	planes := make([]float32, 2*m)
+	for i, v := range vals {
+		planes[i], planes[m+i] = roundBF16(v), -roundBF16(v)
+	}
+	for v, want := range map[float32]float32{1 + 1.0/256: 1, 1 + 3.0/256: 1 + 1.0/64, 1 + 1.0/256 + 1.0/(1<<20): 1 + 1.0/128, 3.14159: 3.140625} {
+		if got := roundBF16(v); got != want {
+			t.Fatalf("roundBF16(%g) = %g, want %g", v, got, want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	const batch, inDim, outs = 64, 300, 100
+	x, w := sixteenths(rng, batch*inDim), signs(rng, outs*inDim)
+	dense := make([]float32, batch*outs) // y = x·Wᵀ
+	for i := 0; i < batch; i++ {
+		for j := 0; j < outs; j++ {
+			var s int64
+			for q := 0; q < inDim; q++ {
+				s += int64(x[i*inDim+q]*16) * int64(w[j*inDim+q])
+			}
+			dense[i*outs+j] = float32(s) / 16
+		}
+	}
+	dy := sixteenths(rng, batch*outs)
+	denseData := make([]float32, batch*inDim) // dx = dy·W
+	for i := 0; i < batch; i++ {
+		for q := 0; q < inDim; q++ {
+			var s int64
+			for j := 0; j < outs; j++ {
+				s += int64(dy[i*outs+j]*16) * int64(w[j*inDim+q])
+			}
+			denseData[i*inDim+q] = float32(s) / 16
+		}
+	}
+	cs := backend.ConvShape{N: 4, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1}
+	cx, cw := sixteenths(rng, cs.N*cs.C*cs.H*cs.W), signs(rng, cs.OC*cs.C*cs.KH*cs.KW)
+	conv := convRef(cx, cw, cs)
+	one := backend.ConvShape{N: 1, C: 1, H: 1, W: m, OC: 2, KH: 1, KW: 1, Stride: 1, Pad: 0}
+	padded := backend.ConvShape{N: 1, C: 1, H: 1, W: m, OC: 2, KH: 1, KW: 1, Stride: 1, Pad: 1} // im2col, not pointwise
+	paddedWant := make([]float32, 2*3*(m+2))
+	for o := 0; o < 2; o++ {
+		for j := 0; j < m; j++ {
+			paddedWant[(o*3+1)*(m+2)+j+1] = planes[o*m+j]
+		}
+	}
+	for _, path := range []struct {
+		name    string
+		noCuDNN bool
+	}{{"cuDNN", false}, {"im2col", true}} {
+		t.Run(path.name, func(t *testing.T) {
+			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+			defer gpu.Close()
+			convOp := func(s backend.ConvShape) func([]backend.Tensor, backend.Tensor) {
+				return func(in []backend.Tensor, out backend.Tensor) { gpu.Conv2DForward(out, in[0], in[1], s) }
+			}
+			if path.noCuDNN {
+				compareExact(t, "Gemm k=1: ±bf16(x)", run1(t, gpu, 2*m, func(in []backend.Tensor, out backend.Tensor) {
+					gpu.Gemm(false, false, m, 2, 1, 1, in[0], in[1], 0, out)
+				}, vals, []float32{1, -1}), rounded, 0)
+				compareExact(t, "Gemm 64x100x300, sixteenths · ±1 weightsᵀ", run1(t, gpu, batch*outs, func(in []backend.Tensor, out backend.Tensor) {
+					gpu.Gemm(false, true, batch, outs, inDim, 1, in[0], in[1], 0, out)
+				}, x, w), dense, 0)
+				compareExact(t, "Gemm 64x300x100, sixteenths · ±1 weights", run1(t, gpu, batch*inDim, func(in []backend.Tensor, out backend.Tensor) {
+					gpu.Gemm(false, false, batch, inDim, outs, 1, in[0], in[1], 0, out)
+				}, dy, w), denseData, 0)
+				compareExact(t, "Conv2DForward 1x1 pad 1: ±bf16(x)", run1(t, gpu, len(paddedWant), convOp(padded), vals, []float32{1, -1}), paddedWant, 0)
+			}
+			compareExact(t, "Conv2DForward 1x1: ±bf16(x)", run1(t, gpu, 2*m, convOp(one), vals, []float32{1, -1}), planes, 0)
+			want, ulps := conv, 0.0
+			if !path.noCuDNN {
+				want, ulps = make([]float32, len(conv)), 1
+				for i, v := range conv {
+					want[i] = roundBF16(v)
+				}
+			}
+			compareExact(t, fmt.Sprintf("Conv2DForward %+v, sixteenths · ±1 weights", cs), run1(t, gpu, len(conv), convOp(cs), cx, cw), want, ulps)
+		})
+	}
+}
+
+// Name says the precision, and New refuses one it does not know.
+func TestNameReportsPrecision(t *testing.T) {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16} {
+		gpu, err := cuda.New(0, cuda.Options{Precision: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := gpu.Name()
+		gpu.Close()
+		want := "precision " + p
+		if p == "" {
+			want = "precision fp32"
+		}
+		if !strings.Contains(name, want) {
+			t.Errorf("Options.Precision %q: Name = %q, want it to say %q", p, name, want)
+		}
+	}
+}
+
+// Training in bf16 tracks training in fp32 on the same GPU: the same
+// models and steps as TestTrainingLossesMatchCPU, plus 30-step MLP runs.
+// The first loss differs only by the forward pass's rounding (well under
+// 1%); later ones drift as the two runs' weights part, by a few tenths of
+// a percent per step at most in bf16's 2⁻⁸ (binary layers flip a few
+// more signs). 5% of 1+loss at every step still fails a bf16 path that
+// computes anything wrong, which moves losses by tens of percent in a
+// few steps. The losses must also differ somewhere: identical ones would
+// mean bf16 never ran.
+func TestBF16TrainingTracksFP32(t *testing.T) {
+	models := map[string]trainer.BenchModel{}
+	for _, m := range trainer.BenchModels() {
+		models[m.Name] = m
+	}
+	for _, c := range []struct {
+		model string
+		mode  string
+		steps int
+	}{
+		{"mlp300", "float", 30},
+		{"mlp300", "binary", 30},
+		{"resnet20", "float", 5},
+		{"resnet20", "binary", 5},
+	} {
+		const firstTol, tol = 1e-2, 5e-2
+		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, c.steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, c.steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(name, "precision bf16") {
+			t.Fatalf("the bf16 run's backend is %q", name)
+		}
+		worst, same := 0.0, true
+		for i := range want {
+			d := math.Abs(got[i]-want[i]) / (1 + math.Abs(want[i]))
+			limit := tol
+			if i == 0 {
+				limit = firstTol
+			}
+			if d > limit || math.IsNaN(got[i]) {
+				t.Errorf("%s %s step %d: bf16 loss %.6f, fp32 %.6f (relative difference %.3g, tolerance %.3g)", c.model, c.mode, i, got[i], want[i], d, limit)
+			}
+			worst = math.Max(worst, d)
+			same = same && got[i] == want[i]
+		}
+		if same {
+			t.Errorf("%s %s: bf16 losses are the fp32 ones bit for bit; bf16 did not run", c.model, c.mode)
+		}
+		t.Logf("%s %s: %d steps, fp32 losses %.4f…%.4f, bf16 %.4f…%.4f, largest relative difference %.3g", c.model, c.mode, c.steps,
+			want[0], want[len(want)-1], got[0], got[len(got)-1], worst)
+	}
+}

@@ -1,0 +1,37 @@
+// Runs in both builds: without the cuda tag against the stub, with it
+// (on a GPU machine, see parity_test.go) against the backend; New checks
+// the precision before it touches a device either way.
+
+package cuda_test
+
+import (
+	"strings"
+	"testing"
+
+	"iterbin/cuda"
+)
+
+func TestPrecisionValues(t *testing.T) {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16} {
+		if err := cuda.CheckPrecision(p); err != nil {
+			t.Errorf("CheckPrecision(%q): %v", p, err)
+		}
+	}
+	for p, want := range map[string]string{
+		"fp16": `precision "fp16" is not implemented: use "bf16"`,
+		"FP32": `precision "FP32" is not known; use fp32, tf32 or bf16`,
+		"fp64": `precision "fp64" is not known; use fp32, tf32 or bf16`,
+	} {
+		if err := cuda.CheckPrecision(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckPrecision(%q) = %v, want %q", p, err, want)
+		}
+		b, err := cuda.New(0, cuda.Options{Precision: p})
+		if err == nil {
+			b.Close()
+			t.Fatalf("New with precision %q succeeded", p)
+		}
+		if !strings.Contains(err.Error(), "Options.Precision") || !strings.Contains(err.Error(), want) {
+			t.Errorf("New with precision %q: %v, want %q", p, err, want)
+		}
+	}
+}
