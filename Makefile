@@ -6,7 +6,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null)
 PTX_ARCH ?= compute_80
 KERNELS := $(wildcard cuda/kernels/*.cu)
 
-.PHONY: build run test bench vet check data clean build-cuda ptx ptx-check cuda-check test-cuda gpu-bundle
+.PHONY: build run test bench vet check data clean build-cuda ptx ptx-check cuda-check test-cuda gpu-bundle gpu-bench
 
 build: ## the pure-Go binary (CPU backend), CGO not needed
 	CGO_ENABLED=0 $(GO) build -o bin/iterbin ./cmd/iterbin
@@ -60,6 +60,9 @@ cuda-check: ptx-check build-cuda ## what CI checks without a GPU: PTX, the Docke
 test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
 	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \
 	else echo "SKIP test-cuda: no NVIDIA GPU (nvidia-smi lists none); gorgonia.org/cu exits at start-up without one, so the cuda test binary cannot run here"; fi
+
+gpu-bench: gpu-bundle ## the bundle for one device call that runs the CUDA tests and the iterbin-vs-PyTorch table (fp32, tf32, bf16)
+	@echo "next: one call of the device tool with command 'bash .gpubundle/gpu-suite.sh' and carry ['.gpubundle']; commit what it writes under docs/gpu/"
 
 gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU machine (../shared/gpu), with scripts/gpu-suite.sh
 	../shared/gpu/gpu-bundle.sh -tags cuda -t ./cuda/
