@@ -173,23 +173,24 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 	xp, offs := ws.padded(cin, hp, wp, k)
 	padChannels(xp, x, cin, h, w, pad)
 	tile := ws.gemm.tile
+	run, panelRows := b.implicit.run, a.panel
 	if ow%nr == 0 {
 		plane := oh * ow
-		for r0 := 0; r0 < cout; r0 += mr {
-			rows := min(mr, cout-r0)
+		for r0 := 0; r0 < cout; r0 += panelRows {
+			rows := min(panelRows, cout-r0)
 			for i := 0; i < oh; i++ {
 				for j := 0; j < ow; j += nr {
 					src := xp[i*wp+j:]
 					for pc := 0; pc < kk; pc += kc {
 						kLen := min(kc, kk-pc)
-						panel := a.packed[pc*a.mPad+r0*kLen:][:mr*kLen]
-						if rows == mr {
-							b.offsetsKernel(kLen, panel, src, offs[pc:pc+kLen], y[r0*plane+i*ow+j:], plane, pc > 0)
+						panel := a.packed[pc*a.mPad+r0*kLen:][:panelRows*kLen]
+						if rows == panelRows {
+							run(kLen, panel, src, offs[pc:pc+kLen], y[r0*plane+i*ow+j:], plane, pc > 0)
 							continue
 						}
-						b.offsetsKernel(kLen, panel, src, offs[pc:pc+kLen], tile, nr, pc > 0)
+						run(kLen, panel, src, offs[pc:pc+kLen], tile, nr, pc > 0)
 					}
-					for r := 0; r < rows && rows < mr; r++ {
+					for r := 0; r < rows && rows < panelRows; r++ {
 						copy(y[(r0+r)*plane+i*ow+j:][:nr], tile[r*nr:][:nr])
 					}
 				}
@@ -200,10 +201,10 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 	positions := roundUp(oh*wp, nr)
 	yp := ws.matrixBuf(a.mPad * positions)
 	for j0 := 0; j0 < positions; j0 += nr {
-		for r0 := 0; r0 < cout; r0 += mr {
+		for r0 := 0; r0 < cout; r0 += panelRows {
 			for pc := 0; pc < kk; pc += kc {
 				kLen := min(kc, kk-pc)
-				b.offsetsKernel(kLen, a.packed[pc*a.mPad+r0*kLen:][:mr*kLen], xp[j0:], offs[pc:pc+kLen], yp[r0*positions+j0:], positions, pc > 0)
+				run(kLen, a.packed[pc*a.mPad+r0*kLen:][:panelRows*kLen], xp[j0:], offs[pc:pc+kLen], yp[r0*positions+j0:], positions, pc > 0)
 			}
 		}
 	}
@@ -224,7 +225,11 @@ func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShap
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
 	if w, ok := any(v[2]).([]float32); ok {
-		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k}, s.OC, k, 1)
+		panel := mr
+		if implicitOK(s) {
+			panel = b.implicit.rows
+		}
+		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k}, s.OC, k, 1, panel)
 		b.packedW = t.packedW.packed
 	}
 	b.pool.run(b, task[T]{kind: taskConvForward, cv: t}, s.N)
@@ -278,9 +283,9 @@ func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.C
 					}
 				}
 			}
-			t.packedW = prepackA(b.packedW, matrix{data: fw, ld: s.OC * kk * kk}, s.C, s.OC*kk*kk, 1)
+			t.packedW = prepackA(b.packedW, matrix{data: fw, ld: s.OC * kk * kk}, s.C, s.OC*kk*kk, 1, b.implicit.rows)
 		} else {
-			t.packedW = prepackA(b.packedW, matrix{data: w, ld: k, trans: true}, k, s.OC, 1)
+			t.packedW = prepackA(b.packedW, matrix{data: w, ld: k, trans: true}, k, s.OC, 1, mr)
 		}
 		b.packedW = t.packedW.packed
 	}

@@ -33,12 +33,11 @@ type Backend[T Float] struct {
 	// packedW holds a convolution's prepacked weights during the op,
 	// flippedW its flipped, transposed weights (backward data).
 	packedW, flippedW []float32
-	// offsetsKernel is the implicit-B micro-kernel of stride-1
-	// convolutions.
-	offsetsKernel func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool)
-	// dotKernel is the filter-gradient kernel of stride-1 convolutions
-	// (filtergrad.go).
-	dotKernel func(n8 int, dy0, dy1, x []float32, offs []int64, acc []float32)
+	// implicit is the micro-kernel of stride-1 convolutions, dot their
+	// filter-gradient kernel, convName says which.
+	implicit implicitKernel
+	dot      dotKernel
+	convName string
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }
@@ -53,24 +52,45 @@ func (t *tensor[T]) Len() int { return len(t.data) }
 
 // New returns the float32 CPU backend used for training, with one worker
 // per GOMAXPROCS and the fastest GEMM micro-kernel the processor runs.
-func New() *Backend[float32] { return newBackend[float32](runtime.GOMAXPROCS(0), true) }
+func New() *Backend[float32] { return newBackend[float32](runtime.GOMAXPROCS(0), true, true) }
 
 // NewWithOptions returns a float32 CPU backend with the given number of
 // workers; simd = false forces the portable Go micro-kernel.
 func NewWithOptions(workers int, simd bool) *Backend[float32] {
-	return newBackend[float32](workers, simd)
+	return newBackend[float32](workers, simd, true)
 }
 
 // NewFloat64 returns a float64 CPU backend for numerical checks.
-func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPROCS(0), false) }
+func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPROCS(0), false, false) }
 
-func newBackend[T Float](workers int, simd bool) *Backend[T] {
-	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go", offsetsKernel: kernelOffsetsGo, dotKernel: dotGo}
+// implicitKernel is a micro-kernel of stride-1 convolutions: run computes
+// a rows×nr tile like kernelOffsetsRowsGo, from weights packed in panels
+// of rows.
+type implicitKernel struct {
+	rows int
+	run  func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool)
+}
+
+// dotKernel is a filter-gradient kernel: run does what dotGo does for its
+// rows, cols and lanes.
+type dotKernel struct {
+	rows, cols, lanes int
+	run               func(n int, dy []float32, ldy int, x []float32, offs []int64, acc []float32)
+}
+
+// newBackend picks the kernels: the portable loops, or with simd the
+// AVX2+FMA assembly, and with avx512 too the AVX-512 convolution kernels
+// where the processor has them.
+func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
+	b := &Backend[T]{pool: newPool[T](workers), kernel: kernelGo, kernelName: "portable Go", convName: "portable Go",
+		implicit: implicitKernel{rows: mr, run: kernelOffsetsGo},
+		dot: dotKernel{rows: 2, cols: 6, lanes: 8, run: func(n int, dy []float32, ldy int, x []float32, offs []int64, acc []float32) {
+			dotGo(2, 6, 8, n, dy, ldy, x, offs, acc)
+		}}}
 	if simd {
 		if k, name := simdKernel(); k != nil {
 			b.kernel, b.kernelName = k, name
-			b.offsetsKernel = simdOffsetsKernel()
-			b.dotKernel = simdDotKernel()
+			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
 			b.vec = simdVectorOps()
 		}
 	}
@@ -86,7 +106,7 @@ func (b *Backend[T]) Name() string {
 	if _, ok := any(z).(float64); ok {
 		return fmt.Sprintf("cpu float64 (gonum GEMM, %d threads)", b.pool.size())
 	}
-	return fmt.Sprintf("cpu float32 (GEMM micro-kernel: %s; %d threads)", b.kernelName, b.pool.size())
+	return fmt.Sprintf("cpu float32 (GEMM micro-kernel: %s; convolution kernels: %s; %d threads)", b.kernelName, b.convName, b.pool.size())
 }
 
 func (b *Backend[T]) fail(err error) {

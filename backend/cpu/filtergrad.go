@@ -18,27 +18,27 @@ import "iterbin/backend"
 // the workers.
 
 const (
-	dotRows = 2 // output channels per kernel call
-	dotCols = 6 // weight rows (c, kh, kw) per kernel call
 	// filterGradGroup is about how many padded positions a group of
 	// samples spans; filterGradChunk is how many of them one kernel call
-	// covers (a multiple of 8), small enough for its rows to stay in L1.
+	// covers (a multiple of every kernel's lanes), small enough for its
+	// rows to stay in L1.
 	filterGradGroup = 2048
 	filterGradChunk = 1024
 )
 
 // dotGo is the portable filter-gradient kernel, the reference for the
-// assembly: acc[(j·dotRows+i)·8+l] += Σ_t dy_i[t·8+l]·x[offs[j]+t·8+l] for
-// t < n8, dy_0 = dy0, dy_1 = dy1.
-func dotGo(n8 int, dy0, dy1, x []float32, offs []int64, acc []float32) {
-	dys := [dotRows][]float32{dy0, dy1}
-	for j := 0; j < dotCols; j++ {
+// assembly: for i < rows, j < cols and l < lanes,
+// acc[(j·rows+i)·lanes+l] += Σ_t dy[i·ldy+t·lanes+l]·x[offs[j]+t·lanes+l]
+// over t < n, in t order.
+func dotGo(rows, cols, lanes, n int, dy []float32, ldy int, x []float32, offs []int64, acc []float32) {
+	for j := 0; j < cols; j++ {
 		xs := x[offs[j]:]
-		for i, dy := range dys {
-			lanes := acc[(j*dotRows+i)*8:][:8]
-			for t := 0; t < n8; t++ {
-				for l := range lanes {
-					lanes[l] += dy[t*8+l] * xs[t*8+l]
+		for i := 0; i < rows; i++ {
+			d := dy[i*ldy:]
+			sums := acc[(j*rows+i)*lanes:][:lanes]
+			for t := 0; t < n; t++ {
+				for l := range sums {
+					sums[l] += d[t*lanes+l] * xs[t*lanes+l]
 				}
 			}
 		}
@@ -56,17 +56,20 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 	plane := (s.H + pad) * wp // sample stride: padding shared by neighbouring samples
 	group := max(1, filterGradGroup/plane)
 	span := group*plane + pad*wp // a channel: the group and the last sample's bottom padding
-	length := roundUp(span, 8)   // the row length of dyp
+	dot := b.dot
+	length := roundUp(span, dot.lanes) // the row length of dyp
 	cin := c1 - c0
 	rows := cin * k * k
-	rowsPad, ocPad := roundUp(rows, dotCols), roundUp(s.OC, dotRows)
+	rowsPad, ocPad := roundUp(rows, dot.cols), roundUp(s.OC, dot.rows)
+	block := dot.rows * dot.cols * dot.lanes // partial sums of one kernel call
 
 	// x of the group, then room for the farthest shifted run to read
 	// past its end.
-	if need := cin*span + k*wp + k + 8; cap(ws.pad) < need {
+	need := cin*span + k*wp + k + dot.lanes
+	if cap(ws.pad) < need {
 		ws.pad = make([]float32, need)
 	}
-	xp := ws.pad[:cin*span+k*wp+k+8]
+	xp := ws.pad[:need]
 	if cap(ws.offs) < rowsPad {
 		ws.offs = make([]int64, rowsPad)
 	}
@@ -82,9 +85,8 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 		offs[r] = offs[rows-1] // computed and dropped
 	}
 	dyp := ws.matrixBuf(ocPad * length)
-	acc := ws.columnsF32(ocPad * rowsPad * 8)
+	acc := ws.columnsF32(ocPad * rowsPad * dot.lanes)
 	clear(acc)
-	kernel := b.dotKernel
 	in, out := s.C*s.H*s.W, s.OC*oh*ow
 	for n0 := 0; n0 < s.N; n0 += group {
 		gn := min(group, s.N-n0)
@@ -105,14 +107,13 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 				}
 			}
 		}
-		used := roundUp(gn*plane, 8)
+		used := roundUp(gn*plane, dot.lanes)
 		for ch := 0; ch < used; ch += filterGradChunk {
-			n8 := min(filterGradChunk, used-ch) / 8
-			for o := 0; o < ocPad; o += dotRows {
-				dy0, dy1 := dyp[o*length+ch:], dyp[(o+1)*length+ch:]
-				for r := 0; r < rowsPad; r += dotCols {
-					blk := (o/dotRows)*(rowsPad/dotCols) + r/dotCols
-					kernel(n8, dy0, dy1, xp[ch:], offs[r:r+dotCols], acc[blk*dotRows*dotCols*8:][:dotRows*dotCols*8])
+			n := min(filterGradChunk, used-ch) / dot.lanes
+			for o := 0; o < ocPad; o += dot.rows {
+				for r := 0; r < rowsPad; r += dot.cols {
+					blk := (o/dot.rows)*(rowsPad/dot.cols) + r/dot.cols
+					dot.run(n, dyp[o*length+ch:], length, xp[ch:], offs[r:r+dot.cols], acc[blk*block:][:block])
 				}
 			}
 		}
@@ -121,9 +122,21 @@ func (b *Backend[T]) implicitFilterGrad(ws *workerScratch[T], s backend.ConvShap
 	k0 := c0 * k * k
 	for o := 0; o < s.OC; o++ {
 		for r := 0; r < rows; r++ {
-			blk := (o/dotRows)*(rowsPad/dotCols) + r/dotCols
-			l := acc[(blk*dotRows*dotCols+(r%dotCols)*dotRows+o%dotRows)*8:][:8]
-			dw[o*kk+k0+r] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+			blk := (o/dot.rows)*(rowsPad/dot.cols) + r/dot.cols
+			dw[o*kk+k0+r] = sumLanes(acc[blk*block+((r%dot.cols)*dot.rows+o%dot.rows)*dot.lanes:][:dot.lanes])
 		}
 	}
+}
+
+// sumLanes adds partial sums pairwise: (l0+l1)+(l2+l3), and so on up.
+func sumLanes(l []float32) float32 {
+	var pair [16]float32
+	n := copy(pair[:], l)
+	for n > 1 {
+		for i := 0; i < n/2; i++ {
+			pair[i] = pair[2*i] + pair[2*i+1]
+		}
+		n /= 2
+	}
+	return pair[0]
 }

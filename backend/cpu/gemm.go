@@ -16,6 +16,9 @@ const (
 	kc = 256 // k per packed block
 	mc = 120 // rows of A packed at once (a multiple of mr)
 	nc = 2048
+	// maxPanel is the most rows of a convolution kernel's tile (the
+	// AVX-512 implicit-convolution kernel's 8).
+	maxPanel = 8
 )
 
 // kernelGo is the portable micro-kernel, the reference for the assembly:
@@ -39,9 +42,15 @@ func kernelGo(k int, a, b, c []float32, ldc int, add bool) {
 // kernelOffsetsGo is the portable implicit-B micro-kernel: row p of B is
 // b[offs[p]:offs[p]+nr].
 func kernelOffsetsGo(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
-	var acc [mr * nr]float32
+	kernelOffsetsRowsGo(mr, k, a, b, offs, c, ldc, add)
+}
+
+// kernelOffsetsRowsGo is kernelOffsetsGo over a panel of rows ≤ maxPanel
+// rows, the reference for every implicit-B kernel.
+func kernelOffsetsRowsGo(rows, k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
+	var acc [maxPanel * nr]float32
 	for p := 0; p < k; p++ {
-		ap := a[p*mr : p*mr+mr]
+		ap := a[p*rows : p*rows+rows]
 		bp := b[offs[p] : offs[p]+nr]
 		for i, av := range ap {
 			row := acc[i*nr : i*nr+nr]
@@ -50,12 +59,13 @@ func kernelOffsetsGo(k int, a, b []float32, offs []int64, c []float32, ldc int, 
 			}
 		}
 	}
-	storeTile(acc[:], c, ldc, add)
+	storeTile(acc[:rows*nr], c, ldc, add)
 }
 
-// storeTile writes (or adds) an mr×nr tile to rows of c ldc apart.
+// storeTile writes (or adds) a tile of len(tile)/nr rows to rows of c ldc
+// apart.
 func storeTile(tile, c []float32, ldc int, add bool) {
-	for i := 0; i < mr; i++ {
+	for i := 0; i < len(tile)/nr; i++ {
 		dst, src := c[i*ldc:][:nr], tile[i*nr:][:nr]
 		if !add {
 			copy(dst, src)
@@ -71,23 +81,24 @@ func storeTile(tile, c []float32, ldc int, add bool) {
 type gemmScratch struct {
 	packA []float32 // mc × kc
 	packB []float32 // kc × nc
-	tile  []float32 // mr × nr
+	tile  []float32 // up to maxPanel × nr
 }
 
 func newGemmScratch() *gemmScratch {
-	return &gemmScratch{packA: make([]float32, mc*kc), packB: make([]float32, kc*nc), tile: make([]float32, mr*nr)}
+	return &gemmScratch{packA: make([]float32, mc*kc), packB: make([]float32, kc*nc), tile: make([]float32, maxPanel*nr)}
 }
 
 // matrix is a row-major matrix view with a transpose flag: element (i, j)
 // of op(M) is data[i*ld+j], or data[j*ld+i] when trans. An A operand may
-// instead be prepacked (see prepackA): packed holds its mr-row panels for
-// every kc block, mPad rows (m rounded up to mr) each.
+// instead be prepacked (see prepackA): packed holds its panels of panel
+// rows for every kc block, mPad rows (m rounded up to panel) each.
 type matrix struct {
 	data   []float32
 	ld     int
 	trans  bool
 	packed []float32
 	mPad   int
+	panel  int
 	// rowOffs, when set (untransposed A only), places row i at
 	// data[rowOffs[i]:] instead of data[i·ld:]: an implicit matrix whose
 	// rows overlap (shifted rows of a padded image).
@@ -104,46 +115,46 @@ func (m matrix) row(i int) int {
 // prepackA packs all of op(A) (m×k) once, scaled by alpha, into dst (grown
 // as needed), for GEMMs that reuse A (a convolution's weights over every
 // sample).
-func prepackA(dst []float32, a matrix, m, k int, alpha float32) matrix {
-	mPad := (m + mr - 1) / mr * mr
+func prepackA(dst []float32, a matrix, m, k int, alpha float32, panel int) matrix {
+	mPad := roundUp(m, panel)
 	if cap(dst) < mPad*k {
 		dst = make([]float32, mPad*k)
 	}
 	dst = dst[:mPad*k]
 	for pc := 0; pc < k; pc += kc {
 		kLen := min(kc, k-pc)
-		packA(dst[pc*mPad:], a, 0, m, pc, kLen, alpha)
+		packA(dst[pc*mPad:], a, 0, m, pc, kLen, alpha, panel)
 	}
-	return matrix{packed: dst, mPad: mPad}
+	return matrix{packed: dst, mPad: mPad, panel: panel}
 }
 
 // packA packs rows [i0, i0+rows) and k range [p0, p0+kLen) of op(A) into
-// panels of mr rows, scaled by alpha; rows past the end are zero.
-func packA(dst []float32, a matrix, i0, rows, p0, kLen int, alpha float32) {
-	for r0 := 0; r0 < rows; r0 += mr {
-		panel := dst[r0*kLen : (r0+mr)*kLen]
-		h := min(mr, rows-r0)
+// panels of panel rows, scaled by alpha; rows past the end are zero.
+func packA(dst []float32, a matrix, i0, rows, p0, kLen int, alpha float32, panel int) {
+	for r0 := 0; r0 < rows; r0 += panel {
+		out := dst[r0*kLen : (r0+panel)*kLen]
+		h := min(panel, rows-r0)
 		if a.trans {
 			// Row p of the stored matrix holds op(A)'s column p.
 			for p := 0; p < kLen; p++ {
 				src := a.data[(p0+p)*a.ld+i0+r0:][:h]
-				out := panel[p*mr : p*mr+mr]
+				col := out[p*panel : p*panel+panel]
 				for r, v := range src {
-					out[r] = alpha * v
+					col[r] = alpha * v
 				}
-				clear(out[h:])
+				clear(col[h:])
 			}
 			continue
 		}
-		for r := 0; r < mr; r++ {
+		for r := 0; r < panel; r++ {
 			if r >= h {
 				for p := 0; p < kLen; p++ {
-					panel[p*mr+r] = 0
+					out[p*panel+r] = 0
 				}
 				continue
 			}
 			for p, v := range a.data[a.row(i0+r0+r)+p0:][:kLen] {
-				panel[p*mr+r] = alpha * v
+				out[p*panel+r] = alpha * v
 			}
 		}
 	}
@@ -206,7 +217,7 @@ func (b *Backend[T]) sgemmSerial(s *gemmScratch, a, bm matrix, k int, alpha, bet
 				if a.packed != nil {
 					pa = a.packed[pc*a.mPad+ic*kLen:]
 				} else {
-					packA(s.packA, a, ic, rows, pc, kLen, alpha)
+					packA(s.packA, a, ic, rows, pc, kLen, alpha, mr)
 				}
 				for jr := 0; jr < cols; jr += nr {
 					bp := s.packB[jr*kLen : (jr+nr)*kLen]

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 
 	"iterbin/backend"
@@ -102,11 +104,11 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		}
 		var first [][]float32
 		for _, cfg := range []struct {
-			workers int
-			simd    bool
-		}{{1, true}, {2, true}, {3, true}, {2, false}} {
+			workers      int
+			simd, avx512 bool
+		}{{1, true, true}, {2, true, true}, {3, true, true}, {2, false, false}, {2, true, false}} {
 			workers := cfg.workers
-			b := NewWithOptions(workers, cfg.simd)
+			b := newBackend[float32](workers, cfg.simd, cfg.avx512)
 			y, dx, dw := b.Alloc(out), b.Alloc(in), b.Alloc(wn)
 			b.Conv2DForward(y, upload(b, x), upload(b, w), s)
 			b.Conv2DBackwardData(dx, upload(b, dy), upload(b, w), s)
@@ -123,8 +125,8 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 					}
 				}
 			}
-			if !cfg.simd {
-				continue // the portable kernel rounds differently (no FMA)
+			if !cfg.simd || !cfg.avx512 {
+				continue // other kernels round differently (no FMA, other lanes)
 			}
 			if first == nil {
 				first = got
@@ -192,18 +194,17 @@ func BenchmarkMicroKernel(b *testing.B) {
 }
 
 // The assembly kernels against their portable references: stores and adds
-// into rows ldc apart, untouched elements between the rows, and 8-lane
-// filter-gradient sums. FMA rounding differs from the portable loops' by
-// a few ulps.
+// into rows ldc apart, untouched elements between the rows, and lane-wise
+// filter-gradient sums; the AVX2 convolution kernels and, where the
+// processor has AVX-512, those too. FMA rounding differs from the portable
+// loops' by a few ulps.
 func TestSIMDKernelsMatchPortable(t *testing.T) {
-	be := New()
-	defer be.Close()
-	if be.kernelName == "portable Go" {
+	if k, _ := simdKernel(); k == nil {
 		t.Skip("no SIMD kernels on this processor: only the portable ones run")
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	const k, ldc = 37, 21
-	a, bp := randVals(rng, k*mr), randVals(rng, k*nr+64)
+	a, bp := randVals(rng, k*maxPanel), randVals(rng, k*nr+64)
 	offs := make([]int64, k)
 	for p := range offs {
 		offs[p] = int64(p + p/3) // rows overlap, like shifted image rows
@@ -216,32 +217,48 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			}
 		}
 	}
-	for _, add := range []bool{false, true} {
-		c0 := randVals(rng, mr*ldc)
-		got, want := append([]float32(nil), c0...), append([]float32(nil), c0...)
-		be.kernel(k, a, bp, got, ldc, add)
-		kernelGo(k, a, bp, want, ldc, add)
-		close(fmt.Sprintf("kernel add=%v", add), got, want)
-		got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
-		be.offsetsKernel(k, a, bp, offs, got, ldc, add)
-		kernelOffsetsGo(k, a, bp, offs, want, ldc, add)
-		close(fmt.Sprintf("offsets kernel add=%v", add), got, want)
+	for _, avx512 := range []bool{false, true} {
+		be := newBackend[float32](1, true, avx512)
+		name := be.convName
+		for _, add := range []bool{false, true} {
+			c0 := randVals(rng, maxPanel*ldc)
+			got, want := append([]float32(nil), c0...), append([]float32(nil), c0...)
+			if !avx512 {
+				be.kernel(k, a, bp, got, ldc, add)
+				kernelGo(k, a, bp, want, ldc, add)
+				close(fmt.Sprintf("GEMM kernel add=%v", add), got, want)
+				got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
+			}
+			rows := be.implicit.rows
+			be.implicit.run(k, a[:k*rows], bp, offs, got, ldc, add)
+			kernelOffsetsRowsGo(rows, k, a[:k*rows], bp, offs, want, ldc, add)
+			close(fmt.Sprintf("%s implicit kernel add=%v", name, add), got, want)
+		}
+		d := be.dot
+		const n, ldy = 9, 16*9 + 5
+		dy, x := randVals(rng, d.rows*ldy), randVals(rng, n*d.lanes+40)
+		doffs := []int64{0, 1, 2, 7, 33, 40}
+		acc0 := randVals(rng, d.rows*d.cols*d.lanes)
+		got, want := append([]float32(nil), acc0...), append([]float32(nil), acc0...)
+		d.run(n, dy, ldy, x, doffs, got)
+		dotGo(d.rows, d.cols, d.lanes, n, dy, ldy, x, doffs, want)
+		close(name+" filter-gradient kernel", got, want)
+		be.Close()
 	}
-	const n8 = 9
-	dy0, dy1, x := randVals(rng, n8*8), randVals(rng, n8*8), randVals(rng, n8*8+40)
-	doffs := []int64{0, 1, 2, 7, 33, 40}
-	acc0 := randVals(rng, dotRows*dotCols*8)
-	got, want := append([]float32(nil), acc0...), append([]float32(nil), acc0...)
-	be.dotKernel(n8, dy0, dy1, x, doffs, got)
-	dotGo(n8, dy0, dy1, x, doffs, want)
-	close("filter-gradient kernel", got, want)
 }
 
 // BenchmarkConv reports GFLOP/s of the three convolution ops on the
-// layer shapes of VGG-5 and ResNet-20 (16 samples, both workers).
+// layer shapes of VGG-5 and ResNet-20 (16 samples, one worker per
+// GOMAXPROCS), with the best convolution kernels and with AVX2 only.
 func BenchmarkConv(b *testing.B) {
-	be := New()
-	defer be.Close()
+	for _, avx512 := range []bool{true, false} {
+		be := newBackend[float32](runtime.GOMAXPROCS(0), true, avx512)
+		b.Run(strings.ReplaceAll(be.convName, " ", "-"), func(b *testing.B) { benchmarkConv(b, be) })
+		be.Close()
+	}
+}
+
+func benchmarkConv(b *testing.B, be *Backend[float32]) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, l := range []struct {
 		name string

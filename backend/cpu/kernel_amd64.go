@@ -17,42 +17,57 @@ func kernel6x16OffsetsAVX2(k int, a, b *float32, offs *int64, c *float32, ldc, a
 //go:noescape
 func dot2x6AVX2(n8 int, dy0, dy1, x *float32, offs *int64, acc *float32)
 
-// simdDotKernel returns the AVX2+FMA filter-gradient kernel.
-func simdDotKernel() func(n8 int, dy0, dy1, x []float32, offs []int64, acc []float32) {
-	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		return func(n8 int, dy0, dy1, x []float32, offs []int64, acc []float32) {
-			_ = acc[dotRows*dotCols*8-1]
-			if n8 == 0 {
-				return
-			}
-			_ = dy0[n8*8-1]
-			_ = dy1[n8*8-1]
-			var far int64
-			for _, o := range offs[:dotCols] {
-				far = max(far, o)
-			}
-			_ = x[far+int64(n8*8)-1]
-			dot2x6AVX2(n8, &dy0[0], &dy1[0], &x[0], &offs[0], &acc[0])
-		}
+// simdConvKernels returns the stride-1 convolution kernels: the AVX-512
+// implicit-GEMM kernel (8-row tiles) where the processor has AVX-512 and
+// avx512 allows, else AVX2+FMA; filter gradients on AVX2+FMA either way.
+func simdConvKernels(avx512 bool) (implicitKernel, dotKernel, string) {
+	if avx512 && cpu.X86.HasAVX512F {
+		return implicitKernel{rows: 8, run: func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
+				_ = c[7*ldc+nr-1]
+				if k == 0 {
+					kernelOffsetsRowsGo(8, 0, a, b, offs, c, ldc, add)
+					return
+				}
+				_ = a[k*8-1]
+				_ = b[offs[k-1]+nr-1] // offsets increase: the last row is the farthest
+				kernel8x16OffsetsAVX512(k, &a[0], &b[0], &offs[0], &c[0], ldc, flag(add))
+			}},
+			avx2Dot(),
+			"AVX-512 assembly (filter gradients: AVX2+FMA)"
 	}
-	return nil
-}
-
-// simdOffsetsKernel returns the AVX2+FMA implicit-B micro-kernel.
-func simdOffsetsKernel() func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
-	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		return func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
+	return implicitKernel{rows: mr, run: func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool) {
 			_ = c[(mr-1)*ldc+nr-1]
 			if k == 0 {
 				kernelOffsetsGo(0, a, b, offs, c, ldc, add)
 				return
 			}
 			_ = a[k*mr-1]
-			_ = b[offs[k-1]+nr-1] // offsets increase: the last row is the farthest
+			_ = b[offs[k-1]+nr-1]
 			kernel6x16OffsetsAVX2(k, &a[0], &b[0], &offs[0], &c[0], ldc, flag(add))
+		}},
+		avx2Dot(),
+		"AVX2+FMA assembly"
+}
+
+// avx2Dot is the AVX2+FMA filter-gradient kernel.
+func avx2Dot() dotKernel {
+	return dotKernel{rows: 2, cols: 6, lanes: 8, run: func(n int, dy []float32, ldy int, x []float32, offs []int64, acc []float32) {
+		_ = acc[2*6*8-1]
+		if n == 0 {
+			return
 		}
+		_ = dy[ldy+n*8-1]
+		_ = x[farthest(offs[:6])+int64(n*8)-1]
+		dot2x6AVX2(n, &dy[0], &dy[ldy], &x[0], &offs[0], &acc[0])
+	}}
+}
+
+func farthest(offs []int64) int64 {
+	var far int64
+	for _, o := range offs {
+		far = max(far, o)
 	}
-	return nil
+	return far
 }
 
 // simdKernel returns the AVX2+FMA micro-kernel when the processor has it.
