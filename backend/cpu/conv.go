@@ -329,7 +329,26 @@ func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend
 	if !ok {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskConvBackwardFilter, cv: convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}}, s.C)
+	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
+	if _, ok := any(v[0]).([]float32); ok && b.directFilterOK(s) && s.N > 0 {
+		// Channels-last copies of x and dy (split by samples), then tiles
+		// of (tap, 8 input channels, 16 output channels).
+		hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
+		b.directX = grow(b.directX, s.N*hp*wp*s.C)
+		b.directDy = grow(b.directDy, s.N*s.OutH()*s.OutW()*s.OC)
+		b.pool.run(b, task[T]{kind: taskDirectFilterPrep, cv: t}, s.N)
+		b.pool.run(b, task[T]{kind: taskDirectFilter, cv: t}, s.KH*s.KW*(s.C/directRows)*(s.OC/directCols))
+		return
+	}
+	b.pool.run(b, task[T]{kind: taskConvBackwardFilter, cv: t}, s.C)
+}
+
+// grow returns buf with length n, reallocated when too small.
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
 }
 
 func (b *Backend[T]) convBackwardFilterPart(ws *workerScratch[T], t convTask[T], c0, c1 int) {

@@ -38,6 +38,11 @@ type Backend[T Float] struct {
 	implicit implicitKernel
 	dot      dotKernel
 	convName string
+	// direct holds the channels-last filter-gradient kernel (direct.go),
+	// nil where the processor lacks it; directX and directDy are the
+	// channels-last copies it reads.
+	direct            *directKernels
+	directX, directDy []float32
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }
@@ -91,6 +96,9 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 		if k, name := simdKernel(); k != nil {
 			b.kernel, b.kernelName = k, name
 			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
+			if b.direct = simdDirectKernels(avx512); b.direct != nil {
+				b.convName = "AVX-512 assembly (filter gradients: channels-last AVX-512 where the channels allow, else AVX2+FMA)"
+			}
 			b.vec = simdVectorOps()
 		}
 	}

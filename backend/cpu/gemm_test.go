@@ -86,6 +86,11 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		// Output rows a multiple of 16 wide: tiles written into y in place.
 		{N: 2, C: 3, H: 5, W: 32, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 30, H: 3, W: 18, OC: 13, KH: 3, KW: 3, Stride: 1, Pad: 0}, // k = 270 > kc
+		// Channels-last filter gradients (AVX-512):
+		{N: 3, C: 16, H: 5, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 8, H: 4, W: 10, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 0},
+		{N: 2, C: 16, H: 3, W: 16, OC: 16, KH: 5, KW: 5, Stride: 1, Pad: 2},
+		{N: 2, C: 32, H: 2, W: 8, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 2},
 	} {
 		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
@@ -243,6 +248,15 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 		d.run(n, dy, ldy, x, doffs, got)
 		dotGo(d.rows, d.cols, d.lanes, n, dy, ldy, x, doffs, want)
 		close(name+" filter-gradient kernel", got, want)
+		if dk := be.direct; dk != nil {
+			const rows, cols, xRow, xCol, dyRow, dyCol = 3, 5, 50, 9, 90, 17
+			fx, fdy := randVals(rng, (rows-1)*xRow+(cols-1)*xCol+directRows), randVals(rng, (rows-1)*dyRow+(cols-1)*dyCol+directCols)
+			acc0 := randVals(rng, directRows*directCols)
+			got, want := append([]float32(nil), acc0...), append([]float32(nil), acc0...)
+			dk.filter(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, got)
+			filterGo(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, want)
+			close("direct filter-gradient kernel", got, want)
+		}
 		be.Close()
 	}
 }

@@ -1,10 +1,9 @@
 #include "textflag.h"
 
-// The AVX-512 implicit-convolution kernel, for processors with 16-float
-// vector registers (see simdConvKernels). An AVX-512 filter-gradient
-// kernel (4 output channels × 6 weight rows × 16 lanes) was measured too
-// and was no faster than dot2x6AVX2 on the AMD EPYC (Zen 4) here, so the
-// filter gradient stays on AVX2.
+// The AVX-512 convolution kernels, for processors with 16-float vector
+// registers (see simdConvKernels and simdDirectKernels): the implicit-GEMM
+// micro-kernel of forward passes and input gradients, and the
+// channels-last filter-gradient kernel (direct.go).
 
 // STORE512 stores (ADD512 adds) one 16-wide row of the tile and steps DX.
 #define STORE512(z) VMOVUPS z, (DX); ADDQ R10, DX
@@ -64,5 +63,76 @@ store:
 addstore:
 	ADD512(Z0); ADD512(Z1); ADD512(Z2); ADD512(Z3)
 	ADD512(Z4); ADD512(Z5); ADD512(Z6); ADD512(Z7)
+	VZEROUPPER
+	RET
+
+// func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, dyRow, dyCol int, acc *float32)
+//
+// The channels-last filter-gradient kernel: acc[r*16+j] += Σ_i Σ_q
+// x[i*xRow + q*xCol + r] · dy[i*dyRow + q*dyCol + j] for r < 8, j < 16,
+// over rows i < rows and columns q < cols of the output, in (i, q)
+// order: 8 input channels (contiguous in x) by 16 output channels
+// (contiguous in dy) of one tap. Z0–Z7 accumulate, Z16 holds 16 values of
+// dy, and the x values are broadcast by the multiply-adds.
+TEXT ·filter8x16AVX512(SB), NOSPLIT, $0-72
+	MOVQ    rows+0(FP), CX
+	MOVQ    cols+8(FP), DX
+	MOVQ    x+16(FP), SI
+	MOVQ    xRow+24(FP), R10
+	SHLQ    $2, R10
+	MOVQ    xCol+32(FP), R11
+	SHLQ    $2, R11
+	MOVQ    dy+40(FP), DI
+	MOVQ    dyRow+48(FP), R12
+	SHLQ    $2, R12
+	MOVQ    dyCol+56(FP), R13
+	SHLQ    $2, R13
+	MOVQ    acc+64(FP), AX
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	TESTQ   CX, CX
+	JE      fstore
+	TESTQ   DX, DX
+	JE      fstore
+
+frow:
+	MOVQ SI, R8
+	MOVQ DI, R9
+	MOVQ DX, R15
+
+fcol:
+	VMOVUPS          (R9), Z16
+	VFMADD231PS.BCST (R8), Z16, Z0
+	VFMADD231PS.BCST 4(R8), Z16, Z1
+	VFMADD231PS.BCST 8(R8), Z16, Z2
+	VFMADD231PS.BCST 12(R8), Z16, Z3
+	VFMADD231PS.BCST 16(R8), Z16, Z4
+	VFMADD231PS.BCST 20(R8), Z16, Z5
+	VFMADD231PS.BCST 24(R8), Z16, Z6
+	VFMADD231PS.BCST 28(R8), Z16, Z7
+	ADDQ             R11, R8
+	ADDQ             R13, R9
+	DECQ             R15
+	JNZ              fcol
+	ADDQ             R10, SI
+	ADDQ             R12, DI
+	DECQ             CX
+	JNZ              frow
+
+fstore:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VMOVUPS Z7, 448(AX)
 	VZEROUPPER
 	RET

@@ -49,6 +49,25 @@ func simdConvKernels(avx512 bool) (implicitKernel, dotKernel, string) {
 		"AVX2+FMA assembly"
 }
 
+// simdDirectKernels returns the channels-last AVX-512 kernel (direct.go),
+// or nil without AVX-512 or when avx512 is false.
+func simdDirectKernels(avx512 bool) *directKernels {
+	if !avx512 || !cpu.X86.HasAVX512F {
+		return nil
+	}
+	return &directKernels{
+		filter: func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32) {
+			_ = acc[directRows*directCols-1]
+			if rows == 0 || cols == 0 {
+				return
+			}
+			_ = x[(rows-1)*xRow+(cols-1)*xCol+directRows-1]
+			_ = dy[(rows-1)*dyRow+(cols-1)*dyCol+directCols-1]
+			filter8x16AVX512(rows, cols, &x[0], xRow, xCol, &dy[0], dyRow, dyCol, &acc[0])
+		},
+	}
+}
+
 // avx2Dot is the AVX2+FMA filter-gradient kernel.
 func avx2Dot() dotKernel {
 	return dotKernel{rows: 2, cols: 6, lanes: 8, run: func(n int, dy []float32, ldy int, x []float32, offs []int64, acc []float32) {

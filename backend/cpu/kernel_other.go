@@ -9,3 +9,6 @@ func simdKernel() (func(k int, a, b, c []float32, ldc int, add bool), string) { 
 func simdConvKernels(bool) (implicitKernel, dotKernel, string) {
 	return implicitKernel{}, dotKernel{}, ""
 }
+
+// simdDirectKernels has no assembly on this architecture.
+func simdDirectKernels(bool) *directKernels { return nil }

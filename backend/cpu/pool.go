@@ -18,6 +18,8 @@ const (
 	taskConvForward
 	taskConvBackwardData
 	taskConvBackwardFilter
+	taskDirectFilterPrep
+	taskDirectFilter
 	taskSign
 	taskAdam
 	taskSGD
@@ -205,6 +207,10 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		b.convBackwardDataPart(s, t.cv, t.lo, t.hi)
 	case taskConvBackwardFilter:
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
+	case taskDirectFilterPrep:
+		directFilterPrep(any(t.cv).(convTask[float32]), b.directX, b.directDy, t.lo, t.hi)
+	case taskDirectFilter:
+		b.directFilterPart(s, any(t.cv).(convTask[float32]), b.directX, b.directDy, t.lo, t.hi)
 	case taskSign:
 		signPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
 	case taskAdam:

@@ -1,0 +1,139 @@
+package cpu
+
+import "iterbin/backend"
+
+// Channels-last filter gradients, on processors with AVX-512. The input
+// is copied zero-padded with channels innermost ([n][h+2p][w+2p][c]) and
+// the output gradient with channels innermost ([n][oh][ow][oc]); then a
+// tile of 8 input by 16 output channels of one tap, dw[kh,kw][c0:c0+8]
+// [o0:o0+16], is a sum over every output position of every sample of 8
+// broadcast input values times a 16-wide vector of the output gradient:
+// no padded positions are computed, nothing is packed, and every tile
+// stays in registers along a run of positions. Tiles are split between
+// the workers; each sums its own over samples in order.
+//
+// It takes stride-1 convolutions with square kernels, padding at most the
+// kernel size less one, input channels in multiples of 8, output channels
+// in multiples of 16 and output planes of at most directFilterMaxPlane
+// positions. A channels-last forward kernel (8
+// positions × 16 output channels) was measured too and lost to the
+// implicit GEMM (kernel8x16OffsetsAVX512) on every layer of VGG-5 and
+// ResNet-20, so forward and input gradients stay on that.
+
+const (
+	directRows = 8  // input channels per tile
+	directCols = 16 // output channels per tile
+	// directFilterChunk is about how many output positions one
+	// filter-gradient kernel call covers.
+	directFilterChunk = 128
+	// directFilterMaxPlane is the largest output plane the direct filter
+	// gradient takes: on larger planes the AVX2 dot kernel (filtergrad.go)
+	// wastes few positions and needs no channels-last copies, and it was
+	// as fast or faster on VGG-5's and ResNet-20's 32×32 layers; on their
+	// 16×16 and 8×8 layers the direct kernel was 1.2× and 1.9× faster.
+	directFilterMaxPlane = 256
+)
+
+// directKernels are the channels-last kernels.
+type directKernels struct {
+	// filter does what filterGo does.
+	filter func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32)
+}
+
+// filterGo is the portable reference of the filter-gradient kernel:
+// acc[r·16+j] += Σ_i Σ_q x[i·xRow + q·xCol + r]·dy[i·dyRow + q·dyCol + j],
+// in (i, q) order.
+func filterGo(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32) {
+	for i := 0; i < rows; i++ {
+		for q := 0; q < cols; q++ {
+			xs, ds := x[i*xRow+q*xCol:][:directRows], dy[i*dyRow+q*dyCol:][:directCols]
+			for r, xv := range xs {
+				row := acc[r*directCols:][:directCols]
+				for j, v := range ds {
+					row[j] += xv * v
+				}
+			}
+		}
+	}
+}
+
+// directFilterOK says whether a convolution's filter gradient runs on the
+// direct path.
+func (b *Backend[T]) directFilterOK(s backend.ConvShape) bool {
+	return b.direct != nil && implicitOK(s) && s.C%directRows == 0 && s.OC%directCols == 0 && s.OutH()*s.OutW() <= directFilterMaxPlane
+}
+
+// padChannelsLast zero-fills xp and copies the cin×h×w sample x into it
+// as [h+2·pad][w+2·pad][cin]. (Reading x in order and writing with a
+// stride measured faster than the transposed loop, whose reads a plane
+// apart alias in the cache.)
+func padChannelsLast(xp, x []float32, cin, h, w, pad int) {
+	clear(xp)
+	wp := w + 2*pad
+	for c := 0; c < cin; c++ {
+		for r := 0; r < h; r++ {
+			dst := xp[((r+pad)*wp+pad)*cin+c:]
+			for q, v := range x[(c*h+r)*w:][:w] {
+				dst[q*cin] = v
+			}
+		}
+	}
+}
+
+// directFilterPrep writes channels-last copies of samples [lo, hi): x
+// padded ([n][h+2p][w+2p][C]) and dy ([n][oh][ow][OC]).
+func directFilterPrep(t convTask[float32], xs, dys []float32, lo, hi int) {
+	s := t.s
+	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
+	oh, ow := s.OutH(), s.OutW()
+	in, out := s.C*s.H*s.W, s.OC*oh*ow
+	for n := lo; n < hi; n++ {
+		padChannelsLast(xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], s.C, s.H, s.W, s.Pad)
+		d, src := dys[n*oh*ow*s.OC:][:oh*ow*s.OC], t.in[n*out:(n+1)*out]
+		for o := 0; o < s.OC; o++ {
+			for p, v := range src[o*oh*ow : (o+1)*oh*ow] {
+				d[p*s.OC+o] = v
+			}
+		}
+	}
+}
+
+// directFilterPart computes units [lo, hi) of a filter gradient: unit u
+// is tap u%taps of input-channel block (u/taps)%cb and output-channel
+// block u/(taps·cb). Samples go in order, each in chunks of output rows
+// whose input and output-gradient rows stay in L1 while every unit of the
+// worker reads them; each unit's tile of partial sums lives in acc
+// (directRows·directCols floats per unit) between chunks.
+func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], xs, dys []float32, lo, hi int) {
+	s := t.s
+	k, taps := s.KH, s.KH*s.KW
+	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
+	oh, ow := s.OutH(), s.OutW()
+	cb := s.C / directRows
+	const tile = directRows * directCols
+	acc := ws.columnsF32((hi - lo) * tile)
+	clear(acc)
+	filter := b.direct.filter
+	chunk := max(1, directFilterChunk/ow) // output rows per kernel call
+	for n := 0; n < s.N; n++ {
+		xn, dyn := xs[n*hp*wp*s.C:][:hp*wp*s.C], dys[n*oh*ow*s.OC:][:oh*ow*s.OC]
+		for i0 := 0; i0 < oh; i0 += chunk {
+			rows := min(chunk, oh-i0)
+			for u := lo; u < hi; u++ {
+				tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
+				x := xn[((i0+tap/k)*wp+tap%k)*s.C+c0:]
+				filter(rows, ow, x, wp*s.C, s.C, dyn[i0*ow*s.OC+o0:], ow*s.OC, s.OC, acc[(u-lo)*tile:][:tile])
+			}
+		}
+	}
+	for u := lo; u < hi; u++ {
+		tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
+		kh, kw := tap/k, tap%k
+		a := acc[(u-lo)*tile:][:tile]
+		for r := 0; r < directRows; r++ {
+			for j := 0; j < directCols; j++ {
+				t.out[(((o0+j)*s.C+c0+r)*k+kh)*k+kw] = a[r*directCols+j]
+			}
+		}
+	}
+}
