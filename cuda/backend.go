@@ -2,6 +2,15 @@
 
 package cuda
 
+/*
+#include <pthread.h>
+#include <stdint.h>
+
+static uintptr_t iterbin_thread(void) { return (uintptr_t)pthread_self(); }
+static int iterbin_on_thread(uintptr_t t) { return pthread_equal((pthread_t)t, pthread_self()); }
+*/
+import "C"
+
 import (
 	"embed"
 	"errors"
@@ -24,6 +33,11 @@ var ptxFiles embed.FS
 const Built = true
 
 const blockSize = 256
+
+// maxLaunchN is the most elements launchN runs a kernel over: the kernels
+// index with 32-bit ints, and a grid-stride loop's last index may pass n
+// by up to a grid's worth of threads (65535 blocks of blockSize).
+const maxLaunchN = math.MaxInt32 - blockSize*65535
 
 // Backend is backend.Backend on one NVIDIA GPU.
 type Backend struct {
@@ -54,8 +68,10 @@ type Backend struct {
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
-	// locked says New locked the OS thread (Close unlocks it).
+	// locked says New locked the OS thread, thread (a pthread_t), which
+	// Close unlocks when it runs there.
 	locked bool
+	thread C.uintptr_t
 	// params is the arena kernel arguments are written to (8 bytes each).
 	params [24]uint64
 	ptrs   [24]unsafe.Pointer
@@ -89,7 +105,7 @@ func New(ordinal int, opts Options) (backend.Backend, error) {
 		runtime.UnlockOSThread()
 		return nil, err
 	}
-	b.locked = true
+	b.locked, b.thread = true, C.iterbin_thread()
 	return b, nil
 }
 
@@ -203,12 +219,13 @@ func ptxEntries(ptx string) []string {
 	return names
 }
 
-// Name says which device, libraries, precision and paths are active. At
-// precision bf16 it also counts the convolutions cuDNN could not plan in
-// bf16, which run on the im2col path, once there are any.
+// Name says which device, libraries, precision and paths are active. It
+// also counts the convolution directions cuDNN does not support (in
+// practice some shapes in bf16), which run on the im2col path, once there
+// are any.
 func (b *Backend) Name() string {
 	if b.dnn != nil && b.dnn.fallbacks > 0 {
-		return fmt.Sprintf("%s; %d bf16 convolution directions on im2col, cuDNN could not plan them (first: %s)", b.name, b.dnn.fallbacks, b.dnn.firstFallback)
+		return fmt.Sprintf("%s; %d convolution directions on im2col, cuDNN does not support them (first: %s)", b.name, b.dnn.fallbacks, b.dnn.firstFallback)
 	}
 	return b.name
 }
@@ -241,52 +258,91 @@ func (b *Backend) Sync() error {
 
 // Close waits for queued work (reporting its errors), frees the backend's
 // own memory, the kernels, cuDNN's descriptors and handle, cuBLAS, the
-// stream and the context, and unlocks the OS thread. Tensors must be freed
-// first; the backend is unusable afterwards.
+// stream and the context, and unlocks the OS thread New locked. Tensors
+// must be freed first; the backend is unusable afterwards.
+//
+// Close belongs on New's goroutine like every other call, but one from
+// another goroutine still releases everything: it holds its own OS thread
+// meanwhile and makes the context current there (release). It cannot
+// unlock New's goroutine from its thread, which then stays locked until
+// that goroutine exits.
 func (b *Backend) Close() error {
 	if b.ctx == (cu.CUContext{}) {
 		return b.err
 	}
-	b.Sync()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if b.makeCurrent() {
+		b.Sync()
+	}
 	err := b.err
 	b.release()
-	if b.locked {
+	// New's lock belongs to New's goroutine, the only one that runs on
+	// New's thread while it is locked there.
+	if b.locked && C.iterbin_on_thread(b.thread) != 0 {
 		runtime.UnlockOSThread()
-		b.locked = false
 	}
+	b.locked = false
 	b.fail(errors.New("cuda: the backend is closed"))
 	return err
 }
 
+// makeCurrent makes the backend's context current on the calling OS thread
+// (which the caller keeps locked): where another context, or none, is
+// current there, as on a goroutine other than New's, it pushes it onto
+// the thread's context stack, from which destroying the context (release)
+// pops it again. false, with the error recorded, where that fails.
+func (b *Backend) makeCurrent() bool {
+	if cur, err := cu.CurrentContext(); err == nil && cur == b.ctx {
+		return true
+	}
+	if err := cu.PushCurrentCtx(b.ctx); err != nil {
+		b.fail(fmt.Errorf("cuda: cuCtxPushCurrent: %v", err))
+		return false
+	}
+	return true
+}
+
 // release frees everything the backend owns, in reverse order of creation.
+// cuDNN, cuBLAS and the memory, modules and stream are released with the
+// backend's context current (makeCurrent): cudnnDestroy and cublasDestroy
+// act on the current context's device state. Where it cannot be made
+// current they are left to the context's destruction, which frees its
+// memory, modules and streams regardless (the libraries' host-side handle
+// state leaks).
 func (b *Backend) release() {
-	b.freeStaging()
-	if b.dnn != nil {
-		b.dnn.close()
-		b.dnn = nil
+	if b.ctx == (cu.CUContext{}) {
+		return
 	}
-	if b.blas != nil {
-		b.blas.close()
-		b.blas = nil
-	}
-	for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.badLabel} {
-		if *p != 0 {
-			cu.MemFree(*p)
-			*p = 0
+	if b.makeCurrent() {
+		b.freeStaging()
+		if b.dnn != nil {
+			b.dnn.close()
+		}
+		if b.blas != nil {
+			b.blas.close()
+		}
+		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.badLabel} {
+			if *p != 0 {
+				cu.MemFree(*p)
+			}
+		}
+		for _, m := range b.modules {
+			m.Unload()
+		}
+		if b.stream != (cu.Stream{}) {
+			b.stream.Destroy()
 		}
 	}
-	for _, m := range b.modules {
-		m.Unload()
-	}
+	b.staging = staging{}
+	b.dnn, b.blas = nil, nil
+	b.workspace, b.workspaceSize, b.halves, b.halvesSize, b.badLabel = 0, 0, 0, 0, 0
 	b.modules = nil
-	if b.stream != (cu.Stream{}) {
-		b.stream.Destroy()
-		b.stream = cu.Stream{}
-	}
-	if b.ctx != (cu.CUContext{}) {
-		b.ctx.Destroy()
-		b.ctx = cu.CUContext{}
-	}
+	b.stream = cu.Stream{}
+	// Destroying the context also pops it from this thread's context
+	// stack, where it is current (cuCtxDestroy).
+	b.ctx.Destroy()
+	b.ctx = cu.CUContext{}
 }
 
 // Alloc returns a zeroed device buffer.
@@ -416,7 +472,7 @@ func (b *Backend) launchN(name string, n int, args ...arg) {
 	if n <= 0 {
 		return
 	}
-	if n > math.MaxInt32-blockSize*65535 {
+	if n > maxLaunchN {
 		b.fail(fmt.Errorf("cuda: %s over %d elements: kernels index with 32-bit ints", name, n))
 		return
 	}
@@ -424,21 +480,44 @@ func (b *Backend) launchN(name string, n int, args ...arg) {
 	b.launch(name, blocks, blockSize, 0, args...)
 }
 
-// scratch returns a device workspace of at least n floats.
+// scratch returns a device workspace of at least n floats (the im2col
+// columns, or cuDNN's workspace), grown as needed up to
+// maxWorkspaceFloats (or n, where one needs more).
 func (b *Backend) scratch(n int) cu.DevicePtr {
-	if n <= b.workspaceSize {
-		return b.workspace
+	return b.grow(&b.workspace, &b.workspaceSize, n, 4, maxWorkspaceFloats, "workspace")
+}
+
+// grow returns *buf, a device buffer of *have units of unit bytes, after
+// making it hold at least need units. A smaller one is replaced (a stream
+// synchronization, a free and an allocation) by one of max(need,
+// 1.5·have) units, the growth capped at ceiling units, so that a run of
+// slowly growing needs reallocates a logarithmic number of times rather
+// than every time, for at most half again the largest need. If that
+// allocation fails it tries need exactly; 0, with the error recorded,
+// where that fails too.
+func (b *Backend) grow(buf *cu.DevicePtr, have *int, need, unit, ceiling int, what string) cu.DevicePtr {
+	if need <= *have {
+		return *buf
 	}
-	if b.workspace != 0 {
-		b.stream.Synchronize()
-		cu.MemFree(b.workspace)
-		b.workspace, b.workspaceSize = 0, 0
+	old := *have
+	if *buf != 0 {
+		// Queued work may still use the old buffer.
+		if err := b.stream.Synchronize(); err != nil {
+			b.fail(fmt.Errorf("cuda: cuStreamSynchronize: %v", err))
+		}
+		cu.MemFree(*buf)
+		*buf, *have = 0, 0
 	}
-	p, err := cu.MemAlloc(int64(4 * n))
+	size := max(need, min(old+old/2, ceiling))
+	p, err := cu.MemAlloc(int64(unit * size))
+	if err != nil && size > need {
+		size = need
+		p, err = cu.MemAlloc(int64(unit * size))
+	}
 	if err != nil {
-		b.fail(fmt.Errorf("cuda: workspace of %d floats: cuMemAlloc: %v", n, err))
+		b.fail(fmt.Errorf("cuda: %s of %d bytes: cuMemAlloc: %v", what, unit*size, err))
 		return 0
 	}
-	b.workspace, b.workspaceSize = p, n
+	*buf, *have = p, size
 	return p
 }

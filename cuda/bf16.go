@@ -23,7 +23,7 @@ package cuda
 // op in turn.
 
 import (
-	"fmt"
+	"math"
 
 	"gorgonia.org/cu"
 
@@ -39,28 +39,18 @@ func off16(p cu.DevicePtr, elems int) cu.DevicePtr { return p + cu.DevicePtr(2*e
 
 // bf16Scratch returns room for three bf16 operands of n1, n2 and n3
 // values (0 for none: its pointer is then 0) in the backend's bf16
-// scratch, grown as needed. The returned buffers are valid until the next
-// call.
+// scratch, grown as needed (geometrically: grow). The returned buffers
+// are valid until the next call.
 func (b *Backend) bf16Scratch(n1, n2, n3 int) (p1, p2, p3 cu.DevicePtr) {
 	round := func(n int) int { return (2*n + bf16Align - 1) / bf16Align * bf16Align }
 	need := round(n1) + round(n2) + round(n3)
 	if b.err != nil || need == 0 {
 		return 0, 0, 0
 	}
-	if need > b.halvesSize {
-		if b.halves != 0 {
-			b.stream.Synchronize()
-			cu.MemFree(b.halves)
-			b.halves, b.halvesSize = 0, 0
-		}
-		p, err := cu.MemAlloc(int64(need))
-		if err != nil {
-			b.fail(fmt.Errorf("cuda: bf16 scratch of %d bytes: cuMemAlloc: %v", need, err))
-			return 0, 0, 0
-		}
-		b.halves, b.halvesSize = p, need
+	at := b.grow(&b.halves, &b.halvesSize, need, 1, math.MaxInt, "bf16 scratch")
+	if at == 0 {
+		return 0, 0, 0
 	}
-	at := b.halves
 	carve := func(n int) cu.DevicePtr {
 		if n == 0 {
 			return 0

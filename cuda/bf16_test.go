@@ -88,29 +88,23 @@ func bf16GemmCases() []bf16Case {
 func bf16ConvCases() []bf16Case {
 	var cases []bf16Case
 	for _, c := range convCases(false) {
-		var k int
-		s := convShapeOf(c.name)
-		switch {
-		case strings.HasPrefix(c.name, "Conv2DForward"):
-			k = s.C * s.KH * s.KW
-		case strings.HasPrefix(c.name, "Conv2DBackwardData"):
-			k = s.OC * s.KH * s.KW
-		default:
-			k = s.N * s.OutH() * s.OutW()
-		}
-		cases = append(cases, bf16Case{opCase: c, k: k, alpha: 1, bilinear: c.run, conv: true})
+		cases = append(cases, bf16Case{opCase: c, k: c.products, alpha: 1, bilinear: c.run, conv: true})
 	}
 	return cases
 }
 
-// convShapeOf finds the shape a convCases name ends with.
-func convShapeOf(name string) backend.ConvShape {
-	for _, s := range convShapes {
-		if strings.HasSuffix(name, fmt.Sprintf("%+v", s)) {
-			return s
-		}
+// cudnnMustRunBF16 returns which shapes cuDNN must run in bf16 on gpu
+// rather than leave to im2col: where it certainly supports bf16
+// convolutions (cuda.CudnnRunsBF16), those whose channel counts C and OC
+// are multiples of 8, the alignment its bf16 tensor-core kernels want.
+// Elsewhere, or for other shapes, falling back is allowed (and logged).
+func cudnnMustRunBF16(t *testing.T, gpu backend.Backend) func(backend.ConvShape) bool {
+	t.Helper()
+	certain, why := cuda.CudnnRunsBF16(gpu)
+	if !certain {
+		t.Logf("bf16 convolutions may fall back to im2col here, none is required to run on cuDNN: %s", why)
 	}
-	panic("no shape in " + name)
+	return func(s backend.ConvShape) bool { return certain && s.C%8 == 0 && s.OC%8 == 0 }
 }
 
 // mapInputs applies f to the operands (inputs 0 and 1) of a case's inputs.
@@ -204,7 +198,10 @@ func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Ca
 	}
 }
 
-// GEMMs and convolutions in bf16 on each path, against the CPU.
+// GEMMs and convolutions in bf16 on each path, against the CPU. On the
+// cuDNN path, the shapes cuDNN certainly runs in bf16 (cudnnMustRunBF16)
+// must have run there, not on im2col, or the test would check im2col
+// twice.
 func TestBF16ParityWithCPU(t *testing.T) {
 	for _, path := range []struct {
 		name    string
@@ -218,7 +215,10 @@ func TestBF16ParityWithCPU(t *testing.T) {
 				cases = append(bf16GemmCases(), cases...)
 			}
 			checkBF16(t, gpu, !path.noCuDNN, cases)
-			t.Logf("GPU backend after the cases (it counts any bf16 convolution cuDNN could not plan): %s", gpu.Name())
+			t.Logf("GPU backend after the cases (it counts any convolution cuDNN does not support): %s", gpu.Name())
+			if !path.noCuDNN {
+				checkCudnnPlans(t, gpu, convShapes, cudnnMustRunBF16(t, gpu))
+			}
 		})
 	}
 }
@@ -313,16 +313,25 @@ func convRef(x, w []float32, s backend.ConvShape) []float32 {
 }
 
 // compareExact counts outputs that differ from want; with ulps > 0 it
-// fails only on those more than that many bf16 ulps (of want) away.
+// fails only on those more than that many bf16 ulps away, the ulp of
+// max(|want|, the root mean square of want): an algorithm that transforms
+// tiles (FFT, Winograd) errs by a fraction of the tile's magnitude, which
+// outputs near or at zero see in full, so they are allowed the same
+// absolute error as a typical output of the case.
 func compareExact(t *testing.T, what string, got, want []float32, ulps float64) {
 	t.Helper()
+	rms := 0.0
+	for _, w := range want {
+		rms += float64(w) * float64(w)
+	}
+	rms = math.Sqrt(rms / float64(max(len(want), 1)))
 	differ, far := 0, 0
 	for i := range want {
 		if got[i] == want[i] {
 			continue
 		}
 		differ++
-		ulp := math.Ldexp(1, math.Ilogb(float64(want[i]))-7)
+		ulp := math.Ldexp(1, math.Ilogb(math.Max(math.Abs(float64(want[i])), rms))-7)
 		if ulps == 0 || math.Abs(float64(got[i]-want[i])) > ulps*ulp || math.IsNaN(float64(got[i])) {
 			if far < 5 {
 				t.Errorf("%s: output %d is %g (bits %08x), want %g (bits %08x)", what, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
@@ -341,8 +350,10 @@ func compareExact(t *testing.T, what string, got, want []float32, ulps float64) 
 // and so must a 1×1 convolution on both paths (cuDNN's bf16 output of a
 // bf16 value is that value). Binary weights times bf16-exact activations
 // (sixteenths) must give the exact sums on the GEMM and im2col paths, and
-// those sums rounded to bf16 on cuDNN, which may be a ulp off where its
-// algorithm transforms the data (FFT, Winograd).
+// those sums rounded to bf16 on cuDNN, which may be a ulp off (of the
+// output or, near zero, of a typical output) where its algorithm
+// transforms the data (FFT, Winograd); that shape must run on cuDNN where
+// cuDNN certainly runs bf16.
 func TestBF16ExactCases(t *testing.T) {
 	vals := exactInputs()
 	m := len(vals)
@@ -425,6 +436,9 @@ func TestBF16ExactCases(t *testing.T) {
 				}
 			}
 			compareExact(t, fmt.Sprintf("Conv2DForward %+v, sixteenths · ±1 weights", cs), run1(t, gpu, len(conv), convOp(cs), cx, cw), want, ulps)
+			if !path.noCuDNN {
+				checkCudnnPlans(t, gpu, []backend.ConvShape{one, cs}, cudnnMustRunBF16(t, gpu))
+			}
 		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"iterbin/backend"
+	"iterbin/backend/cpu"
 	"iterbin/cuda"
 )
 
@@ -42,36 +43,134 @@ var convShapes = []backend.ConvShape{
 	{N: 1, C: 32, H: 16, W: 16, OC: 64, KH: 3, KW: 3, Stride: 1, Pad: 1},
 }
 
-// convTolerance is the tolerance of a convolution summing k products of
-// N(0, 1) values, under maxError's |got−want| / (1+|want|). fp32 keeps the
-// 1e-4 of the other ops. TF32 rounds each operand to 10 mantissa bits
-// (relative error up to 2⁻¹¹), so a sum of k products is off by about
-// 2⁻¹¹·√k in absolute terms; outputs near zero see all of it. Eight times
-// that, and never below 1e-2, leaves room for the largest of thousands of
-// outputs without hiding a wrong index (an error of order 1).
-func convTolerance(tf32 bool, k int) float64 {
-	if !tf32 {
-		return 1e-4
-	}
+// tf32ConvTolerance is the tolerance of a TF32 convolution summing k
+// products of N(0, 1) values, under maxError's |got−want| / (1+|want|).
+// TF32 rounds each operand to 10 mantissa bits (relative error up to
+// 2⁻¹¹), so a sum of k products is off by about 2⁻¹¹·√k in absolute
+// terms; outputs near zero see all of it. Eight times that, and never
+// below 1e-2, leaves room for the largest of thousands of outputs without
+// hiding a wrong index (an error of order 1).
+func tf32ConvTolerance(k int) float64 {
 	return math.Max(1e-2, 8*math.Pow(2, -11)*math.Sqrt(float64(k)))
 }
 
-// convCases are the three convolution ops over convShapes.
+// fp32ConvSlack is c in fp32ConvBound. Summing k products aᵢbᵢ in fp32
+// rounds k times, each time by at most u = 2⁻²⁴ of a partial sum; for
+// products of random sign the partial sums grow like √j·S/√k, S =
+// √Σ(aᵢbᵢ)², and the roundings add up to about 0.4·u·√k·S (root mean
+// square) in sequential order, less in the blocked orders GEMMs use.
+// cuDNN's Winograd and FFT algorithms round transformed tiles instead:
+// their error follows the magnitude of the whole tile, not of one
+// output's products (hence the floor S̄ in convScale), times a constant
+// of the transform, of order ten for the Winograd tiles used in fp32.
+// 64·u·√k·S is 160 times the sequential root mean square: room for a
+// transform sixteen times worse than direct summation at 4.5 standard
+// deviations (the largest of 10⁴ outputs), twice over. It still catches
+// any error of the data flow (a wrong index or a dropped term errs by
+// about S), and a convolution that silently ran as TF32 (operands rounded
+// to 2⁻¹¹, erring by 2⁻¹¹·√(2/3)·S ≈ 4e-4·S root mean square) for every
+// k here: the largest, 5120, allows 2.7e-4·S.
+const fp32ConvSlack = 64
+
+// fp32ConvBound is the error allowed on one output of an fp32 convolution
+// summing k products, where scale is its error scale (convScale) and want
+// its value: fp32ConvSlack·u·√k·scale, plus 4u·|want| for the rounding of
+// the output itself and of alpha and beta scaling (u = 2⁻²⁴).
+func fp32ConvBound(k int, scale, want float64) float64 {
+	const u = 0x1p-24
+	return fp32ConvSlack*u*math.Sqrt(float64(k))*scale + 4*u*math.Abs(want)
+}
+
+// convScale returns each output's error scale for an fp32 convolution
+// case on the inputs in: max(Sᵢ, S̄), Sᵢ = √Σ(aᵢbᵢ)² over its products
+// (the CPU's convolution of the squared operands) and S̄ the root mean
+// square of the Sᵢ over the case. On these unit normal inputs S̄ stands
+// for the magnitude of the tiles Winograd and FFT algorithms transform,
+// which outputs near the border (fewer products) still err by; it also
+// keeps an output whose products are all zero (a position stride 2
+// skips, say) from getting a zero bound.
+func convScale(c opCase, in [][]float32) ([]float64, error) {
+	ref := cpu.New()
+	defer ref.Close()
+	sq, err := runCase(ref, c, mapInputs(in, func(v float32) float32 { return v * v }))
+	if err != nil {
+		return nil, err
+	}
+	scale := make([]float64, len(sq[0]))
+	mean := 0.0
+	for i, v := range sq[0] {
+		scale[i] = math.Sqrt(float64(v))
+		mean += float64(v)
+	}
+	floor := math.Sqrt(mean / float64(max(len(scale), 1)))
+	for i := range scale {
+		scale[i] = math.Max(scale[i], floor)
+	}
+	return scale, nil
+}
+
+// convExcess is the largest |got−want| / fp32ConvBound over the outputs
+// of an fp32 convolution case, with scale from convScale; above 1 fails.
+// A NaN on either side counts as +∞.
+func convExcess(c opCase, scale []float64, got, want []float32) float64 {
+	worst := 0.0
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		e := math.Abs(g-w) / fp32ConvBound(c.products, scale[i], w)
+		if math.IsNaN(e) || math.IsNaN(g) {
+			e = math.Inf(1)
+		}
+		worst = math.Max(worst, e)
+	}
+	return worst
+}
+
+// convCases are the three convolution ops over convShapes: in fp32 held
+// to fp32ConvBound, in TF32 to tf32ConvTolerance.
 func convCases(tf32 bool) []opCase {
 	var cases []opCase
 	for _, s := range convShapes {
 		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
-		cases = append(cases,
-			opCase{name: fmt.Sprintf("Conv2DForward %+v", s), tol: convTolerance(tf32, s.C*s.KH*s.KW), inputs: []int{in, w}, outputs: []int{out},
+		fwd, data, filter := s.C*s.KH*s.KW, s.OC*s.KH*s.KW, s.N*s.OutH()*s.OutW()
+		c := []opCase{
+			{name: fmt.Sprintf("Conv2DForward %+v", s), products: fwd, inputs: []int{in, w}, outputs: []int{out},
 				run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DForward(o[0], i[0], i[1], s) }},
-			opCase{name: fmt.Sprintf("Conv2DBackwardData %+v", s), tol: convTolerance(tf32, s.OC*s.KH*s.KW), inputs: []int{out, w}, outputs: []int{in},
+			{name: fmt.Sprintf("Conv2DBackwardData %+v", s), products: data, inputs: []int{out, w}, outputs: []int{in},
 				run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardData(o[0], i[0], i[1], s) }},
-			opCase{name: fmt.Sprintf("Conv2DBackwardFilter %+v", s), tol: convTolerance(tf32, s.N*s.OutH()*s.OutW()), inputs: []int{out, in}, outputs: []int{w},
+			{name: fmt.Sprintf("Conv2DBackwardFilter %+v", s), products: filter, inputs: []int{out, in}, outputs: []int{w},
 				run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardFilter(o[0], i[0], i[1], s) }},
-		)
+		}
+		if tf32 {
+			for i := range c {
+				c[i].tol, c[i].products = tf32ConvTolerance(c[i].products), 0
+			}
+		}
+		cases = append(cases, c...)
 	}
 	return cases
 }
+
+// checkCudnnPlans logs how cuDNN runs each direction of every shape on
+// gpu (the algorithm chosen, its math type and workspace, or why it runs
+// on im2col), so a failure can be traced to an algorithm, and fails the
+// test where a shape for which mustRun is true fell back to im2col.
+func checkCudnnPlans(t *testing.T, gpu backend.Backend, shapes []backend.ConvShape, mustRun func(backend.ConvShape) bool) {
+	t.Helper()
+	var plans strings.Builder
+	for _, s := range shapes {
+		for _, p := range cuda.ConvPlans(gpu, s) {
+			fmt.Fprintf(&plans, "\n%+v %s: %s", s, p.Direction, p)
+			if p.Im2col != "" && mustRun(s) {
+				t.Errorf("%+v %s: cuDNN must run it, but it fell back to im2col: %s", s, p.Direction, p.Im2col)
+			}
+		}
+	}
+	n, first := cuda.ConvFallbacks(gpu)
+	t.Logf("cuDNN plans:%s\n%d convolution directions on im2col (first: %s)", plans.String(), n, first)
+}
+
+// cuDNN supports every float convolution, in fp32 and TF32 alike.
+func always(backend.ConvShape) bool { return true }
 
 // openGPU opens the GPU backend with opts; with wantCuDNN it skips the
 // test, saying why, when cuDNN does not run the convolutions.
@@ -104,6 +203,9 @@ func TestConvParityWithCPU(t *testing.T) {
 				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
 				defer gpu.Close()
 				checkParity(t, gpu, convCases(precision.tf32))
+				if !path.noCuDNN {
+					checkCudnnPlans(t, gpu, convShapes, always)
+				}
 			})
 		}
 	}
@@ -120,6 +222,9 @@ func TestConvPathsAgree(t *testing.T) {
 	run := func(opts cuda.Options, wantCuDNN bool, repeats int) [][][][]float32 {
 		gpu := openGPU(t, opts, wantCuDNN)
 		defer gpu.Close()
+		if wantCuDNN {
+			defer checkCudnnPlans(t, gpu, convShapes, always)
+		}
 		results := make([][][][]float32, repeats)
 		for r := range results {
 			for i, c := range cases {
@@ -135,13 +240,17 @@ func TestConvPathsAgree(t *testing.T) {
 	dnn := run(cuda.Options{}, true, 2)
 	im2col := run(cuda.Options{NoCuDNN: true}, false, 1)[0]
 	for i, c := range cases {
-		if e := maxError(dnn[0][i], im2col[i]); e > c.tol {
-			t.Errorf("%s: cuDNN and im2col differ by %.3g (tolerance %.3g)", c.name, e, c.tol)
+		scale, err := convScale(c, inputs[i])
+		if err != nil {
+			t.Fatalf("%s on the CPU (error scale): %v", c.name, err)
 		}
-		if e := maxError(dnn[1][i], dnn[0][i]); e > c.tol {
-			t.Errorf("%s: cuDNN's second run differs from its first by %.3g", c.name, e)
+		if e := convExcess(c, scale, dnn[0][i][0], im2col[i][0]); e > 1 {
+			t.Errorf("%s: cuDNN and im2col differ by %.3g times the fp32 bound", c.name, e)
+		}
+		if e := convExcess(c, scale, dnn[1][i][0], dnn[0][i][0]); e > 1 {
+			t.Errorf("%s: cuDNN's second run differs from its first by %.3g times the fp32 bound", c.name, e)
 		} else if e > 0 {
-			t.Logf("%s: cuDNN's second run differs from its first by %.3g (a nondeterministic algorithm was faster by more than the slack)", c.name, e)
+			t.Logf("%s: cuDNN's second run differs from its first by %.3g times the fp32 bound (a nondeterministic algorithm was faster by more than the slack)", c.name, e)
 		}
 	}
 }

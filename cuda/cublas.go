@@ -40,7 +40,6 @@ typedef int (*cublas_gemm_strided_ex_fn)(void*, int, int, int, int, int, const v
 static void* iterbin_dlopen(const char* name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL); }
 static const char* iterbin_dlerror(void) { const char* e = dlerror(); return e ? e : ""; }
 static void* iterbin_dlsym(void* lib, const char* name) { return dlsym(lib, name); }
-static int iterbin_dlclose(void* lib) { return dlclose(lib); }
 
 static int iterbin_cublas_create(void* fn, uintptr_t* handle) {
 	void* h = 0;
@@ -91,6 +90,16 @@ import (
 )
 
 // cublasLibraries are tried in order: CUDA 13, 12, 11.
+//
+// A library opened here (and cuDNN, cudnn.go) is never dlclosed: every New
+// dlopens it again, which only takes another reference (dlopen counts
+// them) and returns the same handle, and Close leaves it loaded for the
+// life of the process. Unloading cuBLAS or cuDNN is a known source of
+// crashes: state they keep beyond a handle (thread-local data and its
+// destructors, exit handlers, cuDNN's lazily loaded sub-libraries) can be
+// reached after their code is unmapped. A process that opens and closes
+// backends many times, as the tests do, would also pay the load each time.
+// Keeping the reference needs no global state.
 var cublasLibraries = [...]string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
 
 // cuBLAS constants (cublas_api.h; cudaDataType from library_types.h).
@@ -108,6 +117,7 @@ const (
 
 // cublas is a cuBLAS handle with the entry points it calls.
 type cublas struct {
+	// lib is the dlopen handle, never closed (see cublasLibraries).
 	lib                                  unsafe.Pointer
 	name                                 string
 	handle                               C.uintptr_t
@@ -156,12 +166,10 @@ func openCublas(stream uintptr, precision string) (*cublas, error) {
 		*s.dst = C.iterbin_dlsym(b.lib, cname)
 		C.free(unsafe.Pointer(cname))
 		if *s.dst == nil {
-			C.iterbin_dlclose(b.lib)
 			return nil, fmt.Errorf("%s has no %s", b.name, s.name)
 		}
 	}
 	if st := C.iterbin_cublas_create(b.create, &b.handle); st != 0 {
-		C.iterbin_dlclose(b.lib)
 		return nil, fmt.Errorf("cublasCreate: status %d", int(st))
 	}
 	if st := C.iterbin_cublas_set_stream(b.setStream, b.handle, C.uintptr_t(stream)); st != 0 {
@@ -179,14 +187,12 @@ func openCublas(stream uintptr, precision string) (*cublas, error) {
 	return b, nil
 }
 
+// close destroys the handle; the backend's context must be current
+// (release makes it so). The library stays loaded (see cublasLibraries).
 func (b *cublas) close() {
 	if b.handle != 0 {
 		C.iterbin_cublas_destroy(b.destroy, b.handle)
 		b.handle = 0
-	}
-	if b.lib != nil {
-		C.iterbin_dlclose(b.lib)
-		b.lib = nil
 	}
 }
 

@@ -132,7 +132,6 @@ typedef int (*dnn_convolve_fn)(void*, const void*, void*, const void*, void*, co
 static void* iterbin_dnn_dlopen(const char* name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL); }
 static const char* iterbin_dnn_dlerror(void) { const char* e = dlerror(); return e ? e : ""; }
 static void* iterbin_dnn_dlsym(void* lib, const char* name) { return dlsym(lib, name); }
-static int iterbin_dnn_dlclose(void* lib) { return dlclose(lib); }
 
 static size_t iterbin_dnn_get_version(void* fn) { return ((dnn_get_version_fn)fn)(); }
 static const char* iterbin_dnn_error_string(void* fn, int status) {
@@ -190,6 +189,7 @@ static int iterbin_dnn_convolve(void* fn, uintptr_t h, float alpha, uintptr_t in
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -202,8 +202,8 @@ var cudnnLibraries = [...]string{"libcudnn.so.9", "libcudnn.so.8"}
 
 // cuDNN enum values, from cudnn_graph.h, cudnn_ops.h and cudnn_cnn.h (9)
 // and cudnn_ops_infer.h and cudnn_cnn_infer.h (8), which agree on them.
-// Status codes other than success differ between 8 and 9, so only their
-// strings (cudnnGetErrorString) are shown, never compared.
+// Status codes other than success differ between 8 and 9: see
+// unsupportedStatus.
 const (
 	dnnStatusSuccess    = 0 // CUDNN_STATUS_SUCCESS
 	dnnTensorNCHW       = 0 // CUDNN_TENSOR_NCHW
@@ -303,21 +303,22 @@ var dnnAlgoCounts = [dnnDirections]int{dnnFwdAlgoCount, dnnBwdDataAlgoCount, dnn
 // cudnn is a cuDNN handle bound to the backend's stream, the entry points
 // it calls and the convolution plans made so far (cudnn_conv.go).
 type cudnn struct {
-	lib     unsafe.Pointer
-	library string // the file that was loaded, e.g. libcudnn.so.9
-	version string // e.g. 9.1.0
+	lib     unsafe.Pointer // never dlclosed: see cublasLibraries
+	library string         // the file that was loaded, e.g. libcudnn.so.9
+	version string         // e.g. 9.1.0
+	major   int            // e.g. 9: which status numbering it uses
 	handle  C.uintptr_t
 	tf32    bool
 	fn      cudnnSymbols
 	convs   map[dnnConvKey]*dnnConv
-	// fallbacks counts the bf16 convolution directions cuDNN could not
-	// plan, which run on the im2col path; firstFallback says why the
-	// first did.
+	// fallbacks counts the convolution directions cuDNN does not support
+	// (dnnUnsupported), which run on the im2col path; firstFallback says
+	// why the first does.
 	fallbacks     int
 	firstFallback string
 }
 
-// noteFallback records n bf16 convolution directions sent to im2col.
+// noteFallback records n convolution directions sent to im2col.
 func (d *cudnn) noteFallback(n int, why string) {
 	if d.fallbacks == 0 {
 		d.firstFallback = why
@@ -368,11 +369,10 @@ func openCudnn(stream uintptr, tf32 bool) (*cudnn, error) {
 	}
 	for _, s := range symbols {
 		if *s.dst = d.symbol(s.name); *s.dst == nil {
-			C.iterbin_dnn_dlclose(d.lib)
 			return nil, fmt.Errorf("%s has no %s", d.library, s.name)
 		}
 	}
-	d.version = cudnnVersionString(uint64(C.iterbin_dnn_get_version(f.getVersion)))
+	d.major, d.version = cudnnVersion(uint64(C.iterbin_dnn_get_version(f.getVersion)))
 	// The shim loads its sub-libraries (ops, cnn) lazily; their version
 	// checks load them now, so a missing or mismatched one falls back here
 	// rather than failing the first convolution. Where the shim does not
@@ -381,13 +381,11 @@ func openCudnn(stream uintptr, tf32 bool) (*cudnn, error) {
 		"cudnnOpsInferVersionCheck", "cudnnCnnInferVersionCheck", "cudnnCnnTrainVersionCheck"} { // 8
 		if fn := d.symbol(check); fn != nil {
 			if err := d.check(check, C.iterbin_dnn_version_check(fn)); err != nil {
-				C.iterbin_dnn_dlclose(d.lib)
 				return nil, fmt.Errorf("%s %s: %w", d.library, d.version, err)
 			}
 		}
 	}
 	if err := d.check("cudnnCreate", C.iterbin_dnn_create(f.create, &d.handle)); err != nil {
-		C.iterbin_dnn_dlclose(d.lib)
 		return nil, fmt.Errorf("%s %s: %w", d.library, d.version, err)
 	}
 	if err := d.check("cudnnSetStream", C.iterbin_dnn_set_stream(f.setStream, d.handle, C.uintptr_t(stream))); err != nil {
@@ -404,27 +402,87 @@ func (d *cudnn) symbol(name string) unsafe.Pointer {
 	return C.iterbin_dnn_dlsym(d.lib, cname)
 }
 
-// cudnnVersionString decodes cudnnGetVersion: CUDNN_MAJOR·10000 +
-// CUDNN_MINOR·100 + CUDNN_PATCHLEVEL from cuDNN 9 on, CUDNN_MAJOR·1000 +
-// CUDNN_MINOR·100 + CUDNN_PATCHLEVEL before (cudnn_version.h of each).
-func cudnnVersionString(v uint64) string {
+// cudnnVersion decodes cudnnGetVersion into the major version and
+// major.minor.patch: CUDNN_MAJOR·10000 + CUDNN_MINOR·100 +
+// CUDNN_PATCHLEVEL from cuDNN 9 on, CUDNN_MAJOR·1000 + CUDNN_MINOR·100 +
+// CUDNN_PATCHLEVEL before (cudnn_version.h of each).
+func cudnnVersion(v uint64) (major int, version string) {
 	if v >= 10000 {
-		return fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
+		return int(v / 10000), fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
 	}
-	return fmt.Sprintf("%d.%d.%d", v/1000, v/100%10, v%100)
+	return int(v / 1000), fmt.Sprintf("%d.%d.%d", v/1000, v/100%10, v%100)
 }
 
-// check turns a cuDNN status into an error naming the call and the
-// status's own description.
+// dnnError is a cuDNN call that returned a status other than success.
+type dnnError struct {
+	call   string
+	status int
+	text   string // cudnnGetErrorString's description
+	// unsupported says the status means cuDNN does not support what it
+	// was asked (dnnUnsupportedStatus), not that something failed.
+	unsupported bool
+}
+
+func (e *dnnError) Error() string {
+	if e.status == dnnStatusSuccess { // dnnChoose: no algorithm, none failed
+		return e.call + ": " + e.text
+	}
+	return fmt.Sprintf("%s: %s (status %d)", e.call, e.text, e.status)
+}
+
+// dnnUnsupported says whether err means that cuDNN cannot run a
+// convolution as asked (a parameter or configuration it does not take),
+// as opposed to a failure (out of memory, an execution or internal error,
+// an earlier CUDA error): the convolution may then run on im2col instead.
+func dnnUnsupported(err error) bool {
+	var e *dnnError
+	return errors.As(err, &e) && e.unsupported
+}
+
+// unsupportedStatus says whether st is a "bad parameter" or "not
+// supported" status of the loaded cuDNN. The numbers differ by version:
+//
+//   - cuDNN 9 (cudnn_graph.h) groups statuses by thousands
+//     (CUDNN_STATUS_CATEGORY(code) = code / 1000 * 1000):
+//     CUDNN_STATUS_BAD_PARAM = 2000 with its sub-codes (…_NULL_POINTER =
+//     2002, …, and the deprecated CUDNN_STATUS_INVALID_VALUE = 2001) and
+//     CUDNN_STATUS_NOT_SUPPORTED = 3000 with its sub-codes (…_SHAPE =
+//     3002, …_DATA_TYPE = 3003, …_ARCH_MISMATCH = 3007, …). Out of memory
+//     (CUDNN_STATUS_INTERNAL_ERROR_*_ALLOCATION_FAILED, 4003 and 4004),
+//     internal errors (4000s) and execution failures (5000s) are not in
+//     either.
+//   - cuDNN 8 (cudnn_ops_infer.h) numbers them 0 to 14:
+//     CUDNN_STATUS_BAD_PARAM = 3 and CUDNN_STATUS_NOT_SUPPORTED = 9, plus
+//     the ones cuDNN 9 files under those two categories (its deprecated
+//     aliases say so): CUDNN_STATUS_INVALID_VALUE = 5,
+//     CUDNN_STATUS_ARCH_MISMATCH = 6 and
+//     CUDNN_STATUS_RUNTIME_PREREQUISITE_MISSING = 11. ALLOC_FAILED (2),
+//     INTERNAL_ERROR (4), MAPPING_ERROR (7) and EXECUTION_FAILED (8) are
+//     failures.
+func (d *cudnn) unsupportedStatus(st int) bool {
+	if d.major >= 9 {
+		category := st / 1000 * 1000
+		return category == 2000 || category == 3000
+	}
+	switch st {
+	case 3, 5, 6, 9, 11:
+		return true
+	}
+	return false
+}
+
+// check turns a cuDNN status into a *dnnError naming the call and the
+// status's own description; nil for success.
 func (d *cudnn) check(call string, st C.int) error {
 	if st == dnnStatusSuccess {
 		return nil
 	}
-	return fmt.Errorf("%s: %s (status %d)", call, C.GoString(C.iterbin_dnn_error_string(d.fn.errorString, st)), int(st))
+	return &dnnError{call: call, status: int(st), text: d.statusString(int(st)), unsupported: d.unsupportedStatus(int(st))}
 }
 
-// close destroys every descriptor, the handle, and unloads the library.
-// The stream must be idle (Close synchronizes first).
+// close destroys every descriptor and the handle; the backend's context
+// must be current (release makes it so) and the stream idle (Close
+// synchronizes first). The library stays loaded: see cublasLibraries.
 func (d *cudnn) close() {
 	for key, c := range d.convs {
 		d.destroyConv(c)
@@ -433,10 +491,6 @@ func (d *cudnn) close() {
 	if d.handle != 0 {
 		C.iterbin_dnn_destroy(d.fn.destroy, d.handle)
 		d.handle = 0
-	}
-	if d.lib != nil {
-		C.iterbin_dnn_dlclose(d.lib)
-		d.lib = nil
 	}
 }
 

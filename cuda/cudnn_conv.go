@@ -67,8 +67,9 @@ type dnnConv struct {
 type dnnPlan struct {
 	conv   uintptr // its convolution descriptor
 	chosen bool    // whether the algorithm below was chosen yet
-	// im2col, at precision bf16, says why this direction runs on the
-	// im2col path instead: cuDNN could not plan it in bf16.
+	// im2col says why this direction runs on the im2col path instead:
+	// cuDNN does not support it (dnnUnsupported), e.g. some shapes in
+	// bf16.
 	im2col string
 	dnnResult
 }
@@ -108,8 +109,20 @@ func chooseAlgo(results []dnnResult, usable func(dnnResult) bool) (dnnResult, bo
 	return fastest, found
 }
 
-// useCudnn says whether convolution s runs on cuDNN.
-func (b *Backend) useCudnn(s backend.ConvShape) bool { return b.dnn != nil && dnnShapeOK(s) }
+// useCudnn says whether convolution s runs on cuDNN. At precision bf16 its
+// operands and output also go through the conversion kernels whole, which
+// launchN limits to maxLaunchN elements; larger convolutions take the
+// im2col path, which converts them a chunk of samples at a time.
+func (b *Backend) useCudnn(s backend.ConvShape) bool {
+	if b.dnn == nil || !dnnShapeOK(s) {
+		return false
+	}
+	if b.bf16 {
+		x, w, y := dnnOperandSizes(dnnForward, s)
+		return max(x, w, y) <= maxLaunchN
+	}
+	return true
+}
 
 // scratchBytes returns the shared workspace grown to n bytes; 0 for none.
 func (b *Backend) scratchBytes(n int) cu.DevicePtr {
@@ -123,11 +136,15 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 // cuDNN: in1, in2 → out as dnnDirection lists them. At precision bf16 it
 // runs cuDNN's bf16 configuration (x, w and y all CUDNN_DATA_BFLOAT16,
 // compute type float; the legacy API has no bf16-in, float-out one) on
-// bf16 copies of in1 and in2, and widens the bf16 output into out. Errors
-// are recorded, except that a bf16 convolution cuDNN cannot plan (no
-// descriptor or no algorithm for that shape in bf16) returns false, for
-// the caller to run it on the im2col path, then and every later time
-// (Name counts these).
+// bf16 copies of in1 and in2, and widens the bf16 output into out.
+//
+// Errors are recorded, except that a convolution cuDNN does not support
+// (a descriptor or every algorithm refused with a "bad parameter" or "not
+// supported" status, dnnUnsupported; in practice some shapes in bf16)
+// returns false, for the caller to run it on the im2col path, then and
+// every later time (Name counts these). Anything else (out of memory,
+// an internal or execution error, an earlier CUDA error) is a failure,
+// never a fallback.
 func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) bool {
 	if b.err != nil {
 		return true
@@ -141,7 +158,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 	if !ok {
 		var err error
 		if c, err = d.newConv(key); err != nil {
-			if key.dtype != dnnBFloat16 {
+			if !dnnUnsupported(err) {
 				b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
 				return true
 			}
@@ -151,7 +168,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 				c.plans[i].im2col = err.Error()
 			}
 			d.convs[key] = c
-			d.noteFallback(int(dnnDirections), fmt.Sprintf("convolution %+v: %v", s, err))
+			d.noteFallback(int(dnnDirections), fmt.Sprintf("convolution %+v (%s): %v", s, key.dtype, err))
 			return false
 		}
 		d.convs[key] = c
@@ -174,12 +191,12 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 	}
 	if !p.chosen {
 		if err := b.dnnChoose(dir, c, in1, in2, out); err != nil {
-			if key.dtype != dnnBFloat16 {
+			if !dnnUnsupported(err) {
 				b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s): %w", s, key.dtype, err))
 				return true
 			}
 			p.im2col = err.Error()
-			d.noteFallback(1, fmt.Sprintf("%s %+v: %v", dnnCalls[dir][3], s, err))
+			d.noteFallback(1, fmt.Sprintf("%s %+v (%s): %v", dnnCalls[dir][3], s, key.dtype, err))
 			return false
 		}
 		if b.err != nil {
@@ -204,14 +221,24 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 // buffers (out is overwritten; the op then computes it) and records the
 // chosen one in c's plan. The search gets a workspace as large as the
 // hungriest algorithm that supports the convolution asks for, up to
-// maxWorkspaceBytes.
+// maxWorkspaceBytes. When no algorithm can run the convolution only
+// because none supports it (or none fits the workspace and math limits),
+// the error is a *dnnError that dnnUnsupported accepts.
 func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.DevicePtr) error {
 	d := b.dnn
 	limit := 0
 	for algo := 0; algo < dnnAlgoCounts[dir]; algo++ {
 		// An algorithm that does not support the convolution answers
-		// with an error status; it is simply not a candidate.
-		if n, err := d.workspaceBytes(dir, c, algo); err == nil && n <= maxWorkspaceBytes {
+		// with a "not supported" or "bad parameter" status; it is simply
+		// not a candidate. Any other status is a failure.
+		n, err := d.workspaceBytes(dir, c, algo)
+		if err != nil {
+			if dnnUnsupported(err) {
+				continue
+			}
+			return err
+		}
+		if n <= maxWorkspaceBytes {
 			limit = max(limit, n)
 		}
 	}
@@ -228,11 +255,23 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType)
 	})
 	if !ok {
+		// Unsupported only if every algorithm was refused as such or
+		// left out by the limits here (one that needs more workspace
+		// than the search had counts as left out, whatever status it
+		// reports); one that failed otherwise (out of memory within the
+		// workspace it asked for, an internal or execution error) makes
+		// this a failure.
 		var tried []string
+		unsupported, status := true, dnnStatusSuccess
 		for _, r := range results {
 			tried = append(tried, fmt.Sprintf("algorithm %d: %s, %d bytes, math type %d", r.algo, d.statusString(r.status), r.workspace, r.mathType))
+			if r.status != dnnStatusSuccess && r.workspace <= limit {
+				status = r.status
+				unsupported = unsupported && d.unsupportedStatus(r.status)
+			}
 		}
-		return fmt.Errorf("%s found no algorithm that runs within %d bytes of workspace in the allowed math (%s)", dnnCalls[dir][1], limit, strings.Join(tried, "; "))
+		return &dnnError{call: dnnCalls[dir][1], status: status, unsupported: unsupported,
+			text: fmt.Sprintf("no algorithm runs within %d bytes of workspace in the allowed math (%s)", limit, strings.Join(tried, "; "))}
 	}
 	p := &c.plans[dir]
 	// Run the algorithm as it was timed (PyTorch does the same). Strict
@@ -249,4 +288,81 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 	}
 	p.dnnResult, p.chosen = best, true
 	return nil
+}
+
+func (dir dnnDirection) String() string {
+	switch dir {
+	case dnnForward:
+		return "forward"
+	case dnnBackwardData:
+		return "backward data"
+	case dnnBackwardFilter:
+		return "backward filter"
+	}
+	return fmt.Sprintf("direction %d", int(dir))
+}
+
+// convPlan says how one direction of a convolution runs on cuDNN, for
+// tests and diagnostics (export_test.go hands it to the cuda_test
+// package).
+type convPlan struct {
+	Direction string
+	// Chosen says cuDNN chose an algorithm: Algo (a
+	// cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t) in MathType (a
+	// cudnnMathType_t), with WorkspaceBytes of workspace, timed at Ms.
+	Chosen         bool
+	Algo, MathType int
+	WorkspaceBytes int
+	Deterministic  bool
+	Ms             float32
+	// Im2col, if not empty, says why the direction runs on the im2col
+	// path instead: cuDNN does not support it.
+	Im2col string
+}
+
+func (p convPlan) String() string {
+	switch {
+	case p.Im2col != "":
+		return "im2col: " + p.Im2col
+	case !p.Chosen:
+		return "not run yet"
+	}
+	det := "nondeterministic"
+	if p.Deterministic {
+		det = "deterministic"
+	}
+	return fmt.Sprintf("algorithm %d, math type %d, %d bytes of workspace, %s, %.3g ms", p.Algo, p.MathType, p.WorkspaceBytes, det, p.Ms)
+}
+
+// convPlans returns the plans cuDNN made for convolution s at the
+// backend's precision, one per direction in dnnDirection's order; nil
+// where cuDNN did not see s (or is not loaded).
+func (b *Backend) convPlans(s backend.ConvShape) []convPlan {
+	if b.dnn == nil {
+		return nil
+	}
+	key := dnnConvKey{shape: s, dtype: dnnFloat}
+	if b.bf16 {
+		key.dtype = dnnBFloat16
+	}
+	c, ok := b.dnn.convs[key]
+	if !ok {
+		return nil
+	}
+	plans := make([]convPlan, dnnDirections)
+	for dir := range c.plans {
+		p := &c.plans[dir]
+		plans[dir] = convPlan{Direction: dnnDirection(dir).String(), Chosen: p.chosen, Algo: p.algo, MathType: p.mathType,
+			WorkspaceBytes: p.workspace, Deterministic: p.deterministic, Ms: p.ms, Im2col: p.im2col}
+	}
+	return plans
+}
+
+// convFallbacks is how many convolution directions run on the im2col
+// path because cuDNN does not support them, and why the first does.
+func (b *Backend) convFallbacks() (int, string) {
+	if b.dnn == nil {
+		return 0, ""
+	}
+	return b.dnn.fallbacks, b.dnn.firstFallback
 }

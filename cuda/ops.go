@@ -229,8 +229,14 @@ func (b *Backend) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParam
 	b.launchN("sgd_f32", n, ptrArg(w), ptrArg(g), ptrArg(buf), intArg(n), floatArg(p.LR), floatArg(p.Momentum), floatArg(p.WeightDecay), intArg(nesterov))
 }
 
+// convShapeOK says whether s is a convolution: positive sizes, and a
+// kernel that fits the padded input. The last is checked itself, not
+// through OutH and OutW: (H+2·Pad−KH)/Stride + 1 truncates toward zero,
+// so a kernel up to Stride−1 rows or columns too large still gives an
+// output of 1.
 func convShapeOK(s backend.ConvShape) bool {
-	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 && s.OutH() > 0 && s.OutW() > 0
+	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 &&
+		s.H+2*s.Pad >= s.KH && s.W+2*s.Pad >= s.KW
 }
 
 func pointwise(s backend.ConvShape) bool {
