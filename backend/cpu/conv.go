@@ -5,8 +5,12 @@ import "iterbin/backend"
 // Convolutions run as im2col + GEMM, one sample at a time, each worker
 // building C·KH·KW × OH·OW columns in its own scratch.
 
+// convOK says whether a convolution shape is valid: positive sizes and a
+// kernel no larger than the padded input (OutH alone would round a too
+// large kernel with a stride above 1 up to one output row).
 func convOK(s backend.ConvShape) bool {
-	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 && s.OutH() > 0 && s.OutW() > 0
+	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0 && s.KH > 0 && s.KW > 0 && s.Stride > 0 && s.Pad >= 0 &&
+		s.H+2*s.Pad >= s.KH && s.W+2*s.Pad >= s.KW
 }
 
 // im2col writes the columns of one sample x (C×H×W): row (c, kh, kw),

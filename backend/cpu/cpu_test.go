@@ -232,6 +232,13 @@ func TestBadSizesAndLabelsAreRecordedNotPanicked(t *testing.T) {
 	if b3.Err() == nil {
 		t.Fatal("using a freed tensor was accepted")
 	}
+	// A 5×5 kernel on a 3×3 input with stride 2 would round to one output.
+	b4 := New()
+	s := backend.ConvShape{N: 1, C: 1, H: 3, W: 3, OC: 1, KH: 5, KW: 5, Stride: 2}
+	b4.Conv2DForward(b4.Alloc(4), b4.Alloc(9), b4.Alloc(25), s)
+	if b4.Err() == nil {
+		t.Fatal("a kernel larger than the padded input was accepted")
+	}
 }
 
 func TestSignScaledIsMeanAbsTimesSign(t *testing.T) {
