@@ -1,7 +1,8 @@
 package cpu
 
 import (
-	"sync"
+	"runtime"
+	"sync/atomic"
 
 	"iterbin/backend"
 )
@@ -118,11 +119,21 @@ type pool[T Float] struct {
 	workers   int
 	chans     []chan task[T]
 	scratches []*workerScratch[T]
-	wg        sync.WaitGroup
+	// pending counts the shares of the running op not yet finished by
+	// the other workers; the last one to finish signals done.
+	pending atomic.Int32
+	done    chan struct{}
 }
 
+// spinChecks is how many times a worker waiting for a task, or the caller
+// waiting for the workers, checks before it blocks (about 100 µs, yielding
+// to other goroutines every 64 checks). Ops follow each other within
+// microseconds during a step; blocking between them would leave the other
+// core asleep and cost a wake-up per op.
+const spinChecks = 4096
+
 func newPool[T Float](workers int) *pool[T] {
-	p := &pool[T]{workers: max(workers, 1)}
+	p := &pool[T]{workers: max(workers, 1), done: make(chan struct{}, 1)}
 	p.scratches = make([]*workerScratch[T], p.workers)
 	for i := range p.scratches {
 		p.scratches[i] = &workerScratch[T]{}
@@ -154,9 +165,18 @@ func (p *pool[T]) start(b *Backend[T]) {
 		ch := make(chan task[T], 1)
 		p.chans[i] = ch
 		go func(i int) {
-			for t := range ch {
+			for {
+				t, ok := receive(ch)
+				if !ok {
+					return
+				}
 				b.exec(p.scratch(i), t)
-				p.wg.Done()
+				if p.pending.Add(-1) == 0 {
+					select {
+					case p.done <- struct{}{}:
+					default: // a token is already there
+					}
+				}
 			}
 		}(i)
 	}
@@ -179,12 +199,44 @@ func (p *pool[T]) run(b *Backend[T], t task[T], units int) {
 		if ti.lo >= ti.hi {
 			continue
 		}
-		p.wg.Add(1)
+		p.pending.Add(1)
 		p.chans[i] <- ti
 	}
 	t.lo, t.hi = 0, min(per, units)
 	b.exec(p.scratch(0), t)
-	p.wg.Wait()
+	p.wait()
+}
+
+// receive takes a worker's next task, spinning briefly before it blocks;
+// ok is false once the pool stops.
+func receive[T Float](ch chan task[T]) (t task[T], ok bool) {
+	for i := 0; i < spinChecks; i++ {
+		select {
+		case t, ok = <-ch:
+			return t, ok
+		default:
+		}
+		if i%64 == 63 {
+			runtime.Gosched()
+		}
+	}
+	t, ok = <-ch
+	return t, ok
+}
+
+// wait returns when every share handed to the other workers is finished,
+// spinning briefly before it blocks. A token left in done by a finish the
+// spin already saw only makes a later wait check once more.
+func (p *pool[T]) wait() {
+	for i := 0; p.pending.Load() != 0; i++ {
+		if i < spinChecks {
+			if i%64 == 63 {
+				runtime.Gosched()
+			}
+			continue
+		}
+		<-p.done
+	}
 }
 
 // stop ends the worker goroutines.
