@@ -202,6 +202,30 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 		}
 		return
 	}
+	if run2 := b.implicit.twoRows; run2 != nil && ow == nr/2 && oh%2 == 0 {
+		// Tiles of two output rows: the second half of each B row is the
+		// next input row, wp floats on.
+		plane := oh * ow
+		for r0 := 0; r0 < cout; r0 += panelRows {
+			rows := min(panelRows, cout-r0)
+			for i := 0; i < oh; i += 2 {
+				src := xp[i*wp:]
+				for pc := 0; pc < kk; pc += kc {
+					kLen := min(kc, kk-pc)
+					panel := a.packed[pc*a.mPad+r0*kLen:][:panelRows*kLen]
+					if rows == panelRows {
+						run2(kLen, panel, src, offs[pc:pc+kLen], wp, y[r0*plane+i*ow:], plane, pc > 0)
+						continue
+					}
+					run2(kLen, panel, src, offs[pc:pc+kLen], wp, tile, nr, pc > 0)
+				}
+				for r := 0; r < rows && rows < panelRows; r++ {
+					copy(y[(r0+r)*plane+i*ow:][:nr], tile[r*nr:][:nr])
+				}
+			}
+		}
+		return
+	}
 	positions := roundUp(oh*wp, nr)
 	yp := ws.matrixBuf(a.mPad * positions)
 	for j0 := 0; j0 < positions; j0 += nr {

@@ -74,6 +74,9 @@ func NewFloat64() *Backend[float64] { return newBackend[float64](runtime.GOMAXPR
 type implicitKernel struct {
 	rows int
 	run  func(k int, a, b []float32, offs []int64, c []float32, ldc int, add bool)
+	// twoRows, when set, is the variant for outputs nr/2 wide, like
+	// kernelOffsets2RowsGo.
+	twoRows func(k int, a, b []float32, offs []int64, gap int, c []float32, ldc int, add bool)
 }
 
 // dotKernel is a filter-gradient kernel: run does what dotGo does for its

@@ -62,6 +62,25 @@ func kernelOffsetsRowsGo(rows, k int, a, b []float32, offs []int64, c []float32,
 	storeTile(acc[:rows*nr], c, ldc, add)
 }
 
+// kernelOffsets2RowsGo is kernelOffsetsRowsGo for outputs nr/2 wide:
+// row p of B is b[offs[p]:][:nr/2] followed by b[offs[p]+gap:][:nr/2],
+// the same positions of two output rows gap floats apart.
+func kernelOffsets2RowsGo(rows, k int, a, b []float32, offs []int64, gap int, c []float32, ldc int, add bool) {
+	var acc [maxPanel * nr]float32
+	var bp [nr]float32
+	for p := 0; p < k; p++ {
+		copy(bp[:nr/2], b[offs[p]:][:nr/2])
+		copy(bp[nr/2:], b[int(offs[p])+gap:][:nr/2])
+		for i, av := range a[p*rows : p*rows+rows] {
+			row := acc[i*nr : i*nr+nr]
+			for j, bv := range bp {
+				row[j] += av * bv
+			}
+		}
+	}
+	storeTile(acc[:rows*nr], c, ldc, add)
+}
+
 // storeTile writes (or adds) a tile of len(tile)/nr rows to rows of c ldc
 // apart.
 func storeTile(tile, c []float32, ldc int, add bool) {

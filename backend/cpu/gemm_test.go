@@ -91,6 +91,11 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 8, H: 4, W: 10, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 0},
 		{N: 2, C: 16, H: 3, W: 16, OC: 16, KH: 5, KW: 5, Stride: 1, Pad: 2},
 		{N: 2, C: 32, H: 2, W: 8, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 2},
+		// Outputs 8 wide in tiles of two rows (AVX-512), and 8 wide with an
+		// odd number of rows (padded tiles):
+		{N: 2, C: 5, H: 6, W: 8, OC: 11, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 30, H: 4, W: 8, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1}, // k = 270 > kc
+		{N: 2, C: 4, H: 5, W: 8, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
 	} {
 		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
@@ -238,6 +243,13 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			be.implicit.run(k, a[:k*rows], bp, offs, got, ldc, add)
 			kernelOffsetsRowsGo(rows, k, a[:k*rows], bp, offs, want, ldc, add)
 			close(fmt.Sprintf("%s implicit kernel add=%v", name, add), got, want)
+			if run2 := be.implicit.twoRows; run2 != nil {
+				const gap = 13
+				got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
+				run2(k, a[:k*rows], bp, offs, gap, got, ldc, add)
+				kernelOffsets2RowsGo(rows, k, a[:k*rows], bp, offs, gap, want, ldc, add)
+				close(fmt.Sprintf("%s two-row implicit kernel add=%v", name, add), got, want)
+			}
 		}
 		d := be.dot
 		const n, ldy = 9, 16*9 + 5

@@ -9,3 +9,8 @@ func kernel8x16OffsetsAVX512(k int, a, b *float32, offs *int64, c *float32, ldc,
 //
 //go:noescape
 func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, dyRow, dyCol int, acc *float32)
+
+// kernel8x16Offsets2RowsAVX512 is implemented in kernel512_amd64.s.
+//
+//go:noescape
+func kernel8x16Offsets2RowsAVX512(k int, a, b *float32, offs *int64, gap int, c *float32, ldc, add int)

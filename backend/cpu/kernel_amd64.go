@@ -31,7 +31,8 @@ func simdConvKernels(avx512 bool) (implicitKernel, dotKernel, string) {
 				_ = a[k*8-1]
 				_ = b[offs[k-1]+nr-1] // offsets increase: the last row is the farthest
 				kernel8x16OffsetsAVX512(k, &a[0], &b[0], &offs[0], &c[0], ldc, flag(add))
-			}},
+			},
+				twoRows: twoRowsAVX512()},
 			avx2Dot(),
 			"AVX-512 assembly (filter gradients: AVX2+FMA)"
 	}
@@ -65,6 +66,24 @@ func simdDirectKernels(avx512 bool) *directKernels {
 			_ = dy[(rows-1)*dyRow+(cols-1)*dyCol+directCols-1]
 			filter8x16AVX512(rows, cols, &x[0], xRow, xCol, &dy[0], dyRow, dyCol, &acc[0])
 		},
+	}
+}
+
+// twoRowsAVX512 is the AVX-512 implicit kernel for 8-wide outputs, or nil
+// without AVX-512 DQ (its 256-bit insert).
+func twoRowsAVX512() func(k int, a, b []float32, offs []int64, gap int, c []float32, ldc int, add bool) {
+	if !cpu.X86.HasAVX512DQ {
+		return nil
+	}
+	return func(k int, a, b []float32, offs []int64, gap int, c []float32, ldc int, add bool) {
+		_ = c[7*ldc+nr-1]
+		if k == 0 {
+			kernelOffsets2RowsGo(8, 0, a, b, offs, gap, c, ldc, add)
+			return
+		}
+		_ = a[k*8-1]
+		_ = b[offs[k-1]+int64(gap)+nr/2-1] // offsets increase: the last row is the farthest
+		kernel8x16Offsets2RowsAVX512(k, &a[0], &b[0], &offs[0], gap, &c[0], ldc, flag(add))
 	}
 }
 
