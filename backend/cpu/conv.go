@@ -142,18 +142,24 @@ func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
 	return s.pad[:need], offs
 }
 
-// padChannels zero-fills xp and copies the cin channels of the h×w
-// sample x into it, zero-padded by pad, with rows wp = w+pad apart: a
-// row's right padding is the next row's left padding.
+// padChannels copies the cin channels of the h×w sample x into xp,
+// zero-padded by pad, with rows wp = w+pad apart: a row's right padding
+// is the next row's left padding. Only the padding and the slack after
+// the last channel are zeroed; every other element is overwritten.
 func padChannels(xp, x []float32, cin, h, w, pad int) {
-	clear(xp)
 	wp := w + pad
 	plane := (h + 2*pad) * wp
 	for c := 0; c < cin; c++ {
+		p := xp[c*plane:][:plane]
+		clear(p[:pad*wp]) // top rows
 		for r := 0; r < h; r++ {
-			copy(xp[c*plane+(r+pad)*wp+pad:][:w], x[(c*h+r)*w:][:w])
+			row := p[(r+pad)*wp:][:wp]
+			clear(row[:pad])
+			copy(row[pad:], x[(c*h+r)*w:][:w])
 		}
+		clear(p[(h+pad)*wp:]) // bottom rows
 	}
+	clear(xp[cin*plane:])
 }
 
 // implicitConv computes one sample y (cout×OH×OW) of a stride-1
