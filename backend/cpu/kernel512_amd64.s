@@ -9,6 +9,33 @@
 #define STORE512(z) VMOVUPS z, (DX); ADDQ R10, DX
 #define ADD512(z) VADDPS (DX), z, z; VMOVUPS z, (DX); ADDQ R10, DX
 
+// The implicit kernels share their accumulators Z0–Z7 (the tile's rows),
+// the B row in Z8, the A panel at SI, C at DX, ldc in R10 and add in R11.
+#define ZERO8 VXORPS Z0, Z0, Z0; VXORPS Z1, Z1, Z1; VXORPS Z2, Z2, Z2; VXORPS Z3, Z3, Z3; VXORPS Z4, Z4, Z4; VXORPS Z5, Z5, Z5; VXORPS Z6, Z6, Z6; VXORPS Z7, Z7, Z7
+
+// FMA8 multiplies the B row in Z8 by the 8 elements of the A panel column
+// at SI (broadcast by the multiply-adds) into Z0–Z7.
+#define FMA8 \
+	VFMADD231PS.BCST (SI), Z8, Z0; VFMADD231PS.BCST 4(SI), Z8, Z1 \
+	VFMADD231PS.BCST 8(SI), Z8, Z2; VFMADD231PS.BCST 12(SI), Z8, Z3 \
+	VFMADD231PS.BCST 16(SI), Z8, Z4; VFMADD231PS.BCST 20(SI), Z8, Z5 \
+	VFMADD231PS.BCST 24(SI), Z8, Z6; VFMADD231PS.BCST 28(SI), Z8, Z7
+
+// STORE8 writes the tile, or adds it when R11 ≠ 0, then returns.
+#define STORE8(label) \
+	SHLQ $2, R10 \
+	TESTQ R11, R11 \
+	JNE label \
+	STORE512(Z0); STORE512(Z1); STORE512(Z2); STORE512(Z3) \
+	STORE512(Z4); STORE512(Z5); STORE512(Z6); STORE512(Z7) \
+	VZEROUPPER \
+	RET \
+label: \
+	ADD512(Z0); ADD512(Z1); ADD512(Z2); ADD512(Z3) \
+	ADD512(Z4); ADD512(Z5); ADD512(Z6); ADD512(Z7) \
+	VZEROUPPER \
+	RET
+
 // func kernel8x16OffsetsAVX512(k int, a, b *float32, offs *int64, c *float32, ldc, add int)
 //
 // c[i*ldc+j] (+)= Σ_p a[p*8+i] · b[offs[p]+j] for i < 8, j < 16: the
@@ -17,54 +44,28 @@
 // accumulate the rows, Z8 holds a row of B, and the elements of A are
 // broadcast from memory by the multiply-adds themselves.
 TEXT ·kernel8x16OffsetsAVX512(SB), NOSPLIT, $0-56
-	MOVQ   k+0(FP), CX
-	MOVQ   a+8(FP), SI
-	MOVQ   b+16(FP), DI
-	MOVQ   offs+24(FP), R8
-	MOVQ   c+32(FP), DX
-	MOVQ   ldc+40(FP), R10
-	MOVQ   add+48(FP), R11
-	VXORPS Z0, Z0, Z0
-	VXORPS Z1, Z1, Z1
-	VXORPS Z2, Z2, Z2
-	VXORPS Z3, Z3, Z3
-	VXORPS Z4, Z4, Z4
-	VXORPS Z5, Z5, Z5
-	VXORPS Z6, Z6, Z6
-	VXORPS Z7, Z7, Z7
-	TESTQ  CX, CX
-	JE     store
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ offs+24(FP), R8
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R10
+	MOVQ add+48(FP), R11
+	ZERO8
+	TESTQ CX, CX
+	JE    store
 
 loop:
-	MOVQ             (R8), R9
-	VMOVUPS          (DI)(R9*4), Z8
-	VFMADD231PS.BCST (SI), Z8, Z0
-	VFMADD231PS.BCST 4(SI), Z8, Z1
-	VFMADD231PS.BCST 8(SI), Z8, Z2
-	VFMADD231PS.BCST 12(SI), Z8, Z3
-	VFMADD231PS.BCST 16(SI), Z8, Z4
-	VFMADD231PS.BCST 20(SI), Z8, Z5
-	VFMADD231PS.BCST 24(SI), Z8, Z6
-	VFMADD231PS.BCST 28(SI), Z8, Z7
-	ADDQ             $32, SI
-	ADDQ             $8, R8
-	DECQ             CX
-	JNZ              loop
+	MOVQ    (R8), R9
+	VMOVUPS (DI)(R9*4), Z8
+	FMA8
+	ADDQ    $32, SI
+	ADDQ    $8, R8
+	DECQ    CX
+	JNZ     loop
 
 store:
-	SHLQ  $2, R10
-	TESTQ R11, R11
-	JNE   addstore
-	STORE512(Z0); STORE512(Z1); STORE512(Z2); STORE512(Z3)
-	STORE512(Z4); STORE512(Z5); STORE512(Z6); STORE512(Z7)
-	VZEROUPPER
-	RET
-
-addstore:
-	ADD512(Z0); ADD512(Z1); ADD512(Z2); ADD512(Z3)
-	ADD512(Z4); ADD512(Z5); ADD512(Z6); ADD512(Z7)
-	VZEROUPPER
-	RET
+	STORE8(addstore)
 
 // func kernel8x16Offsets2RowsAVX512(k int, a, b *float32, offs *int64, gap int, c *float32, ldc, add int)
 //
@@ -73,57 +74,31 @@ addstore:
 // positions wide, gap floats apart in the padded input, make one 16-wide
 // tile.
 TEXT ·kernel8x16Offsets2RowsAVX512(SB), NOSPLIT, $0-64
-	MOVQ   k+0(FP), CX
-	MOVQ   a+8(FP), SI
-	MOVQ   b+16(FP), DI
-	MOVQ   offs+24(FP), R8
-	MOVQ   gap+32(FP), R12
-	LEAQ   (DI)(R12*4), R12 // b + gap
-	MOVQ   c+40(FP), DX
-	MOVQ   ldc+48(FP), R10
-	MOVQ   add+56(FP), R11
-	VXORPS Z0, Z0, Z0
-	VXORPS Z1, Z1, Z1
-	VXORPS Z2, Z2, Z2
-	VXORPS Z3, Z3, Z3
-	VXORPS Z4, Z4, Z4
-	VXORPS Z5, Z5, Z5
-	VXORPS Z6, Z6, Z6
-	VXORPS Z7, Z7, Z7
-	TESTQ  CX, CX
-	JE     store2
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ offs+24(FP), R8
+	MOVQ gap+32(FP), R12
+	LEAQ (DI)(R12*4), R12 // b + gap
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	MOVQ add+56(FP), R11
+	ZERO8
+	TESTQ CX, CX
+	JE    store2
 
 loop2:
-	MOVQ             (R8), R9
-	VMOVUPS          (DI)(R9*4), Y8
-	VINSERTF32X8     $1, (R12)(R9*4), Z8, Z8
-	VFMADD231PS.BCST (SI), Z8, Z0
-	VFMADD231PS.BCST 4(SI), Z8, Z1
-	VFMADD231PS.BCST 8(SI), Z8, Z2
-	VFMADD231PS.BCST 12(SI), Z8, Z3
-	VFMADD231PS.BCST 16(SI), Z8, Z4
-	VFMADD231PS.BCST 20(SI), Z8, Z5
-	VFMADD231PS.BCST 24(SI), Z8, Z6
-	VFMADD231PS.BCST 28(SI), Z8, Z7
-	ADDQ             $32, SI
-	ADDQ             $8, R8
-	DECQ             CX
-	JNZ              loop2
+	MOVQ         (R8), R9
+	VMOVUPS      (DI)(R9*4), Y8
+	VINSERTF32X8 $1, (R12)(R9*4), Z8, Z8
+	FMA8
+	ADDQ         $32, SI
+	ADDQ         $8, R8
+	DECQ         CX
+	JNZ          loop2
 
 store2:
-	SHLQ  $2, R10
-	TESTQ R11, R11
-	JNE   addstore2
-	STORE512(Z0); STORE512(Z1); STORE512(Z2); STORE512(Z3)
-	STORE512(Z4); STORE512(Z5); STORE512(Z6); STORE512(Z7)
-	VZEROUPPER
-	RET
-
-addstore2:
-	ADD512(Z0); ADD512(Z1); ADD512(Z2); ADD512(Z3)
-	ADD512(Z4); ADD512(Z5); ADD512(Z6); ADD512(Z7)
-	VZEROUPPER
-	RET
+	STORE8(addstore2)
 
 // func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, dyRow, dyCol int, acc *float32)
 //
