@@ -4,7 +4,18 @@
 // checks against finite differences use.
 //
 // Every op is deterministic: reductions run in a fixed order, and parallel
-// work is split by output element, so the same inputs give the same bits.
+// work is split by output element, so the same inputs give the same bits
+// whatever the number of threads. The kernels are picked once per backend
+// by what the processor has (AVX-512, AVX2+FMA, or portable Go loops);
+// different kernels round differently.
+//
+// Where things are: gemm.go, the packed float32 GEMM and its micro-kernel
+// references; conv.go, convolutions (implicit GEMM for stride 1, im2col
+// otherwise), pooling and shortcuts; filtergrad.go and direct.go, filter
+// gradients of stride-1 convolutions; vector.go, the SIMD loops of the
+// memory-bound ops; pool.go, the workers; kernel*_amd64.s and
+// vector_amd64.s, the assembly, each routine documented by the Go loop it
+// must match.
 package cpu
 
 import (
