@@ -111,7 +111,7 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 			b.kernel, b.kernelName = k, name
 			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
 			if b.direct = simdDirectKernels(avx512); b.direct != nil {
-				b.convName = "AVX-512 assembly (filter gradients: AVX-512 channels-last on planes up to 16×16, else AVX2+FMA)"
+				b.convName = "AVX-512 assembly (filter gradients: AVX-512 channels-last where the channels allow, else AVX2+FMA)"
 			}
 			b.vec = simdVectorOps()
 		}

@@ -12,10 +12,14 @@ import "iterbin/backend"
 // stays in registers along a run of positions. Tiles are split between
 // the workers; each sums its own over samples in order.
 //
+// The channels-last copies are 16×16 block transposes in registers; with
+// element-by-element copies the direct path lost to the AVX2 dot kernel
+// (filtergrad.go) on 32×32 planes, with them it is 1.1–1.9× faster on
+// every stride-1 layer of VGG-5 and ResNet-20.
+//
 // It takes stride-1 convolutions with square kernels, padding at most the
-// kernel size less one, input channels in multiples of 8, output channels
-// in multiples of 16 and output planes of at most directFilterMaxPlane
-// positions. A channels-last forward kernel (8
+// kernel size less one, input channels in multiples of 8 and output
+// channels in multiples of 16. A channels-last forward kernel (8
 // positions × 16 output channels) was measured too and lost to the
 // implicit GEMM (kernel8x16OffsetsAVX512) on every layer of VGG-5 and
 // ResNet-20, so forward and input gradients stay on that.
@@ -26,16 +30,12 @@ const (
 	// directFilterChunk is about how many output positions one
 	// filter-gradient kernel call covers.
 	directFilterChunk = 128
-	// directFilterMaxPlane is the largest output plane the direct filter
-	// gradient takes: on larger planes the AVX2 dot kernel (filtergrad.go)
-	// wastes few positions and needs no channels-last copies, and it was
-	// as fast or faster on VGG-5's and ResNet-20's 32×32 layers; on their
-	// 16×16 and 8×8 layers the direct kernel was 1.2× and 1.9× faster.
-	directFilterMaxPlane = 256
 )
 
 // directKernels are the channels-last kernels.
 type directKernels struct {
+	// transpose does what transposeGo does for 16×16 blocks.
+	transpose func(dst []float32, ldd int, src []float32, lds int)
 	// filter does what filterGo does.
 	filter func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32)
 }
@@ -60,41 +60,61 @@ func filterGo(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, 
 // directFilterOK says whether a convolution's filter gradient runs on the
 // direct path.
 func (b *Backend[T]) directFilterOK(s backend.ConvShape) bool {
-	return b.direct != nil && implicitOK(s) && s.C%directRows == 0 && s.OC%directCols == 0 && s.OutH()*s.OutW() <= directFilterMaxPlane
+	return b.direct != nil && implicitOK(s) && s.C%directRows == 0 && s.OC%directCols == 0
+}
+
+// transposeGo is the reference of the block transpose: dst[j·ldd+i] =
+// src[i·lds+j] for i, j < 16.
+func transposeGo(dst []float32, ldd int, src []float32, lds int) {
+	for i := 0; i < 16; i++ {
+		for j, v := range src[i*lds:][:16] {
+			dst[j*ldd+i] = v
+		}
+	}
+}
+
+// transposeRows sets dst[q·ldd + r] = src[r·lds + q] for r < rows and
+// q < cols, in 16×16 blocks where both sides allow and element by element
+// at the edges.
+func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	r16, q16 := rows/16*16, cols/16*16
+	for r := 0; r < r16; r += 16 {
+		for q := 0; q < q16; q += 16 {
+			t(dst[q*ldd+r:], ldd, src[r*lds+q:], lds)
+		}
+	}
+	for r := 0; r < rows; r++ {
+		q0 := q16
+		if r >= r16 {
+			q0 = 0
+		}
+		for q, v := range src[r*lds+q0 : r*lds+cols] {
+			dst[(q0+q)*ldd+r] = v
+		}
+	}
 }
 
 // padChannelsLast zero-fills xp and copies the cin×h×w sample x into it
-// as [h+2·pad][w+2·pad][cin]. (Reading x in order and writing with a
-// stride measured faster than the transposed loop, whose reads a plane
-// apart alias in the cache.)
-func padChannelsLast(xp, x []float32, cin, h, w, pad int) {
+// as [h+2·pad][w+2·pad][cin]: each row of the sample is a cin×w block
+// transposed into w×cin.
+func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x []float32, cin, h, w, pad int) {
 	clear(xp)
 	wp := w + 2*pad
-	for c := 0; c < cin; c++ {
-		for r := 0; r < h; r++ {
-			dst := xp[((r+pad)*wp+pad)*cin+c:]
-			for q, v := range x[(c*h+r)*w:][:w] {
-				dst[q*cin] = v
-			}
-		}
+	for r := 0; r < h; r++ {
+		transposeRows(t, xp[((r+pad)*wp+pad)*cin:], cin, x[r*w:], h*w, cin, w)
 	}
 }
 
 // directFilterPrep writes channels-last copies of samples [lo, hi): x
 // padded ([n][h+2p][w+2p][C]) and dy ([n][oh][ow][OC]).
-func directFilterPrep(t convTask[float32], xs, dys []float32, lo, hi int) {
+func directFilterPrep(k *directKernels, t convTask[float32], xs, dys []float32, lo, hi int) {
 	s := t.s
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
 	oh, ow := s.OutH(), s.OutW()
 	in, out := s.C*s.H*s.W, s.OC*oh*ow
 	for n := lo; n < hi; n++ {
-		padChannelsLast(xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], s.C, s.H, s.W, s.Pad)
-		d, src := dys[n*oh*ow*s.OC:][:oh*ow*s.OC], t.in[n*out:(n+1)*out]
-		for o := 0; o < s.OC; o++ {
-			for p, v := range src[o*oh*ow : (o+1)*oh*ow] {
-				d[p*s.OC+o] = v
-			}
-		}
+		padChannelsLast(k.transpose, xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], s.C, s.H, s.W, s.Pad)
+		transposeRows(k.transpose, dys[n*oh*ow*s.OC:][:oh*ow*s.OC], s.OC, t.in[n*out:(n+1)*out], oh*ow, s.OC, oh*ow)
 	}
 }
 

@@ -268,6 +268,14 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			dk.filter(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, got)
 			filterGo(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, want)
 			close("direct filter-gradient kernel", got, want)
+			const ldd, lds = 19, 23
+			src := randVals(rng, 15*lds+16)
+			gotT, wantT := make([]float32, 15*ldd+16), make([]float32, 15*ldd+16)
+			dk.transpose(gotT, ldd, src, lds)
+			transposeGo(wantT, ldd, src, lds)
+			if !equal(gotT, wantT) {
+				t.Fatalf("16×16 transpose: %v, want %v", gotT, wantT)
+			}
 		}
 		be.Close()
 	}

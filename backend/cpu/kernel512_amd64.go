@@ -14,3 +14,8 @@ func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, d
 //
 //go:noescape
 func kernel8x16Offsets2RowsAVX512(k int, a, b *float32, offs *int64, gap int, c *float32, ldc, add int)
+
+// transpose16x16AVX512 is implemented in kernel512_amd64.s.
+//
+//go:noescape
+func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)

@@ -57,6 +57,11 @@ func simdDirectKernels(avx512 bool) *directKernels {
 		return nil
 	}
 	return &directKernels{
+		transpose: func(dst []float32, ldd int, src []float32, lds int) {
+			_ = dst[15*ldd+15]
+			_ = src[15*lds+15]
+			transpose16x16AVX512(&dst[0], ldd, &src[0], lds)
+		},
 		filter: func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32) {
 			_ = acc[directRows*directCols-1]
 			if rows == 0 || cols == 0 {
