@@ -12,14 +12,17 @@ import "iterbin/backend"
 // stays in registers along a run of positions. Tiles are split between
 // the workers; each sums its own over samples in order.
 //
+// Strides and non-square kernels only change where a tap's input run
+// starts and how far apart its positions are, so every shape with the
+// right channel counts takes this path.
+//
 // The channels-last copies are 16×16 block transposes in registers; with
 // element-by-element copies the direct path lost to the AVX2 dot kernel
 // (filtergrad.go) on 32×32 planes, with them it is 1.1–1.9× faster on
 // every stride-1 layer of VGG-5 and ResNet-20.
 //
-// It takes stride-1 convolutions with square kernels, padding at most the
-// kernel size less one, input channels in multiples of 8 and output
-// channels in multiples of 16. A channels-last forward kernel (8
+// It takes input channels in multiples of 8 and output channels in
+// multiples of 16. A channels-last forward kernel (8
 // positions × 16 output channels) was measured too and lost to the
 // implicit GEMM (kernel8x16OffsetsAVX512) on every layer of VGG-5 and
 // ResNet-20, so forward and input gradients stay on that.
@@ -60,7 +63,7 @@ func filterGo(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, 
 // directFilterOK says whether a convolution's filter gradient runs on the
 // direct path.
 func (b *Backend[T]) directFilterOK(s backend.ConvShape) bool {
-	return b.direct != nil && implicitOK(s) && s.C%directRows == 0 && s.OC%directCols == 0
+	return b.direct != nil && convOK(s) && s.C%directRows == 0 && s.OC%directCols == 0
 }
 
 // transposeGo is the reference of the block transpose: dst[j·ldd+i] =
@@ -126,7 +129,7 @@ func directFilterPrep(k *directKernels, t convTask[float32], xs, dys []float32, 
 // (directRows·directCols floats per unit) between chunks.
 func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], xs, dys []float32, lo, hi int) {
 	s := t.s
-	k, taps := s.KH, s.KH*s.KW
+	kw, taps, st := s.KW, s.KH*s.KW, s.Stride
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
 	oh, ow := s.OutH(), s.OutW()
 	cb := s.C / directRows
@@ -141,18 +144,18 @@ func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32],
 			rows := min(chunk, oh-i0)
 			for u := lo; u < hi; u++ {
 				tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
-				x := xn[((i0+tap/k)*wp+tap%k)*s.C+c0:]
-				filter(rows, ow, x, wp*s.C, s.C, dyn[i0*ow*s.OC+o0:], ow*s.OC, s.OC, acc[(u-lo)*tile:][:tile])
+				// Output (i, j) reads padded input (st·i + kh, st·j + kw).
+				x := xn[((st*i0+tap/kw)*wp+tap%kw)*s.C+c0:]
+				filter(rows, ow, x, st*wp*s.C, st*s.C, dyn[i0*ow*s.OC+o0:], ow*s.OC, s.OC, acc[(u-lo)*tile:][:tile])
 			}
 		}
 	}
 	for u := lo; u < hi; u++ {
 		tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
-		kh, kw := tap/k, tap%k
 		a := acc[(u-lo)*tile:][:tile]
 		for r := 0; r < directRows; r++ {
 			for j := 0; j < directCols; j++ {
-				t.out[(((o0+j)*s.C+c0+r)*k+kh)*k+kw] = a[r*directCols+j]
+				t.out[((o0+j)*s.C+c0+r)*taps+tap] = a[r*directCols+j]
 			}
 		}
 	}

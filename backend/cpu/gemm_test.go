@@ -86,7 +86,10 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		// Output rows a multiple of 16 wide: tiles written into y in place.
 		{N: 2, C: 3, H: 5, W: 32, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 30, H: 3, W: 18, OC: 13, KH: 3, KW: 3, Stride: 1, Pad: 0}, // k = 270 > kc
-		// Channels-last filter gradients (AVX-512):
+		// Channels-last filter gradients (AVX-512), strided and not square too:
+		{N: 3, C: 8, H: 9, W: 12, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 16, H: 7, W: 6, OC: 32, KH: 1, KW: 3, Stride: 3, Pad: 0},
+		{N: 2, C: 8, H: 10, W: 10, OC: 16, KH: 7, KW: 7, Stride: 2, Pad: 3},
 		{N: 3, C: 16, H: 5, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 8, H: 4, W: 10, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 0},
 		{N: 2, C: 16, H: 3, W: 16, OC: 16, KH: 5, KW: 5, Stride: 1, Pad: 2},
