@@ -179,9 +179,16 @@ func padChannels(xp, x []float32, cin, h, w, pad int) {
 func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
 	hp, wp := h+2*pad, w+pad
 	oh, ow := hp-k+1, w+2*pad-k+1
-	kk := cin * k * k
 	xp, offs := ws.padded(cin, hp, wp, k)
 	padChannels(xp, x, cin, h, w, pad)
+	b.implicitTiles(ws, a, cout, xp, offs, wp, oh, ow, y)
+}
+
+// implicitTiles computes y (cout×oh×ow) = A·B for weights prepacked in a
+// and the implicit matrix B whose row p, at output row i and column j,
+// is xp[offs[p] + i·wp + j]; see implicitConv.
+func (b *Backend[T]) implicitTiles(ws *workerScratch[T], a matrix, cout int, xp []float32, offs []int64, wp, oh, ow int, y []float32) {
+	kk := len(offs)
 	tile := ws.gemm.tile
 	run, panelRows := b.implicit.run, a.panel
 	if ow%nr == 0 {
@@ -249,6 +256,98 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 	}
 }
 
+// Strided convolutions run through implicitTiles too, on a phase split
+// of the padded sample: phase (a, b) of channel c holds xpad[c][st·i+a]
+// [st·j+b], and tap (kh, kw) = (st·dh+a, st·dw+b) of output (i, j) reads
+// phase (a, b) at (i+dh, j+dw), so 16 outputs of a row read 16 neighbours
+// of a phase row. The column matrix's rows then run in the order
+// (c, a, b, dh, dw), which keeps their offsets increasing, and the weights
+// are packed in that order (stridedWeights).
+
+// stridedOK says whether a float32 convolution runs on the phase split:
+// stride at least 2, square kernel.
+func stridedOK(s backend.ConvShape) bool {
+	return s.Stride >= 2 && s.KH == s.KW
+}
+
+// stridedOffsets sets offs to the offsets, in phase planes of hph×wph
+// (st·st per channel, rows wph apart), of the rows of the phase-split
+// column matrix, in the order (c, a, b, dh, dw).
+func stridedOffsets(offs []int64, cin, k, st, hph, wph int) []int64 {
+	offs = offs[:0]
+	for c := 0; c < cin; c++ {
+		for a := 0; a < st; a++ {
+			for bb := 0; bb < st; bb++ {
+				base := ((c*st+a)*st + bb) * hph * wph
+				for dh := 0; st*dh+a < k; dh++ {
+					for dw := 0; st*dw+bb < k; dw++ {
+						offs = append(offs, int64(base+dh*wph+dw))
+					}
+				}
+			}
+		}
+	}
+	return offs
+}
+
+// stridedWeights sets dst (cout × cin·k·k) to the weights w (cout × cin ×
+// k × k) with each row's columns in the order of stridedOffsets.
+func stridedWeights(dst, w []float32, cout, cin, k, st int) {
+	kk := cin * k * k
+	for o := 0; o < cout; o++ {
+		out, src := dst[o*kk:][:kk], w[o*kk:][:kk]
+		p := 0
+		for c := 0; c < cin; c++ {
+			for a := 0; a < st; a++ {
+				for bb := 0; bb < st; bb++ {
+					for dh := 0; st*dh+a < k; dh++ {
+						for dw := 0; st*dw+bb < k; dw++ {
+							out[p] = src[(c*k+st*dh+a)*k+st*dw+bb]
+							p++
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// stridedConv computes one sample y of a strided convolution of x
+// (cin×h×w, zero-padded by pad) with weights prepacked in stridedOrder.
+func (b *Backend[T]) stridedConv(ws *workerScratch[T], a matrix, s backend.ConvShape, x, y []float32) {
+	st, k, pad := s.Stride, s.KH, s.Pad
+	hp, wp := s.H+2*pad, s.W+2*pad
+	hph, wph := (hp+st-1)/st, (wp+st-1)/st
+	phases := s.C * st * st * hph * wph
+	need := phases + 2*wph + 2*nr
+	if cap(ws.pad) < need {
+		ws.pad = make([]float32, need)
+	}
+	xp := ws.pad[:need]
+	clear(xp)
+	for c := 0; c < s.C; c++ {
+		for r := 0; r < s.H; r++ {
+			src := x[(c*s.H+r)*s.W:][:s.W]
+			pr := r + pad // padded row
+			row := xp[((c*st+pr%st)*st*hph+pr/st)*wph:]
+			for bb := 0; bb < st; bb++ {
+				// Columns q with (q+pad)%st == bb go to phase column
+				// (q+pad)/st of phase bb.
+				q := ((bb-pad)%st + st) % st
+				dst := row[bb*hph*wph+(q+pad)/st:]
+				for j := 0; q < s.W; j, q = j+1, q+st {
+					dst[j] = src[q]
+				}
+			}
+		}
+	}
+	if cap(ws.offs) < s.C*k*k {
+		ws.offs = make([]int64, s.C*k*k)
+	}
+	offs := stridedOffsets(ws.offs, s.C, k, st, hph, wph)
+	b.implicitTiles(ws, a, s.OC, xp, offs, wph, s.OutH(), s.OutW(), y)
+}
+
 // Conv2DForward computes y = conv(x, w), y[n] = W·cols(x[n]); samples
 // are shared between the workers.
 func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
@@ -260,10 +359,16 @@ func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShap
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
 	if w, ok := any(v[2]).([]float32); ok {
 		panel := mr
-		if implicitOK(s) {
+		if implicitOK(s) || stridedOK(s) {
 			panel = b.implicit.rows
 		}
-		t.packedW = prepackA(b.packedW, matrix{data: w, ld: k}, s.OC, k, 1, panel)
+		src := w
+		if stridedOK(s) {
+			b.flippedW = grow(b.flippedW, len(w))
+			stridedWeights(b.flippedW, w, s.OC, s.C, s.KH, s.Stride)
+			src = b.flippedW
+		}
+		t.packedW = prepackA(b.packedW, matrix{data: src, ld: k}, s.OC, k, 1, panel)
 		b.packedW = t.packedW.packed
 	}
 	b.pool.run(b, task[T]{kind: taskConvForward, cv: t}, s.N)
@@ -275,6 +380,10 @@ func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi
 	for n := lo; n < hi; n++ {
 		if t.packedW.packed != nil && implicitOK(s) {
 			b.implicitConv(ws, t.packedW, s.OC, any(t.in[n*in:(n+1)*in]).([]float32), s.C, s.H, s.W, s.KH, s.Pad, any(t.out[n*out:(n+1)*out]).([]float32))
+			continue
+		}
+		if t.packedW.packed != nil && stridedOK(s) {
+			b.stridedConv(ws, t.packedW, s, any(t.in[n*in:(n+1)*in]).([]float32), any(t.out[n*out:(n+1)*out]).([]float32))
 			continue
 		}
 		cols := t.in[n*in : (n+1)*in]

@@ -86,6 +86,12 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		// Output rows a multiple of 16 wide: tiles written into y in place.
 		{N: 2, C: 3, H: 5, W: 32, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 30, H: 3, W: 18, OC: 13, KH: 3, KW: 3, Stride: 1, Pad: 0}, // k = 270 > kc
+		// Strided forward passes on phase splits: tiles of 16-wide rows, of
+		// two 8-wide rows, 1×1, stride 3:
+		{N: 2, C: 4, H: 32, W: 31, OC: 8, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 3, H: 16, W: 16, OC: 9, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 8, H: 8, W: 9, OC: 16, KH: 1, KW: 1, Stride: 2, Pad: 0},
+		{N: 2, C: 5, H: 11, W: 10, OC: 7, KH: 3, KW: 3, Stride: 3, Pad: 2},
 		// Channels-last filter gradients (AVX-512), strided and not square too:
 		{N: 3, C: 8, H: 9, W: 12, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 16, H: 7, W: 6, OC: 32, KH: 1, KW: 3, Stride: 3, Pad: 0},
