@@ -50,10 +50,10 @@ type Backend[T Float] struct {
 	dot      dotKernel
 	convName string
 	// direct holds the channels-last filter-gradient kernel (direct.go),
-	// nil where the processor lacks it; directX and directDy are the
-	// channels-last copies it reads.
-	direct            *directKernels
-	directX, directDy []float32
+	// nil where the processor lacks it; directX is the channels-last copy
+	// of the input it reads.
+	direct  *directKernels
+	directX []float32
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }

@@ -3,33 +3,29 @@ package cpu
 import "iterbin/backend"
 
 // Channels-last filter gradients, on processors with AVX-512. The input
-// is copied zero-padded with channels innermost ([n][h+2p][w+2p][c]) and
-// the output gradient with channels innermost ([n][oh][ow][oc]); then a
-// tile of 8 input by 16 output channels of one tap, dw[kh,kw][c0:c0+8]
-// [o0:o0+16], is a sum over every output position of every sample of 8
-// broadcast input values times a 16-wide vector of the output gradient:
-// no padded positions are computed, nothing is packed, and every tile
-// stays in registers along a run of positions. Tiles are split between
-// the workers; each sums its own over samples in order.
-//
-// Strides and non-square kernels only change where a tap's input run
-// starts and how far apart its positions are, so every shape with the
-// right channel counts takes this path.
+// is copied zero-padded with channels innermost ([n][h+2p][w+2p][c]);
+// then a tile of 8 output by 16 input channels of one tap, dw[o0:o0+8]
+// [c0:c0+16][kh,kw], is a sum over every output position of every sample
+// of 8 output-gradient values (read in place from dy's NCHW planes and
+// broadcast) times a 16-wide vector of the input: no padded positions are
+// computed, nothing is packed, and every tile stays in registers along a
+// run of positions. Tiles are split between the workers; each sums its
+// own over samples in order. Strides and non-square kernels only change
+// where a tap's input run starts and how far apart its positions are.
 //
 // The channels-last copies are 16×16 block transposes in registers; with
-// element-by-element copies the direct path lost to the AVX2 dot kernel
-// (filtergrad.go) on 32×32 planes, with them it is 1.1–1.9× faster on
-// every stride-1 layer of VGG-5 and ResNet-20.
+// element-by-element copies the path lost to the AVX2 dot kernel
+// (filtergrad.go) on 32×32 planes, with them it is faster on every layer
+// of VGG-5 and ResNet-20. (An earlier version also copied dy channels-last
+// and broadcast the input instead: as fast per position, but the second
+// copy cost a few percent of a ResNet-20 step.)
 //
-// It takes input channels in multiples of 8 and output channels in
-// multiples of 16. A channels-last forward kernel (8
-// positions × 16 output channels) was measured too and lost to the
-// implicit GEMM (kernel8x16OffsetsAVX512) on every layer of VGG-5 and
-// ResNet-20, so forward and input gradients stay on that.
+// It takes input channels in multiples of 16 and output channels in
+// multiples of 8.
 
 const (
-	directRows = 8  // input channels per tile
-	directCols = 16 // output channels per tile
+	directRows = 8  // output channels per tile
+	directCols = 16 // input channels per tile
 	// directFilterChunk is about how many output positions one
 	// filter-gradient kernel call covers.
 	directFilterChunk = 128
@@ -40,20 +36,21 @@ type directKernels struct {
 	// transpose does what transposeGo does for 16×16 blocks.
 	transpose func(dst []float32, ldd int, src []float32, lds int)
 	// filter does what filterGo does.
-	filter func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32)
+	filter func(rows, cols int, dy []float32, dyRow, dyPlane int, x []float32, xRow, xCol int, acc []float32)
 }
 
 // filterGo is the portable reference of the filter-gradient kernel:
-// acc[r·16+j] += Σ_i Σ_q x[i·xRow + q·xCol + r]·dy[i·dyRow + q·dyCol + j],
-// in (i, q) order.
-func filterGo(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32) {
+// acc[r·16+j] += Σ_i Σ_q dy[r·dyPlane + i·dyRow + q]·x[i·xRow + q·xCol + j]
+// for r < 8, j < 16, in (i, q) order.
+func filterGo(rows, cols int, dy []float32, dyRow, dyPlane int, x []float32, xRow, xCol int, acc []float32) {
 	for i := 0; i < rows; i++ {
 		for q := 0; q < cols; q++ {
-			xs, ds := x[i*xRow+q*xCol:][:directRows], dy[i*dyRow+q*dyCol:][:directCols]
-			for r, xv := range xs {
+			xs := x[i*xRow+q*xCol:][:directCols]
+			for r := 0; r < directRows; r++ {
+				d := dy[r*dyPlane+i*dyRow+q]
 				row := acc[r*directCols:][:directCols]
-				for j, v := range ds {
-					row[j] += xv * v
+				for j, v := range xs {
+					row[j] += d * v
 				}
 			}
 		}
@@ -63,7 +60,7 @@ func filterGo(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, 
 // directFilterOK says whether a convolution's filter gradient runs on the
 // direct path.
 func (b *Backend[T]) directFilterOK(s backend.ConvShape) bool {
-	return b.direct != nil && convOK(s) && s.C%directRows == 0 && s.OC%directCols == 0
+	return b.direct != nil && convOK(s) && s.C%directCols == 0 && s.OC%directRows == 0
 }
 
 // transposeGo is the reference of the block transpose: dst[j·ldd+i] =
@@ -108,16 +105,14 @@ func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp,
 	}
 }
 
-// directFilterPrep writes channels-last copies of samples [lo, hi): x
-// padded ([n][h+2p][w+2p][C]) and dy ([n][oh][ow][OC]).
-func directFilterPrep(k *directKernels, t convTask[float32], xs, dys []float32, lo, hi int) {
+// directFilterPrep writes channels-last, padded copies of samples
+// [lo, hi) of x: [n][h+2p][w+2p][C].
+func directFilterPrep(k *directKernels, t convTask[float32], xs []float32, lo, hi int) {
 	s := t.s
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
-	oh, ow := s.OutH(), s.OutW()
-	in, out := s.C*s.H*s.W, s.OC*oh*ow
+	in := s.C * s.H * s.W
 	for n := lo; n < hi; n++ {
 		padChannelsLast(k.transpose, xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], s.C, s.H, s.W, s.Pad)
-		transposeRows(k.transpose, dys[n*oh*ow*s.OC:][:oh*ow*s.OC], s.OC, t.in[n*out:(n+1)*out], oh*ow, s.OC, oh*ow)
 	}
 }
 
@@ -127,35 +122,36 @@ func directFilterPrep(k *directKernels, t convTask[float32], xs, dys []float32, 
 // whose input and output-gradient rows stay in L1 while every unit of the
 // worker reads them; each unit's tile of partial sums lives in acc
 // (directRows·directCols floats per unit) between chunks.
-func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], xs, dys []float32, lo, hi int) {
+func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], xs []float32, lo, hi int) {
 	s := t.s
 	kw, taps, st := s.KW, s.KH*s.KW, s.Stride
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
 	oh, ow := s.OutH(), s.OutW()
-	cb := s.C / directRows
+	cb := s.C / directCols
 	const tile = directRows * directCols
 	acc := ws.columnsF32((hi - lo) * tile)
 	clear(acc)
 	filter := b.direct.filter
 	chunk := max(1, directFilterChunk/ow) // output rows per kernel call
+	out := s.OC * oh * ow
 	for n := 0; n < s.N; n++ {
-		xn, dyn := xs[n*hp*wp*s.C:][:hp*wp*s.C], dys[n*oh*ow*s.OC:][:oh*ow*s.OC]
+		xn, dyn := xs[n*hp*wp*s.C:][:hp*wp*s.C], t.in[n*out:(n+1)*out]
 		for i0 := 0; i0 < oh; i0 += chunk {
 			rows := min(chunk, oh-i0)
 			for u := lo; u < hi; u++ {
-				tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
+				tap, c0, o0 := u%taps, (u/taps)%cb*directCols, u/(taps*cb)*directRows
 				// Output (i, j) reads padded input (st·i + kh, st·j + kw).
 				x := xn[((st*i0+tap/kw)*wp+tap%kw)*s.C+c0:]
-				filter(rows, ow, x, st*wp*s.C, st*s.C, dyn[i0*ow*s.OC+o0:], ow*s.OC, s.OC, acc[(u-lo)*tile:][:tile])
+				filter(rows, ow, dyn[(o0*oh+i0)*ow:], ow, oh*ow, x, st*wp*s.C, st*s.C, acc[(u-lo)*tile:][:tile])
 			}
 		}
 	}
 	for u := lo; u < hi; u++ {
-		tap, c0, o0 := u%taps, (u/taps)%cb*directRows, u/(taps*cb)*directCols
+		tap, c0, o0 := u%taps, (u/taps)%cb*directCols, u/(taps*cb)*directRows
 		a := acc[(u-lo)*tile:][:tile]
 		for r := 0; r < directRows; r++ {
 			for j := 0; j < directCols; j++ {
-				t.out[((o0+j)*s.C+c0+r)*taps+tap] = a[r*directCols+j]
+				t.out[((o0+r)*s.C+c0+j)*taps+tap] = a[r*directCols+j]
 			}
 		}
 	}

@@ -93,9 +93,9 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 8, H: 8, W: 9, OC: 16, KH: 1, KW: 1, Stride: 2, Pad: 0},
 		{N: 2, C: 5, H: 11, W: 10, OC: 7, KH: 3, KW: 3, Stride: 3, Pad: 2},
 		// Channels-last filter gradients (AVX-512), strided and not square too:
-		{N: 3, C: 8, H: 9, W: 12, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 3, C: 16, H: 9, W: 12, OC: 8, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 16, H: 7, W: 6, OC: 32, KH: 1, KW: 3, Stride: 3, Pad: 0},
-		{N: 2, C: 8, H: 10, W: 10, OC: 16, KH: 7, KW: 7, Stride: 2, Pad: 3},
+		{N: 2, C: 32, H: 10, W: 10, OC: 8, KH: 7, KW: 7, Stride: 2, Pad: 3},
 		{N: 3, C: 16, H: 5, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 8, H: 4, W: 10, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 0},
 		{N: 2, C: 16, H: 3, W: 16, OC: 16, KH: 5, KW: 5, Stride: 1, Pad: 2},
@@ -270,12 +270,12 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 		dotGo(d.rows, d.cols, d.lanes, n, dy, ldy, x, doffs, want)
 		close(name+" filter-gradient kernel", got, want)
 		if dk := be.direct; dk != nil {
-			const rows, cols, xRow, xCol, dyRow, dyCol = 3, 5, 50, 9, 90, 17
-			fx, fdy := randVals(rng, (rows-1)*xRow+(cols-1)*xCol+directRows), randVals(rng, (rows-1)*dyRow+(cols-1)*dyCol+directCols)
+			const rows, cols, dyRow, dyPlane, xRow, xCol = 3, 5, 9, 40, 90, 17
+			fdy, fx := randVals(rng, (directRows-1)*dyPlane+(rows-1)*dyRow+cols), randVals(rng, (rows-1)*xRow+(cols-1)*xCol+directCols)
 			acc0 := randVals(rng, directRows*directCols)
 			got, want := append([]float32(nil), acc0...), append([]float32(nil), acc0...)
-			dk.filter(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, got)
-			filterGo(rows, cols, fx, xRow, xCol, fdy, dyRow, dyCol, want)
+			dk.filter(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, got)
+			filterGo(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, want)
 			close("direct filter-gradient kernel", got, want)
 			const ldd, lds = 19, 23
 			src := randVals(rng, 15*lds+16)

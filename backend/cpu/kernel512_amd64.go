@@ -5,11 +5,6 @@ package cpu
 //go:noescape
 func kernel8x16OffsetsAVX512(k int, a, b *float32, offs *int64, c *float32, ldc, add int)
 
-// filter8x16AVX512 is implemented in kernel512_amd64.s.
-//
-//go:noescape
-func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, dyRow, dyCol int, acc *float32)
-
 // kernel8x16Offsets2RowsAVX512 is implemented in kernel512_amd64.s.
 //
 //go:noescape
@@ -19,3 +14,8 @@ func kernel8x16Offsets2RowsAVX512(k int, a, b *float32, offs *int64, gap int, c 
 //
 //go:noescape
 func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)
+
+// filterNCHW8x16AVX512 is implemented in kernel512_amd64.s.
+//
+//go:noescape
+func filterNCHW8x16AVX512(rows, cols int, dy *float32, dyRow, dyPlane int, x *float32, xRow, xCol int, acc *float32)

@@ -100,77 +100,6 @@ loop2:
 store2:
 	STORE8(addstore2)
 
-// func filter8x16AVX512(rows, cols int, x *float32, xRow, xCol int, dy *float32, dyRow, dyCol int, acc *float32)
-//
-// The channels-last filter-gradient kernel: acc[r*16+j] += Σ_i Σ_q
-// x[i*xRow + q*xCol + r] · dy[i*dyRow + q*dyCol + j] for r < 8, j < 16,
-// over rows i < rows and columns q < cols of the output, in (i, q)
-// order: 8 input channels (contiguous in x) by 16 output channels
-// (contiguous in dy) of one tap. Z0–Z7 accumulate, Z16 holds 16 values of
-// dy, and the x values are broadcast by the multiply-adds.
-TEXT ·filter8x16AVX512(SB), NOSPLIT, $0-72
-	MOVQ    rows+0(FP), CX
-	MOVQ    cols+8(FP), DX
-	MOVQ    x+16(FP), SI
-	MOVQ    xRow+24(FP), R10
-	SHLQ    $2, R10
-	MOVQ    xCol+32(FP), R11
-	SHLQ    $2, R11
-	MOVQ    dy+40(FP), DI
-	MOVQ    dyRow+48(FP), R12
-	SHLQ    $2, R12
-	MOVQ    dyCol+56(FP), R13
-	SHLQ    $2, R13
-	MOVQ    acc+64(FP), AX
-	VMOVUPS (AX), Z0
-	VMOVUPS 64(AX), Z1
-	VMOVUPS 128(AX), Z2
-	VMOVUPS 192(AX), Z3
-	VMOVUPS 256(AX), Z4
-	VMOVUPS 320(AX), Z5
-	VMOVUPS 384(AX), Z6
-	VMOVUPS 448(AX), Z7
-	TESTQ   CX, CX
-	JE      fstore
-	TESTQ   DX, DX
-	JE      fstore
-
-frow:
-	MOVQ SI, R8
-	MOVQ DI, R9
-	MOVQ DX, R15
-
-fcol:
-	VMOVUPS          (R9), Z16
-	VFMADD231PS.BCST (R8), Z16, Z0
-	VFMADD231PS.BCST 4(R8), Z16, Z1
-	VFMADD231PS.BCST 8(R8), Z16, Z2
-	VFMADD231PS.BCST 12(R8), Z16, Z3
-	VFMADD231PS.BCST 16(R8), Z16, Z4
-	VFMADD231PS.BCST 20(R8), Z16, Z5
-	VFMADD231PS.BCST 24(R8), Z16, Z6
-	VFMADD231PS.BCST 28(R8), Z16, Z7
-	ADDQ             R11, R8
-	ADDQ             R13, R9
-	DECQ             R15
-	JNZ              fcol
-	ADDQ             R10, SI
-	ADDQ             R12, DI
-	DECQ             CX
-	JNZ              frow
-
-fstore:
-	VMOVUPS Z0, (AX)
-	VMOVUPS Z1, 64(AX)
-	VMOVUPS Z2, 128(AX)
-	VMOVUPS Z3, 192(AX)
-	VMOVUPS Z4, 256(AX)
-	VMOVUPS Z5, 320(AX)
-	VMOVUPS Z6, 384(AX)
-	VMOVUPS Z7, 448(AX)
-	VZEROUPPER
-	RET
-
 // func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)
 //
 // dst[j*ldd+i] = src[i*lds+j] for i, j < 16: a 16×16 block transposed in
@@ -320,5 +249,79 @@ TEXT ·transpose16x16AVX512(SB), NOSPLIT, $0-32
 	VMOVUPS Z14, (DI)
 	ADDQ    DX, DI
 	VMOVUPS Z15, (DI)
+	VZEROUPPER
+	RET
+
+// func filterNCHW8x16AVX512(rows, cols int, dy *float32, dyRow, dyPlane int, x *float32, xRow, xCol int, acc *float32)
+//
+// The filter-gradient kernel on an output gradient left in NCHW:
+// acc[r*16+j] += Σ_i Σ_q dy[r*dyPlane + i*dyRow + q] · x[i*xRow + q*xCol + j]
+// for r < 8, j < 16, over rows i < rows and columns q < cols of the
+// output, in (i, q) order: 8 output channels (planes of dy, broadcast) by
+// 16 input channels (contiguous in the channels-last x) of one tap.
+// Z0–Z7 accumulate, Z16 holds 16 values of x.
+TEXT ·filterNCHW8x16AVX512(SB), NOSPLIT, $0-72
+	MOVQ    rows+0(FP), CX
+	MOVQ    cols+8(FP), DX
+	MOVQ    dy+16(FP), SI
+	MOVQ    dyRow+24(FP), R12
+	SHLQ    $2, R12
+	MOVQ    dyPlane+32(FP), R10
+	SHLQ    $2, R10             // one plane, bytes
+	LEAQ    (R10)(R10*2), R11   // three planes
+	MOVQ    x+40(FP), DI
+	MOVQ    xRow+48(FP), R13
+	SHLQ    $2, R13
+	MOVQ    xCol+56(FP), R14
+	SHLQ    $2, R14
+	MOVQ    acc+64(FP), AX
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	TESTQ   CX, CX
+	JE      tstore
+	TESTQ   DX, DX
+	JE      tstore
+
+trow:
+	MOVQ SI, R8
+	LEAQ (SI)(R10*4), R9 // plane 4
+	MOVQ DI, BX
+	MOVQ DX, R15
+
+tcol:
+	VMOVUPS          (BX), Z16
+	VFMADD231PS.BCST (R8), Z16, Z0
+	VFMADD231PS.BCST (R8)(R10*1), Z16, Z1
+	VFMADD231PS.BCST (R8)(R10*2), Z16, Z2
+	VFMADD231PS.BCST (R8)(R11*1), Z16, Z3
+	VFMADD231PS.BCST (R9), Z16, Z4
+	VFMADD231PS.BCST (R9)(R10*1), Z16, Z5
+	VFMADD231PS.BCST (R9)(R10*2), Z16, Z6
+	VFMADD231PS.BCST (R9)(R11*1), Z16, Z7
+	ADDQ             $4, R8
+	ADDQ             $4, R9
+	ADDQ             R14, BX
+	DECQ             R15
+	JNZ              tcol
+	ADDQ             R12, SI
+	ADDQ             R13, DI
+	DECQ             CX
+	JNZ              trow
+
+tstore:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VMOVUPS Z7, 448(AX)
 	VZEROUPPER
 	RET

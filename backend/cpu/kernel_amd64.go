@@ -62,14 +62,14 @@ func simdDirectKernels(avx512 bool) *directKernels {
 			_ = src[15*lds+15]
 			transpose16x16AVX512(&dst[0], ldd, &src[0], lds)
 		},
-		filter: func(rows, cols int, x []float32, xRow, xCol int, dy []float32, dyRow, dyCol int, acc []float32) {
+		filter: func(rows, cols int, dy []float32, dyRow, dyPlane int, x []float32, xRow, xCol int, acc []float32) {
 			_ = acc[directRows*directCols-1]
 			if rows == 0 || cols == 0 {
 				return
 			}
-			_ = x[(rows-1)*xRow+(cols-1)*xCol+directRows-1]
-			_ = dy[(rows-1)*dyRow+(cols-1)*dyCol+directCols-1]
-			filter8x16AVX512(rows, cols, &x[0], xRow, xCol, &dy[0], dyRow, dyCol, &acc[0])
+			_ = dy[(directRows-1)*dyPlane+(rows-1)*dyRow+cols-1]
+			_ = x[(rows-1)*xRow+(cols-1)*xCol+directCols-1]
+			filterNCHW8x16AVX512(rows, cols, &dy[0], dyRow, dyPlane, &x[0], xRow, xCol, &acc[0])
 		},
 	}
 }
