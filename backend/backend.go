@@ -203,6 +203,20 @@ type Backend interface {
 	SGDStep(w, g, buf Tensor, n int, p SGDParams)
 }
 
+// Fused is implemented by backends that run some pairs of ops as one pass
+// over memory; layers use it when the backend has it. Each fused op gives
+// the same values as its pair run one after the other.
+type Fused interface {
+	// BatchNormReLUTrain is BatchNormTrain followed by ReLUForward of y in
+	// place: y = max(gamma·xhat + beta, 0).
+	BatchNormReLUTrain(y, xhat, mean, invStd, runMean, runVar, x, gamma, beta Tensor, s BNShape, momentum, eps float32)
+	// BatchNormReLUBackward is ReLUBackward of dy through y (the output of
+	// BatchNormReLUTrain) followed by BatchNormBackward; dy is not changed.
+	BatchNormReLUBackward(dx, dGamma, dBeta, dy, y, xhat, invStd, gamma Tensor, s BNShape)
+	// AddReLU sets y = max(a + b, 0); y may be a or b.
+	AddReLU(y, a, b Tensor, n int)
+}
+
 // Float64Host is implemented by backends that compute in float64 (the CPU
 // backend's float64 variant, used by gradient checks); it moves float64
 // values without rounding them to float32.

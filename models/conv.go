@@ -371,21 +371,20 @@ func (b *ResidualBlock) optionAShape(n int) backend.ShortcutShape {
 }
 
 func (b *ResidualBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
-	h := x
-	for _, l := range b.main {
-		h = l.Forward(h, n, train)
-	}
+	h := forwardLayers(b.be, b.main, x, n, train)
 	sc := x
 	switch {
 	case b.proj != nil:
-		for _, l := range b.proj {
-			sc = l.Forward(sc, n, train)
-		}
+		sc = forwardLayers(b.be, b.proj, x, n, train)
 	case b.optionA != nil:
 		b.be.ShortcutAForward(b.sc, x, b.optionAShape(n))
 		sc = b.sc
 	}
 	size := n * b.out.Size()
+	if f, ok := b.be.(backend.Fused); ok {
+		f.AddReLU(b.y, h, sc, size)
+		return b.y
+	}
 	b.be.Add(b.sum, h, sc, size)
 	b.be.ReLUForward(b.y, b.sum, size)
 	return b.y
@@ -394,16 +393,11 @@ func (b *ResidualBlock) Forward(x backend.Tensor, n int, train bool) backend.Ten
 func (b *ResidualBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
 	size := n * b.out.Size()
 	b.be.ReLUBackward(b.dSum, dy, b.y, size)
-	g := b.dSum
-	for i := len(b.main) - 1; i >= 0; i-- {
-		g = b.main[i].Backward(g, n, true)
-	}
+	g := backwardLayers(b.be, b.main, b.dSum, n, true)
 	short := b.dSum
 	switch {
 	case b.proj != nil:
-		for i := len(b.proj) - 1; i >= 0; i-- {
-			short = b.proj[i].Backward(short, n, true)
-		}
+		short = backwardLayers(b.be, b.proj, b.dSum, n, true)
 	case b.optionA != nil:
 		if needInputGrad {
 			b.be.ShortcutABackward(b.dxShort, b.dSum, b.optionAShape(n))

@@ -240,6 +240,23 @@ func (l *BatchNorm) Forward(x backend.Tensor, n int, train bool) backend.Tensor 
 	return l.y
 }
 
+// forwardReLU is Forward in training followed by r's Forward, fused: the
+// result goes to r's output.
+func (l *BatchNorm) forwardReLU(f backend.Fused, x backend.Tensor, n int, r *ReLU) backend.Tensor {
+	f.BatchNormReLUTrain(r.y, l.xhat, l.mean, l.inv, l.runMean.Value, l.runVar.Value, x, l.gamma.Value, l.beta.Value, l.batchShape(n), l.Momentum, l.Eps)
+	return r.y
+}
+
+// backwardReLU is r's Backward followed by Backward, fused, after
+// forwardReLU.
+func (l *BatchNorm) backwardReLU(f backend.Fused, dy backend.Tensor, n int, r *ReLU, needInputGrad bool) backend.Tensor {
+	f.BatchNormReLUBackward(l.dx, l.gamma.Grad, l.beta.Grad, dy, r.y, l.xhat, l.inv, l.gamma.Value, l.batchShape(n))
+	if !needInputGrad {
+		return nil
+	}
+	return l.dx
+}
+
 // Backward needs a preceding training-mode Forward.
 func (l *BatchNorm) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
 	l.be.BatchNormBackward(l.dx, l.gamma.Grad, l.beta.Grad, dy, l.xhat, l.inv, l.gamma.Value, l.batchShape(n))
@@ -325,4 +342,54 @@ func checkBinarizer(b Binarizer) error {
 		return nil
 	}
 	return fmt.Errorf("models: unknown straight-through estimator %q (use %q or %q)", b.STE, STEIdentity, STEClipped)
+}
+
+// forwardLayers runs layers in order on the first n samples of x. In
+// training, a BatchNorm followed by a ReLU runs as one fused op when the
+// backend has it (backend.Fused); the ReLU's output buffer then holds the
+// result, as if both had run.
+func forwardLayers(be backend.Backend, layers []Layer, x backend.Tensor, n int, train bool) backend.Tensor {
+	f, _ := be.(backend.Fused)
+	h := x
+	for i := 0; i < len(layers); i++ {
+		if bn, r := bnReLU(layers, i); train && f != nil && bn != nil {
+			h = bn.forwardReLU(f, h, n, r)
+			i++
+			continue
+		}
+		h = layers[i].Forward(h, n, train)
+	}
+	return h
+}
+
+// backwardLayers runs the layers' Backward in reverse order from the
+// gradient g of the last one's output, fusing what forwardLayers fused,
+// and returns the gradient of the first one's input (nil unless
+// firstInputGrad: the model's first layer needs none).
+func backwardLayers(be backend.Backend, layers []Layer, g backend.Tensor, n int, firstInputGrad bool) backend.Tensor {
+	f, _ := be.(backend.Fused)
+	for i := len(layers) - 1; i >= 0; i-- {
+		if i > 0 && f != nil {
+			if bn, r := bnReLU(layers, i-1); bn != nil {
+				g = bn.backwardReLU(f, g, n, r, i-1 > 0 || firstInputGrad)
+				i--
+				continue
+			}
+		}
+		g = layers[i].Backward(g, n, i > 0 || firstInputGrad)
+	}
+	return g
+}
+
+// bnReLU returns layers i and i+1 when they are a BatchNorm and a ReLU.
+func bnReLU(layers []Layer, i int) (*BatchNorm, *ReLU) {
+	if i+1 >= len(layers) {
+		return nil, nil
+	}
+	bn, ok := layers[i].(*BatchNorm)
+	r, ok2 := layers[i+1].(*ReLU)
+	if !ok || !ok2 {
+		return nil, nil
+	}
+	return bn, r
 }

@@ -86,10 +86,7 @@ func (m *Model) SetBinary(binary map[string]bool) error {
 // Forward runs the network on the first n samples of x and accumulates the
 // summed loss and correct count into sums. It returns the log-probabilities.
 func (m *Model) Forward(sums, x, labels backend.Tensor, n int, train bool) backend.Tensor {
-	h := x
-	for _, l := range m.layers {
-		h = l.Forward(h, n, train)
-	}
+	h := forwardLayers(m.be, m.layers, x, n, train)
 	return m.loss.Forward(sums, h, labels, n)
 }
 
@@ -97,9 +94,7 @@ func (m *Model) Forward(sums, x, labels backend.Tensor, n int, train bool) backe
 // training-mode Forward.
 func (m *Model) Backward(labels backend.Tensor, n int) {
 	g := m.loss.Backward(labels, n)
-	for i := len(m.layers) - 1; i >= 0; i-- {
-		g = m.layers[i].Backward(g, n, i > 0)
-	}
+	backwardLayers(m.be, m.layers, g, n, false)
 }
 
 // ClipLatent clips the latent weights of binary layers whose binarizer asks

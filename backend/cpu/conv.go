@@ -618,6 +618,15 @@ func (b *Backend[T]) Add(yt, at, bt backend.Tensor, n int) {
 	b.pool.run(b, task[T]{kind: taskAdd, ew: elementTask[T]{a: y, b: a, c: c}}, blocks(n))
 }
 
+// AddReLU sets y = max(a + b, 0) in one pass.
+func (b *Backend[T]) AddReLU(yt, at, bt backend.Tensor, n int) {
+	y, a, c := b.get("AddReLU", "y", yt, n), b.get("AddReLU", "a", at, n), b.get("AddReLU", "b", bt, n)
+	if y == nil || a == nil || c == nil {
+		return
+	}
+	b.pool.run(b, task[T]{kind: taskAddReLU, ew: elementTask[T]{a: y, b: a, c: c}}, blocks(n))
+}
+
 func addPart[T Float](y, a, c []T) {
 	for i := range y {
 		y[i] = a[i] + c[i]

@@ -120,6 +120,7 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 }
 
 var _ backend.Backend = (*Backend[float32])(nil)
+var _ backend.Fused = (*Backend[float32])(nil)
 var _ backend.Float64Host = (*Backend[float64])(nil)
 
 // Name says which GEMM path is active and how many threads it uses.
@@ -366,7 +367,16 @@ func reluBackwardPart[T Float](dx, dy, y []T) {
 
 // BatchNormTrain normalizes with batch statistics and updates running ones.
 func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
-	const op = "BatchNormTrain"
+	b.bnTrain("BatchNormTrain", false, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+}
+
+// BatchNormReLUTrain is BatchNormTrain with ReLU applied to y in the same
+// pass.
+func (b *Backend[T]) BatchNormReLUTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	b.bnTrain("BatchNormReLUTrain", true, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+}
+
+func (b *Backend[T]) bnTrain(op string, relu bool, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	cnt := s.Count()
 	y, xhat, x := b.get(op, "y", yt, cnt), b.get(op, "xhat", xhatt, cnt), b.get(op, "x", xt, cnt)
 	mean, invStd := b.get(op, "mean", meant, s.C), b.get(op, "invStd", invStdt, s.C)
@@ -380,7 +390,7 @@ func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart
 		return
 	}
 	b.pool.run(b, task[T]{kind: taskBNTrain, bn: bnTask[T]{y: y, xhat: xhat, mean: mean, inv: invStd, runMean: runMean, runVar: runVar,
-		x: x, gamma: gamma, beta: beta, s: s, momentum: momentum, eps: eps}}, s.C)
+		x: x, gamma: gamma, beta: beta, s: s, momentum: momentum, eps: eps, relu: relu}}, s.C)
 }
 
 // bnTrainPart normalizes channels [lo, hi).
@@ -419,6 +429,9 @@ func bnTrainPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 				h := (x[i] - muT) * inv
 				xhat[i] = h
 				y[i] = g*h + bt
+				if t.relu {
+					y[i] = relu(y[i])
+				}
 			}
 		}
 		mean[c] = muT
@@ -460,15 +473,32 @@ func bnEvalPart[T Float](t bnTask[T], lo, hi int) {
 
 // BatchNormBackward computes dx, dGamma, dBeta.
 func (b *Backend[T]) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
-	const op = "BatchNormBackward"
+	b.bnBackward("BatchNormBackward", dxt, dGammat, dBetat, dyt, nil, xhatt, invStdt, gammat, s)
+}
+
+// BatchNormReLUBackward is BatchNormBackward of dy masked by y > 0, in the
+// same passes.
+func (b *Backend[T]) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	b.bnBackward("BatchNormReLUBackward", dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat, s)
+}
+
+// bnBackward runs a batch-norm backward pass, with dy masked by y > 0
+// when yt is not nil.
+func (b *Backend[T]) bnBackward(op string, dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
 	cnt := s.Count()
+	var mask []T
+	if yt != nil {
+		if mask = b.get(op, "y", yt, cnt); mask == nil {
+			return
+		}
+	}
 	dx, dy, xhat := b.get(op, "dx", dxt, cnt), b.get(op, "dy", dyt, cnt), b.get(op, "xhat", xhatt, cnt)
 	dGamma, dBeta := b.get(op, "dGamma", dGammat, s.C), b.get(op, "dBeta", dBetat, s.C)
 	invStd, gamma := b.get(op, "invStd", invStdt, s.C), b.get(op, "gamma", gammat, s.C)
 	if dx == nil || dy == nil || xhat == nil || dGamma == nil || dBeta == nil || invStd == nil || gamma == nil {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, xhat: xhat, inv: invStd, gamma: gamma, s: s}}, s.C)
+	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, xhat: xhat, inv: invStd, gamma: gamma, s: s, mask: mask}}, s.C)
 }
 
 // bnBackwardPart computes the gradients of channels [lo, hi); y holds dx
@@ -480,13 +510,20 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 	}
 	s, dx, dy, xhat, dGamma, dBeta, invStd, gamma := t.s, t.y, t.x, t.xhat, t.dGamma, t.dBeta, t.inv, t.gamma
 	m := float64(s.N * s.Spatial)
+	mask := t.mask
+	g := func(i int) T { // dy, masked by the fused ReLU's output
+		if mask != nil && !(mask[i] > 0) {
+			return 0
+		}
+		return dy[i]
+	}
 	for c := lo; c < hi; c++ {
 		var sumDy, sumDyXhat float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
-				sumDy += float64(dy[i])
-				sumDyXhat += float64(dy[i]) * float64(xhat[i])
+				sumDy += float64(g(i))
+				sumDyXhat += float64(g(i)) * float64(xhat[i])
 			}
 		}
 		dBeta[c] = T(sumDy)
@@ -497,7 +534,7 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
-				dx[i] = k * (T(m)*dy[i] - sDy - xhat[i]*sDyXhat)
+				dx[i] = k * (T(m)*g(i) - sDy - xhat[i]*sDyXhat)
 			}
 		}
 	}

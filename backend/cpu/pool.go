@@ -27,6 +27,7 @@ const (
 	taskReLU
 	taskReLUBackward
 	taskAdd
+	taskAddReLU
 	taskBNTrain
 	taskBNEval
 	taskBNBackward
@@ -37,6 +38,10 @@ type bnTask[T Float] struct {
 	y, xhat, mean, inv, runMean, runVar, x, gamma, beta, dGamma, dBeta []T
 	s                                                                  backend.BNShape
 	momentum, eps                                                      float32
+	// relu applies ReLU to y in training (BatchNormReLUTrain); a mask
+	// (the fused output) masks dy in backward (BatchNormReLUBackward).
+	relu bool
+	mask []T
 }
 
 // elementBlock is the number of elements in one unit of an elementwise
@@ -292,6 +297,15 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 			return
 		}
 		addPart(y, p, q)
+	case taskAddReLU:
+		y, p, q := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
+		if y32, ok := any(y).([]float32); ok && b.vec.addReLU != nil {
+			b.vec.addReLU(y32, any(p).([]float32), any(q).([]float32))
+			return
+		}
+		for i := range y {
+			y[i] = relu(p[i] + q[i])
+		}
 	case taskBNTrain:
 		bnTrainPart(t.bn, t.lo, t.hi, &b.vec)
 	case taskBNEval:

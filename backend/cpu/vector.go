@@ -19,6 +19,31 @@ type vectorOps struct {
 	normalize func(y, xhat, x []float32, mu, inv, gamma, beta float32)
 	// bnDx sets dx = k·((m·dy − sumDy) − xhat·sumDyXhat).
 	bnDx func(dx, dy, xhat []float32, m, sumDy, sumDyXhat, k float32)
+
+	// The fused versions (backend.Fused): normalizeReLU also applies ReLU
+	// to y; dySumsMasked and bnDxMasked take dy·[mask > 0]; addReLU sets
+	// y = max(a + b, 0).
+	normalizeReLU func(y, xhat, x []float32, mu, inv, gamma, beta float32)
+	dySumsMasked  func(dy, xhat, mask []float32) (sumDy, sumDyXhat float64)
+	bnDxMasked    func(dx, dy, xhat, mask []float32, m, sumDy, sumDyXhat, k float32)
+	addReLU       func(y, a, b []float32)
+}
+
+// relu is max(v, 0) with NaN giving 0, as ReLUForward.
+func relu[T Float](v T) T {
+	if v > 0 {
+		return v
+	}
+	return 0
+}
+
+// masked is dy where the ReLU output y is positive, else 0, as
+// ReLUBackward.
+func masked[T Float](dy, y T) T {
+	if y > 0 {
+		return dy
+	}
+	return 0
 }
 
 // vectorMin is the shortest run worth a SIMD call; batch norms of dense
@@ -52,6 +77,10 @@ func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		muT := float32(mu)
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
+			if t.relu {
+				v.normalizeReLU(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
+				continue
+			}
 			v.normalize(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
 		}
 		t.mean[c], t.inv[c] = muT, inv
@@ -70,7 +99,12 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		var sumDy, sumDyXhat float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
-			a, b := v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
+			var a, b float64
+			if t.mask != nil {
+				a, b = v.dySumsMasked(dy[base:base+s.Spatial], xhat[base:base+s.Spatial], t.mask[base:base+s.Spatial])
+			} else {
+				a, b = v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
+			}
 			sumDy += a
 			sumDyXhat += b
 		}
@@ -78,6 +112,10 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		k := t.gamma[c] * t.inv[c] / float32(m)
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
+			if t.mask != nil {
+				v.bnDxMasked(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], t.mask[base:base+s.Spatial], float32(m), float32(sumDy), float32(sumDyXhat), k)
+				continue
+			}
 			v.bnDx(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], float32(m), float32(sumDy), float32(sumDyXhat), k)
 		}
 	}

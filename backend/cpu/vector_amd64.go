@@ -28,6 +28,18 @@ func bnNormalizeAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
 //go:noescape
 func bnDxAVX2(dx, dy, xhat *float32, n8 int, m, sumDy, sumDyXhat, k float32)
 
+//go:noescape
+func bnNormalizeReLUAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
+
+//go:noescape
+func dySumsMaskedF64AVX2(dy, xhat, mask *float32, n8 int) (sumDy, sumDyXhat float64)
+
+//go:noescape
+func bnDxMaskedAVX2(dx, dy, xhat, mask *float32, n8 int, m, sumDy, sumDyXhat, k float32)
+
+//go:noescape
+func addReLUAVX2(y, a, b *float32, n8 int)
+
 // simdVectorOps returns the AVX2 loops when the processor has AVX2 and
 // FMA. Each wrapper checks its slices' lengths, runs the multiple of 8 in
 // assembly and the rest in Go.
@@ -106,6 +118,52 @@ func simdVectorOps() vectorOps {
 				h := (x[i] - mu) * inv
 				xhat[i] = h
 				y[i] = gamma*h + beta
+			}
+		},
+		normalizeReLU: func(y, xhat, x []float32, mu, inv, gamma, beta float32) {
+			y, xhat = y[:len(x)], xhat[:len(x)]
+			n := len(x) / 8 * 8
+			if n > 0 {
+				bnNormalizeReLUAVX2(&y[0], &xhat[0], &x[0], n/8, mu, inv, gamma, beta)
+			}
+			for i := n; i < len(x); i++ {
+				h := (x[i] - mu) * inv
+				xhat[i] = h
+				y[i] = relu(gamma*h + beta)
+			}
+		},
+		dySumsMasked: func(dy, xhat, mask []float32) (float64, float64) {
+			xhat, mask = xhat[:len(dy)], mask[:len(dy)]
+			n := len(dy) / 8 * 8
+			var s, sx float64
+			if n > 0 {
+				s, sx = dySumsMaskedF64AVX2(&dy[0], &xhat[0], &mask[0], n/8)
+			}
+			for i := n; i < len(dy); i++ {
+				v := masked(dy[i], mask[i])
+				s += float64(v)
+				sx += float64(v) * float64(xhat[i])
+			}
+			return s, sx
+		},
+		bnDxMasked: func(dx, dy, xhat, mask []float32, m, sumDy, sumDyXhat, k float32) {
+			dx, xhat, mask = dx[:len(dy)], xhat[:len(dy)], mask[:len(dy)]
+			n := len(dy) / 8 * 8
+			if n > 0 {
+				bnDxMaskedAVX2(&dx[0], &dy[0], &xhat[0], &mask[0], n/8, m, sumDy, sumDyXhat, k)
+			}
+			for i := n; i < len(dy); i++ {
+				dx[i] = k * (m*masked(dy[i], mask[i]) - sumDy - xhat[i]*sumDyXhat)
+			}
+		},
+		addReLU: func(y, a, b []float32) {
+			a, b = a[:len(y)], b[:len(y)]
+			n := len(y) / 8 * 8
+			if n > 0 {
+				addReLUAVX2(&y[0], &a[0], &b[0], n/8)
+			}
+			for i := n; i < len(y); i++ {
+				y[i] = relu(a[i] + b[i])
 			}
 		},
 		bnDx: func(dx, dy, xhat []float32, m, sumDy, sumDyXhat, k float32) {

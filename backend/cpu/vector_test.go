@@ -106,3 +106,51 @@ func TestVectorOpsMatchFloat64(t *testing.T) {
 		b.Close()
 	}
 }
+
+// The fused ops give the bits of their pairs run one after the other, with
+// the SIMD loops and without: batch norm then ReLU, ReLU backward then
+// batch-norm backward, Add then ReLU.
+func TestFusedOpsEqualTheirPairs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, simd := range []bool{true, false} {
+		b := NewWithOptions(2, simd)
+		for _, s := range []backend.BNShape{{N: 5, C: 3, Spatial: 1}, {N: 3, C: 4, Spatial: 37}, {N: 4, C: 2, Spatial: 1024}} {
+			name := fmt.Sprintf("simd=%v %+v", simd, s)
+			cnt := s.Count()
+			x, dy, other := upload(b, randVals(rng, cnt)), upload(b, randVals(rng, cnt)), upload(b, randVals(rng, cnt))
+			gamma, beta := upload(b, randVals(rng, s.C)), upload(b, randVals(rng, s.C))
+			type out struct{ y, xhat, dx, dg, db, sum backend.Tensor }
+			run := func(fused bool) out {
+				o := out{b.Alloc(cnt), b.Alloc(cnt), b.Alloc(cnt), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(cnt)}
+				mean, inv, rm, rv := b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C)
+				if fused {
+					b.BatchNormReLUTrain(o.y, o.xhat, mean, inv, rm, rv, x, gamma, beta, s, 0.1, 1e-5)
+					b.BatchNormReLUBackward(o.dx, o.dg, o.db, dy, o.y, o.xhat, inv, gamma, s)
+					b.AddReLU(o.sum, x, other, cnt)
+				} else {
+					b.BatchNormTrain(o.y, o.xhat, mean, inv, rm, rv, x, gamma, beta, s, 0.1, 1e-5)
+					b.ReLUForward(o.y, o.y, cnt)
+					masked := b.Alloc(cnt)
+					b.ReLUBackward(masked, dy, o.y, cnt)
+					b.BatchNormBackward(o.dx, o.dg, o.db, masked, o.xhat, inv, gamma, s)
+					b.Add(o.sum, x, other, cnt)
+					b.ReLUForward(o.sum, o.sum, cnt)
+				}
+				if err := b.Err(); err != nil {
+					t.Fatal(err)
+				}
+				return o
+			}
+			want, got := run(false), run(true)
+			for _, p := range []struct {
+				what string
+				g, w backend.Tensor
+			}{{"y", got.y, want.y}, {"xhat", got.xhat, want.xhat}, {"dx", got.dx, want.dx}, {"dGamma", got.dg, want.dg}, {"dBeta", got.db, want.db}, {"add relu", got.sum, want.sum}} {
+				if !equal(download(b, p.g), download(b, p.w)) {
+					t.Fatalf("%s %s: the fused op differs from its pair", name, p.what)
+				}
+			}
+		}
+		b.Close()
+	}
+}
