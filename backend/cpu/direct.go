@@ -94,14 +94,18 @@ func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst [
 	}
 }
 
-// padChannelsLast zero-fills xp and copies the cin×h×w sample x into it
-// as [h+2·pad][w+2·pad][cin]: each row of the sample is a cin×w block
-// transposed into w×cin.
+// padChannelsLast copies the cin×h×w sample x into xp as
+// [h+2·pad][w+2·pad][cin]: each row of the sample is a cin×w block
+// transposed into w×cin, and only the padding is zeroed.
 func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x []float32, cin, h, w, pad int) {
-	clear(xp)
 	wp := w + 2*pad
+	clear(xp[:pad*wp*cin])                  // top rows
+	clear(xp[(h+pad)*wp*cin:][:pad*wp*cin]) // bottom rows
 	for r := 0; r < h; r++ {
-		transposeRows(t, xp[((r+pad)*wp+pad)*cin:], cin, x[r*w:], h*w, cin, w)
+		row := xp[(r+pad)*wp*cin:][:wp*cin]
+		clear(row[:pad*cin])
+		clear(row[(pad+w)*cin:])
+		transposeRows(t, row[pad*cin:], cin, x[r*w:], h*w, cin, w)
 	}
 }
 
