@@ -22,7 +22,7 @@ ANCHOR ?= ../shared/anchors/torch_anchor.py
 bench: ## GEMM and step benchmarks, then the iterbin vs PyTorch table (same machine, same run)
 	$(GO) test ./backend/cpu/ -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
 	$(GO) test ./trainer/ -run '^$$' -bench TrainStep -benchmem -benchtime 10x
-	$(GO) run ./cmd/iterbin bench --anchor $(ANCHOR)
+	$(GO) run ./cmd/iterbin bench --rounds 3 --anchor $(ANCHOR)
 
 vet:
 	$(GO) vet ./...

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -40,6 +41,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores) or bf16 (bf16 GEMM and convolution inputs, fp32 accumulation); passed to the anchor as --precisions")
 	steps := fs.Int("steps", 20, "timed steps per model and mode")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
+	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
 	python := fs.String("python", "", "the python3 with torch to run the anchor (default: the first of python3, /usr/bin/python3, /opt/torch/.venv/bin/python3 that imports torch)")
 	if _, err := parse(fs, args); err != nil {
@@ -63,35 +65,58 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench: unknown mode %q (use float, binary)", mode)
 		}
 	}
-	var results []trainer.BenchResult
-	for _, m := range models {
-		for _, mode := range modes {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, *steps)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stderr, "iterbin %s %s: %.1f img/s\n", m.Name, mode, r.ImgPerSec)
-			results = append(results, r)
-		}
+	if *rounds < 1 {
+		return fmt.Errorf("bench: --rounds %d: use 1 or more", *rounds)
 	}
-	torch := map[string]anchorResult{}
+	// Figures per model/mode over the rounds, iterbin's and PyTorch's.
+	ours := map[string][]trainer.BenchResult{}
+	theirs := map[string][]anchorResult{}
 	torchNote := "PyTorch: not measured (pass --anchor PATH/torch_anchor.py with a python3 that has torch)"
-	if *anchor != "" {
+	for round := 0; round < *rounds; round++ {
+		for _, m := range models {
+			for _, mode := range modes {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, *steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stderr, "iterbin %s %s: %.1f img/s\n", m.Name, mode, r.ImgPerSec)
+				ours[m.Name+"/"+mode] = append(ours[m.Name+"/"+mode], r)
+			}
+		}
+		if *anchor == "" {
+			continue
+		}
 		rs, note, err := runAnchor(ctx, *python, *anchor, *device, *precision, models, modes, *steps, *warmup, stderr)
 		if err != nil {
 			torchNote = "PyTorch: not measured: " + err.Error()
-		} else {
-			torchNote = note
-			for _, r := range rs {
-				torch[r.Model+"/"+r.Mode] = r
+			*anchor = ""
+			continue
+		}
+		torchNote = note
+		for _, r := range rs {
+			theirs[r.Model+"/"+r.Mode] = append(theirs[r.Model+"/"+r.Mode], r)
+		}
+	}
+	var results []trainer.BenchResult
+	torch := map[string]anchorResult{}
+	for _, m := range models {
+		for _, mode := range modes {
+			key := m.Name + "/" + mode
+			results = append(results, medianBy(ours[key], func(r trainer.BenchResult) float64 { return r.ImgPerSec }))
+			if rs := theirs[key]; len(rs) > 0 {
+				torch[key] = medianBy(rs, func(r anchorResult) float64 { return r.ImgPerSec })
 			}
 		}
 	}
 	if len(results) > 0 {
-		fmt.Fprintf(stdout, "iterbin backend: %s, precision %s\n%s\n\n", results[0].Backend, *precision, torchNote)
+		fmt.Fprintf(stdout, "iterbin backend: %s, precision %s\n%s\n", results[0].Backend, *precision, torchNote)
+		if *rounds > 1 {
+			fmt.Fprintf(stdout, "median of %d rounds, each iterbin then PyTorch\n", *rounds)
+		}
+		fmt.Fprintln(stdout)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "model\tmode\tbatch\titerbin img/s\tPyTorch img/s\titerbin/PyTorch\tallocs/step\t")
@@ -162,4 +187,12 @@ func pythonWithTorch(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no python3 with torch (Debian: apt-get install python3-torch libopenblas0-pthread)")
+}
+
+// medianBy returns the element of rs with the median key (the lower
+// middle one for an even count).
+func medianBy[R any](rs []R, key func(R) float64) R {
+	sorted := append([]R(nil), rs...)
+	sort.Slice(sorted, func(i, j int) bool { return key(sorted[i]) < key(sorted[j]) })
+	return sorted[(len(sorted)-1)/2]
 }

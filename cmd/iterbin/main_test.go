@@ -133,3 +133,13 @@ func TestSummaryAndModelFileCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianByTakesTheMiddleFigure(t *testing.T) {
+	id := func(v float64) float64 { return v }
+	if got := medianBy([]float64{3, 1, 2}, id); got != 2 {
+		t.Errorf("median of 3, 1, 2 = %v, want 2", got)
+	}
+	if got := medianBy([]float64{4, 1, 3, 2}, id); got != 2 {
+		t.Errorf("median of 4, 1, 3, 2 = %v, want the lower middle 2", got)
+	}
+}
