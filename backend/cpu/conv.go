@@ -647,12 +647,18 @@ func (b *Backend[T]) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutS
 		b.fail(&backend.SizeError{Op: op + " (bad shape: OC must be C plus an even number)", Arg: "shape", Need: s.C, Have: s.OC})
 		return
 	}
-	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	oh, ow := s.OutH(), s.OutW()
 	y, x := b.get(op, "y", yt, s.N*s.OC*oh*ow), b.get(op, "x", xt, s.N*s.C*s.H*s.W)
 	if y == nil || x == nil {
 		return
 	}
-	for n := 0; n < s.N; n++ {
+	b.pool.run(b, task[T]{kind: taskShortcutForward, ew: elementTask[T]{a: y, b: x}, sc: s}, s.N)
+}
+
+// shortcutForwardPart computes samples [lo, hi) of ShortcutAForward.
+func shortcutForwardPart[T Float](y, x []T, s backend.ShortcutShape, lo, hi int) {
+	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	for n := lo; n < hi; n++ {
 		for o := 0; o < s.OC; o++ {
 			dst := y[(n*s.OC+o)*oh*ow:][:oh*ow]
 			c := o - pad
@@ -677,13 +683,19 @@ func (b *Backend[T]) ShortcutABackward(dxt, dyt backend.Tensor, s backend.Shortc
 		b.fail(&backend.SizeError{Op: op + " (bad shape: OC must be C plus an even number)", Arg: "shape", Need: s.C, Have: s.OC})
 		return
 	}
-	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	oh, ow := s.OutH(), s.OutW()
 	dx, dy := b.get(op, "dx", dxt, s.N*s.C*s.H*s.W), b.get(op, "dy", dyt, s.N*s.OC*oh*ow)
 	if dx == nil || dy == nil {
 		return
 	}
-	clear(dx)
-	for n := 0; n < s.N; n++ {
+	b.pool.run(b, task[T]{kind: taskShortcutBackward, ew: elementTask[T]{a: dx, b: dy}, sc: s}, s.N)
+}
+
+// shortcutBackwardPart computes samples [lo, hi) of ShortcutABackward.
+func shortcutBackwardPart[T Float](dx, dy []T, s backend.ShortcutShape, lo, hi int) {
+	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	clear(dx[lo*s.C*s.H*s.W : hi*s.C*s.H*s.W])
+	for n := lo; n < hi; n++ {
 		for c := 0; c < s.C; c++ {
 			src := dy[(n*s.OC+c+pad)*oh*ow:][:oh*ow]
 			dst := dx[(n*s.C+c)*s.H*s.W:]

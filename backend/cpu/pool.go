@@ -28,6 +28,8 @@ const (
 	taskReLUBackward
 	taskAdd
 	taskAddReLU
+	taskShortcutForward
+	taskShortcutBackward
 	taskBNTrain
 	taskBNEval
 	taskBNBackward
@@ -73,6 +75,7 @@ type task[T Float] struct {
 	cv     convTask[T]
 	ew     elementTask[T]
 	bn     bnTask[T]
+	sc     backend.ShortcutShape
 }
 
 // convTask describes a convolution op; out, in and w are its three tensors
@@ -297,6 +300,10 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 			return
 		}
 		addPart(y, p, q)
+	case taskShortcutForward:
+		shortcutForwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+	case taskShortcutBackward:
+		shortcutBackwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskAddReLU:
 		y, p, q := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
 		if y32, ok := any(y).([]float32); ok && b.vec.addReLU != nil {
