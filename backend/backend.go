@@ -208,11 +208,13 @@ type Backend interface {
 // the same values as its pair run one after the other.
 type Fused interface {
 	// BatchNormReLUTrain is BatchNormTrain followed by ReLUForward of y in
-	// place: y = max(gamma·xhat + beta, 0).
-	BatchNormReLUTrain(y, xhat, mean, invStd, runMean, runVar, x, gamma, beta Tensor, s BNShape, momentum, eps float32)
-	// BatchNormReLUBackward is ReLUBackward of dy through y (the output of
-	// BatchNormReLUTrain) followed by BatchNormBackward; dy is not changed.
-	BatchNormReLUBackward(dx, dGamma, dBeta, dy, y, xhat, invStd, gamma Tensor, s BNShape)
+	// place, y = max(gamma·xhat + beta, 0), keeping no xhat.
+	BatchNormReLUTrain(y, mean, invStd, runMean, runVar, x, gamma, beta Tensor, s BNShape, momentum, eps float32)
+	// BatchNormReLUBackward is ReLUBackward of dy through the output of
+	// BatchNormReLUTrain followed by BatchNormBackward, recomputing xhat and
+	// the ReLU's mask from its input x, mean, invStd, gamma and beta; dy is
+	// not changed.
+	BatchNormReLUBackward(dx, dGamma, dBeta, dy, x, mean, invStd, gamma, beta Tensor, s BNShape)
 	// AddReLU sets y = max(a + b, 0); y may be a or b.
 	AddReLU(y, a, b Tensor, n int)
 }

@@ -198,6 +198,9 @@ type BatchNorm struct {
 	runMean, runVar *Buffer
 	xhat, mean, inv backend.Tensor
 	y, dx           backend.Tensor
+	// x is the input of the last fused forward (forwardReLU), whose
+	// backward recomputes xhat from it instead of keeping xhat.
+	x backend.Tensor
 }
 
 // NewBatchNorm allocates a batch norm over channels×spatial values per
@@ -243,14 +246,15 @@ func (l *BatchNorm) Forward(x backend.Tensor, n int, train bool) backend.Tensor 
 // forwardReLU is Forward in training followed by r's Forward, fused: the
 // result goes to r's output.
 func (l *BatchNorm) forwardReLU(f backend.Fused, x backend.Tensor, n int, r *ReLU) backend.Tensor {
-	f.BatchNormReLUTrain(r.y, l.xhat, l.mean, l.inv, l.runMean.Value, l.runVar.Value, x, l.gamma.Value, l.beta.Value, l.batchShape(n), l.Momentum, l.Eps)
+	f.BatchNormReLUTrain(r.y, l.mean, l.inv, l.runMean.Value, l.runVar.Value, x, l.gamma.Value, l.beta.Value, l.batchShape(n), l.Momentum, l.Eps)
+	l.x = x
 	return r.y
 }
 
 // backwardReLU is r's Backward followed by Backward, fused, after
 // forwardReLU.
 func (l *BatchNorm) backwardReLU(f backend.Fused, dy backend.Tensor, n int, r *ReLU, needInputGrad bool) backend.Tensor {
-	f.BatchNormReLUBackward(l.dx, l.gamma.Grad, l.beta.Grad, dy, r.y, l.xhat, l.inv, l.gamma.Value, l.batchShape(n))
+	f.BatchNormReLUBackward(l.dx, l.gamma.Grad, l.beta.Grad, dy, l.x, l.mean, l.inv, l.gamma.Value, l.beta.Value, l.batchShape(n))
 	if !needInputGrad {
 		return nil
 	}

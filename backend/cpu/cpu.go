@@ -371,18 +371,26 @@ func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart
 }
 
 // BatchNormReLUTrain is BatchNormTrain with ReLU applied to y in the same
-// pass.
-func (b *Backend[T]) BatchNormReLUTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
-	b.bnTrain("BatchNormReLUTrain", true, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+// pass, keeping no xhat.
+func (b *Backend[T]) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	b.bnTrain("BatchNormReLUTrain", true, yt, nil, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
 }
 
+// bnTrain runs a batch-norm training pass; with relu, y gets ReLU and
+// xhatt is nil.
 func (b *Backend[T]) bnTrain(op string, relu bool, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	cnt := s.Count()
-	y, xhat, x := b.get(op, "y", yt, cnt), b.get(op, "xhat", xhatt, cnt), b.get(op, "x", xt, cnt)
+	var xhat []T
+	if !relu {
+		if xhat = b.get(op, "xhat", xhatt, cnt); xhat == nil {
+			return
+		}
+	}
+	y, x := b.get(op, "y", yt, cnt), b.get(op, "x", xt, cnt)
 	mean, invStd := b.get(op, "mean", meant, s.C), b.get(op, "invStd", invStdt, s.C)
 	runMean, runVar := b.get(op, "runMean", runMeant, s.C), b.get(op, "runVar", runVart, s.C)
 	gamma, beta := b.get(op, "gamma", gammat, s.C), b.get(op, "beta", betat, s.C)
-	if y == nil || xhat == nil || x == nil || mean == nil || invStd == nil || runMean == nil || runVar == nil || gamma == nil || beta == nil {
+	if y == nil || x == nil || mean == nil || invStd == nil || runMean == nil || runVar == nil || gamma == nil || beta == nil {
 		return
 	}
 	if s.N*s.Spatial < 2 {
@@ -427,11 +435,12 @@ func bnTrainPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
 				h := (x[i] - muT) * inv
+				if t.relu {
+					y[i] = relu(g*h + bt)
+					continue
+				}
 				xhat[i] = h
 				y[i] = g*h + bt
-				if t.relu {
-					y[i] = relu(y[i])
-				}
 			}
 		}
 		mean[c] = muT
@@ -473,36 +482,36 @@ func bnEvalPart[T Float](t bnTask[T], lo, hi int) {
 
 // BatchNormBackward computes dx, dGamma, dBeta.
 func (b *Backend[T]) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
-	b.bnBackward("BatchNormBackward", dxt, dGammat, dBetat, dyt, nil, xhatt, invStdt, gammat, s)
-}
-
-// BatchNormReLUBackward is BatchNormBackward of dy masked by y > 0, in the
-// same passes.
-func (b *Backend[T]) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
-	b.bnBackward("BatchNormReLUBackward", dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat, s)
-}
-
-// bnBackward runs a batch-norm backward pass, with dy masked by y > 0
-// when yt is not nil.
-func (b *Backend[T]) bnBackward(op string, dxt, dGammat, dBetat, dyt, yt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormBackward"
 	cnt := s.Count()
-	var mask []T
-	if yt != nil {
-		if mask = b.get(op, "y", yt, cnt); mask == nil {
-			return
-		}
-	}
 	dx, dy, xhat := b.get(op, "dx", dxt, cnt), b.get(op, "dy", dyt, cnt), b.get(op, "xhat", xhatt, cnt)
 	dGamma, dBeta := b.get(op, "dGamma", dGammat, s.C), b.get(op, "dBeta", dBetat, s.C)
 	invStd, gamma := b.get(op, "invStd", invStdt, s.C), b.get(op, "gamma", gammat, s.C)
 	if dx == nil || dy == nil || xhat == nil || dGamma == nil || dBeta == nil || invStd == nil || gamma == nil {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, xhat: xhat, inv: invStd, gamma: gamma, s: s, mask: mask}}, s.C)
+	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, xhat: xhat, inv: invStd, gamma: gamma, s: s}}, s.C)
+}
+
+// BatchNormReLUBackward is ReLUBackward then BatchNormBackward after
+// BatchNormReLUTrain, recomputing xhat and the ReLU's mask from x.
+func (b *Backend[T]) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, invStdt, gammat, betat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormReLUBackward"
+	cnt := s.Count()
+	dx, dy, x := b.get(op, "dx", dxt, cnt), b.get(op, "dy", dyt, cnt), b.get(op, "x", xt, cnt)
+	dGamma, dBeta := b.get(op, "dGamma", dGammat, s.C), b.get(op, "dBeta", dBetat, s.C)
+	mean, invStd := b.get(op, "mean", meant, s.C), b.get(op, "invStd", invStdt, s.C)
+	gamma, beta := b.get(op, "gamma", gammat, s.C), b.get(op, "beta", betat, s.C)
+	if dx == nil || dy == nil || x == nil || dGamma == nil || dBeta == nil || mean == nil || invStd == nil || gamma == nil || beta == nil {
+		return
+	}
+	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, mean: mean, inv: invStd,
+		gamma: gamma, beta: beta, s: s, relu: true, input: x}}, s.C)
 }
 
 // bnBackwardPart computes the gradients of channels [lo, hi); y holds dx
-// and x holds dy.
+// and x holds dy. After BatchNormReLUTrain (t.relu) it recomputes xhat
+// from t.input and takes dy only where gamma·xhat + beta > 0.
 func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 	if bnVector(v, t.s.Spatial, t.x) {
 		bnBackwardVector(any(t).(bnTask[float32]), lo, hi, v)
@@ -510,20 +519,23 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 	}
 	s, dx, dy, xhat, dGamma, dBeta, invStd, gamma := t.s, t.y, t.x, t.xhat, t.dGamma, t.dBeta, t.inv, t.gamma
 	m := float64(s.N * s.Spatial)
-	mask := t.mask
-	g := func(i int) T { // dy, masked by the fused ReLU's output
-		if mask != nil && !(mask[i] > 0) {
-			return 0
-		}
-		return dy[i]
-	}
 	for c := lo; c < hi; c++ {
+		// at returns xhat and dy at i, as the unfused ops see them.
+		at := func(i int) (T, T) { return xhat[i], dy[i] }
+		if t.relu {
+			mu, inv, g, bt := t.mean[c], invStd[c], gamma[c], t.beta[c]
+			at = func(i int) (T, T) {
+				h := (t.input[i] - mu) * inv
+				return h, masked(dy[i], g*h+bt)
+			}
+		}
 		var sumDy, sumDyXhat float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
-				sumDy += float64(g(i))
-				sumDyXhat += float64(g(i)) * float64(xhat[i])
+				h, d := at(i)
+				sumDy += float64(d)
+				sumDyXhat += float64(d) * float64(h)
 			}
 		}
 		dBeta[c] = T(sumDy)
@@ -534,7 +546,8 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
-				dx[i] = k * (T(m)*g(i) - sDy - xhat[i]*sDyXhat)
+				h, d := at(i)
+				dx[i] = k * (T(m)*d - sDy - h*sDyXhat)
 			}
 		}
 	}

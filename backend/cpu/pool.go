@@ -40,10 +40,12 @@ type bnTask[T Float] struct {
 	y, xhat, mean, inv, runMean, runVar, x, gamma, beta, dGamma, dBeta []T
 	s                                                                  backend.BNShape
 	momentum, eps                                                      float32
-	// relu applies ReLU to y in training (BatchNormReLUTrain); a mask
-	// (the fused output) masks dy in backward (BatchNormReLUBackward).
-	relu bool
-	mask []T
+	// relu fuses a following ReLU: in training (BatchNormReLUTrain) y
+	// gets ReLU and no xhat is kept; in backward (BatchNormReLUBackward)
+	// xhat and the ReLU's mask are recomputed from input, mean, inv, gamma
+	// and beta.
+	relu  bool
+	input []T
 }
 
 // elementBlock is the number of elements in one unit of an elementwise

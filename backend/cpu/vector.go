@@ -20,12 +20,13 @@ type vectorOps struct {
 	// bnDx sets dx = k·((m·dy − sumDy) − xhat·sumDyXhat).
 	bnDx func(dx, dy, xhat []float32, m, sumDy, sumDyXhat, k float32)
 
-	// The fused versions (backend.Fused): normalizeReLU also applies ReLU
-	// to y; dySumsMasked and bnDxMasked take dy·[mask > 0]; addReLU sets
-	// y = max(a + b, 0).
-	normalizeReLU func(y, xhat, x []float32, mu, inv, gamma, beta float32)
-	dySumsMasked  func(dy, xhat, mask []float32) (sumDy, sumDyXhat float64)
-	bnDxMasked    func(dx, dy, xhat, mask []float32, m, sumDy, sumDyXhat, k float32)
+	// The fused versions (backend.Fused), which keep no xhat:
+	// normalizeReLU sets y = relu(gamma·xhat + beta); dySumsReLU and
+	// bnDxReLU recompute xhat = (x − mu)·inv and take dy where
+	// gamma·xhat + beta > 0; addReLU sets y = max(a + b, 0).
+	normalizeReLU func(y, x []float32, mu, inv, gamma, beta float32)
+	dySumsReLU    func(dy, x []float32, mu, inv, gamma, beta float32) (sumDy, sumDyXhat float64)
+	bnDxReLU      func(dx, dy, x []float32, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32)
 	addReLU       func(y, a, b []float32)
 }
 
@@ -78,7 +79,7 @@ func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			if t.relu {
-				v.normalizeReLU(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
+				v.normalizeReLU(y[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
 				continue
 			}
 			v.normalize(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
@@ -100,8 +101,8 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			var a, b float64
-			if t.mask != nil {
-				a, b = v.dySumsMasked(dy[base:base+s.Spatial], xhat[base:base+s.Spatial], t.mask[base:base+s.Spatial])
+			if t.relu {
+				a, b = v.dySumsReLU(dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c])
 			} else {
 				a, b = v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
 			}
@@ -112,8 +113,8 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		k := t.gamma[c] * t.inv[c] / float32(m)
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
-			if t.mask != nil {
-				v.bnDxMasked(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], t.mask[base:base+s.Spatial], float32(m), float32(sumDy), float32(sumDyXhat), k)
+			if t.relu {
+				v.bnDxReLU(dx[base:base+s.Spatial], dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c], float32(m), float32(sumDy), float32(sumDyXhat), k)
 				continue
 			}
 			v.bnDx(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], float32(m), float32(sumDy), float32(sumDyXhat), k)

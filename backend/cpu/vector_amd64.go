@@ -29,13 +29,13 @@ func bnNormalizeAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
 func bnDxAVX2(dx, dy, xhat *float32, n8 int, m, sumDy, sumDyXhat, k float32)
 
 //go:noescape
-func bnNormalizeReLUAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
+func bnNormalizeReLUAVX2(y, x *float32, n8 int, mu, inv, gamma, beta float32)
 
 //go:noescape
-func dySumsMaskedF64AVX2(dy, xhat, mask *float32, n8 int) (sumDy, sumDyXhat float64)
+func dySumsReLUF64AVX2(dy, x *float32, n8 int, mu, inv, gamma, beta float32) (sumDy, sumDyXhat float64)
 
 //go:noescape
-func bnDxMaskedAVX2(dx, dy, xhat, mask *float32, n8 int, m, sumDy, sumDyXhat, k float32)
+func bnDxReLUAVX2(dx, dy, x *float32, n8 int, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32)
 
 //go:noescape
 func addReLUAVX2(y, a, b *float32, n8 int)
@@ -120,40 +120,40 @@ func simdVectorOps() vectorOps {
 				y[i] = gamma*h + beta
 			}
 		},
-		normalizeReLU: func(y, xhat, x []float32, mu, inv, gamma, beta float32) {
-			y, xhat = y[:len(x)], xhat[:len(x)]
+		normalizeReLU: func(y, x []float32, mu, inv, gamma, beta float32) {
+			y = y[:len(x)]
 			n := len(x) / 8 * 8
 			if n > 0 {
-				bnNormalizeReLUAVX2(&y[0], &xhat[0], &x[0], n/8, mu, inv, gamma, beta)
+				bnNormalizeReLUAVX2(&y[0], &x[0], n/8, mu, inv, gamma, beta)
 			}
 			for i := n; i < len(x); i++ {
-				h := (x[i] - mu) * inv
-				xhat[i] = h
-				y[i] = relu(gamma*h + beta)
+				y[i] = relu(gamma*((x[i]-mu)*inv) + beta)
 			}
 		},
-		dySumsMasked: func(dy, xhat, mask []float32) (float64, float64) {
-			xhat, mask = xhat[:len(dy)], mask[:len(dy)]
+		dySumsReLU: func(dy, x []float32, mu, inv, gamma, beta float32) (float64, float64) {
+			x = x[:len(dy)]
 			n := len(dy) / 8 * 8
 			var s, sx float64
 			if n > 0 {
-				s, sx = dySumsMaskedF64AVX2(&dy[0], &xhat[0], &mask[0], n/8)
+				s, sx = dySumsReLUF64AVX2(&dy[0], &x[0], n/8, mu, inv, gamma, beta)
 			}
 			for i := n; i < len(dy); i++ {
-				v := masked(dy[i], mask[i])
+				h := (x[i] - mu) * inv
+				v := masked(dy[i], gamma*h+beta)
 				s += float64(v)
-				sx += float64(v) * float64(xhat[i])
+				sx += float64(v) * float64(h)
 			}
 			return s, sx
 		},
-		bnDxMasked: func(dx, dy, xhat, mask []float32, m, sumDy, sumDyXhat, k float32) {
-			dx, xhat, mask = dx[:len(dy)], xhat[:len(dy)], mask[:len(dy)]
+		bnDxReLU: func(dx, dy, x []float32, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32) {
+			dx, x = dx[:len(dy)], x[:len(dy)]
 			n := len(dy) / 8 * 8
 			if n > 0 {
-				bnDxMaskedAVX2(&dx[0], &dy[0], &xhat[0], &mask[0], n/8, m, sumDy, sumDyXhat, k)
+				bnDxReLUAVX2(&dx[0], &dy[0], &x[0], n/8, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k)
 			}
 			for i := n; i < len(dy); i++ {
-				dx[i] = k * (m*masked(dy[i], mask[i]) - sumDy - xhat[i]*sumDyXhat)
+				h := (x[i] - mu) * inv
+				dx[i] = k * (m*masked(dy[i], gamma*h+beta) - sumDy - h*sumDyXhat)
 			}
 		},
 		addReLU: func(y, a, b []float32) {

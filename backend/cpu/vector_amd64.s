@@ -256,110 +256,114 @@ dxloop:
 	VZEROUPPER
 	RET
 
-// func bnNormalizeReLUAVX2(y, xhat, x *float32, n8 int, mu, inv, gamma, beta float32)
-// xhat = (x − mu)·inv, y = max(gamma·xhat + beta, 0) (NaN gives 0).
-TEXT ·bnNormalizeReLUAVX2(SB), NOSPLIT, $0-48
+// The fused batch norm + ReLU keeps no xhat: its backward recomputes
+// xhat = (x − mu)·inv and the ReLU mask gamma·xhat + beta > 0 with the
+// same instructions as the forward pass, so both are the same bits.
+// BNRELU leaves xhat in Y0 and gamma·xhat + beta in Y1 for the 8 values of
+// x at SI, with mu, inv, gamma, beta broadcast in Y12–Y15.
+#define BNRELU VMOVUPS (SI), Y0; VSUBPS Y12, Y0, Y0; VMULPS Y13, Y0, Y0; VMOVAPS Y15, Y1; VFMADD231PS Y14, Y0, Y1
+
+// func bnNormalizeReLUAVX2(y, x *float32, n8 int, mu, inv, gamma, beta float32)
+// y = max(gamma·(x − mu)·inv + beta, 0) (NaN gives 0).
+TEXT ·bnNormalizeReLUAVX2(SB), NOSPLIT, $0-40
 	MOVQ         y+0(FP), DI
-	MOVQ         xhat+8(FP), R8
+	MOVQ         x+8(FP), SI
+	MOVQ         n8+16(FP), CX
+	VBROADCASTSS mu+24(FP), Y12
+	VBROADCASTSS inv+28(FP), Y13
+	VBROADCASTSS gamma+32(FP), Y14
+	VBROADCASTSS beta+36(FP), Y15
+	VXORPS       Y11, Y11, Y11
+
+normrloop:
+	BNRELU
+	VMAXPS  Y11, Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     normrloop
+	VZEROUPPER
+	RET
+
+// func dySumsReLUF64AVX2(dy, x *float32, n8 int, mu, inv, gamma, beta float32) (sumDy, sumDyXhat float64)
+// dySumsF64AVX2 of dy·[gamma·xhat + beta > 0] and the recomputed xhat.
+TEXT ·dySumsReLUF64AVX2(SB), NOSPLIT, $0-56
+	MOVQ         dy+0(FP), DX
+	MOVQ         x+8(FP), SI
+	MOVQ         n8+16(FP), CX
+	VBROADCASTSS mu+24(FP), Y12
+	VBROADCASTSS inv+28(FP), Y13
+	VBROADCASTSS gamma+32(FP), Y14
+	VBROADCASTSS beta+36(FP), Y15
+	VXORPS       Y11, Y11, Y11
+	VXORPD       Y2, Y2, Y2
+	VXORPD       Y3, Y3, Y3
+	VXORPD       Y8, Y8, Y8
+	VXORPD       Y9, Y9, Y9
+
+dsrloop:
+	BNRELU
+	VCMPPS       $0x1e, Y11, Y1, Y1 // gamma·xhat + beta > 0
+	VANDPS       (DX), Y1, Y1       // dy there, else 0
+	VCVTPS2PD    X1, Y4
+	VEXTRACTF128 $1, Y1, X1
+	VCVTPS2PD    X1, Y5
+	VCVTPS2PD    X0, Y6
+	VEXTRACTF128 $1, Y0, X0
+	VCVTPS2PD    X0, Y7
+	VADDPD       Y4, Y2, Y2
+	VADDPD       Y5, Y3, Y3
+	VFMADD231PD  Y6, Y4, Y8
+	VFMADD231PD  Y7, Y5, Y9
+	ADDQ         $32, SI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          dsrloop
+	VADDPD       Y3, Y2, Y2
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD       X3, X2, X2
+	VHADDPD      X2, X2, X2
+	VMOVSD       X2, sumDy+40(FP)
+	VADDPD       Y9, Y8, Y8
+	VEXTRACTF128 $1, Y8, X9
+	VADDPD       X9, X8, X8
+	VHADDPD      X8, X8, X8
+	VMOVSD       X8, sumDyXhat+48(FP)
+	VZEROUPPER
+	RET
+
+// func bnDxReLUAVX2(dx, dy, x *float32, n8 int, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32)
+// bnDxAVX2 of dy·[gamma·xhat + beta > 0] and the recomputed xhat.
+TEXT ·bnDxReLUAVX2(SB), NOSPLIT, $0-64
+	MOVQ         dx+0(FP), DI
+	MOVQ         dy+8(FP), DX
 	MOVQ         x+16(FP), SI
 	MOVQ         n8+24(FP), CX
 	VBROADCASTSS mu+32(FP), Y12
 	VBROADCASTSS inv+36(FP), Y13
 	VBROADCASTSS gamma+40(FP), Y14
 	VBROADCASTSS beta+44(FP), Y15
+	VBROADCASTSS m+48(FP), Y7
+	VBROADCASTSS sumDy+52(FP), Y8
+	VBROADCASTSS sumDyXhat+56(FP), Y9
+	VBROADCASTSS k+60(FP), Y10
 	VXORPS       Y11, Y11, Y11
 
-normrloop:
-	VMOVUPS     (SI), Y0
-	VSUBPS      Y12, Y0, Y0
-	VMULPS      Y13, Y0, Y0
-	VMOVUPS     Y0, (R8)
-	VMOVAPS     Y15, Y1
-	VFMADD231PS Y14, Y0, Y1
-	VMAXPS      Y11, Y1, Y1
-	VMOVUPS     Y1, (DI)
-	ADDQ        $32, SI
-	ADDQ        $32, DI
-	ADDQ        $32, R8
-	DECQ        CX
-	JNZ         normrloop
-	VZEROUPPER
-	RET
-
-// func dySumsMaskedF64AVX2(dy, xhat, mask *float32, n8 int) (sumDy, sumDyXhat float64)
-// dySumsF64AVX2 of dy·[mask > 0].
-TEXT ·dySumsMaskedF64AVX2(SB), NOSPLIT, $0-48
-	MOVQ   dy+0(FP), SI
-	MOVQ   xhat+8(FP), DX
-	MOVQ   mask+16(FP), DI
-	MOVQ   n8+24(FP), CX
-	VXORPD Y0, Y0, Y0
-	VXORPD Y1, Y1, Y1
-	VXORPD Y8, Y8, Y8
-	VXORPD Y9, Y9, Y9
-	VXORPS Y15, Y15, Y15
-
-dsmloop:
-	VMOVUPS     (DI), Y10
-	VCMPPS      $0x1e, Y15, Y10, Y10 // mask > 0
-	VANDPS      (SI), Y10, Y10       // dy where mask > 0, else 0
-	VCVTPS2PD   X10, Y4
-	VEXTRACTF128 $1, Y10, X10
-	VCVTPS2PD   X10, Y5
-	VCVTPS2PD   (DX), Y6
-	VCVTPS2PD   16(DX), Y7
-	VADDPD      Y4, Y0, Y0
-	VADDPD      Y5, Y1, Y1
-	VFMADD231PD Y6, Y4, Y8
-	VFMADD231PD Y7, Y5, Y9
-	ADDQ        $32, SI
-	ADDQ        $32, DX
-	ADDQ        $32, DI
-	DECQ        CX
-	JNZ         dsmloop
-	VADDPD      Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD      X1, X0, X0
-	VHADDPD     X0, X0, X0
-	VMOVSD      X0, sumDy+32(FP)
-	VADDPD      Y9, Y8, Y8
-	VEXTRACTF128 $1, Y8, X9
-	VADDPD      X9, X8, X8
-	VHADDPD     X8, X8, X8
-	VMOVSD      X8, sumDyXhat+40(FP)
-	VZEROUPPER
-	RET
-
-// func bnDxMaskedAVX2(dx, dy, xhat, mask *float32, n8 int, m, sumDy, sumDyXhat, k float32)
-// bnDxAVX2 of dy·[mask > 0].
-TEXT ·bnDxMaskedAVX2(SB), NOSPLIT, $0-56
-	MOVQ         dx+0(FP), DI
-	MOVQ         dy+8(FP), SI
-	MOVQ         xhat+16(FP), DX
-	MOVQ         mask+24(FP), R8
-	MOVQ         n8+32(FP), CX
-	VBROADCASTSS m+40(FP), Y12
-	VBROADCASTSS sumDy+44(FP), Y13
-	VBROADCASTSS sumDyXhat+48(FP), Y14
-	VBROADCASTSS k+52(FP), Y15
-	VXORPS       Y11, Y11, Y11
-
-dxmloop:
-	VMOVUPS      (R8), Y2
-	VCMPPS       $0x1e, Y11, Y2, Y2
-	VANDPS       (SI), Y2, Y2
-	VMULPS       Y2, Y12, Y0
-	VSUBPS       Y13, Y0, Y0
-	VMOVUPS      (DX), Y1
-	VFNMADD231PS Y14, Y1, Y0
-	VMULPS       Y15, Y0, Y0
-	VMOVUPS      Y0, (DI)
+dxrloop:
+	BNRELU
+	VCMPPS       $0x1e, Y11, Y1, Y1
+	VANDPS       (DX), Y1, Y1
+	VMULPS       Y1, Y7, Y2
+	VSUBPS       Y8, Y2, Y2
+	VFNMADD231PS Y9, Y0, Y2
+	VMULPS       Y10, Y2, Y2
+	VMOVUPS      Y2, (DI)
 	ADDQ         $32, SI
 	ADDQ         $32, DI
 	ADDQ         $32, DX
-	ADDQ         $32, R8
 	DECQ         CX
-	JNZ          dxmloop
+	JNZ          dxrloop
 	VZEROUPPER
 	RET
 
