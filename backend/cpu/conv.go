@@ -350,6 +350,120 @@ func (b *Backend[T]) stridedConv(ws *workerScratch[T], a matrix, s backend.ConvS
 	b.implicitTiles(ws, a, s.OC, xp, offs, wph, s.OutH(), s.OutW(), y)
 }
 
+// Strided input gradients split dx into phases the same way: dx at
+// padded position (st·I + a, st·J + b) takes only the taps (kh, kw) =
+// (a + st·t, b + st·u), from dy at (I − t, J − u). For each phase that is
+// a stride-1 correlation of dy, padded, with those taps flipped: one
+// implicitTiles call per phase, whose result is scattered into dx.
+
+// maxPhaseStride bounds the strides whose input gradients run on phases
+// (st·st packed weight sets per convolution).
+const maxPhaseStride = 4
+
+// phaseTaps is the number of taps of a k-wide kernel in phase a of stride
+// st.
+func phaseTaps(k, st, a int) int { return max(0, (k-a+st-1)/st) }
+
+// packPhases packs, for each phase (a, b) with taps, the weights W_ab[c]
+// [(o, d, e)] = w[o][c][a + st·(ta−1−d)][b + st·(tb−1−e)] (C × OC·ta·tb)
+// into b.phases, all in b.packedW.
+func (b *Backend[T]) packPhases(w []float32, s backend.ConvShape) {
+	k, st := s.KH, s.Stride
+	b.phases = b.phases[:0]
+	var sizes [maxPhaseStride * maxPhaseStride]int
+	total := 0
+	for a := 0; a < st; a++ {
+		for bb := 0; bb < st; bb++ {
+			kk := s.OC * phaseTaps(k, st, a) * phaseTaps(k, st, bb)
+			sizes[a*st+bb] = roundUp(s.C, b.implicit.rows) * kk
+			total += sizes[a*st+bb]
+		}
+	}
+	b.packedW = grow(b.packedW, total)
+	b.flippedW = grow(b.flippedW, s.C*s.OC*k*k)
+	off := 0
+	for a := 0; a < st; a++ {
+		for bb := 0; bb < st; bb++ {
+			ta, tb := phaseTaps(k, st, a), phaseTaps(k, st, bb)
+			kk := s.OC * ta * tb
+			if kk == 0 {
+				b.phases = append(b.phases, matrix{})
+				continue
+			}
+			wp := b.flippedW[:s.C*kk]
+			for c := 0; c < s.C; c++ {
+				row := wp[c*kk:]
+				for o := 0; o < s.OC; o++ {
+					for d := 0; d < ta; d++ {
+						for e := 0; e < tb; e++ {
+							row[(o*ta+d)*tb+e] = w[((o*s.C+c)*k+a+st*(ta-1-d))*k+bb+st*(tb-1-e)]
+						}
+					}
+				}
+			}
+			m := prepackA(b.packedW[off:off:off+sizes[a*st+bb]], matrix{data: wp, ld: kk}, s.C, kk, 1, b.implicit.rows)
+			b.phases = append(b.phases, m)
+			off += sizes[a*st+bb]
+		}
+	}
+}
+
+// phasedBackwardData sets one sample dx (C×H×W) of a strided convolution's
+// input gradient from dy (OC×OH×OW) and the weights in b.phases.
+func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShape, dy, dx []float32) {
+	k, st, pad := s.KH, s.Stride, s.Pad
+	oh, ow := s.OutH(), s.OutW()
+	p := phaseTaps(k, st, 0) - 1 // dy's padding: the most taps of a phase, less one
+	wpd := ow + p                // rows share their padding (padChannels)
+	plane := (oh + 2*p) * wpd
+	need := s.OC*plane + 2*wpd + 2*nr
+	if cap(ws.pad) < need {
+		ws.pad = make([]float32, need)
+	}
+	dyp := ws.pad[:need]
+	padChannels(dyp, dy, s.OC, oh, ow, p)
+	clear(dx)
+	for a := 0; a < st; a++ {
+		for bb := 0; bb < st; bb++ {
+			ta, tb := phaseTaps(k, st, a), phaseTaps(k, st, bb)
+			if ta == 0 || tb == 0 || a-pad > s.H-1 || bb-pad > s.W-1 {
+				continue // no taps reach these positions: dx stays 0
+			}
+			// Positions (I, J) of the phase up to the last row and column
+			// of dx; those before its first are computed and dropped.
+			nI, nJ := (s.H-1+pad-a)/st+1, (s.W-1+pad-bb)/st+1
+			if cap(ws.offs) < s.OC*ta*tb {
+				ws.offs = make([]int64, s.OC*ta*tb)
+			}
+			offs := ws.offs[:s.OC*ta*tb]
+			for o := 0; o < s.OC; o++ {
+				for d := 0; d < ta; d++ {
+					for e := 0; e < tb; e++ {
+						offs[(o*ta+d)*tb+e] = int64(o*plane + (d+p-ta+1)*wpd + e + p - tb + 1)
+					}
+				}
+			}
+			yph := ws.columnsF32(s.C * nI * nJ)
+			b.implicitTiles(ws, b.phases[a*st+bb], s.C, dyp, offs, wpd, nI, nJ, yph)
+			for c := 0; c < s.C; c++ {
+				for i := 0; i < nI; i++ {
+					ih := st*i + a - pad
+					if ih < 0 {
+						continue
+					}
+					src := yph[(c*nI+i)*nJ:][:nJ]
+					dst := dx[(c*s.H+ih)*s.W:][:s.W]
+					for j, v := range src {
+						if iw := st*j + bb - pad; iw >= 0 {
+							dst[iw] = v
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // Conv2DForward computes y = conv(x, w), y[n] = W·cols(x[n]); samples
 // are shared between the workers.
 func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
@@ -410,7 +524,10 @@ func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.C
 		return
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
-	if w, ok := any(v[2]).([]float32); ok {
+	if w, ok := any(v[2]).([]float32); ok && stridedOK(s) && s.Stride <= maxPhaseStride {
+		b.packPhases(w, s)
+		t.phased = true
+	} else if ok {
 		if implicitOK(s) {
 			// dx is the stride-1 convolution of dy, padded by k−1−pad, with
 			// W′[c][o][i][j] = W[o][c][k−1−i][k−1−j].
@@ -442,6 +559,10 @@ func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], l
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
 		dx, dy := t.out[n*in:(n+1)*in], t.in[n*out:(n+1)*out]
+		if t.phased {
+			b.phasedBackwardData(ws, s, any(dy).([]float32), any(dx).([]float32))
+			continue
+		}
 		if t.packedW.packed != nil && implicitOK(s) {
 			b.implicitConv(ws, t.packedW, s.C, any(dy).([]float32), s.OC, s.OutH(), s.OutW(), s.KH, s.KH-1-s.Pad, any(dx).([]float32))
 			continue

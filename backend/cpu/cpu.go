@@ -42,8 +42,10 @@ type Backend[T Float] struct {
 	kernel     func(k int, a, b, c []float32, ldc int, add bool)
 	kernelName string
 	// packedW holds a convolution's prepacked weights during the op,
-	// flippedW its flipped, transposed weights (backward data).
+	// flippedW its flipped, transposed weights (backward data); phases
+	// are the per-phase packed weights of a strided input gradient.
 	packedW, flippedW []float32
+	phases            []matrix
 	// implicit is the micro-kernel of stride-1 convolutions, dot their
 	// filter-gradient kernel, convName says which.
 	implicit implicitKernel

@@ -88,6 +88,9 @@ type convTask[T Float] struct {
 	// packedW is the float32 weights (or their transpose) prepacked for
 	// every sample's GEMM.
 	packedW matrix
+	// phased says a strided input gradient runs on phases, with the
+	// weights in the backend's phases.
+	phased bool
 }
 
 // workerScratch is one worker's memory: GEMM packing buffers and im2col
