@@ -39,7 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
 	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores) or bf16 (bf16 GEMM and convolution inputs, fp32 accumulation); passed to the anchor as --precisions")
-	steps := fs.Int("steps", 20, "timed steps per model and mode")
+	steps := fs.Int("steps", 0, "timed steps per model and mode (default: 200 for the MLPs, whose steps take milliseconds, 20 for the others)")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
@@ -68,6 +68,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *rounds < 1 {
 		return fmt.Errorf("bench: --rounds %d: use 1 or more", *rounds)
 	}
+	stepsFor := func(m trainer.BenchModel) int {
+		switch {
+		case *steps > 0:
+			return *steps
+		case m.Arch == "mlp":
+			return 200
+		}
+		return 20
+	}
 	// Figures per model/mode over the rounds, iterbin's and PyTorch's.
 	ours := map[string][]trainer.BenchResult{}
 	theirs := map[string][]anchorResult{}
@@ -78,7 +87,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, *steps)
+				r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, stepsFor(m))
 				if err != nil {
 					return err
 				}
@@ -89,15 +98,27 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *anchor == "" {
 			continue
 		}
-		rs, note, err := runAnchor(ctx, *python, *anchor, *device, *precision, models, modes, *steps, *warmup, stderr)
-		if err != nil {
-			torchNote = "PyTorch: not measured: " + err.Error()
-			*anchor = ""
-			continue
+		// One anchor run per step count, so PyTorch times as many steps.
+		bySteps := map[int][]trainer.BenchModel{}
+		var counts []int
+		for _, m := range models {
+			n := stepsFor(m)
+			if bySteps[n] == nil {
+				counts = append(counts, n)
+			}
+			bySteps[n] = append(bySteps[n], m)
 		}
-		torchNote = note
-		for _, r := range rs {
-			theirs[r.Model+"/"+r.Mode] = append(theirs[r.Model+"/"+r.Mode], r)
+		for _, n := range counts {
+			rs, note, err := runAnchor(ctx, *python, *anchor, *device, *precision, bySteps[n], modes, n, *warmup, stderr)
+			if err != nil {
+				torchNote = "PyTorch: not measured: " + err.Error()
+				*anchor = ""
+				break
+			}
+			torchNote = note
+			for _, r := range rs {
+				theirs[r.Model+"/"+r.Mode] = append(theirs[r.Model+"/"+r.Mode], r)
+			}
 		}
 	}
 	var results []trainer.BenchResult
