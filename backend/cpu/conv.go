@@ -413,8 +413,12 @@ func (b *Backend[T]) packPhases(w []float32, s backend.ConvShape) {
 func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShape, dy, dx []float32) {
 	k, st, pad := s.KH, s.Stride, s.Pad
 	oh, ow := s.OutH(), s.OutW()
-	p := phaseTaps(k, st, 0) - 1 // dy's padding: the most taps of a phase, less one
-	wpd := ow + p                // rows share their padding (padChannels)
+	// dy's padding: before the first row and column, the most taps of a
+	// phase less one; after the last, as far as the last phase position
+	// reads past dy (input positions no output reaches read zeros there).
+	p := phaseTaps(k, st, 0) - 1
+	p = max(p, (s.H-1+pad)/st-(oh-1), (s.W-1+pad)/st-(ow-1))
+	wpd := ow + p // rows share their padding (padChannels)
 	plane := (oh + 2*p) * wpd
 	need := s.OC*plane + 2*wpd + 2*nr
 	if cap(ws.pad) < need {

@@ -335,3 +335,50 @@ func benchmarkConv(b *testing.B, be *Backend[float32]) {
 		}
 	}
 }
+
+// Random strided and stride-1 shapes through every float32 convolution
+// path, against the float64 backend: the phase splits and the implicit
+// tiles must hold for shapes no table above lists.
+func TestConvRandomShapesMatchFloat64(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	ref := NewFloat64()
+	defer ref.Close()
+	be := New()
+	defer be.Close()
+	for trial := 0; trial < 300; trial++ {
+		k := 1 + rng.IntN(5)
+		s := backend.ConvShape{N: 1 + rng.IntN(3), C: 1 + rng.IntN(20), H: k + rng.IntN(12), W: k + rng.IntN(12),
+			OC: 1 + rng.IntN(20), KH: k, KW: k, Stride: 1 + rng.IntN(3), Pad: rng.IntN(k)}
+		if rng.IntN(3) == 0 {
+			s.C, s.OC = 16*(1+rng.IntN(2)), 8*(1+rng.IntN(3)) // the channels-last filter gradient
+		}
+		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
+		run64 := func(op func(o, p, q backend.Tensor), n int, p, q []float32) []float64 {
+			o := ref.Alloc(n)
+			op(o, up64(ref, p), up64(ref, q))
+			v := make([]float64, n)
+			ref.Download64(v, o)
+			return v
+		}
+		want := [][]float64{
+			run64(func(o, p, q backend.Tensor) { ref.Conv2DForward(o, p, q, s) }, out, x, w),
+			run64(func(o, p, q backend.Tensor) { ref.Conv2DBackwardData(o, p, q, s) }, in, dy, w),
+			run64(func(o, p, q backend.Tensor) { ref.Conv2DBackwardFilter(o, p, q, s) }, wn, dy, x),
+		}
+		y, dx, dw := be.Alloc(out), be.Alloc(in), be.Alloc(wn)
+		be.Conv2DForward(y, upload(be, x), upload(be, w), s)
+		be.Conv2DBackwardData(dx, upload(be, dy), upload(be, w), s)
+		be.Conv2DBackwardFilter(dw, upload(be, dy), upload(be, x), s)
+		if err := be.Err(); err != nil {
+			t.Fatalf("%+v: %v", s, err)
+		}
+		for op, got := range [][]float32{download(be, y), download(be, dx), download(be, dw)} {
+			for i, v := range got[:len(want[op])] {
+				if math.Abs(float64(v)-want[op][i]) > 1e-4*(1+math.Abs(want[op][i])) {
+					t.Fatalf("%+v op %d: [%d] = %v, float64 gives %v", s, op, i, v, want[op][i])
+				}
+			}
+		}
+	}
+}
