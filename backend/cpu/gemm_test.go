@@ -338,14 +338,17 @@ func benchmarkConv(b *testing.B, be *Backend[float32]) {
 
 // Random strided and stride-1 shapes through every float32 convolution
 // path, against the float64 backend: the phase splits and the implicit
-// tiles must hold for shapes no table above lists.
+// tiles must hold for shapes no table above lists, with each kernel set.
 func TestConvRandomShapesMatchFloat64(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	ref := NewFloat64()
 	defer ref.Close()
-	be := New()
-	defer be.Close()
+	sets := []*Backend[float32]{newBackend[float32](2, true, true), newBackend[float32](2, true, false), newBackend[float32](2, false, false)}
+	for _, be := range sets {
+		defer be.Close()
+	}
 	for trial := 0; trial < 300; trial++ {
+		be := sets[trial%len(sets)]
 		k := 1 + rng.IntN(5)
 		s := backend.ConvShape{N: 1 + rng.IntN(3), C: 1 + rng.IntN(20), H: k + rng.IntN(12), W: k + rng.IntN(12),
 			OC: 1 + rng.IntN(20), KH: k, KW: k, Stride: 1 + rng.IntN(3), Pad: rng.IntN(k)}
