@@ -738,25 +738,35 @@ func (b *Backend[T]) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatia
 
 // Add sets y = a + b.
 func (b *Backend[T]) Add(yt, at, bt backend.Tensor, n int) {
-	y, a, c := b.get("Add", "y", yt, n), b.get("Add", "a", at, n), b.get("Add", "b", bt, n)
-	if y == nil || a == nil || c == nil {
-		return
-	}
-	b.pool.run(b, task[T]{kind: taskAdd, ew: elementTask[T]{a: y, b: a, c: c}}, blocks(n))
+	b.ternary("Add", taskAdd, [3]string{"y", "a", "b"}, [3]backend.Tensor{yt, at, bt}, n)
 }
 
 // AddReLU sets y = max(a + b, 0) in one pass.
 func (b *Backend[T]) AddReLU(yt, at, bt backend.Tensor, n int) {
-	y, a, c := b.get("AddReLU", "y", yt, n), b.get("AddReLU", "a", at, n), b.get("AddReLU", "b", bt, n)
-	if y == nil || a == nil || c == nil {
-		return
+	b.ternary("AddReLU", taskAddReLU, [3]string{"y", "a", "b"}, [3]backend.Tensor{yt, at, bt}, n)
+}
+
+// ternary runs an elementwise op of three n-element tensors (output
+// first) in blocks shared between the workers.
+func (b *Backend[T]) ternary(op string, kind taskKind, names [3]string, ts [3]backend.Tensor, n int) {
+	var v [3][]T
+	for i := range v {
+		if v[i] = b.get(op, names[i], ts[i], n); v[i] == nil {
+			return
+		}
 	}
-	b.pool.run(b, task[T]{kind: taskAddReLU, ew: elementTask[T]{a: y, b: a, c: c}}, blocks(n))
+	b.pool.run(b, task[T]{kind: kind, ew: elementTask[T]{a: v[0], b: v[1], c: v[2]}}, blocks(n))
 }
 
 func addPart[T Float](y, a, c []T) {
 	for i := range y {
 		y[i] = a[i] + c[i]
+	}
+}
+
+func addReLUPart[T Float](y, a, c []T) {
+	for i := range y {
+		y[i] = relu(a[i] + c[i])
 	}
 }
 

@@ -350,11 +350,7 @@ func reluPart[T Float](y, x []T) {
 
 // ReLUBackward sets dx = dy where y > 0.
 func (b *Backend[T]) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
-	dx, dy, y := b.get("ReLUBackward", "dx", dxt, n), b.get("ReLUBackward", "dy", dyt, n), b.get("ReLUBackward", "y", yt, n)
-	if dx == nil || dy == nil || y == nil {
-		return
-	}
-	b.pool.run(b, task[T]{kind: taskReLUBackward, ew: elementTask[T]{a: dx, b: dy, c: y}}, blocks(n))
+	b.ternary("ReLUBackward", taskReLUBackward, [3]string{"dx", "dy", "y"}, [3]backend.Tensor{dxt, dyt, yt}, n)
 }
 
 func reluBackwardPart[T Float](dx, dy, y []T) {

@@ -292,32 +292,15 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		}
 		reluPart(y, x)
 	case taskReLUBackward:
-		dx, dy, y := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
-		if dx32, ok := any(dx).([]float32); ok && b.vec.reluBackward != nil {
-			b.vec.reluBackward(dx32, any(dy).([]float32), any(y).([]float32))
-			return
-		}
-		reluBackwardPart(dx, dy, y)
+		ternaryPart(t, b.vec.reluBackward, reluBackwardPart[T])
 	case taskAdd:
-		y, p, q := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
-		if y32, ok := any(y).([]float32); ok && b.vec.add != nil {
-			b.vec.add(y32, any(p).([]float32), any(q).([]float32))
-			return
-		}
-		addPart(y, p, q)
+		ternaryPart(t, b.vec.add, addPart[T])
 	case taskShortcutForward:
 		shortcutForwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutBackward:
 		shortcutBackwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskAddReLU:
-		y, p, q := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
-		if y32, ok := any(y).([]float32); ok && b.vec.addReLU != nil {
-			b.vec.addReLU(y32, any(p).([]float32), any(q).([]float32))
-			return
-		}
-		for i := range y {
-			y[i] = relu(p[i] + q[i])
-		}
+		ternaryPart(t, b.vec.addReLU, addReLUPart[T])
 	case taskBNTrain:
 		bnTrainPart(t.bn, t.lo, t.hi, &b.vec)
 	case taskBNEval:
@@ -363,4 +346,16 @@ func (b *Backend[T]) gemmOne(s *workerScratch[T], transA, transB bool, m, n, k i
 	default:
 		b.gemm(transA, transB, m, n, k, alpha, any(a).([]T), bb, beta, c)
 	}
+}
+
+// ternaryPart runs units [lo, hi) of an elementwise op on the task's
+// slices a, b, c: the SIMD loop where there is one for float32, else the
+// generic one.
+func ternaryPart[T Float](t task[T], simd func(a, b, c []float32), generic func(a, b, c []T)) {
+	a, b, c := part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi), part(t.ew.c, t.lo, t.hi)
+	if a32, ok := any(a).([]float32); ok && simd != nil {
+		simd(a32, any(b).([]float32), any(c).([]float32))
+		return
+	}
+	generic(a, b, c)
 }
