@@ -254,20 +254,32 @@ func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
 		intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
 }
 
+// convPointers checks a convolution's shape and returns the device
+// pointers of its three tensors, each holding at least its size; ok is
+// false (with the error recorded) when any check fails.
+func (b *Backend) convPointers(op string, s backend.ConvShape, names [3]string, ts [3]backend.Tensor, sizes [3]int) (p [3]cu.DevicePtr, ok bool) {
+	if !convShapeOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return p, false
+	}
+	for i := range p {
+		if p[i] = b.dev(op, names[i], ts[i], sizes[i]); p[i] == 0 {
+			return p, false
+		}
+	}
+	return p, true
+}
+
 // Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go); otherwise
 // im2col for a chunk of samples, then one strided-batched GEMM
 // y[n] = W·cols[n] (at precision bf16 on bf16 copies, bf16.go).
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
-	const op = "Conv2DForward"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if !convShapeOK(s) {
-		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+	ptrs, ok := b.convPointers("Conv2DForward", s, [3]string{"y", "x", "w"}, [3]backend.Tensor{yt, xt, wt}, [3]int{s.N * out, s.N * in, s.OC * k})
+	if !ok || s.N == 0 {
 		return
 	}
-	y, x, w := b.dev(op, "y", yt, s.N*out), b.dev(op, "x", xt, s.N*in), b.dev(op, "w", wt, s.OC*k)
-	if y == 0 || x == 0 || w == 0 || s.N == 0 {
-		return
-	}
+	y, x, w := ptrs[0], ptrs[1], ptrs[2]
 	if b.useCudnn(s) && b.dnnConvolve(dnnForward, s, x, w, y) {
 		return
 	}
@@ -296,16 +308,12 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 // cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16
 // the GEMM's inputs are bf16 copies).
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
-	const op = "Conv2DBackwardData"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if !convShapeOK(s) {
-		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+	ptrs, ok := b.convPointers("Conv2DBackwardData", s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
+	if !ok || s.N == 0 {
 		return
 	}
-	dx, dy, w := b.dev(op, "dx", dxt, s.N*in), b.dev(op, "dy", dyt, s.N*out), b.dev(op, "w", wt, s.OC*k)
-	if dx == 0 || dy == 0 || w == 0 || s.N == 0 {
-		return
-	}
+	dx, dy, w := ptrs[0], ptrs[1], ptrs[2]
 	if b.useCudnn(s) && b.dnnConvolve(dnnBackwardData, s, w, dy, dx) {
 		return
 	}
@@ -334,16 +342,12 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 // dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
 // order (at precision bf16 on bf16 copies of dy and the columns).
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
-	const op = "Conv2DBackwardFilter"
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if !convShapeOK(s) {
-		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+	ptrs, ok := b.convPointers("Conv2DBackwardFilter", s, [3]string{"dw", "dy", "x"}, [3]backend.Tensor{dwt, dyt, xt}, [3]int{s.OC * k, s.N * out, s.N * in})
+	if !ok {
 		return
 	}
-	dw, dy, x := b.dev(op, "dw", dwt, s.OC*k), b.dev(op, "dy", dyt, s.N*out), b.dev(op, "x", xt, s.N*in)
-	if dw == 0 || dy == 0 || x == 0 {
-		return
-	}
+	dw, dy, x := ptrs[0], ptrs[1], ptrs[2]
 	if s.N == 0 {
 		b.Fill(dwt, 0, s.OC*k)
 		return
