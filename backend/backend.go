@@ -18,6 +18,9 @@
 //     once per step. This keeps asynchronous devices asynchronous.
 //   - Class labels travel as float32 tensors holding small integers, which
 //     float32 represents exactly.
+//
+// Optional interfaces add to Backend: Fused (op pairs in one pass, which
+// layers use when a backend has them) and Float64Host.
 package backend
 
 import "fmt"
