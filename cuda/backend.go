@@ -65,6 +65,10 @@ type Backend struct {
 	// precision bf16 (bf16.go), grown as needed; halvesSize is in bytes.
 	halves     cu.DevicePtr
 	halvesSize int
+	// bnPartials holds batch norm's per-block partial sums (double2,
+	// batchnorm.cu), grown as needed.
+	bnPartials     cu.DevicePtr
+	bnPartialsSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
@@ -322,7 +326,7 @@ func (b *Backend) release() {
 		if b.blas != nil {
 			b.blas.close()
 		}
-		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.badLabel} {
+		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.badLabel} {
 			if *p != 0 {
 				cu.MemFree(*p)
 			}
@@ -337,6 +341,7 @@ func (b *Backend) release() {
 	b.staging = staging{}
 	b.dnn, b.blas = nil, nil
 	b.workspace, b.workspaceSize, b.halves, b.halvesSize, b.badLabel = 0, 0, 0, 0, 0
+	b.bnPartials, b.bnPartialsSize = 0, 0
 	b.modules = nil
 	b.stream = cu.Stream{}
 	// Destroying the context also pops it from this thread's context
@@ -443,6 +448,17 @@ func floatArg(v float32) arg    { return uint64(math.Float32bits(v)) }
 
 // launch runs kernel name on a grid of blocks×threads with the arguments.
 func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) {
+	b.launchGrid(name, blocks, 1, threads, shared, args...)
+}
+
+// launch2 runs a kernel on a gx×gy grid of blocks.
+func (b *Backend) launch2(name string, gx, gy, threads int, args ...arg) {
+	b.launchGrid(name, gx, gy, threads, 0, args...)
+}
+
+// launchGrid runs a kernel on a gx×gy grid (each at least 1) of blocks of
+// threads threads with shared bytes of dynamic shared memory.
+func (b *Backend) launchGrid(name string, gx, gy, threads, shared int, args ...arg) {
 	if b.err != nil {
 		return
 	}
@@ -459,11 +475,9 @@ func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) 
 		b.params[i] = a
 		b.ptrs[i] = unsafe.Pointer(&b.params[i])
 	}
-	if blocks < 1 {
-		blocks = 1
-	}
-	if err := fn.Launch(blocks, 1, 1, threads, 1, 1, shared, b.stream, b.ptrs[:len(args)]); err != nil {
-		b.fail(fmt.Errorf("cuda: launching %s (%d blocks × %d threads): %v", name, blocks, threads, err))
+	gx, gy = max(gx, 1), max(gy, 1)
+	if err := fn.Launch(gx, gy, 1, threads, 1, 1, shared, b.stream, b.ptrs[:len(args)]); err != nil {
+		b.fail(fmt.Errorf("cuda: launching %s (%d×%d blocks × %d threads): %v", name, gx, gy, threads, err))
 	}
 }
 

@@ -96,7 +96,59 @@ func (b *Backend) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
 	}
 }
 
-// BatchNormTrain normalizes with batch statistics (one block per channel).
+// Batch norm in training runs in three launches (batchnorm.cu): partial
+// sums over a C×P grid of blocks, their totals per channel, then one block
+// per (sample, channel) row elementwise.
+
+// bnParts is P, the blocks per channel of the partial sums: enough blocks
+// in all to fill the GPU, at least about 4096 values each.
+func bnParts(s backend.BNShape) int {
+	return max(1, min(s.N, max(1, 1024/s.C), s.N*s.Spatial/4096))
+}
+
+// bnRowThreads is the block size of the row-wise kernels: a whole number of
+// warps, no more than a row needs, at most blockSize.
+func bnRowThreads(spatial int) int {
+	return min(blockSize, (spatial+31)/32*32)
+}
+
+// bnCheck reports a batch norm in training that has too few values per
+// channel, or one too large for the kernels' int indices.
+func (b *Backend) bnCheck(op string, s backend.BNShape) bool {
+	switch {
+	case s.N*s.Spatial < 2:
+		b.fail(fmt.Errorf("backend: %s: batch norm in training needs more than one value per channel, got N=%d spatial=%d", op, s.N, s.Spatial))
+		return false
+	case s.Count() > maxLaunchN:
+		b.fail(fmt.Errorf("backend: %s over %d elements: kernels index with 32-bit ints", op, s.Count()))
+		return false
+	}
+	return true
+}
+
+// bnPartialsFor returns the partial-sums buffer for a C×P grid.
+func (b *Backend) bnPartialsFor(s backend.BNShape) (cu.DevicePtr, int) {
+	parts := bnParts(s)
+	return b.grow(&b.bnPartials, &b.bnPartialsSize, s.C*parts, 16, 1<<20, "batch-norm partial sums"), parts
+}
+
+// bnStats computes mean and invStd per channel and updates the running
+// statistics.
+func (b *Backend) bnStats(mean, inv, rm, rv, x cu.DevicePtr, s backend.BNShape, momentum, eps float32) {
+	partials, parts := b.bnPartialsFor(s)
+	if partials == 0 {
+		return
+	}
+	b.launch2("bn_stats_partial_f32", s.C, parts, statsThreads, ptrArg(partials), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.Spatial))
+	b.launch("bn_stats_final_f32", (s.C+blockSize-1)/blockSize, blockSize, 0, ptrArg(mean), ptrArg(inv), ptrArg(rm), ptrArg(rv),
+		ptrArg(partials), intArg(parts), intArg(s.C), intArg(s.N*s.Spatial), floatArg(momentum), floatArg(eps))
+}
+
+// statsThreads is the block size of the partial-sum kernels
+// (STATS_THREADS in batchnorm.cu).
+const statsThreads = 256
+
+// BatchNormTrain normalizes with batch statistics.
 func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	const op = "BatchNormTrain"
 	cnt := s.Count()
@@ -104,15 +156,29 @@ func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, x
 	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
 	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
 	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
-	if y == 0 || xhat == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 {
+	if y == 0 || xhat == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	if s.N*s.Spatial < 2 {
-		b.fail(fmt.Errorf("backend: %s: batch norm in training needs more than one value per channel, got N=%d spatial=%d", op, s.N, s.Spatial))
+	b.bnStats(mean, inv, rm, rv, x, s, momentum, eps)
+	b.launch("bn_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(s.Spatial))
+}
+
+// BatchNormReLUTrain is BatchNormTrain then ReLU, keeping no xhat
+// (backend.Fused).
+func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	const op = "BatchNormReLUTrain"
+	cnt := s.Count()
+	y, x := b.dev(op, "y", yt, cnt), b.dev(op, "x", xt, cnt)
+	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
+	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
+	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
+	if y == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	b.launch("bn_train_f32", s.C, blockSize, 0, ptrArg(y), ptrArg(xhat), ptrArg(mean), ptrArg(inv), ptrArg(rm), ptrArg(rv),
-		ptrArg(x), ptrArg(gamma), ptrArg(beta), intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(momentum), floatArg(eps))
+	b.bnStats(mean, inv, rm, rv, x, s, momentum, eps)
+	b.launch("bn_relu_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(s.Spatial))
 }
 
 // BatchNormEval normalizes with the running statistics.
@@ -129,18 +195,47 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 		intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(eps))
 }
 
-// BatchNormBackward computes dx, dGamma, dBeta (one block per channel).
+// BatchNormBackward computes dx, dGamma, dBeta.
 func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
 	const op = "BatchNormBackward"
 	cnt := s.Count()
 	dx, dy, xhat := b.dev(op, "dx", dxt, cnt), b.dev(op, "dy", dyt, cnt), b.dev(op, "xhat", xhatt, cnt)
 	dg, db := b.dev(op, "dGamma", dGammat, s.C), b.dev(op, "dBeta", dBetat, s.C)
 	inv, gamma := b.dev(op, "invStd", invStdt, s.C), b.dev(op, "gamma", gammat, s.C)
-	if dx == 0 || dy == 0 || xhat == 0 || dg == 0 || db == 0 || inv == 0 || gamma == 0 {
+	if dx == 0 || dy == 0 || xhat == 0 || dg == 0 || db == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	b.launch("bn_bwd_f32", s.C, blockSize, 0, ptrArg(dx), ptrArg(dg), ptrArg(db), ptrArg(dy), ptrArg(xhat), ptrArg(inv), ptrArg(gamma),
-		intArg(s.N), intArg(s.C), intArg(s.Spatial))
+	partials, parts := b.bnPartialsFor(s)
+	if partials == 0 {
+		return
+	}
+	b.launch2("bn_bwd_partial_f32", s.C, parts, statsThreads, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(s.N), intArg(s.C), intArg(s.Spatial))
+	b.launch("bn_bwd_final_f32", (s.C+blockSize-1)/blockSize, blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+	b.launch("bn_bwd_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
+		ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(s.Spatial), intArg(s.N*s.Spatial))
+}
+
+// BatchNormReLUBackward is the backward pass of BatchNormReLUTrain: xhat
+// and the ReLU mask are recomputed from x (backend.Fused).
+func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, invStdt, gammat, betat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormReLUBackward"
+	cnt := s.Count()
+	dx, dy, x := b.dev(op, "dx", dxt, cnt), b.dev(op, "dy", dyt, cnt), b.dev(op, "x", xt, cnt)
+	dg, db := b.dev(op, "dGamma", dGammat, s.C), b.dev(op, "dBeta", dBetat, s.C)
+	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
+	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
+	if dx == 0 || dy == 0 || x == 0 || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	partials, parts := b.bnPartialsFor(s)
+	if partials == 0 {
+		return
+	}
+	b.launch2("bn_relu_bwd_partial_f32", s.C, parts, statsThreads, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		ptrArg(gamma), ptrArg(beta), intArg(s.N), intArg(s.C), intArg(s.Spatial))
+	b.launch("bn_bwd_final_f32", (s.C+blockSize-1)/blockSize, blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+	b.launch("bn_relu_bwd_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		ptrArg(gamma), ptrArg(beta), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(s.Spatial), intArg(s.N*s.Spatial))
 }
 
 // LogSoftmax computes row-wise log-softmax (one thread per row).
@@ -431,6 +526,16 @@ func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
 		b.launchN("add_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
+
+// AddReLU is y = max(a+b, 0) (backend.Fused).
+func (b *Backend) AddReLU(yt, at, bt backend.Tensor, n int) {
+	y, a, c := b.dev("AddReLU", "y", yt, n), b.dev("AddReLU", "a", at, n), b.dev("AddReLU", "b", bt, n)
+	if y != 0 && a != 0 && c != 0 {
+		b.launchN("add_relu_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+	}
+}
+
+var _ backend.Fused = (*Backend)(nil)
 
 func shortcutOK(s backend.ShortcutShape) bool {
 	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.Stride > 0 && s.OC >= s.C && (s.OC-s.C)%2 == 0

@@ -116,7 +116,10 @@ func parityCases() []opCase {
 			b.LogSoftmaxNLLBackward(out[0], out[1], in[1], 129, 10, 1.0/129)
 		}},
 	)
-	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 5, C: 7, Spatial: 9}, {N: 100, C: 300, Spatial: 1}} {
+	// The last three shapes split each channel's sums among several blocks
+	// (rows of 300, of 4099, and ResNet-20's first stage).
+	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 5, C: 7, Spatial: 9}, {N: 100, C: 300, Spatial: 1},
+		{N: 64, C: 5, Spatial: 300}, {N: 16, C: 3, Spatial: 4099}, {N: 128, C: 16, Spatial: 1024}} {
 		cnt := s.Count()
 		c := s.C
 		cases = append(cases,
@@ -140,8 +143,15 @@ func parityCases() []opCase {
 				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
 				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
 			}},
+			opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Fill(out[4], 1, c)
+				b.(backend.Fused).BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
+			}},
 		)
 	}
+	cases = append(cases, opCase{name: "AddReLU 1237", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) {
+		b.(backend.Fused).AddReLU(out[0], in[0], in[1], n)
+	}})
 	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
 		cases = append(cases,

@@ -1,6 +1,10 @@
 package loaders
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+	"runtime"
+	"sync"
+)
 
 // EpochOrder returns the order in which an epoch visits n training samples:
 // a permutation drawn from (seed, epoch) alone, so a resumed run sees the
@@ -32,6 +36,17 @@ func (a Augmentation) On() bool { return a.CropPad > 0 || a.Flip || a.Random }
 type BatchRNG struct {
 	pcg *rand.PCG
 	rng *rand.Rand
+	// Scratch reused from batch to batch: each sample's crop, and the
+	// normalized value of each pixel value per channel.
+	crops []sampleCrop
+	lut   []float32
+}
+
+// sampleCrop is one sample's augmentation: the crop's offset in the padded
+// image and whether it is flipped.
+type sampleCrop struct {
+	top, left int
+	flip      bool
 }
 
 // NewBatchRNG returns an unseeded BatchRNG.
@@ -57,34 +72,44 @@ func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *
 	if !d.Augment.On() {
 		return d.FillBatch(x, labels, s, idx)
 	}
-	ss := d.SampleSize()
-	h, w, pad := d.Height, d.Width, d.Augment.CropPad
-	for b, i := range idx {
+	// Draw every sample's crop and flip first, in order, so that the batch
+	// is the same however many goroutines fill it.
+	pad := d.Augment.CropPad
+	rng.crops = rng.crops[:0]
+	for range idx {
 		top, left := rng.rng.IntN(2*pad+1)-pad, rng.rng.IntN(2*pad+1)-pad
 		flip := d.Augment.Flip && rng.rng.IntN(2) == 1
-		src := s.Images[i*ss : (i+1)*ss]
-		dst := x[b*ss : (b+1)*ss]
-		for c := 0; c < d.Channels; c++ {
-			mean, std := d.Mean[c], d.Std[c]
-			zero := (0 - mean) / std
-			for r := 0; r < h; r++ {
-				sr := r + top
-				for col := 0; col < w; col++ {
-					cc := col
-					if flip {
-						cc = w - 1 - col
-					}
-					sc := cc + left
-					v := zero
-					if sr >= 0 && sr < h && sc >= 0 && sc < w {
-						v = (float32(src[(c*h+sr)*w+sc])/255 - mean) / std
-					}
-					dst[(c*h+r)*w+col] = v
-				}
-			}
-		}
-		labels[b] = float32(s.Labels[i])
+		rng.crops = append(rng.crops, sampleCrop{top: top, left: left, flip: flip})
 	}
+	// Normalized values of the 256 pixel values per channel, computed as
+	// the per-pixel formula would.
+	rng.lut = rng.lut[:0]
+	for c := 0; c < d.Channels; c++ {
+		mean, std := d.Mean[c], d.Std[c]
+		for v := 0; v < 256; v++ {
+			rng.lut = append(rng.lut, (float32(v)/255-mean)/std)
+		}
+	}
+	ss := d.SampleSize()
+	fill := func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			i := idx[b]
+			d.fillCropped(x[b*ss:(b+1)*ss], s.Images[i*ss:(i+1)*ss], rng.crops[b], rng.lut)
+			labels[b] = float32(s.Labels[i])
+		}
+	}
+	// Large batches (ImageNet-sized images) are filled by several
+	// goroutines; small ones are not worth the start-up.
+	workers := min(runtime.GOMAXPROCS(0), len(idx)/4)
+	if workers < 2 || len(idx)*ss < 1<<22 {
+		fill(0, len(idx))
+		return len(idx)
+	}
+	var wg sync.WaitGroup
+	for k := range workers {
+		wg.Go(func() { fill(k*len(idx)/workers, (k+1)*len(idx)/workers) })
+	}
+	wg.Wait()
 	return len(idx)
 }
 
@@ -123,4 +148,46 @@ func Batches(n, size int, fn func(lo, hi int) error) error {
 		}
 	}
 	return nil
+}
+
+// fillCropped writes one sample's crop (rows and columns shifted by the
+// crop's offset, zero-padded, then flipped if asked) of src, normalized
+// through lut (256 values per channel), into dst.
+func (d *Dataset) fillCropped(dst []float32, src []uint8, crop sampleCrop, lut []float32) {
+	h, w := d.Height, d.Width
+	// Output columns [c0, c1) read source columns in range.
+	c0, c1 := max(0, -crop.left), min(w, w-crop.left)
+	if crop.flip {
+		c0, c1 = max(0, crop.left), min(w, w+crop.left)
+	}
+	for c := 0; c < d.Channels; c++ {
+		table := lut[c*256 : (c+1)*256]
+		zero := table[0] // what zero padding normalizes to
+		for r := 0; r < h; r++ {
+			out := dst[(c*h+r)*w : (c*h+r+1)*w]
+			sr := r + crop.top
+			if sr < 0 || sr >= h || c0 >= c1 {
+				for col := range out {
+					out[col] = zero
+				}
+				continue
+			}
+			in := src[(c*h+sr)*w : (c*h+sr+1)*w]
+			for col := 0; col < c0; col++ {
+				out[col] = zero
+			}
+			if crop.flip {
+				for col := c0; col < c1; col++ {
+					out[col] = table[in[w-1-col+crop.left]]
+				}
+			} else {
+				for col := c0; col < c1; col++ {
+					out[col] = table[in[col+crop.left]]
+				}
+			}
+			for col := c1; col < w; col++ {
+				out[col] = zero
+			}
+		}
+	}
 }

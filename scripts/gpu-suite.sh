@@ -7,11 +7,12 @@
 #      own process with its own time limit, so a crash or hang in one test
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
-#   3. iterbin's training throughput on the GPU, one process per model and
+#   3. a profile of ResNet-20 and ResNet-18 steps (fp32, bf16);
+#   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), and PyTorch's on the same card
 #      (torch_anchor.py), with the ratio table last.
 # Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
-# bench.log, anchor.log, summary.txt. Commit them under docs/gpu/.
+# profile.log, bench.log, anchor.log, summary.txt. Commit them under docs/gpu/.
 #
 #   run tool: command="bash .gpubundle/gpu-suite.sh", carry=[".gpubundle"]
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
@@ -77,7 +78,15 @@ else
   note "mnist quick start: SKIPPED (deadline)"
 fi
 
-# 3. Throughput: iterbin per model and precision, then PyTorch on the same card.
+# 3. Where a step's time goes (every op timed with the device waited for).
+for p in fp32 bf16; do
+  l=$(limit 60)
+  if [ "$l" -lt 15 ]; then note "profile $p: SKIPPED (deadline)"; continue; fi
+  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet20,resnet18 --modes float \
+      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p: exit $?"
+done
+
+# 4. Throughput: iterbin per model and precision, then PyTorch on the same card.
 models="mlp300 vgg5 resnet20 resnet18"
 for p in fp32 bf16 tf32; do
   for m in $models; do
@@ -108,5 +117,5 @@ done
       echo "$m $mode $p $ours - -"
     fi
   done
-} | column -t | tee -a "$summary"
+} | awk '{printf "%-9s %-7s %-9s %14s %14s %6s\n", $1, $2, $3, $4, $5, $6}' | tee -a "$summary"
 note "suite took $((SECONDS - start))s"

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"time"
 
+	"iterbin/backend"
 	"iterbin/loaders"
 )
 
@@ -55,29 +56,26 @@ type BenchResult struct {
 // backward, optimizer, binarization) of a model on synthetic data, in
 // "float" mode or "binary" (every layer binary), at precision "fp32", or
 // on CUDA "tf32" (TF32 tensor cores) or "bf16" (bf16 GEMM and convolution
-// inputs, fp32 accumulation); see cuda.Options.Precision.
+// inputs, fp32 accumulation); see cuda.Options.Precision. Batches are
+// filled and augmented one step ahead on another goroutine, as in
+// training.
 func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) (BenchResult, error) {
-	const batches = 4
-	data := loaders.Synthetic(m.Batch*batches, m.Channels, m.Side, m.classes(), 1)
-	if m.Channels == 3 {
-		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
-	}
-	s, err := benchSession(m, mode, device, precision, data, 0.001)
+	data := benchData(m)
+	s, err := benchSession(m, mode, device, precision, data, 0.001, nil)
 	if err != nil {
 		return BenchResult{}, err
 	}
 	defer s.close()
 	be := s.be
-	order := loaders.EpochOrder(data.Train.N, 1, 0)
-	hb := s.hostBatches[0]
-	step := func(i int) {
-		lo := (i % batches) * m.Batch
-		s.augRNG.Seed(1, 0, i)
-		data.FillTrainBatch(hb.x, hb.y, &data.Train, order[lo:lo+m.Batch], s.augRNG)
+	feed := s.startBenchFeed(m.Batch)
+	defer feed.stop()
+	step := func() {
+		hb := <-feed.ready
 		s.trainStep(hb, m.Batch, 0.001)
+		feed.free <- hb
 	}
 	for i := 0; i < warmup; i++ {
-		step(i)
+		step()
 	}
 	if err := be.Sync(); err != nil {
 		return BenchResult{}, err
@@ -86,7 +84,7 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 	runtime.ReadMemStats(&before)
 	start := time.Now()
 	for i := 0; i < steps; i++ {
-		step(i)
+		step()
 	}
 	if err := be.Sync(); err != nil {
 		return BenchResult{}, fmt.Errorf("bench %s %s: %w", m.Name, mode, err)
@@ -98,13 +96,102 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 		AllocsPerStep: float64(after.Mallocs-before.Mallocs) / float64(steps)}, nil
 }
 
+// benchBatches is how many distinct batches the synthetic benchmark data
+// holds; steps cycle through them.
+const benchBatches = 4
+
+func benchData(m BenchModel) *loaders.Dataset {
+	data := loaders.Synthetic(m.Batch*benchBatches, m.Channels, m.Side, m.classes(), 1)
+	if m.Channels == 3 {
+		data.Augment = loaders.Augmentation{CropPad: 4, Flip: true}
+	}
+	return data
+}
+
+// startBenchFeed fills benchmark batches on its own goroutine, one step
+// ahead, cycling through the synthetic data without end.
+func (s *session) startBenchFeed(batch int) *batchFeed {
+	f := &batchFeed{free: make(chan *hostBatch, 2), ready: make(chan *hostBatch, 2), quit: make(chan struct{}), done: make(chan struct{})}
+	for _, hb := range s.hostBatches {
+		f.free <- hb
+	}
+	order := loaders.EpochOrder(s.data.Train.N, 1, 0)
+	go func() {
+		defer close(f.done)
+		for i := 0; ; i++ {
+			var hb *hostBatch
+			select {
+			case hb = <-f.free:
+			case <-f.quit:
+				return
+			}
+			lo := (i % benchBatches) * batch
+			s.augRNG.Seed(1, 0, i)
+			hb.n = s.data.FillTrainBatch(hb.x, hb.y, &s.data.Train, order[lo:lo+batch], s.augRNG)
+			select {
+			case f.ready <- hb:
+			case <-f.quit:
+				return
+			}
+		}
+	}()
+	return f
+}
+
+// StepProfile is where the time of a training step goes: per op, with the
+// device waited for after each op (so the ops add up to more than a real,
+// asynchronous step), and filling the batch on the host.
+type StepProfile struct {
+	Model, Mode, Precision, Backend string
+	Steps                           int
+	Ops                             []backend.OpTime
+}
+
+// ProfileStep runs warmup and then steps training steps of a model as
+// BenchStep does, but with every op timed (backend.Profile) and the batch
+// filled in line, timed as "fill batch (host)".
+func ProfileStep(m BenchModel, mode, device, precision string, warmup, steps int) (StepProfile, error) {
+	data := benchData(m)
+	var times *backend.OpTimes
+	wrap := func(be backend.Backend) backend.Backend {
+		var p backend.Backend
+		p, times = backend.Profile(be)
+		return p
+	}
+	s, err := benchSession(m, mode, device, precision, data, 0.001, wrap)
+	if err != nil {
+		return StepProfile{}, err
+	}
+	defer s.close()
+	order := loaders.EpochOrder(data.Train.N, 1, 0)
+	hb := s.hostBatches[0]
+	for i := 0; i < warmup+steps; i++ {
+		if i == warmup {
+			if err := s.be.Sync(); err != nil {
+				return StepProfile{}, err
+			}
+			times.Reset()
+		}
+		start := time.Now()
+		lo := (i % benchBatches) * m.Batch
+		s.augRNG.Seed(1, 0, i)
+		data.FillTrainBatch(hb.x, hb.y, &data.Train, order[lo:lo+m.Batch], s.augRNG)
+		times.Add("fill batch (host)", time.Since(start))
+		s.trainStep(hb, m.Batch, 0.001)
+	}
+	if err := s.be.Sync(); err != nil {
+		return StepProfile{}, fmt.Errorf("profile %s %s: %w", m.Name, mode, err)
+	}
+	return StepProfile{Model: m.Name, Mode: mode, Precision: precision, Backend: s.be.Name(), Steps: steps, Ops: times.Rows()}, nil
+}
+
 // StepLosses trains steps steps of a model on fixed synthetic data on a
 // device at a precision and returns each step's mean training loss and
 // the backend's name: the same sequence on every backend, up to rounding,
 // which the CUDA parity tests compare.
 func StepLosses(m BenchModel, mode, device, precision string, steps int) (losses []float64, backendName string, err error) {
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
-	s, err := benchSession(m, mode, device, precision, data, 0.01)
+	s, err := benchSession(m, mode, device, precision, data, 0.01, nil)
 	if err != nil {
 		return nil, "", err
 	}
@@ -129,8 +216,9 @@ func StepLosses(m BenchModel, mode, device, precision string, steps int) (losses
 }
 
 // benchSession builds a session of a benchmark model on device with every
-// layer binary in "binary" mode; close releases it and its backend.
-func benchSession(m BenchModel, mode, device, precision string, data *loaders.Dataset, lr float64) (*session, error) {
+// layer binary in "binary" mode; close releases it and its backend. A
+// non-nil wrap wraps the backend before the model is built on it.
+func benchSession(m BenchModel, mode, device, precision string, data *loaders.Dataset, lr float64, wrap func(backend.Backend) backend.Backend) (*session, error) {
 	cfg := Default()
 	cfg.Run.Device = device
 	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
@@ -154,6 +242,9 @@ func benchSession(m BenchModel, mode, device, precision string, data *loaders.Da
 	be, err := openBackend(device, precision)
 	if err != nil {
 		return nil, err
+	}
+	if wrap != nil {
+		be = wrap(be)
 	}
 	s, err := newSession(&cfg, be, data, Schedule{Mode: mode, Order: layers}, 1, cfg.Train.ScheduleConfig, false, nil)
 	if err != nil {

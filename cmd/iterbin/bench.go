@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"iterbin/trainer"
 )
@@ -43,6 +44,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
+	profile := fs.Bool("profile", false, "instead of throughput, print where a step's time goes: each op timed with the device waited for after it (over --steps steps after --warmup)")
 	python := fs.String("python", "", "the python3 with torch to run the anchor (default: the first of python3, /usr/bin/python3, /opt/torch/.venv/bin/python3 that imports torch)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -76,6 +78,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return 200
 		}
 		return 20
+	}
+	if *profile {
+		for _, m := range models {
+			for _, mode := range modes {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				p, err := trainer.ProfileStep(m, mode, *device, *precision, *warmup, stepsFor(m))
+				if err != nil {
+					return err
+				}
+				printProfile(stdout, p)
+			}
+		}
+		return nil
 	}
 	// Figures per model/mode over the rounds, iterbin's and PyTorch's.
 	ours := map[string][]trainer.BenchResult{}
@@ -216,4 +233,33 @@ func medianBy[R any](rs []R, key func(R) float64) R {
 	sorted := append([]R(nil), rs...)
 	sort.Slice(sorted, func(i, j int) bool { return key(sorted[i]) < key(sorted[j]) })
 	return sorted[(len(sorted)-1)/2]
+}
+
+// printProfile writes where a step's time goes, most time first; ops below
+// half a percent are summed in one line.
+func printProfile(w io.Writer, p trainer.StepProfile) {
+	var total time.Duration
+	for _, r := range p.Ops {
+		total += r.Total
+	}
+	steps := float64(p.Steps)
+	perStep := func(d time.Duration) float64 { return d.Seconds() * 1000 / steps }
+	fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step with the device waited for after every op (%d steps)\n",
+		p.Model, p.Mode, p.Precision, p.Backend, perStep(total), p.Steps)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "op\tcalls/step\tms/step\tshare\t")
+	var rest time.Duration
+	restOps := 0
+	for _, r := range p.Ops {
+		if total > 0 && float64(r.Total) < 0.005*float64(total) {
+			rest += r.Total
+			restOps++
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.1f%%\t\n", r.Op, float64(r.Calls)/steps, perStep(r.Total), 100*float64(r.Total)/float64(total))
+	}
+	if restOps > 0 {
+		fmt.Fprintf(tw, "%d smaller ops\t\t%.3f\t%.1f%%\t\n", restOps, perStep(rest), 100*float64(rest)/float64(total))
+	}
+	tw.Flush()
 }

@@ -24,6 +24,14 @@ extern "C" __global__ void add_f32(float* y, const float* a, const float* b, int
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) y[i] = a[i] + b[i];
 }
 
+// y = max(a + b, 0): a residual block's sum and its ReLU in one pass.
+extern "C" __global__ void add_relu_f32(float* y, const float* a, const float* b, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+        float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
 // y[n, c, s] += bias[c] over n×c×spatial.
 extern "C" __global__ void bias_add_f32(float* y, const float* bias, int n, int c, int spatial) {
     long long total = (long long)n * c * spatial;

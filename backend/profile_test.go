@@ -1,0 +1,74 @@
+package backend_test
+
+import (
+	"testing"
+
+	"iterbin/backend"
+	"iterbin/backend/cpu"
+)
+
+// TestProfileTimesEveryOpAndKeepsResults runs ops through a profiled CPU
+// backend: each op is counted under its name (with the shape for
+// convolutions), results equal the plain backend's, and the wrapper offers
+// the fused ops exactly when the backend has them.
+func TestProfileTimesEveryOpAndKeepsResults(t *testing.T) {
+	plain := cpu.New()
+	defer plain.Close()
+	be, times := backend.Profile(cpu.New())
+	defer be.Close()
+	if _, ok := be.(backend.Fused); !ok {
+		t.Fatal("the profiled CPU backend hides the CPU's fused ops")
+	}
+	s := backend.ConvShape{N: 2, C: 3, H: 5, W: 5, OC: 4, KH: 3, KW: 3, Stride: 1, Pad: 1}
+	run := func(b backend.Backend) []float32 {
+		x, w, y := b.Alloc(2*3*25), b.Alloc(4*3*9), b.Alloc(2*4*25)
+		xs, ws := make([]float32, 150), make([]float32, 108)
+		for i := range xs {
+			xs[i] = float32(i%7) - 3
+		}
+		for i := range ws {
+			ws[i] = float32(i%5) - 2
+		}
+		b.Upload(x, xs)
+		b.Upload(w, ws)
+		for range 3 {
+			b.Conv2DForward(y, x, w, s)
+		}
+		b.ReLUForward(y, y, 200)
+		out := make([]float32, 200)
+		b.Download(out, y)
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want, got := run(plain), run(be)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("output %d: profiled %v, plain %v", i, got[i], want[i])
+		}
+	}
+	calls := map[string]int{}
+	for _, r := range times.Rows() {
+		calls[r.Op] = r.Calls
+	}
+	conv := "Conv2DForward n2 3→4 5x5 k3x3 s1"
+	if calls[conv] != 3 || calls["ReLUForward"] != 1 || calls["Upload"] != 2 || calls["Download"] != 1 {
+		t.Fatalf("calls %v: want 3 × %q, 1 ReLUForward, 2 Uploads, 1 Download", calls, conv)
+	}
+	times.Add("fill batch (host)", 5)
+	times.Add("fill batch (host)", 7)
+	found := false
+	for _, r := range times.Rows() {
+		if r.Op == "fill batch (host)" {
+			found = r.Calls == 2 && r.Total == 12
+		}
+	}
+	if !found {
+		t.Fatalf("host stage not recorded as 2 calls of 12ns in all: %+v", times.Rows())
+	}
+	times.Reset()
+	if n := len(times.Rows()); n != 0 {
+		t.Fatalf("%d rows after Reset", n)
+	}
+}

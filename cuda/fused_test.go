@@ -1,0 +1,92 @@
+//go:build cuda
+
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"iterbin/backend"
+	"iterbin/cuda"
+)
+
+// TestFusedOpsEqualTheirPairs checks the GPU's fused ops (backend.Fused)
+// against the same GPU running the op pairs they replace: batch norm then
+// ReLU, forward and backward (xhat and the ReLU mask recomputed from x),
+// and Add then ReLU. Both run the same arithmetic in the same order, so
+// they must agree bit for bit.
+func TestFusedOpsEqualTheirPairs(t *testing.T) {
+	gpu, err := cuda.New(0, cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gpu.Close()
+	fused, ok := gpu.(backend.Fused)
+	if !ok {
+		t.Fatalf("%s does not implement backend.Fused", gpu.Name())
+	}
+	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 100, C: 300, Spatial: 1}, {N: 7, C: 5, Spatial: 49},
+		{N: 64, C: 5, Spatial: 300}, {N: 128, C: 16, Spatial: 1024}, {N: 32, C: 64, Spatial: 3136}} {
+		t.Run(fmt.Sprintf("%+v", s), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(11, uint64(s.Count())))
+			cnt, c := s.Count(), s.C
+			upload := func(n int, f func() float32) backend.Tensor {
+				v := make([]float32, n)
+				for i := range v {
+					v[i] = f()
+				}
+				d := gpu.Alloc(n)
+				gpu.Upload(d, v)
+				return d
+			}
+			normal := func() float32 { return float32(rng.NormFloat64()) }
+			x := upload(cnt, func() float32 { return 3 + 2*normal() })
+			dy := upload(cnt, normal)
+			gamma := upload(c, func() float32 { return 1 + 0.5*normal() })
+			beta := upload(c, normal)
+			alloc := func(n int, v float32) backend.Tensor {
+				d := gpu.Alloc(n)
+				gpu.Fill(d, v, n)
+				return d
+			}
+			// The pairs.
+			y, xhat, relu, dRelu, dx := alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0)
+			mean, inv, rm, rv, dg, db := alloc(c, 0), alloc(c, 0), alloc(c, 0), alloc(c, 1), alloc(c, 0), alloc(c, 0)
+			gpu.BatchNormTrain(y, xhat, mean, inv, rm, rv, x, gamma, beta, s, 0.1, 1e-5)
+			gpu.ReLUForward(relu, y, cnt)
+			gpu.ReLUBackward(dRelu, dy, relu, cnt)
+			gpu.BatchNormBackward(dx, dg, db, dRelu, xhat, inv, gamma, s)
+			// The fused ops.
+			fy, fdx := alloc(cnt, -7), alloc(cnt, -7)
+			fmean, finv, frm, frv, fdg, fdb := alloc(c, -7), alloc(c, -7), alloc(c, 0), alloc(c, 1), alloc(c, -7), alloc(c, -7)
+			fused.BatchNormReLUTrain(fy, fmean, finv, frm, frv, x, gamma, beta, s, 0.1, 1e-5)
+			fused.BatchNormReLUBackward(fdx, fdg, fdb, dy, x, fmean, finv, gamma, beta, s)
+			// Add then ReLU, on the batch-norm outputs.
+			sum, sumRelu, fsum := alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, -7)
+			gpu.Add(sum, y, dy, cnt)
+			gpu.ReLUForward(sumRelu, sum, cnt)
+			fused.AddReLU(fsum, y, dy, cnt)
+			for _, pair := range []struct {
+				name      string
+				want, got backend.Tensor
+				n         int
+			}{{"y", relu, fy, cnt}, {"mean", mean, fmean, c}, {"invStd", inv, finv, c}, {"runMean", rm, frm, c}, {"runVar", rv, frv, c},
+				{"dx", dx, fdx, cnt}, {"dGamma", dg, fdg, c}, {"dBeta", db, fdb, c}, {"AddReLU", sumRelu, fsum, cnt}} {
+				want, got := make([]float32, pair.n), make([]float32, pair.n)
+				gpu.Download(want, pair.want)
+				gpu.Download(got, pair.got)
+				if err := gpu.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+						t.Errorf("%s[%d]: fused %v, pair %v", pair.name, i, got[i], want[i])
+						break
+					}
+				}
+			}
+		})
+	}
+}
