@@ -46,9 +46,12 @@ type Backend struct {
 	device  cu.Device
 	ctx     cu.CUContext
 	stream  cu.Stream
-	modules []cu.Module
-	fns     map[string]cu.Function
-	blas    *cublas
+	// copyStream carries large uploads, so that they overlap the compute
+	// stream's work (staging.go).
+	copyStream cu.Stream
+	modules    []cu.Module
+	fns        map[string]cu.Function
+	blas       *cublas
 	// dnn runs the convolutions when cuDNN loaded (nil: im2col+cuBLAS).
 	dnn *cudnn
 	err error
@@ -134,6 +137,10 @@ func open(ordinal int, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: cuCtxCreate on %s: %v", devName, err)
 	}
 	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
+		b.release()
+		return nil, fmt.Errorf("cuda: cuStreamCreate: %v", err)
+	}
+	if b.copyStream, err = cu.MakeStream(cu.NonBlocking); err != nil {
 		b.release()
 		return nil, fmt.Errorf("cuda: cuStreamCreate: %v", err)
 	}
@@ -337,13 +344,16 @@ func (b *Backend) release() {
 		if b.stream != (cu.Stream{}) {
 			b.stream.Destroy()
 		}
+		if b.copyStream != (cu.Stream{}) {
+			b.copyStream.Destroy()
+		}
 	}
 	b.staging = staging{}
 	b.dnn, b.blas = nil, nil
 	b.workspace, b.workspaceSize, b.halves, b.halvesSize, b.badLabel = 0, 0, 0, 0, 0
 	b.bnPartials, b.bnPartialsSize = 0, 0
 	b.modules = nil
-	b.stream = cu.Stream{}
+	b.stream, b.copyStream = cu.Stream{}, cu.Stream{}
 	// Destroying the context also pops it from this thread's context
 	// stack, where it is current (cuCtxDestroy).
 	b.ctx.Destroy()
@@ -411,6 +421,12 @@ func (b *Backend) Upload(dst backend.Tensor, src []float32) {
 	slot, err := b.stage(src)
 	if err != nil {
 		b.fail(err)
+		return
+	}
+	if bytes := 4 * len(src); bytes >= largeUploadBytes {
+		if err := b.uploadOverlapped(d, slot, bytes); err != nil {
+			b.fail(err)
+		}
 		return
 	}
 	if err := cu.MemcpyHtoDAsync(d, slot.ptr, int64(4*len(src)), b.stream); err != nil {

@@ -3,7 +3,6 @@
 package cuda_test
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -29,7 +28,9 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 	}
 	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 100, C: 300, Spatial: 1}, {N: 7, C: 5, Spatial: 49},
 		{N: 64, C: 5, Spatial: 300}, {N: 128, C: 16, Spatial: 1024}, {N: 32, C: 64, Spatial: 3136}} {
-		t.Run(fmt.Sprintf("%+v", s), func(t *testing.T) {
+		// No subtests: ops run on the goroutine that made the backend,
+		// whose OS thread holds its context.
+		func() {
 			rng := rand.New(rand.NewPCG(11, uint64(s.Count())))
 			cnt, c := s.Count(), s.C
 			upload := func(n int, f func() float32) backend.Tensor {
@@ -78,15 +79,19 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 				gpu.Download(want, pair.want)
 				gpu.Download(got, pair.got)
 				if err := gpu.Sync(); err != nil {
-					t.Fatal(err)
+					t.Fatalf("%+v: %v", s, err)
 				}
 				for i := range want {
 					if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
-						t.Errorf("%s[%d]: fused %v, pair %v", pair.name, i, got[i], want[i])
+						t.Errorf("%+v: %s[%d]: fused %v, pair %v", s, pair.name, i, got[i], want[i])
 						break
 					}
 				}
 			}
-		})
+			for _, d := range []backend.Tensor{x, dy, gamma, beta, y, xhat, relu, dRelu, dx, mean, inv, rm, rv, dg, db,
+				fy, fdx, fmean, finv, frm, frv, fdg, fdb, sum, sumRelu, fsum} {
+				gpu.Free(d)
+			}
+		}()
 	}
 }

@@ -20,15 +20,33 @@ import (
 
 // Uploads go through two page-locked staging buffers: Upload copies the
 // host slice into the next one (waiting only for that buffer's previous
-// copy, two uploads back) and queues an asynchronous copy to the device on
-// the stream. So an upload does not wait for the step that is running, and
-// the caller may reuse its slice at once.
+// copy, two uploads back) and queues an asynchronous copy to the device.
+// So an upload does not wait for the step that is running, and the caller
+// may reuse its slice at once.
+//
+// A small upload is copied on the compute stream. A large one (a batch of
+// images) is copied on a second stream into the slot's device buffer, so
+// that the transfer runs while the previous step still computes; the
+// compute stream then waits for it and copies device to device (a 154 MB
+// ImageNet batch crosses PCIe in about 6 ms, and on-device in 0.1 ms).
+
+// largeUploadBytes is the size from which uploads overlap computation.
+const largeUploadBytes = 1 << 20
 
 type stagingSlot struct {
 	ptr   unsafe.Pointer
 	bytes int
+	// event follows the slot's last copy from ptr; used says one was
+	// queued.
 	event cu.Event
 	used  bool
+	// dev is the slot's device buffer (large uploads); consumed follows
+	// the compute stream's last copy out of it, which the copy stream
+	// waits for before it writes dev again.
+	dev          cu.DevicePtr
+	devBytes     int
+	consumed     cu.Event
+	consumedUsed bool
 }
 
 type staging struct {
@@ -86,6 +104,57 @@ func parallelCopy(dst, src []float32) {
 	wg.Wait()
 }
 
+// uploadOverlapped queues a large upload from slot (already filled by
+// stage) to d: host to the slot's device buffer on the copy stream, then,
+// once that is done, device to device on the compute stream.
+func (b *Backend) uploadOverlapped(d cu.DevicePtr, slot *stagingSlot, bytes int) error {
+	if slot.consumed == (cu.Event{}) {
+		ev, err := cu.MakeEvent(cu.DisableTiming)
+		if err != nil {
+			return fmt.Errorf("cuda: cuEventCreate: %v", err)
+		}
+		slot.consumed = ev
+	}
+	if slot.devBytes < bytes {
+		if slot.dev != 0 {
+			// The compute stream may still be copying out of it.
+			if err := slot.consumed.Synchronize(); err != nil {
+				return fmt.Errorf("cuda: cuEventSynchronize: %v", err)
+			}
+			cu.MemFree(slot.dev)
+			slot.dev, slot.devBytes = 0, 0
+		}
+		p, err := cu.MemAlloc(int64(bytes))
+		if err != nil {
+			return fmt.Errorf("cuda: cuMemAlloc(%d bytes) for an upload buffer: %v", bytes, err)
+		}
+		slot.dev, slot.devBytes = p, bytes
+	}
+	if slot.consumedUsed {
+		if err := b.copyStream.Wait(slot.consumed, 0); err != nil {
+			return fmt.Errorf("cuda: cuStreamWaitEvent: %v", err)
+		}
+	}
+	if err := cu.MemcpyHtoDAsync(slot.dev, slot.ptr, int64(bytes), b.copyStream); err != nil {
+		return fmt.Errorf("cuda: cuMemcpyHtoDAsync: %v", err)
+	}
+	if err := slot.event.Record(b.copyStream); err != nil {
+		return fmt.Errorf("cuda: cuEventRecord: %v", err)
+	}
+	slot.used = true
+	if err := b.stream.Wait(slot.event, 0); err != nil {
+		return fmt.Errorf("cuda: cuStreamWaitEvent: %v", err)
+	}
+	if err := cu.MemcpyDtoDAsync(d, slot.dev, int64(bytes), b.stream); err != nil {
+		return fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err)
+	}
+	if err := slot.consumed.Record(b.stream); err != nil {
+		return fmt.Errorf("cuda: cuEventRecord: %v", err)
+	}
+	slot.consumedUsed = true
+	return nil
+}
+
 func (b *Backend) freeStaging() {
 	for i := range b.staging.slots {
 		s := &b.staging.slots[i]
@@ -94,6 +163,12 @@ func (b *Backend) freeStaging() {
 		}
 		if s.event != (cu.Event{}) {
 			cu.DestroyEvent(&s.event)
+		}
+		if s.dev != 0 {
+			cu.MemFree(s.dev)
+		}
+		if s.consumed != (cu.Event{}) {
+			cu.DestroyEvent(&s.consumed)
 		}
 		*s = stagingSlot{}
 	}
