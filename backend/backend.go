@@ -20,7 +20,9 @@
 //     float32 represents exactly.
 //
 // Optional interfaces add to Backend: Fused (op pairs in one pass, which
-// layers use when a backend has them) and Float64Host.
+// layers use when a backend has them), AsyncDownloader (small downloads
+// that do not wait for later work, which the trainer uses to read each
+// step's loss one step late) and Float64Host.
 package backend
 
 import "fmt"
@@ -241,3 +243,21 @@ type SizeError struct {
 func (e *SizeError) Error() string {
 	return fmt.Sprintf("backend: %s: tensor %s holds %d elements, the op needs %d", e.Op, e.Arg, e.Have, e.Need)
 }
+
+// AsyncDownloader is implemented by backends that can copy a few values to
+// the host without waiting for work queued after the copy. The trainer
+// reads each step's loss sums this way one step late, so an asynchronous
+// device never idles while the host prepares the next step.
+type AsyncDownloader interface {
+	// DownloadAsync queues a copy of src's first n values (at most
+	// MaxAsyncDownload) into the backend's host slot (0 or 1), after the
+	// work queued so far, and returns at once.
+	DownloadAsync(slot int, src Tensor, n int)
+	// WaitDownload waits for the copy last queued into slot, copies its
+	// values into dst (len(dst) of them) and returns the first error
+	// recorded by the work before the copy, as Sync does.
+	WaitDownload(slot int, dst []float32) error
+}
+
+// MaxAsyncDownload is the most values one DownloadAsync copies.
+const MaxAsyncDownload = 64

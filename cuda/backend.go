@@ -75,6 +75,8 @@ type Backend struct {
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
+	// async are DownloadAsync's host slots (staging.go).
+	async [2]asyncSlot
 	// locked says New locked the OS thread, thread (a pthread_t), which
 	// Close unlocks when it runs there.
 	locked bool
@@ -327,6 +329,7 @@ func (b *Backend) release() {
 	}
 	if b.makeCurrent() {
 		b.freeStaging()
+		b.freeAsync()
 		if b.dnn != nil {
 			b.dnn.close()
 		}

@@ -238,11 +238,15 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 		ptrArg(gamma), ptrArg(beta), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(s.Spatial), intArg(s.N*s.Spatial))
 }
 
-// LogSoftmax computes row-wise log-softmax (one thread per row).
+// warpBlocks is the number of blocks of blockSize threads that give each
+// of rows rows a warp.
+func warpBlocks(rows int) int { return (rows*32 + blockSize - 1) / blockSize }
+
+// LogSoftmax computes row-wise log-softmax (a warp per row).
 func (b *Backend) LogSoftmax(yt, xt backend.Tensor, rows, cols int) {
 	y, x := b.dev("LogSoftmax", "y", yt, rows*cols), b.dev("LogSoftmax", "x", xt, rows*cols)
 	if y != 0 && x != 0 {
-		b.launch("log_softmax_f32", (rows+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(rows), intArg(cols))
+		b.launch("log_softmax_f32", warpBlocks(rows), blockSize, 0, ptrArg(y), ptrArg(x), intArg(rows), intArg(cols))
 	}
 }
 
@@ -251,7 +255,7 @@ func (b *Backend) LogSoftmax(yt, xt backend.Tensor, rows, cols int) {
 func (b *Backend) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) {
 	sums, logp, labels := b.dev("NLLLoss", "sums", sumst, 3), b.dev("NLLLoss", "logp", logpt, rows*cols), b.dev("NLLLoss", "labels", labelst, rows)
 	if sums != 0 && logp != 0 && labels != 0 {
-		b.launch("nll_f32", (rows+blockSize-1)/blockSize, blockSize, 0, ptrArg(sums), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), ptrArg(b.badLabel))
+		b.launch("nll_f32", warpBlocks(rows), blockSize, 0, ptrArg(sums), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), ptrArg(b.badLabel))
 	}
 }
 
@@ -499,8 +503,8 @@ func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.Poo
 	if dx == 0 || dy == 0 || arg == 0 {
 		return
 	}
-	b.Fill(dxt, 0, planes*s.H*s.W)
-	b.launchN("maxpool_bwd_f32", planes*oh*ow, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(planes), intArg(s.H), intArg(s.W), intArg(oh), intArg(ow))
+	b.launchN("maxpool_bwd_f32", planes*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(planes), intArg(s.H), intArg(s.W),
+		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
 }
 
 // GlobalAvgPoolForward averages each plane.

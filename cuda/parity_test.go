@@ -106,6 +106,40 @@ func parityCases() []opCase {
 			b.NLLLoss(out[0], out[1], in[1], 1, 10)
 			b.NLLLoss(out[0], out[1], in[1], 129, 10)
 		}},
+		// ImageNet's 1000 classes, and scores of three values, so that rows
+		// have tied maxima: even rows are labelled with the first maximum
+		// (a hit), odd rows with the second (a tie that is not a hit).
+		func() opCase {
+			const rows, cols = 37, 1000
+			var scores []float32
+			return opCase{name: "LogSoftmax+NLLLoss 37x1000, tied maxima", tol: 1e-5, inputs: []int{rows * cols, rows}, outputs: []int{3, rows * cols},
+				gen: func(i int, rng *rand.Rand, n int) []float32 {
+					v := make([]float32, n)
+					if i == 0 {
+						for j := range v {
+							v[j] = float32(rng.IntN(3))
+						}
+						scores = v
+						return v
+					}
+					for r := range v {
+						seen := 0
+						for c := 0; c < cols; c++ {
+							if scores[r*cols+c] == 2 {
+								if seen == r%2 {
+									v[r] = float32(c)
+									break
+								}
+								seen++
+							}
+						}
+					}
+					return v
+				}, run: func(b backend.Backend, in, out []backend.Tensor) {
+					b.LogSoftmax(out[1], in[0], rows, cols)
+					b.NLLLoss(out[0], out[1], in[1], rows, cols)
+				}}
+		}(),
 		opCase{name: "LogSoftmaxNLLBackward 129x10", tol: 1e-6, inputs: []int{1290, 129}, outputs: []int{1290, 1290}, gen: func(i int, rng *rand.Rand, n int) []float32 {
 			if i == 1 {
 				return labelsGen(10)(i, rng, n)

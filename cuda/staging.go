@@ -10,12 +10,15 @@ package cuda
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
+
+	"iterbin/backend"
 )
 
 // Uploads go through two page-locked staging buffers: Upload copies the
@@ -173,3 +176,101 @@ func (b *Backend) freeStaging() {
 		*s = stagingSlot{}
 	}
 }
+
+// asyncSlot is a page-locked host slot of DownloadAsync: room for
+// backend.MaxAsyncDownload values, then the bad-label flag copied beside
+// them, and the event that follows the copies.
+type asyncSlot struct {
+	host  unsafe.Pointer
+	event cu.Event
+	n     int
+	used  bool
+}
+
+// asyncFlagOffset is where a slot keeps its copy of the bad-label flag.
+const asyncFlagOffset = 4 * backend.MaxAsyncDownload
+
+// DownloadAsync queues a copy of src's first n values into host slot slot
+// on the stream and returns at once (backend.AsyncDownloader).
+func (b *Backend) DownloadAsync(slot int, src backend.Tensor, n int) {
+	if slot < 0 || slot >= len(b.async) || n < 0 || n > backend.MaxAsyncDownload {
+		b.fail(fmt.Errorf("backend: DownloadAsync: slot %d, %d values: use slot 0 or 1 and at most %d values", slot, n, backend.MaxAsyncDownload))
+		return
+	}
+	d := b.dev("DownloadAsync", "src", src, n)
+	if d == 0 || b.err != nil {
+		return
+	}
+	s := &b.async[slot]
+	if s.host == nil {
+		var p unsafe.Pointer
+		if st := C.cuMemAllocHost(&p, C.size_t(asyncFlagOffset+4)); st != C.CUDA_SUCCESS {
+			b.fail(fmt.Errorf("cuda: cuMemAllocHost: error %d", int(st)))
+			return
+		}
+		s.host = p
+		ev, err := cu.MakeEvent(cu.DisableTiming)
+		if err != nil {
+			b.fail(fmt.Errorf("cuda: cuEventCreate: %v", err))
+			return
+		}
+		s.event = ev
+	}
+	if n > 0 {
+		if err := cu.MemcpyDtoHAsync(s.host, d, int64(4*n), b.stream); err != nil {
+			b.fail(fmt.Errorf("cuda: cuMemcpyDtoHAsync: %v", err))
+			return
+		}
+	}
+	flag := unsafe.Add(s.host, asyncFlagOffset)
+	*(*uint32)(flag) = 0
+	if b.badLabel != 0 {
+		if err := cu.MemcpyDtoHAsync(flag, b.badLabel, 4, b.stream); err != nil {
+			b.fail(fmt.Errorf("cuda: cuMemcpyDtoHAsync: %v", err))
+			return
+		}
+	}
+	if err := s.event.Record(b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventRecord: %v", err))
+		return
+	}
+	s.n, s.used = n, true
+}
+
+// WaitDownload waits for slot's copy, not for work queued after it, and
+// copies its values into dst (backend.AsyncDownloader).
+func (b *Backend) WaitDownload(slot int, dst []float32) error {
+	switch {
+	case slot < 0 || slot >= len(b.async):
+		b.fail(fmt.Errorf("backend: WaitDownload: slot %d: use slot 0 or 1", slot))
+		return b.err
+	case !b.async[slot].used || len(dst) > b.async[slot].n:
+		b.fail(fmt.Errorf("backend: WaitDownload: slot %d holds %d values, %d asked for", slot, b.async[slot].n, len(dst)))
+		return b.err
+	}
+	s := &b.async[slot]
+	if err := s.event.Synchronize(); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventSynchronize: %v", err))
+		return b.err
+	}
+	if *(*uint32)(unsafe.Add(s.host, asyncFlagOffset)) != 0 {
+		b.fail(errors.New("backend: NLLLoss: a label is not a class index"))
+	}
+	copy(dst, unsafe.Slice((*float32)(s.host), len(dst)))
+	return b.err
+}
+
+func (b *Backend) freeAsync() {
+	for i := range b.async {
+		s := &b.async[i]
+		if s.host != nil {
+			C.cuMemFreeHost(s.host)
+		}
+		if s.event != (cu.Event{}) {
+			cu.DestroyEvent(&s.event)
+		}
+		*s = asyncSlot{}
+	}
+}
+
+var _ backend.AsyncDownloader = (*Backend)(nil)

@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -69,10 +70,19 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 	be := s.be
 	feed := s.startBenchFeed(m.Batch)
 	defer feed.stop()
+	// As in training, each step's loss sums are read one step late.
+	async := asyncDownloader(be)
+	slot, queued := 0, false
+	var stepErr error
 	step := func() {
 		hb := <-feed.ready
 		s.trainStep(hb, m.Batch, 0.001)
 		feed.free <- hb
+		async.DownloadAsync(slot, s.sums, len(s.sumsHost))
+		if queued && stepErr == nil {
+			stepErr = async.WaitDownload(slot^1, s.sumsHost)
+		}
+		slot, queued = slot^1, true
 	}
 	for i := 0; i < warmup; i++ {
 		step()
@@ -86,7 +96,7 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 	for i := 0; i < steps; i++ {
 		step()
 	}
-	if err := be.Sync(); err != nil {
+	if err := errors.Join(stepErr, be.Sync()); err != nil {
 		return BenchResult{}, fmt.Errorf("bench %s %s: %w", m.Name, mode, err)
 	}
 	elapsed := time.Since(start).Seconds()

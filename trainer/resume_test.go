@@ -172,3 +172,40 @@ func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {
 		t.Fatalf("error %v, want one naming epoch 0, batch 0, step 1 and NaN", err)
 	}
 }
+
+// TestNaNLossIsNeverCheckpointed: losses are checked one step late, so a
+// checkpoint asked for right after a diverged step must check that step
+// itself and refuse, rather than save the diverged model.
+func TestNaNLossIsNeverCheckpointed(t *testing.T) {
+	cfg := Default()
+	cfg.Train.TestBatchSize = 100
+	data := loaders.Synthetic(300, 1, 28, 10, 1)
+	be, _ := OpenBackend("cpu")
+	defer be.Close()
+	layers, _ := binarizableLayers(&cfg)
+	s, err := newSession(&cfg, be, data, Schedule{Mode: "iterative", Order: layers, EpochsPerLayer: 1}, 1, cfg.Train.ScheduleConfig, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.free()
+	last := s.model.Binarizable()[2].(*models.Dense)
+	be.Fill(last.Params()[1].Value, float32(math.Inf(1)), 10)
+	saved := 0
+	_, err = s.runEpoch(context.Background(), 0, nil, func(step stepInfo) error {
+		st, err := step.state() // a checkpoint after every step
+		if err != nil {
+			return err
+		}
+		if l := float64(st.Sums[0]); math.IsNaN(l) || math.IsInf(l, 0) {
+			t.Errorf("a checkpoint state holds the loss sum %v", l)
+		}
+		saved++
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "batch 0") || !strings.Contains(err.Error(), "NaN") {
+		t.Fatalf("error %v, want one naming batch 0 and NaN", err)
+	}
+	if saved != 0 {
+		t.Fatalf("%d checkpoint states were made after the loss became NaN", saved)
+	}
+}

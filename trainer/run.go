@@ -234,7 +234,10 @@ func trainRun(ctx context.Context, s *session, dir string, first int, partial *e
 		m, err := s.runEpoch(ctx, e, resume, func(step stepInfo) error {
 			// The last batch's state is saved by the epoch-end checkpoint.
 			if every > 0 && s.opt.Steps%every == 0 && !step.last {
-				st := step.state()
+				st, err := step.state()
+				if err != nil {
+					return fmt.Errorf("epoch %d, %w", e, err)
+				}
 				if err := save(e, &st); err != nil {
 					return err
 				}

@@ -215,10 +215,11 @@ func (s *session) packedStartSigns() [][]byte {
 }
 
 // stepInfo is passed to runEpoch's onStep after every step; state builds
-// the epoch's position (for a checkpoint) only when asked.
+// the epoch's position (for a checkpoint) only when asked, waiting for the
+// device, and fails if the step's loss is not finite.
 type stepInfo struct {
 	last  bool // the epoch's last batch
-	state func() epochState
+	state func() (epochState, error)
 }
 
 // runEpoch trains epoch e (from resume's position when not nil) and
@@ -264,11 +265,36 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 	feed := s.startFeed(e, order, first)
 	defer feed.stop()
 	batches := (train.N + bs - 1) / bs
+	// Each step's loss sums are read one step late (backend.AsyncDownloader),
+	// so an asynchronous device runs the next step while the host checks
+	// this one. pending is the step queued but not yet checked.
+	async := asyncDownloader(s.be)
+	type queuedStep struct {
+		slot, batch, samples, step int
+	}
+	var pending *queuedStep
+	slot := 0
+	check := func(q *queuedStep) error {
+		if err := async.WaitDownload(q.slot, s.sumsHost); err != nil {
+			return fmt.Errorf("epoch %d, batch %d (step %d): %w", e, q.batch, q.step, err)
+		}
+		if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
+			return fmt.Errorf("epoch %d, batch %d (step %d): the training loss became %v; the run stopped there (lower train.lr, or check the data)", e, q.batch, q.step, l)
+		}
+		if s.progress.due() {
+			s.progress.step(e, s.epochs, q.samples, train.N, float64(s.sumsHost[0])/float64(q.samples), time.Since(start))
+		}
+		return nil
+	}
 	for b := first; b < batches; b++ {
 		hb := <-feed.ready
 		if err := ctx.Err(); err != nil {
 			feed.free <- hb
-			return EpochMetrics{}, &interrupted{epoch: e, state: s.position(b, done, before+time.Since(start).Seconds()), err: err}
+			state, serr := s.position(b, done, before+time.Since(start).Seconds())
+			if serr != nil {
+				return EpochMetrics{}, serr
+			}
+			return EpochMetrics{}, &interrupted{epoch: e, state: state, err: err}
 		}
 		n := hb.n
 		if n < 2 {
@@ -278,22 +304,25 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		s.trainStep(hb, n, lr)
 		feed.free <- hb
 		done += n
-		s.be.Download(s.sumsHost, s.sums)
-		if err := s.be.Sync(); err != nil {
-			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d (step %d): %w", e, b, s.opt.Steps, err)
+		async.DownloadAsync(slot, s.sums, len(s.sumsHost))
+		if pending != nil {
+			if err := check(pending); err != nil {
+				return EpochMetrics{}, err
+			}
 		}
-		if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
-			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d (step %d): the training loss became %v; the run stopped there (lower train.lr, or check the data)", e, b, s.opt.Steps, l)
-		}
-		if s.progress.due() {
-			s.progress.step(e, s.epochs, done, train.N, float64(s.sumsHost[0])/float64(done), time.Since(start))
-		}
+		pending = &queuedStep{slot: slot, batch: b, samples: done, step: s.opt.Steps}
+		slot ^= 1
 		if onStep != nil {
 			next, samples, elapsed := b+1, done, before+time.Since(start).Seconds()
-			info := stepInfo{last: next == batches, state: func() epochState { return s.position(next, samples, elapsed) }}
+			info := stepInfo{last: next == batches, state: func() (epochState, error) { return s.position(next, samples, elapsed) }}
 			if err := onStep(info); err != nil {
 				return EpochMetrics{}, err
 			}
+		}
+	}
+	if pending != nil {
+		if err := check(pending); err != nil {
+			return EpochMetrics{}, err
 		}
 	}
 	start = start.Add(-time.Duration(before * float64(time.Second)))
@@ -402,10 +431,49 @@ func (s *session) trainStep(hb *hostBatch, n int, lr float64) {
 	s.model.ClipLatent()
 }
 
-// position describes the epoch after batch-1 batches (the sums are
-// downloaded).
-func (s *session) position(batch, samples int, seconds float64) epochState {
-	return epochState{Batch: batch, Sums: append([]float32(nil), s.sumsHost...), Samples: samples, Seconds: seconds, StartSigns: s.packedStartSigns()}
+// position describes the epoch after batch-1 batches, with the loss sums
+// of every step queued so far (it waits for the device); an error if they
+// are not finite, so that no checkpoint keeps a diverged model.
+func (s *session) position(batch, samples int, seconds float64) (epochState, error) {
+	s.be.Download(s.sumsHost, s.sums)
+	if err := s.be.Sync(); err != nil {
+		return epochState{}, fmt.Errorf("batch %d: %w", batch-1, err)
+	}
+	if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
+		return epochState{}, fmt.Errorf("batch %d: the training loss became %v; the run stopped there (lower train.lr, or check the data)", batch-1, l)
+	}
+	return epochState{Batch: batch, Sums: append([]float32(nil), s.sumsHost...), Samples: samples, Seconds: seconds, StartSigns: s.packedStartSigns()}, nil
+}
+
+// asyncDownloader returns be's backend.AsyncDownloader, or for a backend
+// without one an adapter that downloads at once (waiting for the device).
+func asyncDownloader(be backend.Backend) backend.AsyncDownloader {
+	if a, ok := be.(backend.AsyncDownloader); ok {
+		return a
+	}
+	return &syncDownloader{be: be}
+}
+
+// syncDownloader is backend.AsyncDownloader over plain Download.
+type syncDownloader struct {
+	be    backend.Backend
+	slots [2][]float32
+}
+
+func (d *syncDownloader) DownloadAsync(slot int, src backend.Tensor, n int) {
+	if cap(d.slots[slot]) < n {
+		d.slots[slot] = make([]float32, n)
+	}
+	d.slots[slot] = d.slots[slot][:n]
+	d.be.Download(d.slots[slot], src)
+}
+
+func (d *syncDownloader) WaitDownload(slot int, dst []float32) error {
+	if err := d.be.Sync(); err != nil {
+		return err
+	}
+	copy(dst, d.slots[slot])
+	return nil
 }
 
 // hostBatch is one training batch filled on the host; n samples were

@@ -35,9 +35,13 @@ type Float interface{ ~float32 | ~float64 }
 
 // Backend is the CPU backend. It is not safe for concurrent use.
 type Backend[T Float] struct {
-	err  error
-	blas gonum.Implementation // float64 GEMM
-	pool *pool[T]
+	err error
+	// asyncSlots are DownloadAsync's host slots, asyncCount how many
+	// values each holds.
+	asyncSlots [2][backend.MaxAsyncDownload]float32
+	asyncCount [2]int
+	blas       gonum.Implementation // float64 GEMM
+	pool       *pool[T]
 	// kernel is the float32 GEMM micro-kernel, kernelName says which.
 	kernel     func(k int, a, b, c []float32, ldc int, add bool)
 	kernelName string
@@ -227,6 +231,38 @@ func (b *Backend[T]) Err() error { return b.err }
 
 // Sync returns the first recorded error; CPU ops are synchronous.
 func (b *Backend[T]) Sync() error { return b.err }
+
+// DownloadAsync copies src's first n values into host slot slot at once
+// (CPU ops are synchronous); backend.AsyncDownloader.
+func (b *Backend[T]) DownloadAsync(slot int, src backend.Tensor, n int) {
+	if slot < 0 || slot >= len(b.asyncSlots) || n < 0 || n > backend.MaxAsyncDownload {
+		b.fail(fmt.Errorf("backend: DownloadAsync: slot %d, %d values: use slot 0 or 1 and at most %d values", slot, n, backend.MaxAsyncDownload))
+		return
+	}
+	s := b.get("DownloadAsync", "src", src, n)
+	if s == nil {
+		return
+	}
+	dst := b.asyncSlots[slot][:n]
+	for i, v := range s[:n] {
+		dst[i] = float32(v)
+	}
+	b.asyncCount[slot] = n
+}
+
+// WaitDownload copies slot's values into dst; backend.AsyncDownloader.
+func (b *Backend[T]) WaitDownload(slot int, dst []float32) error {
+	switch {
+	case slot < 0 || slot >= len(b.asyncSlots):
+		b.fail(fmt.Errorf("backend: WaitDownload: slot %d: use slot 0 or 1", slot))
+		return b.err
+	case len(dst) > b.asyncCount[slot]:
+		b.fail(fmt.Errorf("backend: WaitDownload: slot %d holds %d values, %d asked for", slot, b.asyncCount[slot], len(dst)))
+		return b.err
+	}
+	copy(dst, b.asyncSlots[slot][:len(dst)])
+	return b.err
+}
 
 // Close stops the worker goroutines and reports the first recorded error;
 // CPU memory belongs to Go.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"iterbin/backend"
@@ -266,5 +267,39 @@ func TestNLLLossTop5(t *testing.T) {
 	b.NLLLoss(sums, logp, labels, 2, 7)
 	if got := download(b, sums); got[1] != 0 || got[2] != 1 {
 		t.Errorf("top-1 %v top-5 %v, want 0 and 1", got[1], got[2])
+	}
+}
+
+// TestAsyncDownloadKeepsTheValuesWhenQueued: a copy queued with
+// DownloadAsync holds the values of the time it was queued, not those of
+// later work, per slot; bad slots and sizes are errors.
+func TestAsyncDownloadKeepsTheValuesWhenQueued(t *testing.T) {
+	b := New()
+	defer b.Close()
+	var async backend.AsyncDownloader = b
+	x := b.Alloc(5)
+	b.Fill(x, 1.5, 5)
+	async.DownloadAsync(0, x, 3)
+	b.Fill(x, -2, 5)
+	async.DownloadAsync(1, x, 2)
+	b.Fill(x, 7, 5)
+	got0, got1 := make([]float32, 3), make([]float32, 2)
+	if err := async.WaitDownload(0, got0); err != nil {
+		t.Fatal(err)
+	}
+	if err := async.WaitDownload(1, got1); err != nil {
+		t.Fatal(err)
+	}
+	if got0[0] != 1.5 || got0[2] != 1.5 || got1[0] != -2 || got1[1] != -2 {
+		t.Fatalf("slot 0 %v (want 1.5s), slot 1 %v (want -2s)", got0, got1)
+	}
+	if err := async.WaitDownload(1, make([]float32, 3)); err == nil {
+		t.Fatal("reading 3 values from a slot of 2 was not an error")
+	}
+	b2 := New()
+	defer b2.Close()
+	b2.DownloadAsync(2, b2.Alloc(1), 1)
+	if err := b2.Err(); err == nil || !strings.Contains(err.Error(), "slot 2") {
+		t.Fatalf("slot 2: error %v", err)
 	}
 }

@@ -236,7 +236,7 @@ func medianBy[R any](rs []R, key func(R) float64) R {
 }
 
 // printProfile writes where a step's time goes, most time first; ops below
-// half a percent are summed in one line.
+// 0.2% are summed in one line.
 func printProfile(w io.Writer, p trainer.StepProfile) {
 	var total time.Duration
 	for _, r := range p.Ops {
@@ -251,7 +251,7 @@ func printProfile(w io.Writer, p trainer.StepProfile) {
 	var rest time.Duration
 	restOps := 0
 	for _, r := range p.Ops {
-		if total > 0 && float64(r.Total) < 0.005*float64(total) {
+		if total > 0 && float64(r.Total) < 0.002*float64(total) {
 			rest += r.Total
 			restOps++
 			continue

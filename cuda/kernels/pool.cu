@@ -25,13 +25,27 @@ extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float*
     }
 }
 
-// dx (zeroed by the host) += dy at the arg-max positions.
+// dx = the sum of dy over the windows whose arg-max is this position,
+// gathered per input element (no atomics: a fixed order, output rows then
+// columns ascending, as the CPU adds them).
 extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const float* argmax, int planes, int h, int w,
-                                           int oh, int ow) {
-    long long total = (long long)planes * oh * ow;
+                                           int k, int stride, int pad, int oh, int ow) {
+    long long total = (long long)planes * h * w;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        long long p = i / ((long long)oh * ow);
-        atomicAdd(&dx[p * h * w + (int)argmax[i]], dy[i]);
+        int ix = (int)(i % w), iy = (int)((i / w) % h);
+        long long p = i / ((long long)h * w);
+        // Windows oy cover iy when oy*stride - pad <= iy <= oy*stride - pad + k - 1.
+        int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
+        int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
+        int ox0 = tx <= 0 ? 0 : (tx + stride - 1) / stride, ox1 = min(ow - 1, (ix + pad) / stride);
+        float here = (float)(iy * w + ix), s = 0.0f;
+        for (int oy = oy0; oy <= oy1; oy++) {
+            for (int ox = ox0; ox <= ox1; ox++) {
+                long long o = (p * oh + oy) * ow + ox;
+                if (argmax[o] == here) s += dy[o];
+            }
+        }
+        dx[i] = s;
     }
 }
 
