@@ -46,6 +46,10 @@ type Backend struct {
 	device  cu.Device
 	ctx     cu.CUContext
 	stream  cu.Stream
+	// cudnnOnly is Options.CuDNNOnly; timing are the events convolve
+	// times the two convolution paths with.
+	cudnnOnly bool
+	timing    [2]cu.Event
 	// copyStream carries large uploads, so that they overlap the compute
 	// stream's work (staging.go).
 	copyStream cu.Stream
@@ -130,7 +134,7 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	if ordinal < 0 || ordinal >= n {
 		return nil, fmt.Errorf("cuda: device cuda:%d does not exist; this machine has %d CUDA devices", ordinal, n)
 	}
-	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}, precision: precision, bf16: precision == BF16}
+	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}, precision: precision, bf16: precision == BF16, cudnnOnly: opts.CuDNNOnly}
 	if b.device, err = cu.GetDevice(ordinal); err != nil {
 		return nil, fmt.Errorf("cuda: cuDeviceGet(%d): %v", ordinal, err)
 	}
@@ -171,6 +175,9 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	} else {
 		b.dnn = dnn
 		convolutions = "cuDNN " + dnn.version + " convolutions"
+		if !opts.CuDNNOnly {
+			convolutions += ", raced against im2col per shape"
+		}
 	}
 	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions)
 	return b, nil
@@ -237,10 +244,14 @@ func ptxEntries(ptx string) []string {
 // practice some shapes in bf16), which run on the im2col path, once there
 // are any.
 func (b *Backend) Name() string {
-	if b.dnn != nil && b.dnn.fallbacks > 0 {
-		return fmt.Sprintf("%s; %d convolution directions on im2col, cuDNN does not support them (first: %s)", b.name, b.dnn.fallbacks, b.dnn.firstFallback)
+	name := b.name
+	if b.dnn != nil && b.dnn.im2colFaster > 0 {
+		name += fmt.Sprintf("; %d convolution directions on im2col, which timed faster", b.dnn.im2colFaster)
 	}
-	return b.name
+	if b.dnn != nil && b.dnn.fallbacks > 0 {
+		name += fmt.Sprintf("; %d convolution directions on im2col, cuDNN does not support them (first: %s)", b.dnn.fallbacks, b.dnn.firstFallback)
+	}
+	return name
 }
 
 func (b *Backend) fail(err error) {
@@ -330,6 +341,11 @@ func (b *Backend) release() {
 	if b.makeCurrent() {
 		b.freeStaging()
 		b.freeAsync()
+		for i := range b.timing {
+			if b.timing[i] != (cu.Event{}) {
+				cu.DestroyEvent(&b.timing[i])
+			}
+		}
 		if b.dnn != nil {
 			b.dnn.close()
 		}

@@ -208,7 +208,7 @@ func TestBF16ParityWithCPU(t *testing.T) {
 		noCuDNN bool
 	}{{"cuDNN", false}, {"im2col", true}} {
 		t.Run(path.name, func(t *testing.T) {
-			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
 			defer gpu.Close()
 			cases := bf16ConvCases()
 			if path.noCuDNN { // GEMMs never use cuDNN: once is enough
@@ -410,7 +410,7 @@ func TestBF16ExactCases(t *testing.T) {
 		noCuDNN bool
 	}{{"cuDNN", false}, {"im2col", true}} {
 		t.Run(path.name, func(t *testing.T) {
-			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
 			defer gpu.Close()
 			convOp := func(s backend.ConvShape) func([]backend.Tensor, backend.Tensor) {
 				return func(in []backend.Tensor, out backend.Tensor) { gpu.Conv2DForward(out, in[0], in[1], s) }

@@ -200,7 +200,7 @@ func TestConvParityWithCPU(t *testing.T) {
 			tf32 bool
 		}{{"fp32", false}, {"tf32", true}} {
 			t.Run(path.name+"/"+precision.name, func(t *testing.T) {
-				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN}, !path.noCuDNN)
+				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
 				defer gpu.Close()
 				checkParity(t, gpu, convCases(precision.tf32))
 				if !path.noCuDNN {
@@ -208,6 +208,25 @@ func TestConvParityWithCPU(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// With the race on (the default), each convolution direction runs on the
+// path that timed faster; the results match the CPU on the first run
+// (which times both paths) and on later ones.
+func TestConvRaceMatchesCPU(t *testing.T) {
+	for _, precision := range []string{cuda.FP32, cuda.BF16} {
+		gpu := openGPU(t, cuda.Options{Precision: precision}, true)
+		for round := range 2 {
+			t.Logf("%s, round %d", precision, round)
+			if precision == cuda.BF16 {
+				checkBF16(t, gpu, true, bf16ConvCases()) // either path: allow cuDNN's bf16 output
+			} else {
+				checkParity(t, gpu, convCases(false))
+			}
+		}
+		t.Logf("after the race: %s", gpu.Name())
+		gpu.Close()
 	}
 }
 
@@ -237,7 +256,7 @@ func TestConvPathsAgree(t *testing.T) {
 		}
 		return results
 	}
-	dnn := run(cuda.Options{}, true, 2)
+	dnn := run(cuda.Options{CuDNNOnly: true}, true, 2)
 	im2col := run(cuda.Options{NoCuDNN: true}, false, 1)[0]
 	for i, c := range cases {
 		scale, err := convScale(c, inputs[i])

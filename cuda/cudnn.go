@@ -316,6 +316,9 @@ type cudnn struct {
 	// why the first does.
 	fallbacks     int
 	firstFallback string
+	// im2colFaster counts the convolution directions the im2col path
+	// timed faster on (convolve).
+	im2colFaster int
 }
 
 // noteFallback records n convolution directions sent to im2col.

@@ -28,6 +28,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"gorgonia.org/cu"
@@ -69,8 +70,10 @@ type dnnPlan struct {
 	chosen bool    // whether the algorithm below was chosen yet
 	// im2col says why this direction runs on the im2col path instead:
 	// cuDNN does not support it (dnnUnsupported), e.g. some shapes in
-	// bf16.
+	// bf16, or im2col timed faster (raced).
 	im2col string
+	// raced says the im2col path was timed against cuDNN's choice.
+	raced bool
 	dnnResult
 }
 
@@ -365,4 +368,99 @@ func (b *Backend) convFallbacks() (int, string) {
 		return 0, ""
 	}
 	return b.dnn.fallbacks, b.dnn.firstFallback
+}
+
+// convolve runs direction dir of convolution s, with operands in cuDNN's
+// order (forward x, w → y; backward data w, dy → dx; backward filter
+// x, dy → dw): on cuDNN, unless it cannot run it or, unless
+// Options.CuDNNOnly, the im2col path timed faster for this shape and
+// direction. That race runs once, the first time cuDNN has run the
+// direction: cuDNN's choice once more and the im2col path twice (a
+// warm-up that also grows the workspace, then the timed run), each timed
+// with events on the op's own buffers. Both paths write the whole output.
+// It pays where cuDNN's NCHW kernels are slow, such as a first layer of
+// three input channels.
+func (b *Backend) convolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
+	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, in1, in2, out) {
+		b.convIm2col(dir, s, in1, in2, out)
+		return
+	}
+	if b.cudnnOnly || b.err != nil {
+		return
+	}
+	p := b.dnnPlan(dir, s)
+	if p == nil || p.raced || p.im2col != "" {
+		return
+	}
+	p.raced = true
+	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, in1, in2, out) })
+	b.convIm2col(dir, s, in1, in2, out)
+	im2colMs := b.timeOnStream(func() { b.convIm2col(dir, s, in1, in2, out) })
+	if b.err == nil && im2colMs < dnnMs {
+		p.im2col = fmt.Sprintf("im2col timed faster (%.3f ms, cuDNN's choice %.3f ms)", im2colMs, dnnMs)
+		b.dnn.im2colFaster++
+	}
+}
+
+// convIm2col runs direction dir of s on the im2col path (operands as in
+// convolve).
+func (b *Backend) convIm2col(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
+	switch dir {
+	case dnnForward:
+		b.conv2DForwardIm2col(out, in1, in2, s)
+	case dnnBackwardData:
+		b.conv2DBackwardDataIm2col(out, in2, in1, s)
+	case dnnBackwardFilter:
+		b.conv2DBackwardFilterIm2col(out, in2, in1, s)
+	}
+}
+
+// dnnPlan returns cuDNN's plan for direction dir of s at the backend's
+// precision; nil where cuDNN has none.
+func (b *Backend) dnnPlan(dir dnnDirection, s backend.ConvShape) *dnnPlan {
+	key := dnnConvKey{shape: s, dtype: dnnFloat}
+	if b.bf16 {
+		key.dtype = dnnBFloat16
+	}
+	c, ok := b.dnn.convs[key]
+	if !ok {
+		return nil
+	}
+	return &c.plans[dir]
+}
+
+// timeOnStream returns the milliseconds the work f queues takes on the
+// stream (events around it; waits for it). +Inf, with the error recorded,
+// where timing fails.
+func (b *Backend) timeOnStream(f func()) float64 {
+	if b.timing[0] == (cu.Event{}) {
+		for i := range b.timing {
+			ev, err := cu.MakeEvent(cu.DefaultEvent)
+			if err != nil {
+				b.fail(fmt.Errorf("cuda: cuEventCreate: %v", err))
+				return math.Inf(1)
+			}
+			b.timing[i] = ev
+		}
+	}
+	start, end := b.timing[0], b.timing[1]
+	if err := start.Record(b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventRecord: %v", err))
+		return math.Inf(1)
+	}
+	f()
+	if err := end.Record(b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventRecord: %v", err))
+		return math.Inf(1)
+	}
+	if err := end.Synchronize(); err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventSynchronize: %v", err))
+		return math.Inf(1)
+	}
+	ms, err := start.Elapsed(end)
+	if err != nil {
+		b.fail(fmt.Errorf("cuda: cuEventElapsedTime: %v", err))
+		return math.Inf(1)
+	}
+	return ms
 }

@@ -373,15 +373,18 @@ func (b *Backend) convPointers(op string, s backend.ConvShape, names [3]string, 
 // im2col for a chunk of samples, then one strided-batched GEMM
 // y[n] = W·cols[n] (at precision bf16 on bf16 copies, bf16.go).
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ptrs, ok := b.convPointers("Conv2DForward", s, [3]string{"y", "x", "w"}, [3]backend.Tensor{yt, xt, wt}, [3]int{s.N * out, s.N * in, s.OC * k})
 	if !ok || s.N == 0 {
 		return
 	}
 	y, x, w := ptrs[0], ptrs[1], ptrs[2]
-	if b.useCudnn(s) && b.dnnConvolve(dnnForward, s, x, w, y) {
-		return
-	}
+	b.convolve(dnnForward, s, x, w, y)
+}
+
+// conv2DForwardIm2col is Conv2DForward on the im2col path.
+func (b *Backend) conv2DForwardIm2col(y, x, w cu.DevicePtr, s backend.ConvShape) {
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	if b.bf16 {
 		b.conv2DForwardBF16(y, x, w, s)
 		return
@@ -407,15 +410,18 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 // cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16
 // the GEMM's inputs are bf16 copies).
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ptrs, ok := b.convPointers("Conv2DBackwardData", s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
 	if !ok || s.N == 0 {
 		return
 	}
 	dx, dy, w := ptrs[0], ptrs[1], ptrs[2]
-	if b.useCudnn(s) && b.dnnConvolve(dnnBackwardData, s, w, dy, dx) {
-		return
-	}
+	b.convolve(dnnBackwardData, s, w, dy, dx)
+}
+
+// conv2DBackwardDataIm2col is Conv2DBackwardData on the im2col path.
+func (b *Backend) conv2DBackwardDataIm2col(dx, dy, w cu.DevicePtr, s backend.ConvShape) {
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	if b.bf16 {
 		b.conv2DBackwardDataBF16(dx, dy, w, s)
 		return
@@ -441,7 +447,7 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 // dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
 // order (at precision bf16 on bf16 copies of dy and the columns).
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
 	ptrs, ok := b.convPointers("Conv2DBackwardFilter", s, [3]string{"dw", "dy", "x"}, [3]backend.Tensor{dwt, dyt, xt}, [3]int{s.OC * k, s.N * out, s.N * in})
 	if !ok {
 		return
@@ -451,9 +457,12 @@ func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.Co
 		b.Fill(dwt, 0, s.OC*k)
 		return
 	}
-	if b.useCudnn(s) && b.dnnConvolve(dnnBackwardFilter, s, x, dy, dw) {
-		return
-	}
+	b.convolve(dnnBackwardFilter, s, x, dy, dw)
+}
+
+// conv2DBackwardFilterIm2col is Conv2DBackwardFilter on the im2col path.
+func (b *Backend) conv2DBackwardFilterIm2col(dw, dy, x cu.DevicePtr, s backend.ConvShape) {
+	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	if b.bf16 {
 		b.conv2DBackwardFilterBF16(dw, dy, x, s)
 		return

@@ -28,6 +28,11 @@ type Options struct {
 	// found); tests use it to compare the two paths. Builds without the
 	// cuda tag ignore it.
 	NoCuDNN bool
+	// CuDNNOnly runs every convolution cuDNN supports on cuDNN. By default
+	// each direction of each shape is also timed once on the im2col path,
+	// which then runs it where it was faster (Name counts those); tests of
+	// the cuDNN path set CuDNNOnly so that cuDNN is what they check.
+	CuDNNOnly bool
 }
 
 // The values of Options.Precision.

@@ -16,7 +16,8 @@
 #
 #   run tool: command="bash .gpubundle/gpu-suite.sh", carry=[".gpubundle"]
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
-#   would start after it are skipped and say so.
+#   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
+#   the profile.
 set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
@@ -78,8 +79,10 @@ else
   note "mnist quick start: SKIPPED (deadline)"
 fi
 
-# 3. Where a step's time goes (every op timed with the device waited for).
+# 3. Where a step's time goes (every op timed with the device waited for);
+# GPU_SUITE_PROFILE=0 skips it.
 for p in fp32 bf16; do
+  [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
   l=$(limit 60)
   if [ "$l" -lt 15 ]; then note "profile $p: SKIPPED (deadline)"; continue; fi
   timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet20,resnet18 --modes float \
