@@ -99,6 +99,13 @@ func parallelCopy(dst, src []float32) {
 		copy(dst, src)
 		return
 	}
+	copyInParallel(dst, src, workers)
+}
+
+// copyInParallel is copy(dst, src) by workers goroutines. (Its own
+// function: the goroutines' captured arguments would otherwise move
+// parallelCopy's parameters to the heap on every upload.)
+func copyInParallel(dst, src []float32, workers int) {
 	var wg sync.WaitGroup
 	for k := range workers {
 		lo, hi := k*len(src)/workers, (k+1)*len(src)/workers

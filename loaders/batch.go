@@ -90,26 +90,15 @@ func (d *Dataset) FillTrainBatch(x, labels []float32, s *Split, idx []int, rng *
 			rng.lut = append(rng.lut, (float32(v)/255-mean)/std)
 		}
 	}
-	ss := d.SampleSize()
-	fill := func(lo, hi int) {
-		for b := lo; b < hi; b++ {
-			i := idx[b]
-			d.fillCropped(x[b*ss:(b+1)*ss], s.Images[i*ss:(i+1)*ss], rng.crops[b], rng.lut)
-			labels[b] = float32(s.Labels[i])
-		}
-	}
 	// Large batches (ImageNet-sized images) are filled by several
-	// goroutines; small ones are not worth the start-up.
+	// goroutines; small ones are not worth the start-up (nor its
+	// allocations).
 	workers := min(runtime.GOMAXPROCS(0), len(idx)/4)
-	if workers < 2 || len(idx)*ss < 1<<22 {
-		fill(0, len(idx))
+	if workers < 2 || len(idx)*d.SampleSize() < 1<<22 {
+		d.fillCroppedRange(x, labels, s, idx, rng, 0, len(idx))
 		return len(idx)
 	}
-	var wg sync.WaitGroup
-	for k := range workers {
-		wg.Go(func() { fill(k*len(idx)/workers, (k+1)*len(idx)/workers) })
-	}
-	wg.Wait()
+	d.fillCroppedParallel(x, labels, s, idx, rng, workers)
 	return len(idx)
 }
 
@@ -148,6 +137,28 @@ func Batches(n, size int, fn func(lo, hi int) error) error {
 		}
 	}
 	return nil
+}
+
+// fillCroppedParallel fills the batch in workers goroutines. (Its own
+// function: the goroutines' captured arguments would otherwise move
+// FillTrainBatch's parameters to the heap on every call.)
+func (d *Dataset) fillCroppedParallel(x, labels []float32, s *Split, idx []int, rng *BatchRNG, workers int) {
+	var wg sync.WaitGroup
+	for k := range workers {
+		wg.Go(func() { d.fillCroppedRange(x, labels, s, idx, rng, k*len(idx)/workers, (k+1)*len(idx)/workers) })
+	}
+	wg.Wait()
+}
+
+// fillCroppedRange fills batch positions [lo, hi) with their samples'
+// crops (drawn into rng.crops) and labels.
+func (d *Dataset) fillCroppedRange(x, labels []float32, s *Split, idx []int, rng *BatchRNG, lo, hi int) {
+	ss := d.SampleSize()
+	for b := lo; b < hi; b++ {
+		i := idx[b]
+		d.fillCropped(x[b*ss:(b+1)*ss], s.Images[i*ss:(i+1)*ss], rng.crops[b], rng.lut)
+		labels[b] = float32(s.Labels[i])
+	}
 }
 
 // fillCropped writes one sample's crop (rows and columns shifted by the
