@@ -519,8 +519,10 @@ func (c *Config) Encode() ([]byte, error) {
 }
 
 // SensitivityFingerprint identifies everything that changes a sensitivity
-// ranking: data, model, binarizer, optimization and the sensitivity
-// settings (not the order, the budget of the main run or where it writes).
+// ranking: data, model, binarizer, optimization, the sensitivity settings
+// and a precision other than fp32 (not the order, the budget of the main
+// run, the device or where it writes). An fp32 run's fingerprint is what it
+// was before precisions existed, so saved rankings stay valid.
 func (c *Config) SensitivityFingerprint() string {
 	key := struct {
 		Seed        uint64
@@ -531,7 +533,11 @@ func (c *Config) SensitivityFingerprint() string {
 		Reset       bool
 		Train       TrainConfig
 		Sensitivity SensitivityConfig
-	}{c.Run.Seed, c.Data, c.Model, c.Binarize.STE, c.Binarize.ClipLatent, c.Binarize.ResetLatentEachEpoch, c.Train, c.Sensitivity}
+		Precision   string `json:",omitempty"`
+	}{c.Run.Seed, c.Data, c.Model, c.Binarize.STE, c.Binarize.ClipLatent, c.Binarize.ResetLatentEachEpoch, c.Train, c.Sensitivity, c.Run.Precision}
+	if key.Precision == "fp32" {
+		key.Precision = ""
+	}
 	key.Data.Dir = ""
 	key.Train.Epochs = 0
 	key.Train.ScheduleConfig = ScheduleConfig{}

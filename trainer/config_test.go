@@ -185,6 +185,22 @@ func TestSensitivityFingerprintIgnoresOrderAndBudget(t *testing.T) {
 	if a.SensitivityFingerprint() == b.SensitivityFingerprint() {
 		t.Error("the learning rate did not change the fingerprint")
 	}
+	// fp32, written or not, has one fingerprint (the field is then left
+	// out, as before precisions existed); tf32 and bf16 round, so each
+	// has its own.
+	c, d := Default(), Default()
+	c.Run.Precision, d.Run.Precision = "", "fp32"
+	if c.SensitivityFingerprint() != d.SensitivityFingerprint() {
+		t.Error(`precision "" and "fp32" have different fingerprints`)
+	}
+	seen := map[string]string{c.SensitivityFingerprint(): "fp32"}
+	for _, p := range []string{"tf32", "bf16"} {
+		d.Run.Precision = p
+		if other, ok := seen[d.SensitivityFingerprint()]; ok {
+			t.Errorf("%s has the fingerprint of %s", p, other)
+		}
+		seen[d.SensitivityFingerprint()] = p
+	}
 }
 
 func TestProgressPlainLinesOffTerminal(t *testing.T) {
