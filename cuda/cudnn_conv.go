@@ -153,10 +153,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 		return true
 	}
 	d := b.dnn
-	key := dnnConvKey{shape: s, dtype: dnnFloat}
-	if b.bf16 {
-		key.dtype = dnnBFloat16
-	}
+	key := b.dnnKey(s)
 	c, ok := d.convs[key]
 	if !ok {
 		var err error
@@ -344,10 +341,7 @@ func (b *Backend) convPlans(s backend.ConvShape) []convPlan {
 	if b.dnn == nil {
 		return nil
 	}
-	key := dnnConvKey{shape: s, dtype: dnnFloat}
-	if b.bf16 {
-		key.dtype = dnnBFloat16
-	}
+	key := b.dnnKey(s)
 	c, ok := b.dnn.convs[key]
 	if !ok {
 		return nil
@@ -415,13 +409,19 @@ func (b *Backend) convIm2col(dir dnnDirection, s backend.ConvShape, in1, in2, ou
 	}
 }
 
+// dnnKey is convolution s's key in cuDNN's plans at the backend's
+// precision.
+func (b *Backend) dnnKey(s backend.ConvShape) dnnConvKey {
+	if b.bf16 {
+		return dnnConvKey{shape: s, dtype: dnnBFloat16}
+	}
+	return dnnConvKey{shape: s, dtype: dnnFloat}
+}
+
 // dnnPlan returns cuDNN's plan for direction dir of s at the backend's
 // precision; nil where cuDNN has none.
 func (b *Backend) dnnPlan(dir dnnDirection, s backend.ConvShape) *dnnPlan {
-	key := dnnConvKey{shape: s, dtype: dnnFloat}
-	if b.bf16 {
-		key.dtype = dnnBFloat16
-	}
+	key := b.dnnKey(s)
 	c, ok := b.dnn.convs[key]
 	if !ok {
 		return nil

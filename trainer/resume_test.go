@@ -152,22 +152,32 @@ func TestKilledRunResumesBitIdentical(t *testing.T) {
 	}
 }
 
-func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {
+// divergingSession is an MLP session whose first step's loss is NaN: an
+// infinite bias in the last layer, whose batch norm computes ∞ − ∞.
+func divergingSession(t *testing.T) *session {
+	t.Helper()
 	cfg := Default()
 	cfg.Train.TestBatchSize = 100
 	data := loaders.Synthetic(300, 1, 28, 10, 1)
-	be, _ := OpenBackend("cpu")
-	defer be.Close()
+	be, err := OpenBackend("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
 	layers, _ := binarizableLayers(&cfg)
 	s, err := newSession(&cfg, be, data, Schedule{Mode: "iterative", Order: layers, EpochsPerLayer: 1}, 1, cfg.Train.ScheduleConfig, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.free()
-	// An infinite bias in the last layer: its batch norm computes ∞ − ∞.
+	t.Cleanup(s.free)
 	last := s.model.Binarizable()[2].(*models.Dense)
 	be.Fill(last.Params()[1].Value, float32(math.Inf(1)), 10)
-	_, err = s.runEpoch(context.Background(), 0, nil, nil)
+	return s
+}
+
+func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {
+	s := divergingSession(t)
+	_, err := s.runEpoch(context.Background(), 0, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "epoch 0, batch 0 (step 1)") || !strings.Contains(err.Error(), "NaN") {
 		t.Fatalf("error %v, want one naming epoch 0, batch 0, step 1 and NaN", err)
 	}
@@ -177,21 +187,9 @@ func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {
 // checkpoint asked for right after a diverged step must check that step
 // itself and refuse, rather than save the diverged model.
 func TestNaNLossIsNeverCheckpointed(t *testing.T) {
-	cfg := Default()
-	cfg.Train.TestBatchSize = 100
-	data := loaders.Synthetic(300, 1, 28, 10, 1)
-	be, _ := OpenBackend("cpu")
-	defer be.Close()
-	layers, _ := binarizableLayers(&cfg)
-	s, err := newSession(&cfg, be, data, Schedule{Mode: "iterative", Order: layers, EpochsPerLayer: 1}, 1, cfg.Train.ScheduleConfig, true, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.free()
-	last := s.model.Binarizable()[2].(*models.Dense)
-	be.Fill(last.Params()[1].Value, float32(math.Inf(1)), 10)
+	s := divergingSession(t)
 	saved := 0
-	_, err = s.runEpoch(context.Background(), 0, nil, func(step stepInfo) error {
+	_, err := s.runEpoch(context.Background(), 0, nil, func(step stepInfo) error {
 		st, err := step.state() // a checkpoint after every step
 		if err != nil {
 			return err
