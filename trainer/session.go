@@ -267,14 +267,16 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 	batches := (train.N + bs - 1) / bs
 	// Each step's loss sums are read one step late (backend.AsyncDownloader),
 	// so an asynchronous device runs the next step while the host checks
-	// this one. pending is the step queued but not yet checked.
+	// this one. pending is the step queued but not yet checked, where
+	// queued says there is one.
 	async := asyncDownloader(s.be)
 	type queuedStep struct {
 		slot, batch, samples, step int
 	}
-	var pending *queuedStep
+	var pending queuedStep
+	queued := false
 	slot := 0
-	check := func(q *queuedStep) error {
+	check := func(q queuedStep) error {
 		if err := async.WaitDownload(q.slot, s.sumsHost); err != nil {
 			return fmt.Errorf("epoch %d, batch %d (step %d): %w", e, q.batch, q.step, err)
 		}
@@ -305,12 +307,12 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		feed.free <- hb
 		done += n
 		async.DownloadAsync(slot, s.sums, len(s.sumsHost))
-		if pending != nil {
+		if queued {
 			if err := check(pending); err != nil {
 				return EpochMetrics{}, err
 			}
 		}
-		pending = &queuedStep{slot: slot, batch: b, samples: done, step: s.opt.Steps}
+		pending, queued = queuedStep{slot: slot, batch: b, samples: done, step: s.opt.Steps}, true
 		slot ^= 1
 		if onStep != nil {
 			next, samples, elapsed := b+1, done, before+time.Since(start).Seconds()
@@ -320,7 +322,7 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 			}
 		}
 	}
-	if pending != nil {
+	if queued {
 		if err := check(pending); err != nil {
 			return EpochMetrics{}, err
 		}
