@@ -58,66 +58,100 @@ func bnVector[T Float](v *vectorOps, spatial int, x []T) bool {
 	return ok && v.sum != nil && spatial >= vectorMin
 }
 
+// bnGroup is how many channels the SIMD batch-norm loops take together:
+// each pass walks the samples in order and, within a sample, the group's
+// channel planes, which lie next to each other in memory. Walking one
+// channel's planes instead (one plane every C·spatial floats) makes the
+// planes of a channel alias in the caches, and reading memory one sample
+// at a time keeps the hardware prefetchers streaming. Every channel's sums
+// still run over its planes in sample order, so results are the same.
+const bnGroup = 64
+
 // bnTrainVector is bnTrainPart with the SIMD loops, run per sample plane.
 func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 	s, x, y, xhat := t.s, t.x, t.y, t.xhat
 	m := float64(s.N * s.Spatial)
-	for c := lo; c < hi; c++ {
-		var sum float64
+	var sum, sq [bnGroup]float64
+	var mu [bnGroup]float64
+	var muT, inv [bnGroup]float32
+	for g0 := lo; g0 < hi; g0 += bnGroup {
+		g1 := min(hi, g0+bnGroup)
+		clear(sum[:])
+		clear(sq[:])
 		for n := 0; n < s.N; n++ {
-			base := (n*s.C + c) * s.Spatial
-			sum += v.sum(x[base : base+s.Spatial])
-		}
-		mu := sum / m
-		var sq float64
-		for n := 0; n < s.N; n++ {
-			base := (n*s.C + c) * s.Spatial
-			sq += v.sumSqDev(x[base:base+s.Spatial], mu)
-		}
-		inv := float32(1 / math.Sqrt(sq/m+float64(t.eps)))
-		muT := float32(mu)
-		for n := 0; n < s.N; n++ {
-			base := (n*s.C + c) * s.Spatial
-			if t.relu {
-				v.normalizeReLU(y[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
-				continue
+			for c := g0; c < g1; c++ {
+				base := (n*s.C + c) * s.Spatial
+				sum[c-g0] += v.sum(x[base : base+s.Spatial])
 			}
-			v.normalize(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT, inv, t.gamma[c], t.beta[c])
 		}
-		t.mean[c], t.inv[c] = muT, inv
-		mom := t.momentum
-		t.runMean[c] = (1-mom)*t.runMean[c] + mom*muT
-		t.runVar[c] = (1-mom)*t.runVar[c] + mom*float32(sq/(m-1))
+		for c := g0; c < g1; c++ {
+			mu[c-g0] = sum[c-g0] / m
+		}
+		for n := 0; n < s.N; n++ {
+			for c := g0; c < g1; c++ {
+				base := (n*s.C + c) * s.Spatial
+				sq[c-g0] += v.sumSqDev(x[base:base+s.Spatial], mu[c-g0])
+			}
+		}
+		for c := g0; c < g1; c++ {
+			inv[c-g0] = float32(1 / math.Sqrt(sq[c-g0]/m+float64(t.eps)))
+			muT[c-g0] = float32(mu[c-g0])
+		}
+		for n := 0; n < s.N; n++ {
+			for c := g0; c < g1; c++ {
+				base := (n*s.C + c) * s.Spatial
+				if t.relu {
+					v.normalizeReLU(y[base:base+s.Spatial], x[base:base+s.Spatial], muT[c-g0], inv[c-g0], t.gamma[c], t.beta[c])
+					continue
+				}
+				v.normalize(y[base:base+s.Spatial], xhat[base:base+s.Spatial], x[base:base+s.Spatial], muT[c-g0], inv[c-g0], t.gamma[c], t.beta[c])
+			}
+		}
+		for c := g0; c < g1; c++ {
+			t.mean[c], t.inv[c] = muT[c-g0], inv[c-g0]
+			mom := t.momentum
+			t.runMean[c] = (1-mom)*t.runMean[c] + mom*muT[c-g0]
+			t.runVar[c] = (1-mom)*t.runVar[c] + mom*float32(sq[c-g0]/(m-1))
+		}
 	}
 }
 
 // bnBackwardVector is bnBackwardPart with the SIMD loops; y holds dx and
-// x holds dy.
+// x holds dy. Channels go in groups, as in bnTrainVector.
 func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 	s, dx, dy, xhat := t.s, t.y, t.x, t.xhat
 	m := float64(s.N * s.Spatial)
-	for c := lo; c < hi; c++ {
-		var sumDy, sumDyXhat float64
+	var sumDy, sumDyXhat [bnGroup]float64
+	for g0 := lo; g0 < hi; g0 += bnGroup {
+		g1 := min(hi, g0+bnGroup)
+		clear(sumDy[:])
+		clear(sumDyXhat[:])
 		for n := 0; n < s.N; n++ {
-			base := (n*s.C + c) * s.Spatial
-			var a, b float64
-			if t.relu {
-				a, b = v.dySumsReLU(dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c])
-			} else {
-				a, b = v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
+			for c := g0; c < g1; c++ {
+				base := (n*s.C + c) * s.Spatial
+				var a, b float64
+				if t.relu {
+					a, b = v.dySumsReLU(dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c])
+				} else {
+					a, b = v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
+				}
+				sumDy[c-g0] += a
+				sumDyXhat[c-g0] += b
 			}
-			sumDy += a
-			sumDyXhat += b
 		}
-		t.dBeta[c], t.dGamma[c] = float32(sumDy), float32(sumDyXhat)
-		k := t.gamma[c] * t.inv[c] / float32(m)
+		for c := g0; c < g1; c++ {
+			t.dBeta[c], t.dGamma[c] = float32(sumDy[c-g0]), float32(sumDyXhat[c-g0])
+		}
 		for n := 0; n < s.N; n++ {
-			base := (n*s.C + c) * s.Spatial
-			if t.relu {
-				v.bnDxReLU(dx[base:base+s.Spatial], dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c], float32(m), float32(sumDy), float32(sumDyXhat), k)
-				continue
+			for c := g0; c < g1; c++ {
+				base := (n*s.C + c) * s.Spatial
+				k := t.gamma[c] * t.inv[c] / float32(m)
+				if t.relu {
+					v.bnDxReLU(dx[base:base+s.Spatial], dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c], float32(m), float32(sumDy[c-g0]), float32(sumDyXhat[c-g0]), k)
+					continue
+				}
+				v.bnDx(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], float32(m), float32(sumDy[c-g0]), float32(sumDyXhat[c-g0]), k)
 			}
-			v.bnDx(dx[base:base+s.Spatial], dy[base:base+s.Spatial], xhat[base:base+s.Spatial], float32(m), float32(sumDy), float32(sumDyXhat), k)
 		}
 	}
 }
