@@ -801,10 +801,11 @@ func shortcutForwardPart[T Float](y, x []T, s backend.ShortcutShape, lo, hi int)
 				clear(dst)
 				continue
 			}
-			src := x[(n*s.C+c)*s.H*s.W:]
+			src := x[(n*s.C+c)*s.H*s.W:][:s.H*s.W]
 			for i := 0; i < oh; i++ {
-				for j := 0; j < ow; j++ {
-					dst[i*ow+j] = src[i*s.Stride*s.W+j*s.Stride]
+				row, out := src[i*s.Stride*s.W:], dst[i*ow:][:ow]
+				for j := range out {
+					out[j] = row[j*s.Stride]
 				}
 			}
 		}
@@ -833,10 +834,11 @@ func shortcutBackwardPart[T Float](dx, dy []T, s backend.ShortcutShape, lo, hi i
 	for n := lo; n < hi; n++ {
 		for c := 0; c < s.C; c++ {
 			src := dy[(n*s.OC+c+pad)*oh*ow:][:oh*ow]
-			dst := dx[(n*s.C+c)*s.H*s.W:]
+			dst := dx[(n*s.C+c)*s.H*s.W:][:s.H*s.W]
 			for i := 0; i < oh; i++ {
-				for j := 0; j < ow; j++ {
-					dst[i*s.Stride*s.W+j*s.Stride] = src[i*ow+j]
+				row, in := dst[i*s.Stride*s.W:], src[i*ow:][:ow]
+				for j, v := range in {
+					row[j*s.Stride] = v
 				}
 			}
 		}
