@@ -146,19 +146,17 @@ func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
 // zero-padded by pad, with rows wp = w+pad apart: a row's right padding
 // is the next row's left padding. Only the padding and the slack after
 // the last channel are zeroed; every other element is overwritten.
-func padChannels(xp, x []float32, cin, h, w, pad int) {
+func padChannels(v *vectorOps, xp, x []float32, cin, h, w, pad int) {
+	rows := v.padRows
+	if rows == nil {
+		rows = padRowsPart
+	}
 	wp := w + pad
 	plane := (h + 2*pad) * wp
 	for c := 0; c < cin; c++ {
 		p := xp[c*plane:][:plane]
 		clear(p[:pad*wp]) // top rows
-		for r := 0; r < h; r++ {
-			row := p[(r+pad)*wp:][:wp]
-			for i := range row[:pad] { // a few elements: no call
-				row[i] = 0
-			}
-			copy(row[pad:], x[(c*h+r)*w:][:w])
-		}
+		rows(p[pad*wp:], x[c*h*w:][:h*w], h, w, wp, pad)
 		clear(p[(h+pad)*wp:]) // bottom rows
 	}
 	clear(xp[cin*plane:])
@@ -182,7 +180,7 @@ func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []
 	hp, wp := h+2*pad, w+pad
 	oh, ow := hp-k+1, w+2*pad-k+1
 	xp, offs := ws.padded(cin, hp, wp, k)
-	padChannels(xp, x, cin, h, w, pad)
+	padChannels(&b.vec, xp, x, cin, h, w, pad)
 	b.implicitTiles(ws, a, cout, xp, offs, wp, oh, ow, y)
 }
 
@@ -425,7 +423,7 @@ func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShap
 		ws.pad = make([]float32, need)
 	}
 	dyp := ws.pad[:need]
-	padChannels(dyp, dy, s.OC, oh, ow, p)
+	padChannels(&b.vec, dyp, dy, s.OC, oh, ow, p)
 	clear(dx)
 	for a := 0; a < st; a++ {
 		for bb := 0; bb < st; bb++ {

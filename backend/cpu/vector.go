@@ -28,6 +28,22 @@ type vectorOps struct {
 	dySumsReLU    func(dy, x []float32, mu, inv, gamma, beta float32) (sumDy, sumDyXhat float64)
 	bnDxReLU      func(dx, dy, x []float32, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32)
 	addReLU       func(y, a, b []float32)
+
+	// padRows copies rows rows of w floats, contiguous in src, into dst
+	// at a row stride of wp ≥ pad+w, each after pad zeros (the padded
+	// copies of the convolutions; nil: padRowsPart).
+	padRows func(dst, src []float32, rows, w, wp, pad int)
+}
+
+// padRowsPart is padRows in Go, the reference loop.
+func padRowsPart(dst, src []float32, rows, w, wp, pad int) {
+	for r := 0; r < rows; r++ {
+		row := dst[r*wp:][:pad+w]
+		for i := range row[:pad] { // a few elements: no call
+			row[i] = 0
+		}
+		copy(row[pad:], src[r*w:][:w])
+	}
 }
 
 // relu is max(v, 0) with NaN giving 0, as ReLUForward.

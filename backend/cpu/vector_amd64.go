@@ -40,6 +40,9 @@ func bnDxReLUAVX2(dx, dy, x *float32, n8 int, mu, inv, gamma, beta, m, sumDy, su
 //go:noescape
 func addReLUAVX2(y, a, b *float32, n8 int)
 
+//go:noescape
+func padRowsAVX2(dst, src *float32, rows, w8, wp, pad int)
+
 // simdVectorOps returns the AVX2 loops when the processor has AVX2 and
 // FMA. Each wrapper checks its slices' lengths, runs the multiple of 8 in
 // assembly and the rest in Go.
@@ -48,6 +51,15 @@ func simdVectorOps() vectorOps {
 		return vectorOps{}
 	}
 	return vectorOps{
+		padRows: func(dst, src []float32, rows, w, wp, pad int) {
+			if rows <= 0 || w <= 0 || w%8 != 0 || pad < 0 || wp < pad+w {
+				padRowsPart(dst, src, rows, w, wp, pad)
+				return
+			}
+			_ = dst[(rows-1)*wp+pad+w-1] // the last row's end, checked
+			_ = src[rows*w-1]
+			padRowsAVX2(&dst[0], &src[0], rows, w/8, wp, pad)
+		},
 		relu: func(y, x []float32) {
 			y = y[:len(x)]
 			n := len(x) / 8 * 8

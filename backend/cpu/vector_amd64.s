@@ -388,3 +388,43 @@ addrloop:
 	JNZ     addrloop
 	VZEROUPPER
 	RET
+
+// func padRowsAVX2(dst, src *float32, rows, w8, wp, pad int)
+// For each r < rows: pad zeros at dst + r·wp, then the 8·w8 floats of row
+// r of src (rows contiguous) after them. rows, w8 ≥ 1.
+TEXT ·padRowsAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ rows+16(FP), CX
+	MOVQ w8+24(FP), DX
+	MOVQ wp+32(FP), R8
+	SHLQ $2, R8         // row stride, bytes
+	MOVQ pad+40(FP), R9
+
+padrow:
+	MOVQ DI, R11
+	MOVQ R9, R10
+
+padzero:
+	TESTQ R10, R10
+	JE    padcopy
+	MOVL  $0, (R11)
+	ADDQ  $4, R11
+	DECQ  R10
+	JMP   padzero
+
+padcopy:
+	MOVQ DX, R10
+
+padcol:
+	VMOVUPS (SI), Y0
+	VMOVUPS Y0, (R11)
+	ADDQ    $32, SI
+	ADDQ    $32, R11
+	DECQ    R10
+	JNZ     padcol
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     padrow
+	VZEROUPPER
+	RET

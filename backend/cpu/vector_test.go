@@ -154,3 +154,32 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 		b.Close()
 	}
 }
+
+// TestPadRowsEqualsTheGoLoop: the padded-row copy of the convolutions, with
+// its SIMD loop, writes what the Go loop writes (zeros before each row,
+// the row, and nothing past it), for widths on and off multiples of 8.
+func TestPadRowsEqualsTheGoLoop(t *testing.T) {
+	simd := simdVectorOps().padRows
+	if simd == nil {
+		t.Skip("no SIMD padRows on this processor")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ rows, w, pad, extra int }{
+		{1, 8, 0, 0}, {1, 8, 1, 0}, {32, 32, 1, 0}, {16, 16, 2, 3}, {8, 8, 1, 0}, {7, 56, 3, 1},
+		{5, 14, 1, 0}, {3, 7, 2, 2}, {224, 224, 3, 0}, {2, 24, 0, 5},
+	} {
+		wp := c.w + c.pad + c.extra
+		src := randVals(rng, c.rows*c.w)
+		got, want := make([]float32, c.rows*wp+3), make([]float32, c.rows*wp+3)
+		for i := range got {
+			got[i], want[i] = -7, -7 // untouched elements stay -7
+		}
+		simd(got, src, c.rows, c.w, wp, c.pad)
+		padRowsPart(want, src, c.rows, c.w, wp, c.pad)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: [%d] = %v, the Go loop writes %v", c, i, got[i], want[i])
+			}
+		}
+	}
+}
