@@ -96,27 +96,41 @@ func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst [
 
 // padChannelsLast copies the cin×h×w sample x into xp as
 // [h+2·pad][w+2·pad][cin]: each row of the sample is a cin×w block
-// transposed into w×cin, and only the padding is zeroed.
-func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x []float32, cin, h, w, pad int) {
+// transposed into w×cin, and only the padding is zeroed. Rows narrower
+// than a 16×16 transpose go through tmp (cin·h·w floats) instead: the
+// whole sample transposed at once, then each row copied into place.
+func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x, tmp []float32, cin, h, w, pad int) {
 	wp := w + 2*pad
 	clear(xp[:pad*wp*cin])                  // top rows
 	clear(xp[(h+pad)*wp*cin:][:pad*wp*cin]) // bottom rows
+	whole := w < 16 && h*w >= 16 && len(tmp) >= cin*h*w
+	if whole {
+		transposeRows(t, tmp, cin, x, h*w, cin, h*w)
+	}
 	for r := 0; r < h; r++ {
 		row := xp[(r+pad)*wp*cin:][:wp*cin]
 		clear(row[:pad*cin])
 		clear(row[(pad+w)*cin:])
+		if whole {
+			copy(row[pad*cin:(pad+w)*cin], tmp[r*w*cin:(r+1)*w*cin])
+			continue
+		}
 		transposeRows(t, row[pad*cin:], cin, x[r*w:], h*w, cin, w)
 	}
 }
 
 // directFilterPrep writes channels-last, padded copies of samples
 // [lo, hi) of x: [n][h+2p][w+2p][C].
-func directFilterPrep(k *directKernels, t convTask[float32], xs []float32, lo, hi int) {
+func directFilterPrep[T Float](k *directKernels, ws *workerScratch[T], t convTask[float32], xs []float32, lo, hi int) {
 	s := t.s
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
 	in := s.C * s.H * s.W
+	var tmp []float32
+	if s.W < 16 {
+		tmp = ws.columnsF32(in)
+	}
 	for n := lo; n < hi; n++ {
-		padChannelsLast(k.transpose, xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], s.C, s.H, s.W, s.Pad)
+		padChannelsLast(k.transpose, xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], tmp, s.C, s.H, s.W, s.Pad)
 	}
 }
 

@@ -273,7 +273,7 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 	case taskConvBackwardFilter:
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
 	case taskDirectFilterPrep:
-		directFilterPrep(b.direct, any(t.cv).(convTask[float32]), b.directX, t.lo, t.hi)
+		directFilterPrep(b.direct, s, any(t.cv).(convTask[float32]), b.directX, t.lo, t.hi)
 	case taskDirectFilter:
 		b.directFilterPart(s, any(t.cv).(convTask[float32]), b.directX, t.lo, t.hi)
 	case taskSign:
