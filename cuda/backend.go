@@ -339,6 +339,12 @@ func (b *Backend) release() {
 		return
 	}
 	if b.makeCurrent() {
+		// Uploads queued on the copy stream normally end before work the
+		// compute stream (which Close waits for) has queued after them,
+		// but not when an upload failed halfway.
+		if b.copyStream != (cu.Stream{}) {
+			b.copyStream.Synchronize()
+		}
 		b.freeStaging()
 		b.freeAsync()
 		for i := range b.timing {

@@ -1,7 +1,7 @@
 package trainer
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
 	"runtime"
 	"time"
@@ -96,8 +96,8 @@ func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) 
 	for i := 0; i < steps; i++ {
 		step()
 	}
-	if err := errors.Join(stepErr, be.Sync()); err != nil {
-		return BenchResult{}, fmt.Errorf("bench %s %s: %w", m.Name, mode, err)
+	if err := be.Sync(); stepErr != nil || err != nil {
+		return BenchResult{}, fmt.Errorf("bench %s %s: %w", m.Name, mode, cmp.Or(stepErr, err))
 	}
 	elapsed := time.Since(start).Seconds()
 	runtime.ReadMemStats(&after)

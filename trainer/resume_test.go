@@ -156,9 +156,17 @@ func TestKilledRunResumesBitIdentical(t *testing.T) {
 // infinite bias in the last layer, whose batch norm computes ∞ − ∞.
 func divergingSession(t *testing.T) *session {
 	t.Helper()
+	s := mlpSession(t, loaders.Synthetic(300, 1, 28, 10, 1))
+	last := s.model.Binarizable()[2].(*models.Dense)
+	s.be.Fill(last.Params()[1].Value, float32(math.Inf(1)), 10)
+	return s
+}
+
+// mlpSession is a session of the default MLP on data, on the CPU.
+func mlpSession(t *testing.T, data *loaders.Dataset) *session {
+	t.Helper()
 	cfg := Default()
 	cfg.Train.TestBatchSize = 100
-	data := loaders.Synthetic(300, 1, 28, 10, 1)
 	be, err := OpenBackend("cpu")
 	if err != nil {
 		t.Fatal(err)
@@ -170,9 +178,22 @@ func divergingSession(t *testing.T) *session {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.free)
-	last := s.model.Binarizable()[2].(*models.Dense)
-	be.Fill(last.Params()[1].Value, float32(math.Inf(1)), 10)
 	return s
+}
+
+// TestStepErrorsNameTheirBatch: losses are checked one step late, but an
+// error recorded while a step is queued (here a label that is no class,
+// in the third batch) still names that batch and step.
+func TestStepErrorsNameTheirBatch(t *testing.T) {
+	data := loaders.Synthetic(300, 1, 28, 10, 1)
+	s := mlpSession(t, data)
+	bs := s.cfg.Train.BatchSize
+	order := loaders.EpochOrder(data.Train.N, s.cfg.Run.Seed, 0)
+	data.Train.Labels[order[2*bs]] = 99
+	_, err := s.runEpoch(context.Background(), 0, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "epoch 0, batch 2 (step 3)") || !strings.Contains(err.Error(), "label") {
+		t.Fatalf("error %v, want one naming epoch 0, batch 2, step 3 and the label", err)
+	}
 }
 
 func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {

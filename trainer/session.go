@@ -294,7 +294,7 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 			feed.free <- hb
 			state, serr := s.position(b, done, before+time.Since(start).Seconds())
 			if serr != nil {
-				return EpochMetrics{}, serr
+				return EpochMetrics{}, fmt.Errorf("epoch %d, %w", e, serr)
 			}
 			return EpochMetrics{}, &interrupted{epoch: e, state: state, err: err}
 		}
@@ -306,6 +306,13 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		s.trainStep(hb, n, lr)
 		feed.free <- hb
 		done += n
+		// An error recorded while this step was queued (a bad size or
+		// label, a failed launch) is this step's: earlier steps' were
+		// caught here in their turn. Errors the device reports later
+		// surface at a step's check.
+		if err := s.be.Err(); err != nil {
+			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d (step %d): %w", e, b, s.opt.Steps, err)
+		}
 		async.DownloadAsync(slot, s.sums, len(s.sumsHost))
 		if queued {
 			if err := check(pending); err != nil {
