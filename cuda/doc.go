@@ -5,8 +5,10 @@
 // and embedded.
 //
 // Convolutions run on cuDNN (9, else 8) where it loads, with algorithms
-// timed once per shape; otherwise, or with Options.NoCuDNN, as im2col +
-// cuBLAS GEMMs. Name says which path is active and why cuDNN is not.
+// timed once per shape, and each shape and direction raced once against
+// im2col + cuBLAS GEMMs, the faster kept (Options.CuDNNOnly turns the race
+// off); without cuDNN, or with Options.NoCuDNN, on im2col. Name says which
+// path is active, how many directions im2col won and why cuDNN is not used.
 // Batch norm and pooling always use the custom kernels (cudnn_conv.go says
 // why).
 //
@@ -22,6 +24,9 @@
 //
 // A Backend owns one context on one device, made current on the OS thread
 // of the goroutine that called New, which stays locked to that thread
-// until Close: use a backend from the goroutine that created it. All work
-// goes to one stream; ops are asynchronous and Sync or Download wait.
+// until Close: use a backend from the goroutine that created it. All ops
+// go to one compute stream; uploads of 1 MB or more cross on a second
+// stream that the compute stream waits for (staging.go). Ops are
+// asynchronous: Sync and Download wait for everything queued,
+// WaitDownload only for its DownloadAsync.
 package cuda
