@@ -19,8 +19,9 @@
 //   - Class labels travel as float32 tensors holding small integers, which
 //     float32 represents exactly.
 //
-// Optional interfaces add to Backend: Fused (op pairs in one pass, which
-// layers use when a backend has them), AsyncDownloader (small downloads
+// Optional interfaces add to Backend: Fused and FusedResidual (op pairs
+// and a residual block's end in one pass, which layers use when a backend
+// has them), AsyncDownloader (small downloads
 // that do not wait for later work, which the trainer uses to read each
 // step's loss one step late) and Float64Host.
 package backend
@@ -222,6 +223,21 @@ type Fused interface {
 	BatchNormReLUBackward(dx, dGamma, dBeta, dy, x, mean, invStd, gamma, beta Tensor, s BNShape)
 	// AddReLU sets y = max(a + b, 0); y may be a or b.
 	AddReLU(y, a, b Tensor, n int)
+}
+
+// FusedResidual is implemented by backends that also run the end of a
+// residual block, batch norm then the shortcut added then ReLU, as one
+// pass each way. Each op gives the same values as its unfused sequence.
+type FusedResidual interface {
+	Fused
+	// BatchNormAddReLUTrain is BatchNormTrain of x followed by AddReLU with
+	// skip: y = max(gamma·xhat + beta + skip, 0), keeping no xhat.
+	BatchNormAddReLUTrain(y, mean, invStd, runMean, runVar, x, skip, gamma, beta Tensor, s BNShape, momentum, eps float32)
+	// BatchNormAddReLUBackward is ReLUBackward of dy through y, the output
+	// of BatchNormAddReLUTrain, into dSum (the gradient of the sum, which
+	// the shortcut takes too), followed by BatchNormBackward of dSum into
+	// dx, dGamma and dBeta, recomputing xhat from x, mean and invStd.
+	BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy, y, x, mean, invStd, gamma Tensor, s BNShape)
 }
 
 // Float64Host is implemented by backends that compute in float64 (the CPU

@@ -55,10 +55,14 @@ func (t *OpTimes) Add(op string, d time.Duration) {
 // returned OpTimes. The waits serialise an asynchronous device, so a
 // profiled step is slower than a real one; the table says where a step's
 // time goes, not how fast it is. The result implements Fused exactly when
-// b does, so layers take the same path as on b.
+// b does, and FusedResidual exactly when b does, so layers take the same
+// path as on b.
 func Profile(b Backend) (Backend, *OpTimes) {
 	times := &OpTimes{byOp: map[string]*OpTime{}}
 	p := &profiled{Backend: b, times: times}
+	if r, ok := b.(FusedResidual); ok {
+		return &profiledResidual{profiledFused: &profiledFused{profiled: p, fused: r}, residual: r}, times
+	}
 	if f, ok := b.(Fused); ok {
 		return &profiledFused{profiled: p, fused: f}, times
 	}
@@ -206,3 +210,21 @@ func (p *profiledFused) AddReLU(y, a, b Tensor, n int) {
 }
 
 var _ Fused = (*profiledFused)(nil)
+
+type profiledResidual struct {
+	*profiledFused
+	residual FusedResidual
+}
+
+func (p *profiledResidual) BatchNormAddReLUTrain(y, mean, invStd, runMean, runVar, x, skip, gamma, beta Tensor, s BNShape, momentum, eps float32) {
+	p.timed(bnLabel("BatchNormAddReLUTrain", s), func() {
+		p.residual.BatchNormAddReLUTrain(y, mean, invStd, runMean, runVar, x, skip, gamma, beta, s, momentum, eps)
+	})
+}
+func (p *profiledResidual) BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy, y, x, mean, invStd, gamma Tensor, s BNShape) {
+	p.timed(bnLabel("BatchNormAddReLUBackward", s), func() {
+		p.residual.BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy, y, x, mean, invStd, gamma, s)
+	})
+}
+
+var _ FusedResidual = (*profiledResidual)(nil)

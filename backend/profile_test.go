@@ -16,7 +16,7 @@ func TestProfileTimesEveryOpAndKeepsResults(t *testing.T) {
 	defer plain.Close()
 	be, times := backend.Profile(cpu.New())
 	defer be.Close()
-	if _, ok := be.(backend.Fused); !ok {
+	if _, ok := be.(backend.FusedResidual); !ok {
 		t.Fatal("the profiled CPU backend hides the CPU's fused ops")
 	}
 	s := backend.ConvShape{N: 2, C: 3, H: 5, W: 5, OC: 4, KH: 3, KW: 3, Stride: 1, Pad: 1}

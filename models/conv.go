@@ -284,6 +284,9 @@ type ResidualBlock struct {
 	sc, sum, y backend.Tensor
 	dSum, dx   backend.Tensor
 	dxShort    backend.Tensor
+	// endFused says the last Forward ran the main path's final batch norm,
+	// the sum and the ReLU as one op (backend.FusedResidual).
+	endFused bool
 }
 
 // convBN appends conv–BN(–ReLU) to layers and returns the output shape.
@@ -370,15 +373,20 @@ func (b *ResidualBlock) optionAShape(n int) backend.ShortcutShape {
 	return s
 }
 
+// Forward runs the main path and the shortcut and sums them. In training,
+// on a backend with backend.FusedResidual, the main path's last batch norm,
+// the sum and the ReLU run as one op.
 func (b *ResidualBlock) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
-	h := forwardLayers(b.be, b.main, x, n, train)
-	sc := x
-	switch {
-	case b.proj != nil:
-		sc = forwardLayers(b.be, b.proj, x, n, train)
-	case b.optionA != nil:
-		b.be.ShortcutAForward(b.sc, x, b.optionAShape(n))
-		sc = b.sc
+	r, fused := b.be.(backend.FusedResidual)
+	b.endFused = train && fused
+	main := b.main
+	if b.endFused {
+		main = main[:len(main)-1]
+	}
+	h := forwardLayers(b.be, main, x, n, train)
+	sc := b.shortcut(x, n, train)
+	if b.endFused {
+		return b.lastBN().forwardAddReLU(r, h, sc, b.y, n)
 	}
 	size := n * b.out.Size()
 	if f, ok := b.be.(backend.Fused); ok {
@@ -390,10 +398,31 @@ func (b *ResidualBlock) Forward(x backend.Tensor, n int, train bool) backend.Ten
 	return b.y
 }
 
+// shortcut returns the shortcut's output for input x.
+func (b *ResidualBlock) shortcut(x backend.Tensor, n int, train bool) backend.Tensor {
+	switch {
+	case b.proj != nil:
+		return forwardLayers(b.be, b.proj, x, n, train)
+	case b.optionA != nil:
+		b.be.ShortcutAForward(b.sc, x, b.optionAShape(n))
+		return b.sc
+	}
+	return x
+}
+
+// lastBN is the main path's final batch norm (every constructor ends the
+// main path with one).
+func (b *ResidualBlock) lastBN() *BatchNorm { return b.main[len(b.main)-1].(*BatchNorm) }
+
 func (b *ResidualBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
-	size := n * b.out.Size()
-	b.be.ReLUBackward(b.dSum, dy, b.y, size)
-	g := backwardLayers(b.be, b.main, b.dSum, n, true)
+	var g backend.Tensor
+	if b.endFused {
+		g = b.lastBN().backwardAddReLU(b.be.(backend.FusedResidual), dy, b.y, b.dSum, n)
+		g = backwardLayers(b.be, b.main[:len(b.main)-1], g, n, true)
+	} else {
+		b.be.ReLUBackward(b.dSum, dy, b.y, n*b.out.Size())
+		g = backwardLayers(b.be, b.main, b.dSum, n, true)
+	}
 	short := b.dSum
 	switch {
 	case b.proj != nil:

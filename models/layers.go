@@ -198,8 +198,9 @@ type BatchNorm struct {
 	runMean, runVar *Buffer
 	xhat, mean, inv backend.Tensor
 	y, dx           backend.Tensor
-	// x is the input of the last fused forward (forwardReLU), whose
-	// backward recomputes xhat from it instead of keeping xhat.
+	// x is the input of the last fused forward (forwardReLU,
+	// forwardAddReLU), whose backward recomputes xhat from it instead of
+	// keeping xhat.
 	x backend.Tensor
 }
 
@@ -258,6 +259,21 @@ func (l *BatchNorm) backwardReLU(f backend.Fused, dy backend.Tensor, n int, r *R
 	if !needInputGrad {
 		return nil
 	}
+	return l.dx
+}
+
+// forwardAddReLU is Forward in training of x, then skip added, then ReLU,
+// fused into y: a residual block's end.
+func (l *BatchNorm) forwardAddReLU(f backend.FusedResidual, x, skip, y backend.Tensor, n int) backend.Tensor {
+	f.BatchNormAddReLUTrain(y, l.mean, l.inv, l.runMean.Value, l.runVar.Value, x, skip, l.gamma.Value, l.beta.Value, l.batchShape(n), l.Momentum, l.Eps)
+	l.x = x
+	return y
+}
+
+// backwardAddReLU is the backward of forwardAddReLU, whose output was y:
+// the gradient of the sum goes to dSum, and that of x is returned.
+func (l *BatchNorm) backwardAddReLU(f backend.FusedResidual, dy, y, dSum backend.Tensor, n int) backend.Tensor {
+	f.BatchNormAddReLUBackward(l.dx, l.gamma.Grad, l.beta.Grad, dSum, dy, y, l.x, l.mean, l.inv, l.gamma.Value, l.batchShape(n))
 	return l.dx
 }
 

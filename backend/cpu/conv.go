@@ -23,7 +23,9 @@ func validCols(ow, w, stride, pad, kw int) (lo, hi int) {
 	if d := pad - kw; d > 0 {
 		lo = (d + stride - 1) / stride
 	}
-	hi = min(ow, (w-1+pad-kw)/stride+1)
+	if last := w - 1 + pad - kw; last >= 0 { // else no column is inside
+		hi = min(ow, last/stride+1)
+	}
 	return min(lo, hi), hi
 }
 
@@ -325,7 +327,25 @@ func (b *Backend[T]) stridedConv(ws *workerScratch[T], a matrix, s backend.ConvS
 	}
 	xp := ws.pad[:need]
 	clear(xp)
-	for c := 0; c < s.C; c++ {
+	if st == 2 {
+		deinterleave := b.vec.deinterleave
+		if deinterleave == nil {
+			deinterleave = deinterleavePart
+		}
+		// Rows r of one parity go to consecutive rows (r+pad)/2 of phase
+		// a = (r+pad)%2; even columns q go to phase pad%2 at (q+pad)/2,
+		// odd ones to the other phase.
+		ph := hph * wph
+		even, odd := pad%2*ph+pad/2, (pad+1)%2*ph+(pad+1)/2
+		for c := 0; c < s.C; c++ {
+			for r0 := 0; r0 < min(2, s.H); r0++ {
+				pr := r0 + pad
+				row := xp[(c*4+pr%2*2)*ph+pr/2*wph:]
+				deinterleave(row[even:], row[odd:], x[(c*s.H+r0)*s.W:], (s.H-r0+1)/2, s.W, wph, 2*s.W)
+			}
+		}
+	}
+	for c := 0; c < s.C && st != 2; c++ {
 		for r := 0; r < s.H; r++ {
 			src := x[(c*s.H+r)*s.W:][:s.W]
 			pr := r + pad // padded row
@@ -407,7 +427,12 @@ func (b *Backend[T]) packPhases(w []float32, s backend.ConvShape) {
 }
 
 // phasedBackwardData sets one sample dx (C×H×W) of a strided convolution's
-// input gradient from dy (OC×OH×OW) and the weights in b.phases.
+// input gradient from dy (OC×OH×OW) and the weights in b.phases. Each
+// phase is computed only at the positions that lie inside dx, so that its
+// rows are as wide as dx's share of them (16 for a 32-wide dx at stride
+// 2: whole tiles, written in place). At stride 2, when every phase has
+// taps, each row of dx is the interleave of two phase rows; otherwise the
+// phases are scattered into dx, which starts at zero.
 func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShape, dy, dx []float32) {
 	k, st, pad := s.KH, s.Stride, s.Pad
 	oh, ow := s.OutH(), s.OutW()
@@ -424,16 +449,33 @@ func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShap
 	}
 	dyp := ws.pad[:need]
 	padChannels(&b.vec, dyp, dy, s.OC, oh, ow, p)
-	clear(dx)
+
+	// Phase (a, bb) holds dx at (st·(I0+i) + a − pad, st·(J0+j) + bb − pad)
+	// for i < nI, j < nJ: the first I0 rows and J0 columns of the phase
+	// would fall before dx.
+	type phase struct{ i0, j0, nI, nJ, off int }
+	var phases [maxPhaseStride * maxPhaseStride]phase
+	total, all := 0, true
 	for a := 0; a < st; a++ {
 		for bb := 0; bb < st; bb++ {
-			ta, tb := phaseTaps(k, st, a), phaseTaps(k, st, bb)
-			if ta == 0 || tb == 0 || a-pad > s.H-1 || bb-pad > s.W-1 {
-				continue // no taps reach these positions: dx stays 0
+			i0, nI := phaseSpan(s.H, st, a-pad)
+			j0, nJ := phaseSpan(s.W, st, bb-pad)
+			if phaseTaps(k, st, a) == 0 || phaseTaps(k, st, bb) == 0 || nI <= 0 || nJ <= 0 {
+				all = all && (nI <= 0 || nJ <= 0) // no taps reach these positions: dx is 0 there
+				continue
 			}
-			// Positions (I, J) of the phase up to the last row and column
-			// of dx; those before its first are computed and dropped.
-			nI, nJ := (s.H-1+pad-a)/st+1, (s.W-1+pad-bb)/st+1
+			phases[a*st+bb] = phase{i0, j0, nI, nJ, total}
+			total += s.C * nI * nJ
+		}
+	}
+	yph := ws.columnsF32(total)
+	for a := 0; a < st; a++ {
+		for bb := 0; bb < st; bb++ {
+			ph := phases[a*st+bb]
+			if ph.nI == 0 {
+				continue
+			}
+			ta, tb := phaseTaps(k, st, a), phaseTaps(k, st, bb)
 			if cap(ws.offs) < s.OC*ta*tb {
 				ws.offs = make([]int64, s.OC*ta*tb)
 			}
@@ -441,29 +483,58 @@ func (b *Backend[T]) phasedBackwardData(ws *workerScratch[T], s backend.ConvShap
 			for o := 0; o < s.OC; o++ {
 				for d := 0; d < ta; d++ {
 					for e := 0; e < tb; e++ {
-						offs[(o*ta+d)*tb+e] = int64(o*plane + (d+p-ta+1)*wpd + e + p - tb + 1)
+						offs[(o*ta+d)*tb+e] = int64(o*plane + (ph.i0+d+p-ta+1)*wpd + ph.j0 + e + p - tb + 1)
 					}
 				}
 			}
-			yph := ws.columnsF32(s.C * nI * nJ)
-			b.implicitTiles(ws, b.phases[a*st+bb], s.C, dyp, offs, wpd, nI, nJ, yph)
+			b.implicitTiles(ws, b.phases[a*st+bb], s.C, dyp, offs, wpd, ph.nI, ph.nJ, yph[ph.off:][:s.C*ph.nI*ph.nJ])
+		}
+	}
+	if st == 2 && all && s.W > 1 {
+		// Row ih of dx is in row phase a = (ih+pad)%2; its even columns
+		// come from column phase pad%2, its odd ones from the other.
+		interleave := b.vec.interleave
+		if interleave == nil {
+			interleave = interleavePart
+		}
+		for ih0 := 0; ih0 < min(2, s.H); ih0++ {
+			a := (ih0 + pad) % 2
+			ev, od := phases[a*2+pad%2], phases[a*2+(pad+1)%2]
+			i := (ih0+pad)/2 - ev.i0 // the phases' row of dx row ih0
 			for c := 0; c < s.C; c++ {
-				for i := 0; i < nI; i++ {
-					ih := st*i + a - pad
-					if ih < 0 {
-						continue
-					}
-					src := yph[(c*nI+i)*nJ:][:nJ]
-					dst := dx[(c*s.H+ih)*s.W:][:s.W]
+				interleave(dx[(c*s.H+ih0)*s.W:], yph[ev.off+(c*ev.nI+i)*ev.nJ:], yph[od.off+(c*od.nI+i)*od.nJ:],
+					(s.H-ih0+1)/2, s.W, 2*s.W, ev.nJ, od.nJ)
+			}
+		}
+		return
+	}
+	clear(dx)
+	for a := 0; a < st; a++ {
+		for bb := 0; bb < st; bb++ {
+			ph := phases[a*st+bb]
+			for c := 0; c < s.C && ph.nI > 0; c++ {
+				for i := 0; i < ph.nI; i++ {
+					src := yph[ph.off+(c*ph.nI+i)*ph.nJ:][:ph.nJ]
+					dst := dx[(c*s.H+st*(ph.i0+i)+a-pad)*s.W:]
 					for j, v := range src {
-						if iw := st*j + bb - pad; iw >= 0 {
-							dst[iw] = v
-						}
+						dst[st*(ph.j0+j)+bb-pad] = v
 					}
 				}
 			}
 		}
 	}
+}
+
+// phaseSpan returns the first index i0 and the number of indices I ≥ i0
+// with 0 ≤ st·I + off < n.
+func phaseSpan(n, st, off int) (i0, count int) {
+	if off < 0 {
+		i0 = (-off + st - 1) / st
+	}
+	if n-1-off < 0 {
+		return i0, 0
+	}
+	return i0, max(0, (n-1-off)/st+1-i0)
 }
 
 // Conv2DForward computes y = conv(x, w), y[n] = W·cols(x[n]); samples

@@ -126,7 +126,8 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 }
 
 var _ backend.Backend = (*Backend[float32])(nil)
-var _ backend.Fused = (*Backend[float32])(nil)
+var _ backend.FusedResidual = (*Backend[float32])(nil)
+var _ backend.FusedResidual = (*Backend[float64])(nil)
 var _ backend.Float64Host = (*Backend[float64])(nil)
 
 // Name says which GEMM path is active and how many threads it uses.
@@ -401,18 +402,18 @@ func reluBackwardPart[T Float](dx, dy, y []T) {
 
 // BatchNormTrain normalizes with batch statistics and updates running ones.
 func (b *Backend[T]) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
-	b.bnTrain("BatchNormTrain", false, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+	b.bnTrain("BatchNormTrain", false, nil, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
 }
 
 // BatchNormReLUTrain is BatchNormTrain with ReLU applied to y in the same
 // pass, keeping no xhat.
 func (b *Backend[T]) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
-	b.bnTrain("BatchNormReLUTrain", true, yt, nil, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+	b.bnTrain("BatchNormReLUTrain", true, nil, yt, nil, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
 }
 
-// bnTrain runs a batch-norm training pass; with relu, y gets ReLU and
-// xhatt is nil.
-func (b *Backend[T]) bnTrain(op string, relu bool, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+// bnTrain runs a batch-norm training pass; with relu, y gets ReLU (after
+// skip is added, when there is one) and xhatt is nil.
+func (b *Backend[T]) bnTrain(op string, relu bool, skip []T, yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	cnt := s.Count()
 	var xhat []T
 	if !relu {
@@ -432,7 +433,7 @@ func (b *Backend[T]) bnTrain(op string, relu bool, yt, xhatt, meant, invStdt, ru
 		return
 	}
 	b.pool.run(b, task[T]{kind: taskBNTrain, bn: bnTask[T]{y: y, xhat: xhat, mean: mean, inv: invStd, runMean: runMean, runVar: runVar,
-		x: x, gamma: gamma, beta: beta, s: s, momentum: momentum, eps: eps, relu: relu}}, s.C)
+		x: x, gamma: gamma, beta: beta, s: s, momentum: momentum, eps: eps, relu: relu, skip: skip}}, s.C)
 }
 
 // bnTrainPart normalizes channels [lo, hi).
@@ -469,6 +470,10 @@ func bnTrainPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
 				h := (x[i] - muT) * inv
+				if t.skip != nil {
+					y[i] = relu(g*h + bt + t.skip[i])
+					continue
+				}
 				if t.relu {
 					y[i] = relu(g*h + bt)
 					continue
@@ -543,6 +548,32 @@ func (b *Backend[T]) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant,
 		gamma: gamma, beta: beta, s: s, relu: true, input: x}}, s.C)
 }
 
+// BatchNormAddReLUTrain is BatchNormTrain of x followed by AddReLU with
+// skip, keeping no xhat.
+func (b *Backend[T]) BatchNormAddReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, skipt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	skip := b.get("BatchNormAddReLUTrain", "skip", skipt, s.Count())
+	if skip == nil {
+		return
+	}
+	b.bnTrain("BatchNormAddReLUTrain", true, skip, yt, nil, meant, invStdt, runMeant, runVart, xt, gammat, betat, s, momentum, eps)
+}
+
+// BatchNormAddReLUBackward is ReLUBackward of dy through y into dSum, then
+// BatchNormBackward of dSum with xhat recomputed from x.
+func (b *Backend[T]) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt, xt, meant, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormAddReLUBackward"
+	cnt := s.Count()
+	dx, dSum, dy := b.get(op, "dx", dxt, cnt), b.get(op, "dSum", dSumt, cnt), b.get(op, "dy", dyt, cnt)
+	y, x := b.get(op, "y", yt, cnt), b.get(op, "x", xt, cnt)
+	dGamma, dBeta := b.get(op, "dGamma", dGammat, s.C), b.get(op, "dBeta", dBetat, s.C)
+	mean, invStd, gamma := b.get(op, "mean", meant, s.C), b.get(op, "invStd", invStdt, s.C), b.get(op, "gamma", gammat, s.C)
+	if dx == nil || dSum == nil || dy == nil || y == nil || x == nil || dGamma == nil || dBeta == nil || mean == nil || invStd == nil || gamma == nil {
+		return
+	}
+	b.pool.run(b, task[T]{kind: taskBNBackward, bn: bnTask[T]{y: dx, dGamma: dGamma, dBeta: dBeta, x: dy, mean: mean, inv: invStd,
+		gamma: gamma, s: s, input: x, out: y, dSum: dSum}}, s.C)
+}
+
 // bnBackwardPart computes the gradients of channels [lo, hi); y holds dx
 // and x holds dy. After BatchNormReLUTrain (t.relu) it recomputes xhat
 // from t.input and takes dy only where gamma·xhat + beta > 0.
@@ -563,11 +594,18 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 				return h, masked(dy[i], g*h+bt)
 			}
 		}
+		if t.out != nil {
+			mu, inv := t.mean[c], invStd[c]
+			at = func(i int) (T, T) { return (t.input[i] - mu) * inv, masked(dy[i], t.out[i]) }
+		}
 		var sumDy, sumDyXhat float64
 		for n := 0; n < s.N; n++ {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
 				h, d := at(i)
+				if t.dSum != nil {
+					t.dSum[i] = d
+				}
 				sumDy += float64(d)
 				sumDyXhat += float64(d) * float64(h)
 			}

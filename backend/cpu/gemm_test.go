@@ -92,6 +92,15 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 3, H: 16, W: 16, OC: 9, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 8, H: 8, W: 9, OC: 16, KH: 1, KW: 1, Stride: 2, Pad: 0},
 		{N: 2, C: 5, H: 11, W: 10, OC: 7, KH: 3, KW: 3, Stride: 3, Pad: 2},
+		// Stride 2: ResNet-20's, padding even and odd, sizes odd, a
+		// 1-wide input, a kernel wider than the padded input's phases:
+		{N: 2, C: 16, H: 32, W: 32, OC: 32, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 32, H: 16, W: 16, OC: 64, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 3, H: 9, W: 13, OC: 5, KH: 3, KW: 3, Stride: 2, Pad: 0},
+		{N: 2, C: 4, H: 10, W: 17, OC: 8, KH: 5, KW: 5, Stride: 2, Pad: 2},
+		{N: 2, C: 2, H: 7, W: 1, OC: 3, KH: 3, KW: 3, Stride: 2, Pad: 1},
+		{N: 2, C: 2, H: 1, W: 6, OC: 3, KH: 1, KW: 1, Stride: 2, Pad: 0},
+		{N: 2, C: 3, H: 5, W: 5, OC: 4, KH: 4, KW: 4, Stride: 2, Pad: 3},
 		// Channels-last filter gradients (AVX-512), strided and not square too:
 		{N: 3, C: 16, H: 9, W: 12, OC: 8, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 16, H: 7, W: 6, OC: 32, KH: 1, KW: 3, Stride: 3, Pad: 0},

@@ -46,6 +46,11 @@ type bnTask[T Float] struct {
 	// and beta.
 	relu  bool
 	input []T
+	// skip, in training with relu (BatchNormAddReLUTrain), is added
+	// before the ReLU. out, in backward (BatchNormAddReLUBackward), is
+	// the output of that op: dy is taken where out > 0 and written to
+	// dSum, and xhat is recomputed from input.
+	skip, out, dSum []T
 }
 
 // elementBlock is the number of elements in one unit of an elementwise

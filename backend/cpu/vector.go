@@ -29,10 +29,26 @@ type vectorOps struct {
 	bnDxReLU      func(dx, dy, x []float32, mu, inv, gamma, beta, m, sumDy, sumDyXhat, k float32)
 	addReLU       func(y, a, b []float32)
 
+	// The residual block's end (backend.FusedResidual): normalizeAddReLU
+	// sets y = relu(gamma·xhat + beta + skip); dySumsMasked sets dSum to
+	// dy where out > 0, else 0, and sums it as dySums does, recomputing
+	// xhat = (x − mu)·inv; bnDxRecompute is bnDx with xhat recomputed so.
+	normalizeAddReLU func(y, x, skip []float32, mu, inv, gamma, beta float32)
+	dySumsMasked     func(dSum, dy, out, x []float32, mu, inv float32) (sumDy, sumDyXhat float64)
+	bnDxRecompute    func(dx, dy, x []float32, mu, inv, m, sumDy, sumDyXhat, k float32)
+
 	// padRows copies rows rows of w floats, contiguous in src, into dst
 	// at a row stride of wp ≥ pad+w, each after pad zeros (the padded
 	// copies of the convolutions; nil: padRowsPart).
 	padRows func(dst, src []float32, rows, w, wp, pad int)
+
+	// deinterleave splits rows rows of src, w wide and ls apart, into
+	// even[r·ld + j] = src[r·ls + 2j] and odd[r·ld + j] = src[r·ls + 2j+1]
+	// (the phases of stride-2 convolutions): (w+1)/2 evens and w/2 odds a
+	// row. interleave is its inverse, into rows of dst ld apart from rows
+	// of even and odd le and lo apart. Nil: the Go loops below.
+	deinterleave func(even, odd, src []float32, rows, w, ld, ls int)
+	interleave   func(dst, even, odd []float32, rows, w, ld, le, lo int)
 }
 
 // padRowsPart is padRows in Go, the reference loop.
@@ -43,6 +59,32 @@ func padRowsPart(dst, src []float32, rows, w, wp, pad int) {
 			row[i] = 0
 		}
 		copy(row[pad:], src[r*w:][:w])
+	}
+}
+
+// deinterleavePart is deinterleave in Go, the reference loop.
+func deinterleavePart(even, odd, src []float32, rows, w, ld, ls int) {
+	for r := 0; r < rows; r++ {
+		e, o, s := even[r*ld:][:(w+1)/2], odd[r*ld:][:w/2], src[r*ls:][:w]
+		for j := range o {
+			e[j], o[j] = s[2*j], s[2*j+1]
+		}
+		if len(e) > len(o) {
+			e[len(o)] = s[w-1]
+		}
+	}
+}
+
+// interleavePart is interleave in Go, the reference loop.
+func interleavePart(dst, even, odd []float32, rows, w, ld, le, lo int) {
+	for r := 0; r < rows; r++ {
+		d, e, o := dst[r*ld:][:w], even[r*le:][:(w+1)/2], odd[r*lo:][:w/2]
+		for j := range o {
+			d[2*j], d[2*j+1] = e[j], o[j]
+		}
+		if len(e) > len(o) {
+			d[w-1] = e[len(o)]
+		}
 	}
 }
 
@@ -116,6 +158,10 @@ func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		for n := 0; n < s.N; n++ {
 			for c := g0; c < g1; c++ {
 				base := (n*s.C + c) * s.Spatial
+				if t.skip != nil {
+					v.normalizeAddReLU(y[base:base+s.Spatial], x[base:base+s.Spatial], t.skip[base:base+s.Spatial], muT[c-g0], inv[c-g0], t.gamma[c], t.beta[c])
+					continue
+				}
 				if t.relu {
 					v.normalizeReLU(y[base:base+s.Spatial], x[base:base+s.Spatial], muT[c-g0], inv[c-g0], t.gamma[c], t.beta[c])
 					continue
@@ -146,7 +192,9 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 			for c := g0; c < g1; c++ {
 				base := (n*s.C + c) * s.Spatial
 				var a, b float64
-				if t.relu {
+				if t.out != nil {
+					a, b = v.dySumsMasked(t.dSum[base:base+s.Spatial], dy[base:base+s.Spatial], t.out[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c])
+				} else if t.relu {
 					a, b = v.dySumsReLU(dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c])
 				} else {
 					a, b = v.dySums(dy[base:base+s.Spatial], xhat[base:base+s.Spatial])
@@ -162,6 +210,10 @@ func bnBackwardVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 			for c := g0; c < g1; c++ {
 				base := (n*s.C + c) * s.Spatial
 				k := t.gamma[c] * t.inv[c] / float32(m)
+				if t.out != nil { // dSum holds dy, masked
+					v.bnDxRecompute(dx[base:base+s.Spatial], t.dSum[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], float32(m), float32(sumDy[c-g0]), float32(sumDyXhat[c-g0]), k)
+					continue
+				}
 				if t.relu {
 					v.bnDxReLU(dx[base:base+s.Spatial], dy[base:base+s.Spatial], t.input[base:base+s.Spatial], t.mean[c], t.inv[c], t.gamma[c], t.beta[c], float32(m), float32(sumDy[c-g0]), float32(sumDyXhat[c-g0]), k)
 					continue

@@ -41,7 +41,22 @@ func bnDxReLUAVX2(dx, dy, x *float32, n8 int, mu, inv, gamma, beta, m, sumDy, su
 func addReLUAVX2(y, a, b *float32, n8 int)
 
 //go:noescape
+func bnNormalizeAddReLUAVX2(y, x, skip *float32, n8 int, mu, inv, gamma, beta float32)
+
+//go:noescape
+func dySumsMaskedF64AVX2(dSum, dy, out, x *float32, n8 int, mu, inv float32) (sumDy, sumDyXhat float64)
+
+//go:noescape
+func bnDxRecomputeAVX2(dx, dy, x *float32, n8 int, mu, inv, m, sumDy, sumDyXhat, k float32)
+
+//go:noescape
 func padRowsAVX2(dst, src *float32, rows, w8, wp, pad int)
+
+//go:noescape
+func deinterleaveAVX2(even, odd, src *float32, rows, n8, ld, ls int)
+
+//go:noescape
+func interleaveAVX2(dst, even, odd *float32, rows, n8, ld, le, lo int)
 
 // simdVectorOps returns the AVX2 loops when the processor has AVX2 and
 // FMA. Each wrapper checks its slices' lengths, runs the multiple of 8 in
@@ -51,6 +66,32 @@ func simdVectorOps() vectorOps {
 		return vectorOps{}
 	}
 	return vectorOps{
+		deinterleave: func(even, odd, src []float32, rows, w, ld, ls int) {
+			w16 := w / 16 * 16 // the columns in assembly
+			if rows > 0 && w16 > 0 && ld >= w16/2 && ls >= w {
+				_, _ = even[(rows-1)*ld+w16/2-1], odd[(rows-1)*ld+w16/2-1] // the last rows' ends, checked
+				_ = src[(rows-1)*ls+w16-1]
+				deinterleaveAVX2(&even[0], &odd[0], &src[0], rows, w16/16, ld, ls)
+			} else {
+				w16 = 0
+			}
+			if w > w16 {
+				deinterleavePart(even[w16/2:], odd[w16/2:], src[w16:], rows, w-w16, ld, ls)
+			}
+		},
+		interleave: func(dst, even, odd []float32, rows, w, ld, le, lo int) {
+			w16 := w / 16 * 16
+			if rows > 0 && w16 > 0 && ld >= w && le >= w16/2 && lo >= w16/2 {
+				_ = dst[(rows-1)*ld+w16-1]
+				_, _ = even[(rows-1)*le+w16/2-1], odd[(rows-1)*lo+w16/2-1]
+				interleaveAVX2(&dst[0], &even[0], &odd[0], rows, w16/16, ld, le, lo)
+			} else {
+				w16 = 0
+			}
+			if w > w16 {
+				interleavePart(dst[w16:], even[w16/2:], odd[w16/2:], rows, w-w16, ld, le, lo)
+			}
+		},
 		padRows: func(dst, src []float32, rows, w, wp, pad int) {
 			if rows <= 0 || w <= 0 || w%8 != 0 || pad < 0 || wp < pad+w {
 				padRowsPart(dst, src, rows, w, wp, pad)
@@ -106,6 +147,43 @@ func simdVectorOps() vectorOps {
 				s += d * d
 			}
 			return s
+		},
+		normalizeAddReLU: func(y, x, skip []float32, mu, inv, gamma, beta float32) {
+			y, skip = y[:len(x)], skip[:len(x)]
+			n := len(x) / 8 * 8
+			if n > 0 {
+				bnNormalizeAddReLUAVX2(&y[0], &x[0], &skip[0], n/8, mu, inv, gamma, beta)
+			}
+			for i := n; i < len(x); i++ {
+				y[i] = relu(gamma*((x[i]-mu)*inv) + beta + skip[i])
+			}
+		},
+		dySumsMasked: func(dSum, dy, out, x []float32, mu, inv float32) (float64, float64) {
+			dSum, out, x = dSum[:len(dy)], out[:len(dy)], x[:len(dy)]
+			n := len(dy) / 8 * 8
+			var s, sx float64
+			if n > 0 {
+				s, sx = dySumsMaskedF64AVX2(&dSum[0], &dy[0], &out[0], &x[0], n/8, mu, inv)
+			}
+			for i := n; i < len(dy); i++ {
+				h := (x[i] - mu) * inv
+				v := masked(dy[i], out[i])
+				dSum[i] = v
+				s += float64(v)
+				sx += float64(v) * float64(h)
+			}
+			return s, sx
+		},
+		bnDxRecompute: func(dx, dy, x []float32, mu, inv, m, sumDy, sumDyXhat, k float32) {
+			dx, x = dx[:len(dy)], x[:len(dy)]
+			n := len(dy) / 8 * 8
+			if n > 0 {
+				bnDxRecomputeAVX2(&dx[0], &dy[0], &x[0], n/8, mu, inv, m, sumDy, sumDyXhat, k)
+			}
+			for i := n; i < len(dy); i++ {
+				h := (x[i] - mu) * inv
+				dx[i] = k * (m*dy[i] - sumDy - h*sumDyXhat)
+			}
 		},
 		dySums: func(dy, xhat []float32) (float64, float64) {
 			xhat = xhat[:len(dy)]

@@ -428,3 +428,209 @@ padcol:
 	JNZ     padrow
 	VZEROUPPER
 	RET
+
+// func deinterleaveAVX2(even, odd, src *float32, rows, n8, ld, ls int)
+//
+// For each row r < rows: even[r·ld + j] = src[r·ls + 2j] and odd[r·ld + j]
+// = src[r·ls + 2j + 1] for j < 8·n8. Each 16 source floats are shuffled
+// within 128-bit lanes, then their 64-bit pairs put in order.
+TEXT ·deinterleaveAVX2(SB), NOSPLIT, $0-56
+	MOVQ even+0(FP), DI
+	MOVQ odd+8(FP), R8
+	MOVQ src+16(FP), SI
+	MOVQ rows+24(FP), CX
+	MOVQ n8+32(FP), DX
+	MOVQ ld+40(FP), R9
+	SHLQ $2, R9
+	MOVQ ls+48(FP), R10
+	SHLQ $2, R10
+
+deintrow:
+	MOVQ DI, R11
+	MOVQ R8, R12
+	MOVQ SI, R13
+	MOVQ DX, AX
+
+deint:
+	VMOVUPS (R13), Y0
+	VMOVUPS 32(R13), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2 // s0 s2 s8 s10 | s4 s6 s12 s14
+	VSHUFPS $0xDD, Y1, Y0, Y3 // s1 s3 s9 s11 | s5 s7 s13 s15
+	VPERMPD $0xD8, Y2, Y2     // s0 s2 s4 s6 s8 s10 s12 s14
+	VPERMPD $0xD8, Y3, Y3
+	VMOVUPS Y2, (R11)
+	VMOVUPS Y3, (R12)
+	ADDQ    $64, R13
+	ADDQ    $32, R11
+	ADDQ    $32, R12
+	DECQ    AX
+	JNZ     deint
+	ADDQ    R9, DI
+	ADDQ    R9, R8
+	ADDQ    R10, SI
+	DECQ    CX
+	JNZ     deintrow
+	VZEROUPPER
+	RET
+
+// func interleaveAVX2(dst, even, odd *float32, rows, n8, ld, le, lo int)
+//
+// For each row r < rows: dst[r·ld + 2j] = even[r·le + j] and
+// dst[r·ld + 2j + 1] = odd[r·lo + j] for j < 8·n8.
+TEXT ·interleaveAVX2(SB), NOSPLIT, $0-64
+	MOVQ dst+0(FP), DI
+	MOVQ even+8(FP), SI
+	MOVQ odd+16(FP), R8
+	MOVQ rows+24(FP), CX
+	MOVQ n8+32(FP), DX
+	MOVQ ld+40(FP), R9
+	SHLQ $2, R9
+	MOVQ le+48(FP), R10
+	SHLQ $2, R10
+	MOVQ lo+56(FP), R14
+	SHLQ $2, R14
+
+interrow:
+	MOVQ DI, R11
+	MOVQ SI, R12
+	MOVQ R8, R13
+	MOVQ DX, AX
+
+inter:
+	VMOVUPS    (R12), Y0
+	VMOVUPS    (R13), Y1
+	VUNPCKLPS  Y1, Y0, Y2        // e0 o0 e1 o1 | e4 o4 e5 o5
+	VUNPCKHPS  Y1, Y0, Y3        // e2 o2 e3 o3 | e6 o6 e7 o7
+	VPERM2F128 $0x20, Y3, Y2, Y4 // e0 o0 … e3 o3
+	VPERM2F128 $0x31, Y3, Y2, Y5 // e4 o4 … e7 o7
+	VMOVUPS    Y4, (R11)
+	VMOVUPS    Y5, 32(R11)
+	ADDQ       $32, R12
+	ADDQ       $32, R13
+	ADDQ       $64, R11
+	DECQ       AX
+	JNZ        inter
+	ADDQ       R9, DI
+	ADDQ       R10, SI
+	ADDQ       R14, R8
+	DECQ       CX
+	JNZ        interrow
+	VZEROUPPER
+	RET
+
+// The residual block's end (backend.FusedResidual): batch norm, the
+// shortcut added, ReLU; and its backward, which takes the ReLU's mask from
+// the block's output and recomputes xhat from x with the instructions of
+// BNRELU, so that every value has the bits of the unfused ops.
+
+// func bnNormalizeAddReLUAVX2(y, x, skip *float32, n8 int, mu, inv, gamma, beta float32)
+// y = max(gamma·(x − mu)·inv + beta + skip, 0) (NaN gives 0).
+TEXT ·bnNormalizeAddReLUAVX2(SB), NOSPLIT, $0-48
+	MOVQ         y+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         skip+16(FP), DX
+	MOVQ         n8+24(FP), CX
+	VBROADCASTSS mu+32(FP), Y12
+	VBROADCASTSS inv+36(FP), Y13
+	VBROADCASTSS gamma+40(FP), Y14
+	VBROADCASTSS beta+44(FP), Y15
+	VXORPS       Y11, Y11, Y11
+
+normaddloop:
+	BNRELU
+	VADDPS  (DX), Y1, Y1
+	VMAXPS  Y11, Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     normaddloop
+	VZEROUPPER
+	RET
+
+// func dySumsMaskedF64AVX2(dSum, dy, out, x *float32, n8 int, mu, inv float32) (sumDy, sumDyXhat float64)
+// dSum = dy where out > 0, else 0; returns Σ dSum and Σ dSum·xhat with
+// xhat = (x − mu)·inv, summed as dySumsF64AVX2 sums.
+TEXT ·dySumsMaskedF64AVX2(SB), NOSPLIT, $0-64
+	MOVQ         dSum+0(FP), DI
+	MOVQ         dy+8(FP), DX
+	MOVQ         out+16(FP), R8
+	MOVQ         x+24(FP), SI
+	MOVQ         n8+32(FP), CX
+	VBROADCASTSS mu+40(FP), Y12
+	VBROADCASTSS inv+44(FP), Y13
+	VXORPS       Y11, Y11, Y11
+	VXORPD       Y2, Y2, Y2
+	VXORPD       Y3, Y3, Y3
+	VXORPD       Y8, Y8, Y8
+	VXORPD       Y9, Y9, Y9
+
+dsmloop:
+	VMOVUPS      (SI), Y0
+	VSUBPS       Y12, Y0, Y0
+	VMULPS       Y13, Y0, Y0        // xhat
+	VMOVUPS      (R8), Y1
+	VCMPPS       $0x1e, Y11, Y1, Y1 // out > 0 (ordered, quiet)
+	VANDPS       (DX), Y1, Y1       // dy there, else 0
+	VMOVUPS      Y1, (DI)
+	VCVTPS2PD    X1, Y4
+	VEXTRACTF128 $1, Y1, X1
+	VCVTPS2PD    X1, Y5
+	VCVTPS2PD    X0, Y6
+	VEXTRACTF128 $1, Y0, X0
+	VCVTPS2PD    X0, Y7
+	VADDPD       Y4, Y2, Y2
+	VADDPD       Y5, Y3, Y3
+	VFMADD231PD  Y6, Y4, Y8
+	VFMADD231PD  Y7, Y5, Y9
+	ADDQ         $32, SI
+	ADDQ         $32, DX
+	ADDQ         $32, R8
+	ADDQ         $32, DI
+	DECQ         CX
+	JNZ          dsmloop
+	VADDPD       Y3, Y2, Y2
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD       X3, X2, X2
+	VHADDPD      X2, X2, X2
+	VMOVSD       X2, sumDy+48(FP)
+	VADDPD       Y9, Y8, Y8
+	VEXTRACTF128 $1, Y8, X9
+	VADDPD       X9, X8, X8
+	VHADDPD      X8, X8, X8
+	VMOVSD       X8, sumDyXhat+56(FP)
+	VZEROUPPER
+	RET
+
+// func bnDxRecomputeAVX2(dx, dy, x *float32, n8 int, mu, inv, m, sumDy, sumDyXhat, k float32)
+// dx = k·((m·dy − sumDy) − xhat·sumDyXhat), as bnDxAVX2, with xhat =
+// (x − mu)·inv.
+TEXT ·bnDxRecomputeAVX2(SB), NOSPLIT, $0-56
+	MOVQ         dx+0(FP), DI
+	MOVQ         dy+8(FP), DX
+	MOVQ         x+16(FP), SI
+	MOVQ         n8+24(FP), CX
+	VBROADCASTSS mu+32(FP), Y10
+	VBROADCASTSS inv+36(FP), Y11
+	VBROADCASTSS m+40(FP), Y12
+	VBROADCASTSS sumDy+44(FP), Y13
+	VBROADCASTSS sumDyXhat+48(FP), Y14
+	VBROADCASTSS k+52(FP), Y15
+
+dxrcloop:
+	VMOVUPS      (SI), Y1
+	VSUBPS       Y10, Y1, Y1
+	VMULPS       Y11, Y1, Y1 // xhat
+	VMULPS       (DX), Y12, Y0
+	VSUBPS       Y13, Y0, Y0
+	VFNMADD231PS Y14, Y1, Y0
+	VMULPS       Y15, Y0, Y0
+	VMOVUPS      Y0, (DI)
+	ADDQ         $32, SI
+	ADDQ         $32, DI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          dxrcloop
+	VZEROUPPER
+	RET

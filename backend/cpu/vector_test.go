@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"iterbin/backend"
@@ -155,6 +156,56 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 	}
 }
 
+// The residual block's fused end gives the bits of its unfused sequence,
+// with the SIMD loops and without: batch norm, the shortcut added, ReLU;
+// and back, ReLU backward into the sum's gradient, then batch-norm
+// backward (which recomputes xhat).
+func TestFusedResidualEqualsItsSequence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, simd := range []bool{true, false} {
+		b := NewWithOptions(2, simd)
+		for _, s := range []backend.BNShape{{N: 5, C: 3, Spatial: 1}, {N: 3, C: 4, Spatial: 37}, {N: 4, C: 2, Spatial: 1024}, {N: 2, C: 70, Spatial: 64}} {
+			name := fmt.Sprintf("simd=%v %+v", simd, s)
+			cnt := s.Count()
+			x, skip, dy := upload(b, randVals(rng, cnt)), upload(b, randVals(rng, cnt)), upload(b, randVals(rng, cnt))
+			gamma, beta := upload(b, randVals(rng, s.C)), upload(b, randVals(rng, s.C))
+			type out struct{ y, dSum, dx, dg, db, mean, inv, rm, rv backend.Tensor }
+			run := func(fused bool) out {
+				o := out{b.Alloc(cnt), b.Alloc(cnt), b.Alloc(cnt), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C), b.Alloc(s.C)}
+				if fused {
+					b.BatchNormAddReLUTrain(o.y, o.mean, o.inv, o.rm, o.rv, x, skip, gamma, beta, s, 0.1, 1e-5)
+					b.BatchNormAddReLUBackward(o.dx, o.dg, o.db, o.dSum, dy, o.y, x, o.mean, o.inv, gamma, s)
+				} else {
+					bn, xhat := b.Alloc(cnt), b.Alloc(cnt)
+					b.BatchNormTrain(bn, xhat, o.mean, o.inv, o.rm, o.rv, x, gamma, beta, s, 0.1, 1e-5)
+					b.Add(o.y, bn, skip, cnt)
+					b.ReLUForward(o.y, o.y, cnt)
+					b.ReLUBackward(o.dSum, dy, o.y, cnt)
+					b.BatchNormBackward(o.dx, o.dg, o.db, o.dSum, xhat, o.inv, gamma, s)
+				}
+				if err := b.Err(); err != nil {
+					t.Fatal(err)
+				}
+				return o
+			}
+			want, got := run(false), run(true)
+			for _, p := range []struct {
+				what string
+				g, w backend.Tensor
+			}{{"y", got.y, want.y}, {"dSum", got.dSum, want.dSum}, {"dx", got.dx, want.dx}, {"dGamma", got.dg, want.dg}, {"dBeta", got.db, want.db},
+				{"mean", got.mean, want.mean}, {"invStd", got.inv, want.inv}, {"running mean", got.rm, want.rm}, {"running var", got.rv, want.rv}} {
+				if !equal(download(b, p.g), download(b, p.w)) {
+					t.Fatalf("%s %s: the fused op differs from its sequence", name, p.what)
+				}
+			}
+			if ones := download(b, got.y); slices.Max(ones) <= 0 || slices.Min(ones) != 0 {
+				t.Fatalf("%s: y has no mix of zeros and positives, so the mask is untested", name)
+			}
+		}
+		b.Close()
+	}
+}
+
 // TestPadRowsEqualsTheGoLoop: the padded-row copy of the convolutions, with
 // its SIMD loop, writes what the Go loop writes (zeros before each row,
 // the row, and nothing past it), for widths on and off multiples of 8.
@@ -180,6 +231,62 @@ func TestPadRowsEqualsTheGoLoop(t *testing.T) {
 			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 				t.Fatalf("%+v: [%d] = %v, the Go loop writes %v", c, i, got[i], want[i])
 			}
+		}
+	}
+}
+
+// TestInterleaveEqualsTheGoLoops: the stride-2 phase split and its inverse,
+// with their SIMD loops, write what the Go loops write, and nothing else;
+// interleave undoes deinterleave. The Go loops are checked against the
+// definition.
+func TestInterleaveEqualsTheGoLoops(t *testing.T) {
+	ops := simdVectorOps()
+	rng := rand.New(rand.NewPCG(5, 6))
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = -7 // untouched elements stay -7
+		}
+		return v
+	}
+	for _, c := range []struct{ rows, w, gap int }{
+		{1, 0, 0}, {1, 1, 0}, {1, 2, 1}, {3, 15, 2}, {2, 16, 0}, {4, 16, 3}, {2, 17, 1}, {3, 31, 0},
+		{16, 32, 1}, {5, 33, 2}, {2, 48, 0}, {7, 56, 4}, {1, 65, 0}, {3, 224, 2}, {2, 225, 1},
+	} {
+		ls, ld := c.w+c.gap, (c.w+1)/2+c.gap // src and phase rows
+		src := randVals(rng, c.rows*ls)
+		even, odd := fill(c.rows*ld+2), fill(c.rows*ld+2)
+		deinterleavePart(even, odd, src, c.rows, c.w, ld, ls)
+		for r := range c.rows {
+			for q := range c.w {
+				got := even[r*ld+q/2]
+				if q%2 == 1 {
+					got = odd[r*ld+q/2]
+				}
+				if got != src[r*ls+q] {
+					t.Fatalf("%+v: deinterleavePart: row %d column %d is %v, not %v", c, r, q, got, src[r*ls+q])
+				}
+			}
+		}
+		back := fill(c.rows*ls + 2)
+		interleavePart(back, even, odd, c.rows, c.w, ls, ld, ld)
+		for r := range c.rows {
+			if !slices.Equal(back[r*ls:][:c.w], src[r*ls:][:c.w]) {
+				t.Fatalf("%+v: interleavePart does not undo deinterleavePart in row %d", c, r)
+			}
+		}
+		if ops.deinterleave == nil {
+			continue
+		}
+		gotE, gotO := fill(len(even)), fill(len(odd))
+		ops.deinterleave(gotE, gotO, src, c.rows, c.w, ld, ls)
+		if !slices.Equal(gotE, even) || !slices.Equal(gotO, odd) {
+			t.Fatalf("%+v: SIMD deinterleave %v %v, the Go loop %v %v", c, gotE, gotO, even, odd)
+		}
+		got := fill(len(back))
+		ops.interleave(got, even, odd, c.rows, c.w, ls, ld, ld)
+		if !slices.Equal(got, back) {
+			t.Fatalf("%+v: SIMD interleave %v, the Go loop %v", c, got, back)
 		}
 	}
 }
