@@ -670,11 +670,8 @@ func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
 	if _, ok := any(v[0]).([]float32); ok && b.directFilterOK(s) && s.N > 0 {
-		// Channels-last copies of x (split by samples), then tiles of
-		// (tap, 16 input channels, 8 output channels).
-		hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
-		b.directX = grow(b.directX, s.N*hp*wp*s.C)
-		b.pool.run(b, task[T]{kind: taskDirectFilterPrep, cv: t}, s.N)
+		// Tiles of (tap, 16 input channels, 8 output channels), each
+		// worker reading channels-last copies of x that it makes itself.
 		b.pool.run(b, task[T]{kind: taskDirectFilter, cv: t}, s.KH*s.KW*(s.C/directCols)*(s.OC/directRows))
 		return
 	}

@@ -56,10 +56,8 @@ type Backend[T Float] struct {
 	dot      dotKernel
 	convName string
 	// direct holds the channels-last filter-gradient kernel (direct.go),
-	// nil where the processor lacks it; directX is the channels-last copy
-	// of the input it reads.
-	direct  *directKernels
-	directX []float32
+	// nil where the processor lacks it.
+	direct *directKernels
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }

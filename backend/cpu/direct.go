@@ -94,53 +94,37 @@ func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst [
 	}
 }
 
-// padChannelsLast copies the cin×h×w sample x into xp as
+// padChannelsLast copies the cin×h×w sample x into the interior of xp,
 // [h+2·pad][w+2·pad][cin]: each row of the sample is a cin×w block
-// transposed into w×cin, and only the padding is zeroed. Rows narrower
-// than a 16×16 transpose go through tmp (cin·h·w floats) instead: the
-// whole sample transposed at once, then each row copied into place.
+// transposed into w×cin. The padding is left as it is (the caller zeroes
+// it once for every sample). Rows narrower than a 16×16 transpose go
+// through tmp (cin·h·w floats) instead: the whole sample transposed at
+// once, then each row copied into place.
 func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x, tmp []float32, cin, h, w, pad int) {
 	wp := w + 2*pad
-	clear(xp[:pad*wp*cin])                  // top rows
-	clear(xp[(h+pad)*wp*cin:][:pad*wp*cin]) // bottom rows
 	whole := w < 16 && h*w >= 16 && len(tmp) >= cin*h*w
 	if whole {
 		transposeRows(t, tmp, cin, x, h*w, cin, h*w)
 	}
 	for r := 0; r < h; r++ {
-		row := xp[(r+pad)*wp*cin:][:wp*cin]
-		clear(row[:pad*cin])
-		clear(row[(pad+w)*cin:])
+		row := xp[((r+pad)*wp+pad)*cin:][:w*cin]
 		if whole {
-			copy(row[pad*cin:(pad+w)*cin], tmp[r*w*cin:(r+1)*w*cin])
+			copy(row, tmp[r*w*cin:(r+1)*w*cin])
 			continue
 		}
-		transposeRows(t, row[pad*cin:], cin, x[r*w:], h*w, cin, w)
-	}
-}
-
-// directFilterPrep writes channels-last, padded copies of samples
-// [lo, hi) of x: [n][h+2p][w+2p][C].
-func directFilterPrep[T Float](k *directKernels, ws *workerScratch[T], t convTask[float32], xs []float32, lo, hi int) {
-	s := t.s
-	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
-	in := s.C * s.H * s.W
-	var tmp []float32
-	if s.W < 16 {
-		tmp = ws.columnsF32(in)
-	}
-	for n := lo; n < hi; n++ {
-		padChannelsLast(k.transpose, xs[n*hp*wp*s.C:][:hp*wp*s.C], t.w[n*in:(n+1)*in], tmp, s.C, s.H, s.W, s.Pad)
+		transposeRows(t, row, cin, x[r*w:], h*w, cin, w)
 	}
 }
 
 // directFilterPart computes units [lo, hi) of a filter gradient: unit u
 // is tap u%taps of input-channel block (u/taps)%cb and output-channel
-// block u/(taps·cb). Samples go in order, each in chunks of output rows
+// block u/(taps·cb). Samples go in order: the worker copies each into its
+// own zero-padded channels-last buffer (which stays in its cache; the
+// padding is zeroed once), then runs over it in chunks of output rows
 // whose input and output-gradient rows stay in L1 while every unit of the
 // worker reads them; each unit's tile of partial sums lives in acc
 // (directRows·directCols floats per unit) between chunks.
-func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], xs []float32, lo, hi int) {
+func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32], lo, hi int) {
 	s := t.s
 	kw, taps, st := s.KW, s.KH*s.KW, s.Stride
 	hp, wp := s.H+2*s.Pad, s.W+2*s.Pad
@@ -149,11 +133,23 @@ func (b *Backend[T]) directFilterPart(ws *workerScratch[T], t convTask[float32],
 	const tile = directRows * directCols
 	acc := ws.columnsF32((hi - lo) * tile)
 	clear(acc)
+	if cap(ws.pad) < hp*wp*s.C {
+		ws.pad = make([]float32, hp*wp*s.C)
+	}
+	xn := ws.pad[:hp*wp*s.C]
+	clear(xn)
+	in := s.C * s.H * s.W
+	var tmp []float32
+	if s.W < 16 {
+		tmp = ws.matrixBuf(in)
+	}
 	filter := b.direct.filter
 	chunk := max(1, directFilterChunk/ow) // output rows per kernel call
 	out := s.OC * oh * ow
 	for n := 0; n < s.N; n++ {
-		xn, dyn := xs[n*hp*wp*s.C:][:hp*wp*s.C], t.in[n*out:(n+1)*out]
+		// The input x travels in the w slot.
+		padChannelsLast(b.direct.transpose, xn, t.w[n*in:(n+1)*in], tmp, s.C, s.H, s.W, s.Pad)
+		dyn := t.in[n*out : (n+1)*out]
 		for i0 := 0; i0 < oh; i0 += chunk {
 			rows := min(chunk, oh-i0)
 			for u := lo; u < hi; u++ {

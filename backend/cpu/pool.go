@@ -19,7 +19,6 @@ const (
 	taskConvForward
 	taskConvBackwardData
 	taskConvBackwardFilter
-	taskDirectFilterPrep
 	taskDirectFilter
 	taskSign
 	taskAdam
@@ -277,10 +276,8 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		b.convBackwardDataPart(s, t.cv, t.lo, t.hi)
 	case taskConvBackwardFilter:
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
-	case taskDirectFilterPrep:
-		directFilterPrep(b.direct, s, any(t.cv).(convTask[float32]), b.directX, t.lo, t.hi)
 	case taskDirectFilter:
-		b.directFilterPart(s, any(t.cv).(convTask[float32]), b.directX, t.lo, t.hi)
+		b.directFilterPart(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
 	case taskSign:
 		signPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
 	case taskAdam:
