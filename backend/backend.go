@@ -227,7 +227,8 @@ type Fused interface {
 
 // FusedResidual is implemented by backends that also run the end of a
 // residual block, batch norm then the shortcut added then ReLU, as one
-// pass each way. Each op gives the same values as its unfused sequence.
+// pass each way, and add the main path's input gradient to the
+// shortcut's. Each op gives the same values as its unfused sequence.
 type FusedResidual interface {
 	Fused
 	// BatchNormAddReLUTrain is BatchNormTrain of x followed by AddReLU with
@@ -238,6 +239,10 @@ type FusedResidual interface {
 	// the shortcut takes too), followed by BatchNormBackward of dSum into
 	// dx, dGamma and dBeta, recomputing xhat from x, mean and invStd.
 	BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy, y, x, mean, invStd, gamma Tensor, s BNShape)
+	// Conv2DBackwardDataAdd adds the input gradient of a convolution to
+	// dx, which holds the shortcut's: Conv2DBackwardData then Add, without
+	// the gradient in between leaving the device's caches.
+	Conv2DBackwardDataAdd(dx, dy, w Tensor, s ConvShape)
 }
 
 // Float64Host is implemented by backends that compute in float64 (the CPU

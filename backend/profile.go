@@ -227,4 +227,8 @@ func (p *profiledResidual) BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy,
 	})
 }
 
+func (p *profiledResidual) Conv2DBackwardDataAdd(dx, dy, w Tensor, s ConvShape) {
+	p.timed(convLabel("Conv2DBackwardDataAdd", s), func() { p.residual.Conv2DBackwardDataAdd(dx, dy, w, s) })
+}
+
 var _ FusedResidual = (*profiledResidual)(nil)

@@ -129,6 +129,24 @@ func (l *Conv2D) Forward(x backend.Tensor, n int, train bool) backend.Tensor {
 // Backward sets the weight gradient (taken with respect to the weights the
 // forward pass used, then passed through the STE), the bias gradient and dx.
 func (l *Conv2D) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	l.paramGrads(dy, n)
+	if !needInputGrad {
+		return nil
+	}
+	l.be.Conv2DBackwardData(l.dx, dy, l.weights(), l.batchShape(n))
+	return l.dx
+}
+
+// backwardAdd is Backward with the input gradient added to dx instead of
+// written to the layer's own buffer.
+func (l *Conv2D) backwardAdd(f backend.FusedResidual, dy backend.Tensor, n int, dx backend.Tensor) {
+	l.paramGrads(dy, n)
+	f.Conv2DBackwardDataAdd(dx, dy, l.weights(), l.batchShape(n))
+}
+
+// paramGrads sets the gradients of the weights (through the binarizer's
+// straight-through estimator) and bias.
+func (l *Conv2D) paramGrads(dy backend.Tensor, n int) {
 	s := l.batchShape(n)
 	l.be.Conv2DBackwardFilter(l.w.Grad, dy, l.x, s)
 	if l.binary && l.binarizer.STE == STEClipped {
@@ -137,11 +155,6 @@ func (l *Conv2D) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.
 	if l.b != nil {
 		l.be.BiasGrad(l.b.Grad, dy, n, s.OC, s.OutH()*s.OutW())
 	}
-	if !needInputGrad {
-		return nil
-	}
-	l.be.Conv2DBackwardData(l.dx, dy, l.weights(), s)
-	return l.dx
 }
 
 func (l *Conv2D) free(be backend.Backend) {
@@ -415,29 +428,62 @@ func (b *ResidualBlock) shortcut(x backend.Tensor, n int, train bool) backend.Te
 func (b *ResidualBlock) lastBN() *BatchNorm { return b.main[len(b.main)-1].(*BatchNorm) }
 
 func (b *ResidualBlock) Backward(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
-	var g backend.Tensor
 	if b.endFused {
-		g = b.lastBN().backwardAddReLU(b.be.(backend.FusedResidual), dy, b.y, b.dSum, n)
-		g = backwardLayers(b.be, b.main[:len(b.main)-1], g, n, true)
-	} else {
-		b.be.ReLUBackward(b.dSum, dy, b.y, n*b.out.Size())
-		g = backwardLayers(b.be, b.main, b.dSum, n, true)
+		return b.backwardFused(dy, n, needInputGrad)
 	}
-	short := b.dSum
-	switch {
-	case b.proj != nil:
-		short = backwardLayers(b.be, b.proj, b.dSum, n, true)
-	case b.optionA != nil:
-		if needInputGrad {
-			b.be.ShortcutABackward(b.dxShort, b.dSum, b.optionAShape(n))
-			short = b.dxShort
-		}
-	}
+	b.be.ReLUBackward(b.dSum, dy, b.y, n*b.out.Size())
+	g := backwardLayers(b.be, b.main, b.dSum, n, true)
+	short := b.shortcutBackward(b.dSum, n, needInputGrad)
 	if !needInputGrad {
 		return nil
 	}
 	b.be.Add(b.dx, g, short, n*b.in.Size())
 	return b.dx
+}
+
+// backwardFused is Backward after a fused Forward (backend.FusedResidual).
+// The sum's gradient goes straight into the block's input gradient when
+// the shortcut is the identity, the shortcut's gradient into its own
+// buffer otherwise; the first convolution then adds its input gradient
+// to it. (A projection's gradient is the projection's own buffer, and is
+// summed with an Add.)
+func (b *ResidualBlock) backwardFused(dy backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	f := b.be.(backend.FusedResidual)
+	identity := b.proj == nil && b.optionA == nil
+	dSum := b.dSum
+	if identity && needInputGrad {
+		dSum = b.dx
+	}
+	g := b.lastBN().backwardAddReLU(f, dy, b.y, dSum, n)
+	g = backwardLayers(b.be, b.main[1:len(b.main)-1], g, n, true)
+	first := b.main[0].(*Conv2D) // every constructor starts the main path with one
+	short := b.shortcutBackward(dSum, n, needInputGrad)
+	if !needInputGrad {
+		first.Backward(g, n, false)
+		return nil
+	}
+	if b.proj != nil {
+		b.be.Add(b.dx, first.Backward(g, n, true), short, n*b.in.Size())
+		return b.dx
+	}
+	first.backwardAdd(f, g, n, short)
+	return short
+}
+
+// shortcutBackward returns the shortcut's input gradient for the gradient
+// dSum of the block's sum (nil for option A without needInputGrad).
+func (b *ResidualBlock) shortcutBackward(dSum backend.Tensor, n int, needInputGrad bool) backend.Tensor {
+	switch {
+	case b.proj != nil:
+		return backwardLayers(b.be, b.proj, dSum, n, true)
+	case b.optionA != nil:
+		if !needInputGrad {
+			return nil
+		}
+		b.be.ShortcutABackward(b.dxShort, dSum, b.optionAShape(n))
+		return b.dxShort
+	}
+	return dSum
 }
 
 func (b *ResidualBlock) free(be backend.Backend) {

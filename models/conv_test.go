@@ -1,10 +1,12 @@
 package models
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
 
+	"iterbin/backend"
 	"iterbin/backend/cpu"
 )
 
@@ -52,27 +54,43 @@ func TestResidualBlockGradientsMatchFiniteDifferences(t *testing.T) {
 		{"bottleneck, width 2, stride 2", "bottleneck", Shape{3, 5, 6}, 2, 2},
 		{"bottleneck, identity", "bottleneck", Shape{8, 4, 4}, 2, 1},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			h := f64{cpu.NewFloat64()}
-			rng := rand.New(rand.NewPCG(13, 13))
-			var b *ResidualBlock
-			switch c.kind {
-			case "optionA":
-				b = NewBasicBlock(h.be, "block", c.in, c.oc, c.stride, 3, ShortcutOptionA, Binarizer{STE: STEIdentity}, InitKaimingNormal, rng)
-			case "projection":
-				b = NewBasicBlock(h.be, "block", c.in, c.oc, c.stride, 3, ShortcutProjection, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
-			case "bottleneck":
-				b = NewBottleneck(h.be, "block", c.in, c.oc, c.stride, 3, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
-			}
-			for _, l := range b.Sublayers() {
-				if bn, ok := l.(*BatchNorm); ok {
-					h.put(bn.gamma.Value, normals(rng, bn.shape.C))
-					h.put(bn.beta.Value, normals(rng, bn.shape.C))
+		for _, fused := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s fused=%v", c.name, fused), func(t *testing.T) {
+				h := f64{cpu.NewFloat64()}
+				// The block runs its fused ops on the CPU backend, its
+				// unfused ones on the same backend with them hidden.
+				var be backend.Backend = h.be
+				if !fused {
+					be = plainBackend{h.be}
 				}
-			}
-			layerCheck(t, h, b, c.in.Size(), 3, rng)
-		})
+				residualBlockCheck(t, h, be, c.kind, c.in, c.oc, c.stride)
+			})
+		}
 	}
+}
+
+// plainBackend offers only the Backend interface of the backend in it,
+// none of its optional ones (Fused, FusedResidual).
+type plainBackend struct{ backend.Backend }
+
+func residualBlockCheck(t *testing.T, h f64, be backend.Backend, kind string, in Shape, oc, stride int) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	var b *ResidualBlock
+	switch kind {
+	case "optionA":
+		b = NewBasicBlock(be, "block", in, oc, stride, 3, ShortcutOptionA, Binarizer{STE: STEIdentity}, InitKaimingNormal, rng)
+	case "projection":
+		b = NewBasicBlock(be, "block", in, oc, stride, 3, ShortcutProjection, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
+	case "bottleneck":
+		b = NewBottleneck(be, "block", in, oc, stride, 3, Binarizer{STE: STEIdentity}, InitKaimingNormalFanOut, rng)
+	}
+	for _, l := range b.Sublayers() {
+		if bn, ok := l.(*BatchNorm); ok {
+			h.put(bn.gamma.Value, normals(rng, bn.shape.C))
+			h.put(bn.beta.Value, normals(rng, bn.shape.C))
+		}
+	}
+	layerCheck(t, h, b, in.Size(), 3, rng)
 }
 
 func TestShortcutAMatchesPyTorchSlicingAndPadding(t *testing.T) {
@@ -259,4 +277,71 @@ func TestTinyImageNetResNetGradients(t *testing.T) {
 	// Every tensor, about six elements of each (the blocks' own tests
 	// check every element).
 	modelGradCheck(t, h, m, normals(rng, n*spec.Input.Size()), []float64{0, 2}, 6)
+}
+
+// A ResNet-20 training step in float32 gives the same bits with the CPU's
+// fused ops (batch norm + ReLU, the residual blocks' ends, the input
+// gradients added in place) as with the ops one by one: loss sums, every
+// parameter gradient and the running statistics.
+func TestResNetFusedStepEqualsUnfused(t *testing.T) {
+	const n = 3
+	rng := rand.New(rand.NewPCG(21, 22))
+	cifar := Shape{3, 32, 32}
+	x := make([]float32, n*cifar.Size())
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	labels := []float32{3, 0, 9}
+	type result struct{ sums, grads, buffers [][]float32 }
+	run := func(be backend.Backend) result {
+		m, err := NewResNetCIFAR(be, ResNet20(cifar, 10), n, Binarizer{STE: STEIdentity}, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		xt, lt, sums := be.Alloc(len(x)), be.Alloc(n), be.Alloc(3)
+		be.Upload(xt, x)
+		be.Upload(lt, labels)
+		var r result
+		for range 2 { // the second step starts from moved running statistics
+			be.Fill(sums, 0, 3)
+			m.Forward(sums, xt, lt, n, true)
+			m.Backward(lt, n)
+			s := make([]float32, 3)
+			be.Download(s, sums)
+			r.sums = append(r.sums, s)
+		}
+		for _, p := range m.Params() {
+			g := make([]float32, p.Len())
+			be.Download(g, p.Grad)
+			r.grads = append(r.grads, g)
+		}
+		for _, b := range m.Buffers() {
+			v := make([]float32, b.Len)
+			be.Download(v, b.Value)
+			r.buffers = append(r.buffers, v)
+		}
+		if err := be.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	fusedBE, plainBE := cpu.New(), cpu.New()
+	defer fusedBE.Close()
+	defer plainBE.Close()
+	fused, plain := run(fusedBE), run(plainBackend{plainBE})
+	for i := range fused.sums {
+		if !slices.Equal(fused.sums[i], plain.sums[i]) {
+			t.Fatalf("step %d loss sums: fused %v, unfused %v", i, fused.sums[i], plain.sums[i])
+		}
+	}
+	for i := range fused.grads {
+		if !slices.Equal(fused.grads[i], plain.grads[i]) {
+			t.Fatalf("gradient %d differs between the fused and unfused ops", i)
+		}
+	}
+	for i := range fused.buffers {
+		if !slices.Equal(fused.buffers[i], plain.buffers[i]) {
+			t.Fatalf("buffer %d differs between the fused and unfused ops", i)
+		}
+	}
 }

@@ -591,12 +591,23 @@ func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi
 // Conv2DBackwardData computes dx[n] = col2im(Wᵀ·dy[n]); samples are shared
 // between the workers.
 func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
+	b.conv2DBackwardData("Conv2DBackwardData", false, dxt, dyt, wt, s)
+}
+
+// Conv2DBackwardDataAdd adds the input gradient to dx: each sample's is
+// computed as Conv2DBackwardData computes it, then added while it is still
+// in cache.
+func (b *Backend[T]) Conv2DBackwardDataAdd(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
+	b.conv2DBackwardData("Conv2DBackwardDataAdd", true, dxt, dyt, wt, s)
+}
+
+func (b *Backend[T]) conv2DBackwardData(op string, add bool, dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
-	ok, v := b.convArgs("Conv2DBackwardData", s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
+	ok, v := b.convArgs(op, s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
 	if !ok {
 		return
 	}
-	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
+	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2], add: add}
 	if w, ok := any(v[2]).([]float32); ok && stridedOK(s) && s.Stride <= maxPhaseStride {
 		b.packPhases(w, s)
 		t.phased = true
@@ -629,33 +640,51 @@ func (b *Backend[T]) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.C
 
 func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], lo, hi int) {
 	s := t.s
-	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	in, out := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
 		dx, dy := t.out[n*in:(n+1)*in], t.in[n*out:(n+1)*out]
-		if t.phased {
-			b.phasedBackwardData(ws, s, any(dy).([]float32), any(dx).([]float32))
+		if !t.add {
+			b.backwardDataSample(ws, t, dy, dx)
 			continue
 		}
-		if t.packedW.packed != nil && implicitOK(s) {
-			b.implicitConv(ws, t.packedW, s.C, any(dy).([]float32), s.OC, s.OutH(), s.OutW(), s.KH, s.KH-1-s.Pad, any(dx).([]float32))
+		// The sample's gradient, still in this worker's cache, is added
+		// to what dx holds.
+		g := ws.sampleBuf(in)
+		b.backwardDataSample(ws, t, dy, g)
+		if add, ok := any(b.vec.add).(func(y, a, c []T)); ok && add != nil {
+			add(dx, g, dx)
 			continue
 		}
-		dst := dx
-		if !pointwise(s) {
-			dst = ws.columns(k * p)
-		}
-		if t.packedW.packed != nil {
-			b.gemmPrepacked(ws, t.packedW, false, k, p, s.OC, dy, 0, dst)
-		} else {
-			b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, dst)
-		}
-		if pointwise(s) {
-			continue
-		}
-		cols := dst
-		clear(dx)
-		col2im(dx, cols, s)
+		addPart(dx, g, dx)
 	}
+}
+
+// backwardDataSample sets one sample dx of the input gradient from dy.
+func (b *Backend[T]) backwardDataSample(ws *workerScratch[T], t convTask[T], dy, dx []T) {
+	s := t.s
+	k, p := s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	if t.phased {
+		b.phasedBackwardData(ws, s, any(dy).([]float32), any(dx).([]float32))
+		return
+	}
+	if t.packedW.packed != nil && implicitOK(s) {
+		b.implicitConv(ws, t.packedW, s.C, any(dy).([]float32), s.OC, s.OutH(), s.OutW(), s.KH, s.KH-1-s.Pad, any(dx).([]float32))
+		return
+	}
+	dst := dx
+	if !pointwise(s) {
+		dst = ws.columns(k * p)
+	}
+	if t.packedW.packed != nil {
+		b.gemmPrepacked(ws, t.packedW, false, k, p, s.OC, dy, 0, dst)
+	} else {
+		b.gemmOne(ws, true, false, k, p, s.OC, 1, t.w, dy, 0, dst)
+	}
+	if pointwise(s) {
+		return
+	}
+	clear(dx)
+	col2im(dx, dst, s)
 }
 
 // Conv2DBackwardFilter computes dw = Σ_n dy[n]·cols(x[n])ᵀ. The workers

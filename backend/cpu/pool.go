@@ -95,6 +95,8 @@ type convTask[T Float] struct {
 	// phased says a strided input gradient runs on phases, with the
 	// weights in the backend's phases.
 	phased bool
+	// add says an input gradient is added to out (Conv2DBackwardDataAdd).
+	add bool
 }
 
 // workerScratch is one worker's memory: GEMM packing buffers and im2col
@@ -109,6 +111,7 @@ type workerScratch[T Float] struct {
 	// f32a and f32b are float32 work matrices of implicit filter
 	// gradients.
 	f32a, f32b []float32
+	sample     []T
 }
 
 func (s *workerScratch[T]) matrixBuf(n int) []float32 {
@@ -123,6 +126,14 @@ func (s *workerScratch[T]) columnsF32(n int) []float32 {
 		s.f32b = make([]float32, n)
 	}
 	return s.f32b[:n]
+}
+
+// sampleBuf holds one sample's result before it is added into a tensor.
+func (s *workerScratch[T]) sampleBuf(n int) []T {
+	if cap(s.sample) < n {
+		s.sample = make([]T, n)
+	}
+	return s.sample[:n]
 }
 
 func (s *workerScratch[T]) columns(n int) []T {
