@@ -885,9 +885,15 @@ func (b *Backend[T]) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutS
 	b.pool.run(b, task[T]{kind: taskShortcutForward, ew: elementTask[T]{a: y, b: x}, sc: s}, s.N)
 }
 
-// shortcutForwardPart computes samples [lo, hi) of ShortcutAForward.
-func shortcutForwardPart[T Float](y, x []T, s backend.ShortcutShape, lo, hi int) {
+// shortcutForwardPart computes samples [lo, hi) of ShortcutAForward. At
+// stride 2 with the SIMD loops, each plane's even rows are split into
+// their even columns, kept, and odd ones, dropped in ws.
+func shortcutForwardPart[T Float](ws *workerScratch[T], v *vectorOps, y, x []T, s backend.ShortcutShape, lo, hi int) {
 	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	deinterleave := v.deinterleave
+	if _, ok := any(x).([]float32); !ok || s.Stride != 2 {
+		deinterleave = nil
+	}
 	for n := lo; n < hi; n++ {
 		for o := 0; o < s.OC; o++ {
 			dst := y[(n*s.OC+o)*oh*ow:][:oh*ow]
@@ -897,6 +903,10 @@ func shortcutForwardPart[T Float](y, x []T, s backend.ShortcutShape, lo, hi int)
 				continue
 			}
 			src := x[(n*s.C+c)*s.H*s.W:][:s.H*s.W]
+			if deinterleave != nil {
+				deinterleave(any(dst).([]float32), ws.columnsF32(oh*ow), any(src).([]float32), oh, s.W, ow, 2*s.W)
+				continue
+			}
 			for i := 0; i < oh; i++ {
 				row, out := src[i*s.Stride*s.W:], dst[i*ow:][:ow]
 				for j := range out {
@@ -923,8 +933,24 @@ func (b *Backend[T]) ShortcutABackward(dxt, dyt backend.Tensor, s backend.Shortc
 }
 
 // shortcutBackwardPart computes samples [lo, hi) of ShortcutABackward.
-func shortcutBackwardPart[T Float](dx, dy []T, s backend.ShortcutShape, lo, hi int) {
+func shortcutBackwardPart[T Float](ws *workerScratch[T], v *vectorOps, dx, dy []T, s backend.ShortcutShape, lo, hi int) {
 	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
+	if _, ok := any(dx).([]float32); ok && s.Stride == 2 && v.interleave != nil {
+		// Even rows interleave dy's row with zeros; odd rows are zero.
+		zeros := ws.columnsF32(ow)
+		clear(zeros)
+		for n := lo; n < hi; n++ {
+			for c := 0; c < s.C; c++ {
+				src := any(dy[(n*s.OC+c+pad)*oh*ow:][:oh*ow]).([]float32)
+				dst := any(dx[(n*s.C+c)*s.H*s.W:][:s.H*s.W]).([]float32)
+				v.interleave(dst, src, zeros, oh, s.W, 2*s.W, ow, 0)
+				for r := 1; r < s.H; r += 2 {
+					clear(dst[r*s.W:][:s.W])
+				}
+			}
+		}
+		return
+	}
 	clear(dx[lo*s.C*s.H*s.W : hi*s.C*s.H*s.W])
 	for n := lo; n < hi; n++ {
 		for c := 0; c < s.C; c++ {

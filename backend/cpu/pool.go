@@ -309,9 +309,9 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 	case taskAdd:
 		ternaryPart(t, b.vec.add, addPart[T])
 	case taskShortcutForward:
-		shortcutForwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+		shortcutForwardPart(s, &b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutBackward:
-		shortcutBackwardPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+		shortcutBackwardPart(s, &b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskAddReLU:
 		ternaryPart(t, b.vec.addReLU, addReLUPart[T])
 	case taskBNTrain:

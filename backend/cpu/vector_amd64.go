@@ -81,7 +81,7 @@ func simdVectorOps() vectorOps {
 		},
 		interleave: func(dst, even, odd []float32, rows, w, ld, le, lo int) {
 			w16 := w / 16 * 16
-			if rows > 0 && w16 > 0 && ld >= w && le >= w16/2 && lo >= w16/2 {
+			if rows > 0 && w16 > 0 && ld >= w && le >= 0 && lo >= 0 { // even and odd rows may be one row, read again
 				_ = dst[(rows-1)*ld+w16-1]
 				_, _ = even[(rows-1)*le+w16/2-1], odd[(rows-1)*lo+w16/2-1]
 				interleaveAVX2(&dst[0], &even[0], &odd[0], rows, w16/16, ld, le, lo)

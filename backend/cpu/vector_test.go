@@ -290,3 +290,46 @@ func TestInterleaveEqualsTheGoLoops(t *testing.T) {
 		}
 	}
 }
+
+// Option A's shortcut with the SIMD stride-2 loops writes what the Go loops
+// write, forward and backward, and backward is forward's transpose:
+// ⟨forward(x), dy⟩ = ⟨x, backward(dy)⟩.
+func TestShortcutAEqualsTheGoLoops(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, s := range []backend.ShortcutShape{
+		{N: 3, C: 16, H: 32, W: 32, OC: 32, Stride: 2},
+		{N: 2, C: 3, H: 7, W: 9, OC: 5, Stride: 2},
+		{N: 2, C: 4, H: 9, W: 33, OC: 8, Stride: 2},
+		{N: 2, C: 2, H: 7, W: 8, OC: 4, Stride: 3},
+	} {
+		in, out := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW()
+		x, dy := randVals(rng, in), randVals(rng, out)
+		var ys, dxs [][]float32
+		for _, simd := range []bool{true, false} {
+			b := NewWithOptions(2, simd)
+			y, dx := b.Alloc(out), b.Alloc(in)
+			b.Fill(y, -7, out)
+			b.Fill(dx, -7, in) // every element is written
+			b.ShortcutAForward(y, upload(b, x), s)
+			b.ShortcutABackward(dx, upload(b, dy), s)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			ys, dxs = append(ys, download(b, y)), append(dxs, download(b, dx))
+			b.Close()
+		}
+		if !equal(ys[0], ys[1]) || !equal(dxs[0], dxs[1]) {
+			t.Fatalf("%+v: the SIMD loops differ from the Go loops", s)
+		}
+		var fwd, bwd float64
+		for i := range dy {
+			fwd += float64(ys[0][i]) * float64(dy[i])
+		}
+		for i := range x {
+			bwd += float64(x[i]) * float64(dxs[0][i])
+		}
+		if math.Abs(fwd-bwd) > 1e-9*(1+math.Abs(fwd)) {
+			t.Fatalf("%+v: ⟨forward(x), dy⟩ = %v but ⟨x, backward(dy)⟩ = %v", s, fwd, bwd)
+		}
+	}
+}
