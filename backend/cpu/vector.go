@@ -129,26 +129,25 @@ const bnGroup = 64
 func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 	s, x, y, xhat := t.s, t.x, t.y, t.xhat
 	m := float64(s.N * s.Spatial)
-	var sum, sq [bnGroup]float64
-	var mu [bnGroup]float64
+	var sq, mu [bnGroup]float64
 	var muT, inv [bnGroup]float32
+	plane := float64(s.Spatial)
 	for g0 := lo; g0 < hi; g0 += bnGroup {
 		g1 := min(hi, g0+bnGroup)
-		clear(sum[:])
 		clear(sq[:])
+		clear(mu[:])
+		// One read of x: each plane's mean and squared deviations (its
+		// second pass reads it from L1), merged into the channel's in
+		// sample order (Chan et al.'s pairwise update).
 		for n := 0; n < s.N; n++ {
+			seen := float64(n) * plane
 			for c := g0; c < g1; c++ {
-				base := (n*s.C + c) * s.Spatial
-				sum[c-g0] += v.sum(x[base : base+s.Spatial])
-			}
-		}
-		for c := g0; c < g1; c++ {
-			mu[c-g0] = sum[c-g0] / m
-		}
-		for n := 0; n < s.N; n++ {
-			for c := g0; c < g1; c++ {
-				base := (n*s.C + c) * s.Spatial
-				sq[c-g0] += v.sumSqDev(x[base:base+s.Spatial], mu[c-g0])
+				p := x[(n*s.C+c)*s.Spatial:][:s.Spatial]
+				mp := v.sum(p) / plane
+				sqp := v.sumSqDev(p, mp)
+				d := mp - mu[c-g0]
+				mu[c-g0] += d * plane / (seen + plane)
+				sq[c-g0] += sqp + d*d*seen*plane/(seen+plane)
 			}
 		}
 		for c := g0; c < g1; c++ {
