@@ -121,27 +121,42 @@ func implicitOK(s backend.ConvShape) bool {
 	return s.Stride == 1 && s.KH == s.KW && s.Pad <= s.KH-1 && !pointwise(s)
 }
 
-// padded returns the worker's buffer for cin padded planes of hp rows wp
-// apart (with slack for the last tile's reads) and the offsets of the
-// rows (c, kh, kw) of the implicit column matrix in it.
-func (s *workerScratch[T]) padded(cin, hp, wp, k int) ([]float32, []int64) {
-	need := cin*hp*wp + k + nr*2
-	if cap(s.pad) < need {
-		s.pad = make([]float32, need)
+// implicitPadding is the geometry of the padded sample an implicit
+// convolution reads: cin planes of h×w, padded by pad, read by a k×k
+// kernel.
+type implicitPadding struct{ cin, h, w, pad, k int }
+
+// padded returns the worker's padded-sample buffer for g, cin planes of
+// h+2·pad rows w+pad apart (with slack for the last tile's reads), and
+// the offsets of the rows (c, kh, kw) of the implicit column matrix in
+// it. Only implicitConv uses this buffer, and it writes only the planes'
+// interiors: when the last call had the same geometry the padding is
+// still zero, else the buffer is cleared first.
+func (s *workerScratch[T]) padded(g implicitPadding) ([]float32, []int64) {
+	hp, wp := g.h+2*g.pad, g.w+g.pad
+	need := g.cin*hp*wp + g.k + nr*2
+	if s.implicit == g && len(s.implicitPad) == need {
+		return s.implicitPad, s.implicitOffs
 	}
-	rows := cin * k * k
-	if cap(s.offs) < rows {
-		s.offs = make([]int64, rows)
+	if cap(s.implicitPad) < need {
+		s.implicitPad = make([]float32, need)
 	}
-	offs := s.offs[:rows]
-	for c := 0; c < cin; c++ {
-		for i := 0; i < k; i++ {
-			for j := 0; j < k; j++ {
-				offs[(c*k+i)*k+j] = int64(c*hp*wp + i*wp + j)
+	s.implicitPad = s.implicitPad[:need]
+	clear(s.implicitPad)
+	rows := g.cin * g.k * g.k
+	if cap(s.implicitOffs) < rows {
+		s.implicitOffs = make([]int64, rows)
+	}
+	offs := s.implicitOffs[:rows]
+	for c := 0; c < g.cin; c++ {
+		for i := 0; i < g.k; i++ {
+			for j := 0; j < g.k; j++ {
+				offs[(c*g.k+i)*g.k+j] = int64(c*hp*wp + i*wp + j)
 			}
 		}
 	}
-	return s.pad[:need], offs
+	s.implicitOffs, s.implicit = offs, g
+	return s.implicitPad, offs
 }
 
 // padChannels copies the cin channels of the h×w sample x into xp,
@@ -168,10 +183,11 @@ func padChannels(v *vectorOps, xp, x []float32, cin, h, w, pad int) {
 // convolution of x (cin×h×w, zero-padded by pad ≤ k−1) with weights
 // prepacked in a (cout × cin·k·k), without building columns: the worker
 // copies the sample into a padded buffer of rows wp = w+pad apart
-// (neighbouring rows share their padding; see padChannels), and the
-// micro-kernel reads row (c, kh, kw) of the column matrix straight from
-// it at offset c·hp·wp + kh·wp + kw, 16 output positions at a time. The
-// sum runs over the same k order as im2col.
+// (neighbouring rows share their padding, as in padChannels; the padding
+// is zeroed once, see padded), and the micro-kernel reads row (c, kh, kw)
+// of the column matrix straight from it at offset c·hp·wp + kh·wp + kw,
+// 16 output positions at a time. The sum runs over the same k order as
+// im2col.
 //
 // When output rows are a multiple of 16 wide, each tile is 16 positions
 // of one row and the kernel writes y in place (rows of a panel past cout
@@ -181,8 +197,14 @@ func padChannels(v *vectorOps, xp, x []float32, cin, h, w, pad int) {
 func (b *Backend[T]) implicitConv(ws *workerScratch[T], a matrix, cout int, x []float32, cin, h, w, k, pad int, y []float32) {
 	hp, wp := h+2*pad, w+pad
 	oh, ow := hp-k+1, w+2*pad-k+1
-	xp, offs := ws.padded(cin, hp, wp, k)
-	padChannels(&b.vec, xp, x, cin, h, w, pad)
+	xp, offs := ws.padded(implicitPadding{cin, h, w, pad, k})
+	rows := b.vec.padRows
+	if rows == nil {
+		rows = padRowsPart
+	}
+	for c := 0; c < cin; c++ { // the interior of each plane: pad zeros per row already there
+		rows(xp[c*hp*wp+pad*wp+pad:], x[c*h*w:][:h*w], h, w, wp, 0)
+	}
 	b.implicitTiles(ws, a, cout, xp, offs, wp, oh, ow, y)
 }
 

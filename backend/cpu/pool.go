@@ -112,6 +112,11 @@ type workerScratch[T Float] struct {
 	// gradients.
 	f32a, f32b []float32
 	sample     []T
+	// implicitPad and implicitOffs are implicitConv's padded sample and
+	// its column offsets, for the geometry implicit (see padded).
+	implicitPad  []float32
+	implicitOffs []int64
+	implicit     implicitPadding
 }
 
 func (s *workerScratch[T]) matrixBuf(n int) []float32 {
