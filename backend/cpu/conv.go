@@ -778,8 +778,28 @@ func (b *Backend[T]) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.Poo
 	if y == nil || arg == nil || x == nil {
 		return
 	}
-	for p := 0; p < planes; p++ {
+	b.pool.run(b, task[T]{kind: taskMaxPoolForward, ew: elementTask[T]{a: y, b: arg, c: x}, pool: s}, planes)
+}
+
+// maxPoolForwardPart pools planes [lo, hi). 2×2 windows at stride 2
+// without padding take the SIMD loop where there is one; every window
+// keeps the first of its maxima in scan order.
+func maxPoolForwardPart[T Float](v *vectorOps, y, arg, x []T, s backend.PoolShape, lo, hi int) {
+	oh, ow := s.OutH(), s.OutW()
+	fast := s.Kernel == 2 && s.Stride == 2 && s.Pad == 0
+	pool2, _ := any(v.maxPool2x2).(func(y, arg, r0, r1 []T, col, w int))
+	if pool2 == nil {
+		pool2 = maxPool2x2Part[T]
+	}
+	for p := lo; p < hi; p++ {
 		plane := x[p*s.H*s.W : (p+1)*s.H*s.W]
+		if fast {
+			for i := 0; i < oh; i++ {
+				o := (p*oh + i) * ow
+				pool2(y[o:o+ow], arg[o:o+ow], plane[2*i*s.W:], plane[(2*i+1)*s.W:], 2*i*s.W, s.W)
+			}
+			continue
+		}
 		for i := 0; i < oh; i++ {
 			for j := 0; j < ow; j++ {
 				best, bestIdx := T(0), -1
@@ -814,9 +834,15 @@ func (b *Backend[T]) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.
 	if dx == nil || dy == nil || arg == nil {
 		return
 	}
-	clear(dx)
-	for p := 0; p < planes; p++ {
+	b.pool.run(b, task[T]{kind: taskMaxPoolBackward, ew: elementTask[T]{a: dx, b: dy, c: arg}, pool: s}, planes)
+}
+
+// maxPoolBackwardPart routes the gradients of planes [lo, hi).
+func maxPoolBackwardPart[T Float](dx, dy, arg []T, s backend.PoolShape, lo, hi int) {
+	oh, ow := s.OutH(), s.OutW()
+	for p := lo; p < hi; p++ {
 		plane := dx[p*s.H*s.W : (p+1)*s.H*s.W]
+		clear(plane)
 		for o := p * oh * ow; o < (p+1)*oh*ow; o++ {
 			plane[int(arg[o])] += dy[o]
 		}

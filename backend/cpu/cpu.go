@@ -339,9 +339,16 @@ func (b *Backend[T]) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
 	if y == nil || bias == nil {
 		return
 	}
-	for i := 0; i < n*c; i++ {
-		bv := bias[i%c]
-		row := y[i*spatial : (i+1)*spatial]
+	// The shortcut shape's N, C and H carry n, c and spatial.
+	b.pool.run(b, task[T]{kind: taskAddBias, ew: elementTask[T]{a: y, b: bias}, sc: backend.ShortcutShape{N: n, C: c, H: spatial}}, n*c)
+}
+
+// addBiasPart adds the bias to planes [lo, hi) of y (plane p is channel
+// p mod c).
+func addBiasPart[T Float](y, bias []T, s backend.ShortcutShape, lo, hi int) {
+	for p := lo; p < hi; p++ {
+		bv := bias[p%s.C]
+		row := y[p*s.H : (p+1)*s.H]
 		for j := range row {
 			row[j] += bv
 		}
@@ -354,13 +361,34 @@ func (b *Backend[T]) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 	if db == nil || dy == nil {
 		return
 	}
-	clear(db)
-	for i := 0; i < n*c; i++ {
-		var sum T
-		for _, v := range dy[i*spatial : (i+1)*spatial] {
-			sum += v
+	b.pool.run(b, task[T]{kind: taskBiasGrad, ew: elementTask[T]{a: db, b: dy}, sc: backend.ShortcutShape{N: n, C: c, H: spatial}}, c)
+}
+
+// biasGradPart sums channels [lo, hi), samples in order. Planes of at
+// least vectorMin float32 values are summed by the SIMD loop in float64
+// and rounded once; otherwise each plane is summed in T, in order.
+func biasGradPart[T Float](v *vectorOps, db, dy []T, s backend.ShortcutShape, lo, hi int) {
+	n, c, spatial := s.N, s.C, s.H
+	dy32, simd := any(dy).([]float32)
+	simd = simd && v.sum != nil && spatial >= vectorMin
+	for ch := lo; ch < hi; ch++ {
+		if simd {
+			var sum float64
+			for i := 0; i < n; i++ {
+				sum += v.sum(dy32[(i*c+ch)*spatial:][:spatial])
+			}
+			db[ch] = T(sum)
+			continue
 		}
-		db[i%c] += sum
+		var total T
+		for i := 0; i < n; i++ {
+			var sum T
+			for _, x := range dy[(i*c+ch)*spatial:][:spatial] {
+				sum += x
+			}
+			total += sum
+		}
+		db[ch] = total
 	}
 }
 
@@ -812,21 +840,32 @@ func (b *Backend[T]) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.Ad
 	b.pool.run(b, task[T]{kind: taskAdam, ew: elementTask[T]{a: w, b: g, c: m, d: v, adam: p}}, blocks(n))
 }
 
-func adamPart[T Float](w, g, m, v []T, p backend.AdamParams) {
+func adamPart[T Float](w, g, m, v []T, p backend.AdamParams, vec *vectorOps) {
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
-	stepSize := T(float64(p.LR) / bc1)
-	bc2Sqrt := T(math.Sqrt(bc2))
-	b1, b2, eps, wd := T(p.Beta1), T(p.Beta2), T(p.Eps), T(p.WeightDecay)
+	k := adamConsts[T]{b1: T(p.Beta1), c1: 1 - T(p.Beta1), b2: T(p.Beta2), c2: 1 - T(p.Beta2),
+		bc2Sqrt: T(math.Sqrt(bc2)), eps: T(p.Eps), stepSize: T(float64(p.LR) / bc1), wd: T(p.WeightDecay)}
+	if f, ok := any(vec.adam).(func(w, g, m, v []T, p adamConsts[T])); ok && f != nil {
+		f(w, g, m, v, k)
+		return
+	}
+	adamLoop(w, g, m, v, k)
+}
+
+// adamConsts are the float32 (or float64) constants of one Adam update.
+type adamConsts[T Float] struct{ b1, c1, b2, c2, bc2Sqrt, eps, stepSize, wd T }
+
+// adamLoop is the Adam update, the reference for the SIMD loop.
+func adamLoop[T Float](w, g, m, v []T, k adamConsts[T]) {
 	for i := range w {
 		gi := g[i]
-		if wd != 0 {
-			gi += wd * w[i]
+		if k.wd != 0 {
+			gi += k.wd * w[i]
 		}
-		m[i] = b1*m[i] + (1-b1)*gi
-		v[i] = b2*v[i] + (1-b2)*gi*gi
-		denom := T(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
-		w[i] -= stepSize * m[i] / denom
+		m[i] = k.b1*m[i] + k.c1*gi
+		v[i] = k.b2*v[i] + k.c2*gi*gi
+		denom := T(math.Sqrt(float64(v[i])))/k.bc2Sqrt + k.eps
+		w[i] -= k.stepSize * m[i] / denom
 	}
 }
 

@@ -28,6 +28,10 @@ const (
 	taskAdd
 	taskAddReLU
 	taskShortcutForward
+	taskMaxPoolForward
+	taskMaxPoolBackward
+	taskBiasGrad
+	taskAddBias
 	taskShortcutBackward
 	taskBNTrain
 	taskBNEval
@@ -82,6 +86,7 @@ type task[T Float] struct {
 	ew     elementTask[T]
 	bn     bnTask[T]
 	sc     backend.ShortcutShape
+	pool   backend.PoolShape
 }
 
 // convTask describes a convolution op; out, in and w are its three tensors
@@ -298,7 +303,7 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		signPart(part(t.ew.a, t.lo, t.hi), part(t.ew.b, t.lo, t.hi))
 	case taskAdam:
 		e := t.ew
-		adamPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), part(e.d, t.lo, t.hi), e.adam)
+		adamPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), part(e.d, t.lo, t.hi), e.adam, &b.vec)
 	case taskSGD:
 		e := t.ew
 		sgdPart(part(e.a, t.lo, t.hi), part(e.b, t.lo, t.hi), part(e.c, t.lo, t.hi), e.sgd)
@@ -313,6 +318,14 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		ternaryPart(t, b.vec.reluBackward, reluBackwardPart[T])
 	case taskAdd:
 		ternaryPart(t, b.vec.add, addPart[T])
+	case taskMaxPoolForward:
+		maxPoolForwardPart(&b.vec, t.ew.a, t.ew.b, t.ew.c, t.pool, t.lo, t.hi)
+	case taskMaxPoolBackward:
+		maxPoolBackwardPart(t.ew.a, t.ew.b, t.ew.c, t.pool, t.lo, t.hi)
+	case taskBiasGrad:
+		biasGradPart(&b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+	case taskAddBias:
+		addBiasPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutForward:
 		shortcutForwardPart(s, &b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutBackward:

@@ -49,6 +49,34 @@ type vectorOps struct {
 	// of even and odd le and lo apart. Nil: the Go loops below.
 	deinterleave func(even, odd, src []float32, rows, w, ld, ls int)
 	interleave   func(dst, even, odd []float32, rows, w, ld, le, lo int)
+
+	// maxPool2x2 is maxPool2x2Part; adam is adamLoop, bit for bit.
+	maxPool2x2 func(y, arg, r0, r1 []float32, col, w int)
+	adam       func(w, g, m, v []float32, p adamConsts[float32])
+}
+
+// maxPool2x2Part takes 2×2 windows at stride 2 over rows r0 and r1 of a
+// plane w wide: y[j] is the largest of r0[2j], r0[2j+1], r1[2j],
+// r1[2j+1], the first in that order unless a later one is greater (as
+// MaxPool2DForward scans a window), and arg[j] its index in the plane,
+// where r0[0] is at col.
+func maxPool2x2Part[T Float](y, arg, r0, r1 []T, col, w int) {
+	r0, r1 = r0[:2*len(y)], r1[:2*len(y)]
+	arg = arg[:len(y)]
+	for j := range y {
+		c := 2 * j
+		best, idx := r0[c], c
+		if v := r0[c+1]; v > best {
+			best, idx = v, c+1
+		}
+		if v := r1[c]; v > best {
+			best, idx = v, w+c
+		}
+		if v := r1[c+1]; v > best {
+			best, idx = v, w+c+1
+		}
+		y[j], arg[j] = best, T(col+idx)
+	}
 }
 
 // padRowsPart is padRows in Go, the reference loop.

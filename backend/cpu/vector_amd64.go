@@ -50,6 +50,12 @@ func dySumsMaskedF64AVX2(dSum, dy, out, x *float32, n8 int, mu, inv float32) (su
 func bnDxRecomputeAVX2(dx, dy, x *float32, n8 int, mu, inv, m, sumDy, sumDyXhat, k float32)
 
 //go:noescape
+func maxPool2x2AVX2(y, arg, r0, r1, idx *float32, n8 int, w float32)
+
+//go:noescape
+func adamAVX2(w, grad, m1, m2 *float32, n8 int, b1, c1, b2, c2, bc2Sqrt, eps, stepSize, wd float32)
+
+//go:noescape
 func padRowsAVX2(dst, src *float32, rows, w8, wp, pad int)
 
 //go:noescape
@@ -66,6 +72,27 @@ func simdVectorOps() vectorOps {
 		return vectorOps{}
 	}
 	return vectorOps{
+		maxPool2x2: func(y, arg, r0, r1 []float32, col, w int) {
+			n := len(y) / 8 * 8
+			if n > 0 {
+				_, _ = r0[2*n-1], r1[2*n-1]
+				_ = arg[n-1]
+				var idx [8]float32
+				for k := range idx {
+					idx[k] = float32(col + 2*k)
+				}
+				maxPool2x2AVX2(&y[0], &arg[0], &r0[0], &r1[0], &idx[0], n/8, float32(w))
+			}
+			maxPool2x2Part(y[n:], arg[n:], r0[2*n:], r1[2*n:], col+2*n, w)
+		},
+		adam: func(w, g, m, v []float32, p adamConsts[float32]) {
+			g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
+			n := len(w) / 8 * 8
+			if n > 0 {
+				adamAVX2(&w[0], &g[0], &m[0], &v[0], n/8, p.b1, p.c1, p.b2, p.c2, p.bc2Sqrt, p.eps, p.stepSize, p.wd)
+			}
+			adamLoop(w[n:], g[n:], m[n:], v[n:], p)
+		},
 		deinterleave: func(even, odd, src []float32, rows, w, ld, ls int) {
 			w16 := w / 16 * 16 // the columns in assembly
 			if rows > 0 && w16 > 0 && ld >= w16/2 && ls >= w {

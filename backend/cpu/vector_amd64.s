@@ -634,3 +634,123 @@ dxrcloop:
 	JNZ          dxrcloop
 	VZEROUPPER
 	RET
+
+// func maxPool2x2AVX2(y, arg, r0, r1, idx *float32, n8 int, w float32)
+//
+// 2×2 windows at stride 2 over rows r0 and r1 (w apart in their plane):
+// for j < 8·n8, y[j] is the largest of r0[2j], r0[2j+1], r1[2j],
+// r1[2j+1], the first in that order on ties (a later one wins only when
+// greater, so a NaN wins only when first), and arg[j] its index in the
+// plane: the index of r0[2j] plus 0, 1, w or w + 1. idx holds the indices
+// of r0[0], r0[2], …, r0[14].
+TEXT ·maxPool2x2AVX2(SB), NOSPLIT, $0-52
+	MOVQ         y+0(FP), DI
+	MOVQ         arg+8(FP), R8
+	MOVQ         r0+16(FP), SI
+	MOVQ         r1+24(FP), DX
+	MOVQ         idx+32(FP), AX
+	VMOVUPS      (AX), Y11      // the even columns' indices
+	MOVQ         n8+40(FP), CX
+	VBROADCASTSS w+48(FP), Y9
+	MOVL         $0x3f800000, AX // 1.0
+	MOVQ         AX, X8
+	VBROADCASTSS X8, Y8
+	VADDPS       Y8, Y9, Y10     // w + 1
+	MOVL         $0x41800000, AX // 16.0: the next 8 outputs' columns
+	MOVQ         AX, X14
+	VBROADCASTSS X14, Y14
+	VXORPS       Y13, Y13, Y13
+
+mploop:
+	VMOVUPS   (SI), Y0
+	VMOVUPS   32(SI), Y1
+	VSHUFPS   $0x88, Y1, Y0, Y2
+	VSHUFPS   $0xDD, Y1, Y0, Y3
+	VPERMPD   $0xD8, Y2, Y2         // r0 even columns: the best so far
+	VPERMPD   $0xD8, Y3, Y3         // r0 odd columns
+	VMOVUPS   (DX), Y0
+	VMOVUPS   32(DX), Y1
+	VSHUFPS   $0x88, Y1, Y0, Y4
+	VSHUFPS   $0xDD, Y1, Y0, Y5
+	VPERMPD   $0xD8, Y4, Y4         // r1 even columns
+	VPERMPD   $0xD8, Y5, Y5         // r1 odd columns
+	VMOVAPS   Y13, Y6               // offset 0
+	VCMPPS    $0x1e, Y2, Y3, Y7     // r0 odd > best (ordered, quiet)
+	VBLENDVPS Y7, Y3, Y2, Y2
+	VBLENDVPS Y7, Y8, Y6, Y6
+	VCMPPS    $0x1e, Y2, Y4, Y7
+	VBLENDVPS Y7, Y4, Y2, Y2
+	VBLENDVPS Y7, Y9, Y6, Y6
+	VCMPPS    $0x1e, Y2, Y5, Y7
+	VBLENDVPS Y7, Y5, Y2, Y2
+	VBLENDVPS Y7, Y10, Y6, Y6
+	VADDPS    Y11, Y6, Y6
+	VMOVUPS   Y2, (DI)
+	VMOVUPS   Y6, (R8)
+	VADDPS    Y14, Y11, Y11
+	ADDQ      $64, SI
+	ADDQ      $64, DX
+	ADDQ      $32, DI
+	ADDQ      $32, R8
+	DECQ      CX
+	JNZ       mploop
+	VZEROUPPER
+	RET
+
+// func adamAVX2(w, grad, m1, m2 *float32, n8 int, b1, c1, b2, c2, bc2Sqrt, eps, stepSize, wd float32)
+//
+// adamPart's update, 8 weights at a time with the same float32 operations
+// in the same order (no fused multiply-add), so every bit is the same:
+// gi = g + wd·w (only when wd ≠ 0); m = b1·m + c1·gi; v = b2·v + (c2·gi)·gi;
+// w −= (stepSize·m) / (sqrt(v)/bc2Sqrt + eps), with c1 = 1 − b1 and
+// c2 = 1 − b2.
+TEXT ·adamAVX2(SB), NOSPLIT, $0-72
+	MOVQ         w+0(FP), DI
+	MOVQ         grad+8(FP), SI
+	MOVQ         m1+16(FP), DX
+	MOVQ         m2+24(FP), R8
+	MOVQ         n8+32(FP), CX
+	VBROADCASTSS b1+40(FP), Y8
+	VBROADCASTSS c1+44(FP), Y9
+	VBROADCASTSS b2+48(FP), Y10
+	VBROADCASTSS c2+52(FP), Y11
+	VBROADCASTSS bc2Sqrt+56(FP), Y12
+	VBROADCASTSS eps+60(FP), Y13
+	VBROADCASTSS stepSize+64(FP), Y14
+	VBROADCASTSS wd+68(FP), Y15
+	MOVL         wd+68(FP), R9
+	SHLL         $1, R9 // drop the sign: zero when wd is ±0
+
+adamloop:
+	VMOVUPS (SI), Y0    // gi
+	VMOVUPS (DI), Y1    // w
+	TESTL   R9, R9
+	JE      adamnowd
+	VMULPS  Y1, Y15, Y2
+	VADDPS  Y2, Y0, Y0
+
+adamnowd:
+	VMULPS  (DX), Y8, Y2
+	VMULPS  Y0, Y9, Y3
+	VADDPS  Y3, Y2, Y2  // m
+	VMOVUPS Y2, (DX)
+	VMULPS  (R8), Y10, Y3
+	VMULPS  Y0, Y11, Y4
+	VMULPS  Y0, Y4, Y4
+	VADDPS  Y4, Y3, Y3  // v
+	VMOVUPS Y3, (R8)
+	VSQRTPS Y3, Y3
+	VDIVPS  Y12, Y3, Y3
+	VADDPS  Y13, Y3, Y3 // denom
+	VMULPS  Y2, Y14, Y2
+	VDIVPS  Y3, Y2, Y2
+	VSUBPS  Y2, Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	ADDQ    $32, R8
+	DECQ    CX
+	JNZ     adamloop
+	VZEROUPPER
+	RET

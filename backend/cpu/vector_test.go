@@ -333,3 +333,98 @@ func TestShortcutAEqualsTheGoLoops(t *testing.T) {
 		}
 	}
 }
+
+// Max pooling with 2×2 windows at stride 2, with the SIMD loop and without,
+// gives the maxima and argmax positions of a plain scan of each window
+// (the first maximum wins ties; a NaN only when it comes first), for
+// widths on and off multiples of 16 and odd heights; and the backward
+// routes each gradient to its argmax.
+func TestMaxPool2x2EqualsAScanOfEachWindow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, sh := range []backend.PoolShape{
+		{N: 2, C: 3, H: 8, W: 36, Kernel: 2, Stride: 2},
+		{N: 1, C: 2, H: 7, W: 33, Kernel: 2, Stride: 2},
+		{N: 3, C: 1, H: 32, W: 32, Kernel: 2, Stride: 2},
+		{N: 1, C: 1, H: 2, W: 2, Kernel: 2, Stride: 2},
+	} {
+		oh, ow := sh.OutH(), sh.OutW()
+		in, out := sh.N*sh.C*sh.H*sh.W, sh.N*sh.C*oh*ow
+		x := make([]float32, in)
+		for i := range x {
+			x[i] = float32(rng.IntN(3)) // many ties
+			if rng.IntN(40) == 0 {
+				x[i] = float32(math.NaN())
+			}
+		}
+		wantY, wantArg := make([]float32, out), make([]float32, out)
+		for p := 0; p < sh.N*sh.C; p++ {
+			for i := 0; i < oh; i++ {
+				for j := 0; j < ow; j++ {
+					o, bestIdx := (p*oh+i)*ow+j, -1
+					for kh := 0; kh < 2; kh++ {
+						for kw := 0; kw < 2; kw++ {
+							idx := (2*i+kh)*sh.W + 2*j + kw
+							if v := x[p*sh.H*sh.W+idx]; bestIdx < 0 || v > wantY[o] {
+								wantY[o], bestIdx = v, idx
+							}
+						}
+					}
+					wantArg[o] = float32(bestIdx)
+				}
+			}
+		}
+		dy := randVals(rng, out)
+		for _, simd := range []bool{true, false} {
+			b := NewWithOptions(2, simd)
+			y, arg, dx := b.Alloc(out), b.Alloc(out), b.Alloc(in)
+			b.MaxPool2DForward(y, arg, upload(b, x), sh)
+			b.MaxPool2DBackward(dx, upload(b, dy), arg, sh)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			gotY, gotArg, gotDx := download(b, y), download(b, arg), download(b, dx)
+			b.Close()
+			if !sameBits(gotY, wantY) || !equal(gotArg, wantArg) {
+				t.Fatalf("simd=%v %+v: maxima or argmax differ from a scan of each window", simd, sh)
+			}
+			wantDx := make([]float32, in)
+			for o, a := range wantArg {
+				p := o / (oh * ow)
+				wantDx[p*sh.H*sh.W+int(a)] += dy[o]
+			}
+			if !sameBits(gotDx, wantDx) {
+				t.Fatalf("simd=%v %+v: the backward does not route dy to the argmax", simd, sh)
+			}
+		}
+	}
+}
+
+// sameBits says whether a and b hold the same bits (NaN included).
+func sameBits(a, b []float32) bool {
+	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
+}
+
+// The Adam update's SIMD loop gives the bits of the Go loop, with and
+// without weight decay, on lengths off multiples of 8.
+func TestAdamEqualsTheGoLoop(t *testing.T) {
+	simd := simdVectorOps().adam
+	if simd == nil {
+		t.Skip("no SIMD Adam on this processor")
+	}
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, wd := range []float32{0, 1e-4} {
+		for _, n := range []int{1, 8, 29, 1000} {
+			k := adamConsts[float32]{b1: 0.9, c1: 1 - float32(0.9), b2: 0.999, c2: 1 - float32(0.999), bc2Sqrt: 0.0447, eps: 1e-8, stepSize: 0.0123, wd: wd}
+			w, g, m, v := randVals(rng, n), randVals(rng, n), randVals(rng, n), randVals(rng, n)
+			for i := range v {
+				v[i] = v[i] * v[i]
+			}
+			w2, m2, v2 := slices.Clone(w), slices.Clone(m), slices.Clone(v)
+			adamLoop(w, g, m, v, k)
+			simd(w2, g, m2, v2, k)
+			if !equal(w, w2) || !equal(m, m2) || !equal(v, v2) {
+				t.Fatalf("wd=%v n=%d: the SIMD Adam update differs from the Go loop", wd, n)
+			}
+		}
+	}
+}
