@@ -468,6 +468,15 @@ func bnTrainPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 		bnTrainVector(any(t).(bnTask[float32]), lo, hi, v)
 		return
 	}
+	if t.s.Spatial == 1 {
+		bnTrainRows(t, lo, hi)
+		return
+	}
+	bnTrainChannels(t, lo, hi)
+}
+
+// bnTrainChannels is bnTrainPart one channel at a time, the reference.
+func bnTrainChannels[T Float](t bnTask[T], lo, hi int) {
 	s, x, y, xhat, gamma, beta := t.s, t.x, t.y, t.xhat, t.gamma, t.beta
 	mean, invStd, runMean, runVar, momentum, eps := t.mean, t.inv, t.runMean, t.runVar, t.momentum, t.eps
 	m := float64(s.N * s.Spatial)
@@ -608,6 +617,16 @@ func bnBackwardPart[T Float](t bnTask[T], lo, hi int, v *vectorOps) {
 		bnBackwardVector(any(t).(bnTask[float32]), lo, hi, v)
 		return
 	}
+	if t.s.Spatial == 1 {
+		bnBackwardRows(t, lo, hi)
+		return
+	}
+	bnBackwardChannels(t, lo, hi)
+}
+
+// bnBackwardChannels is bnBackwardPart one channel at a time, the
+// reference.
+func bnBackwardChannels[T Float](t bnTask[T], lo, hi int) {
 	s, dx, dy, xhat, dGamma, dBeta, invStd, gamma := t.s, t.y, t.x, t.xhat, t.dGamma, t.dBeta, t.inv, t.gamma
 	m := float64(s.N * s.Spatial)
 	for c := lo; c < hi; c++ {
