@@ -345,10 +345,15 @@ func (b *Backend[T]) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
 
 // addBiasPart adds the bias to planes [lo, hi) of y (plane p is channel
 // p mod c).
-func addBiasPart[T Float](y, bias []T, s backend.ShortcutShape, lo, hi int) {
+func addBiasPart[T Float](v *vectorOps, y, bias []T, s backend.ShortcutShape, lo, hi int) {
+	add, _ := any(v.addScalar).(func(y []T, b T))
 	for p := lo; p < hi; p++ {
 		bv := bias[p%s.C]
 		row := y[p*s.H : (p+1)*s.H]
+		if add != nil && len(row) >= vectorMin {
+			add(row, bv)
+			continue
+		}
 		for j := range row {
 			row[j] += bv
 		}

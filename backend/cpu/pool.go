@@ -325,7 +325,7 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 	case taskBiasGrad:
 		biasGradPart(&b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskAddBias:
-		addBiasPart(t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+		addBiasPart(&b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutForward:
 		shortcutForwardPart(s, &b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutBackward:

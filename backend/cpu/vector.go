@@ -50,8 +50,10 @@ type vectorOps struct {
 	deinterleave func(even, odd, src []float32, rows, w, ld, ls int)
 	interleave   func(dst, even, odd []float32, rows, w, ld, le, lo int)
 
-	// maxPool2x2 is maxPool2x2Part; adam is adamLoop, bit for bit.
+	// maxPool2x2 is maxPool2x2Part; adam is adamLoop, bit for bit;
+	// addScalar adds b to every element of y.
 	maxPool2x2 func(y, arg, r0, r1 []float32, col, w int)
+	addScalar  func(y []float32, b float32)
 	adam       func(w, g, m, v []float32, p adamConsts[float32])
 }
 

@@ -56,6 +56,9 @@ func maxPool2x2AVX2(y, arg, r0, r1, idx *float32, n8 int, w float32)
 func adamAVX2(w, grad, m1, m2 *float32, n8 int, b1, c1, b2, c2, bc2Sqrt, eps, stepSize, wd float32)
 
 //go:noescape
+func addScalarAVX2(y *float32, n8 int, b float32)
+
+//go:noescape
 func padRowsAVX2(dst, src *float32, rows, w8, wp, pad int)
 
 //go:noescape
@@ -84,6 +87,15 @@ func simdVectorOps() vectorOps {
 				maxPool2x2AVX2(&y[0], &arg[0], &r0[0], &r1[0], &idx[0], n/8, float32(w))
 			}
 			maxPool2x2Part(y[n:], arg[n:], r0[2*n:], r1[2*n:], col+2*n, w)
+		},
+		addScalar: func(y []float32, b float32) {
+			n := len(y) / 8 * 8
+			if n > 0 {
+				addScalarAVX2(&y[0], n/8, b)
+			}
+			for i := n; i < len(y); i++ {
+				y[i] += b
+			}
 		},
 		adam: func(w, g, m, v []float32, p adamConsts[float32]) {
 			g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]

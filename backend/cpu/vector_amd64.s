@@ -754,3 +754,19 @@ adamnowd:
 	JNZ     adamloop
 	VZEROUPPER
 	RET
+
+// func addScalarAVX2(y *float32, n8 int, b float32)
+// y += b, 8 at a time.
+TEXT ·addScalarAVX2(SB), NOSPLIT, $0-20
+	MOVQ         y+0(FP), DI
+	MOVQ         n8+8(FP), CX
+	VBROADCASTSS b+16(FP), Y1
+
+addsloop:
+	VADDPS  (DI), Y1, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     addsloop
+	VZEROUPPER
+	RET

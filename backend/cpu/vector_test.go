@@ -428,3 +428,44 @@ func TestAdamEqualsTheGoLoop(t *testing.T) {
 		}
 	}
 }
+
+// The bias add with its SIMD loop gives the Go loop's bits, and the bias
+// gradient (summed per plane in float64 by the SIMD loop, in float32 by
+// the Go loop) is the float64 sum within float32 rounding, for planes of
+// a feature vector, 8×8 and 32×32.
+func TestBiasOpsMatchTheGoLoops(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, sh := range []struct{ n, c, spatial int }{{5, 7, 1}, {3, 4, 64}, {2, 3, 1024}} {
+		cnt := sh.n * sh.c * sh.spatial
+		y0, dy, bias := randVals(rng, cnt), randVals(rng, cnt), randVals(rng, sh.c)
+		want := make([]float64, sh.c)
+		for i, v := range dy {
+			want[i/sh.spatial%sh.c] += float64(v)
+		}
+		var ys [][]float32
+		for _, simd := range []bool{true, false} {
+			b := NewWithOptions(2, simd)
+			y, db := upload(b, y0), b.Alloc(sh.c)
+			b.AddBias(y, upload(b, bias), sh.n, sh.c, sh.spatial)
+			b.BiasGrad(db, upload(b, dy), sh.n, sh.c, sh.spatial)
+			if err := b.Err(); err != nil {
+				t.Fatal(err)
+			}
+			ys = append(ys, download(b, y))
+			for c, g := range download(b, db) {
+				if math.Abs(float64(g)-want[c]) > 1e-5*(1+math.Abs(want[c]))*float64(sh.n*sh.spatial) {
+					t.Fatalf("simd=%v %+v: dBias[%d] = %v, the float64 sum is %v", simd, sh, c, g, want[c])
+				}
+			}
+			b.Close()
+		}
+		if !equal(ys[0], ys[1]) {
+			t.Fatalf("%+v: the SIMD bias add differs from the Go loop", sh)
+		}
+		for i, v := range ys[1] {
+			if v != y0[i]+bias[i/sh.spatial%sh.c] {
+				t.Fatalf("%+v: y[%d] = %v, want %v", sh, i, v, y0[i]+bias[i/sh.spatial%sh.c])
+			}
+		}
+	}
+}
