@@ -286,6 +286,32 @@ normrloop:
 	VZEROUPPER
 	RET
 
+// DYSUMS adds the 8 masked dy in Y1 and xhat in Y0 to the float64 sums
+// Σdy (Y2, Y3) and Σdy·xhat (Y8, Y9), as dySumsF64AVX2 adds them; it
+// leaves Y0 and Y1 changed. DYSUMS_TOTALS reduces the sums into the low
+// doubles of X2 and X8.
+#define DYSUMS \
+	VCVTPS2PD    X1, Y4 \
+	VEXTRACTF128 $1, Y1, X1 \
+	VCVTPS2PD    X1, Y5 \
+	VCVTPS2PD    X0, Y6 \
+	VEXTRACTF128 $1, Y0, X0 \
+	VCVTPS2PD    X0, Y7 \
+	VADDPD       Y4, Y2, Y2 \
+	VADDPD       Y5, Y3, Y3 \
+	VFMADD231PD  Y6, Y4, Y8 \
+	VFMADD231PD  Y7, Y5, Y9
+
+#define DYSUMS_TOTALS \
+	VADDPD       Y3, Y2, Y2 \
+	VEXTRACTF128 $1, Y2, X3 \
+	VADDPD       X3, X2, X2 \
+	VHADDPD      X2, X2, X2 \
+	VADDPD       Y9, Y8, Y8 \
+	VEXTRACTF128 $1, Y8, X9 \
+	VADDPD       X9, X8, X8 \
+	VHADDPD      X8, X8, X8
+
 // func dySumsReLUF64AVX2(dy, x *float32, n8 int, mu, inv, gamma, beta float32) (sumDy, sumDyXhat float64)
 // dySumsF64AVX2 of dy·[gamma·xhat + beta > 0] and the recomputed xhat.
 TEXT ·dySumsReLUF64AVX2(SB), NOSPLIT, $0-56
@@ -306,29 +332,13 @@ dsrloop:
 	BNRELU
 	VCMPPS       $0x1e, Y11, Y1, Y1 // gamma·xhat + beta > 0
 	VANDPS       (DX), Y1, Y1       // dy there, else 0
-	VCVTPS2PD    X1, Y4
-	VEXTRACTF128 $1, Y1, X1
-	VCVTPS2PD    X1, Y5
-	VCVTPS2PD    X0, Y6
-	VEXTRACTF128 $1, Y0, X0
-	VCVTPS2PD    X0, Y7
-	VADDPD       Y4, Y2, Y2
-	VADDPD       Y5, Y3, Y3
-	VFMADD231PD  Y6, Y4, Y8
-	VFMADD231PD  Y7, Y5, Y9
+	DYSUMS
 	ADDQ         $32, SI
 	ADDQ         $32, DX
 	DECQ         CX
 	JNZ          dsrloop
-	VADDPD       Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPD       X3, X2, X2
-	VHADDPD      X2, X2, X2
+	DYSUMS_TOTALS
 	VMOVSD       X2, sumDy+40(FP)
-	VADDPD       Y9, Y8, Y8
-	VEXTRACTF128 $1, Y8, X9
-	VADDPD       X9, X8, X8
-	VHADDPD      X8, X8, X8
 	VMOVSD       X8, sumDyXhat+48(FP)
 	VZEROUPPER
 	RET
@@ -574,31 +584,15 @@ dsmloop:
 	VCMPPS       $0x1e, Y11, Y1, Y1 // out > 0 (ordered, quiet)
 	VANDPS       (DX), Y1, Y1       // dy there, else 0
 	VMOVUPS      Y1, (DI)
-	VCVTPS2PD    X1, Y4
-	VEXTRACTF128 $1, Y1, X1
-	VCVTPS2PD    X1, Y5
-	VCVTPS2PD    X0, Y6
-	VEXTRACTF128 $1, Y0, X0
-	VCVTPS2PD    X0, Y7
-	VADDPD       Y4, Y2, Y2
-	VADDPD       Y5, Y3, Y3
-	VFMADD231PD  Y6, Y4, Y8
-	VFMADD231PD  Y7, Y5, Y9
+	DYSUMS
 	ADDQ         $32, SI
 	ADDQ         $32, DX
 	ADDQ         $32, R8
 	ADDQ         $32, DI
 	DECQ         CX
 	JNZ          dsmloop
-	VADDPD       Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPD       X3, X2, X2
-	VHADDPD      X2, X2, X2
+	DYSUMS_TOTALS
 	VMOVSD       X2, sumDy+48(FP)
-	VADDPD       Y9, Y8, Y8
-	VEXTRACTF128 $1, Y8, X9
-	VADDPD       X9, X8, X8
-	VHADDPD      X8, X8, X8
 	VMOVSD       X8, sumDyXhat+56(FP)
 	VZEROUPPER
 	RET
