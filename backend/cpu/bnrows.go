@@ -45,25 +45,25 @@ func bnTrainRows[T Float](t bnTask[T], lo, hi int) {
 			case t.skip != nil:
 				skip := t.skip[i:][:gn]
 				for c, v := range xs {
-					y[c] = relu(gamma[c]*((v-mu[c])*iv[c]) + beta[c] + skip[c])
+					y[c] = relu(T(gamma[c]*((v-mu[c])*iv[c])) + beta[c] + skip[c])
 				}
 			case t.relu:
 				for c, v := range xs {
-					y[c] = relu(gamma[c]*((v-mu[c])*iv[c]) + beta[c])
+					y[c] = relu(T(gamma[c]*((v-mu[c])*iv[c])) + beta[c])
 				}
 			default:
 				xhat := t.xhat[i:][:gn]
 				for c, v := range xs {
 					h := (v - mu[c]) * iv[c]
-					xhat[c], y[c] = h, gamma[c]*h+beta[c]
+					xhat[c], y[c] = h, T(gamma[c]*h)+beta[c]
 				}
 			}
 		}
 		mom := T(t.momentum)
 		for c := g0; c < g1; c++ {
 			t.mean[c], t.inv[c] = muT[c-g0], inv[c-g0]
-			t.runMean[c] = (1-mom)*t.runMean[c] + mom*muT[c-g0]
-			t.runVar[c] = (1-mom)*t.runVar[c] + mom*T(sq[c-g0]/(m-1))
+			t.runMean[c] = T((1-mom)*t.runMean[c]) + T(mom*muT[c-g0])
+			t.runVar[c] = T((1-mom)*t.runVar[c]) + T(mom*T(sq[c-g0]/(m-1)))
 		}
 	}
 }
@@ -102,7 +102,7 @@ func bnBackwardRows[T Float](t bnTask[T], lo, hi int) {
 			dx := t.y[n*s.C+g0:][:gn]
 			for c := range dx {
 				// dx = gamma·invStd/m · (m·dy − Σdy − xhat·Σ(dy·xhat))
-				dx[c] = k[c] * (mT*d[c] - sDy[c] - h[c]*sDyXhat[c])
+				dx[c] = k[c] * (T(mT*d[c]) - sDy[c] - T(h[c]*sDyXhat[c]))
 			}
 		}
 	}
@@ -126,7 +126,7 @@ func bnRowAt[T Float](t *bnTask[T], i, c0 int, h, d []T) {
 		gamma, beta := t.gamma[c0:][:len(d)], t.beta[c0:][:len(d)]
 		for c := range d {
 			hc := (in[c] - mean[c]) * inv[c]
-			h[c], d[c] = hc, masked(dy[c], gamma[c]*hc+beta[c])
+			h[c], d[c] = hc, masked(dy[c], T(gamma[c]*hc)+beta[c])
 		}
 	default:
 		copy(h, t.xhat[i:][:len(d)])

@@ -49,6 +49,9 @@ func im2colChannels[T Float](cols, x []T, s backend.ConvShape, c0, c1 int) {
 					src := plane[hr*s.W : (hr+1)*s.W]
 					clear(out[:lo])
 					clear(out[hi:])
+					if lo >= hi {
+						continue // no column is inside
+					}
 					if s.Stride == 1 {
 						copy(out[lo:hi], src[lo+off:hi+off])
 						continue
@@ -80,6 +83,9 @@ func col2im[T Float](dx, cols []T, s backend.ConvShape) {
 					}
 					dst := plane[hr*s.W : (hr+1)*s.W]
 					src := row[i*ow : (i+1)*ow]
+					if lo >= hi {
+						continue // no column is inside
+					}
 					if s.Stride == 1 {
 						d := dst[lo+off : hi+off]
 						for j, v := range src[lo:hi] {
@@ -786,7 +792,7 @@ func (b *Backend[T]) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.Poo
 // keeps the first of its maxima in scan order.
 func maxPoolForwardPart[T Float](v *vectorOps, y, arg, x []T, s backend.PoolShape, lo, hi int) {
 	oh, ow := s.OutH(), s.OutW()
-	fast := s.Kernel == 2 && s.Stride == 2 && s.Pad == 0
+	fast := s.Kernel == 2 && s.Stride == 2 && s.Pad == 0 && s.H >= 2 && s.W >= 2 // every window inside
 	pool2, _ := any(v.maxPool2x2).(func(y, arg, r0, r1 []T, col, w int))
 	if pool2 == nil {
 		pool2 = maxPool2x2Part[T]

@@ -511,22 +511,22 @@ func bnTrainChannels[T Float](t bnTask[T], lo, hi int) {
 			for i := base; i < base+s.Spatial; i++ {
 				h := (x[i] - muT) * inv
 				if t.skip != nil {
-					y[i] = relu(g*h + bt + t.skip[i])
+					y[i] = relu(T(g*h) + bt + t.skip[i])
 					continue
 				}
 				if t.relu {
-					y[i] = relu(g*h + bt)
+					y[i] = relu(T(g*h) + bt)
 					continue
 				}
 				xhat[i] = h
-				y[i] = g*h + bt
+				y[i] = T(g*h) + bt
 			}
 		}
 		mean[c] = muT
 		invStd[c] = inv
 		mom := T(momentum)
-		runMean[c] = (1-mom)*runMean[c] + mom*muT
-		runVar[c] = (1-mom)*runVar[c] + mom*T(sq/(m-1))
+		runMean[c] = T((1-mom)*runMean[c]) + T(mom*muT)
+		runVar[c] = T((1-mom)*runVar[c]) + T(mom*T(sq/(m-1)))
 	}
 }
 
@@ -641,7 +641,7 @@ func bnBackwardChannels[T Float](t bnTask[T], lo, hi int) {
 			mu, inv, g, bt := t.mean[c], invStd[c], gamma[c], t.beta[c]
 			at = func(i int) (T, T) {
 				h := (t.input[i] - mu) * inv
-				return h, masked(dy[i], g*h+bt)
+				return h, masked(dy[i], T(g*h)+bt)
 			}
 		}
 		if t.out != nil {
@@ -669,7 +669,7 @@ func bnBackwardChannels[T Float](t bnTask[T], lo, hi int) {
 			base := (n*s.C + c) * s.Spatial
 			for i := base; i < base+s.Spatial; i++ {
 				h, d := at(i)
-				dx[i] = k * (T(m)*d - sDy - h*sDyXhat)
+				dx[i] = k * (T(T(m)*d) - sDy - T(h*sDyXhat))
 			}
 		}
 	}
@@ -884,10 +884,10 @@ func adamLoop[T Float](w, g, m, v []T, k adamConsts[T]) {
 	for i := range w {
 		gi := g[i]
 		if k.wd != 0 {
-			gi += k.wd * w[i]
+			gi += T(k.wd * w[i])
 		}
-		m[i] = k.b1*m[i] + k.c1*gi
-		v[i] = k.b2*v[i] + k.c2*gi*gi
+		m[i] = T(k.b1*m[i]) + T(k.c1*gi)
+		v[i] = T(k.b2*v[i]) + T(T(k.c2*gi)*gi)
 		denom := T(math.Sqrt(float64(v[i])))/k.bc2Sqrt + k.eps
 		w[i] -= k.stepSize * m[i] / denom
 	}
@@ -908,16 +908,16 @@ func sgdPart[T Float](w, g, buf []T, p backend.SGDParams) {
 	for i := range w {
 		gi := g[i]
 		if wd != 0 {
-			gi += wd * w[i]
+			gi += T(wd * w[i])
 		}
 		if mom != 0 {
-			buf[i] = mom*buf[i] + gi
+			buf[i] = T(mom*buf[i]) + gi
 			if p.Nesterov {
-				gi += mom * buf[i]
+				gi += T(mom * buf[i])
 			} else {
 				gi = buf[i]
 			}
 		}
-		w[i] -= lr * gi
+		w[i] -= T(lr * gi)
 	}
 }

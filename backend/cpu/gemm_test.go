@@ -101,6 +101,10 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 2, H: 7, W: 1, OC: 3, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 2, H: 1, W: 6, OC: 3, KH: 1, KW: 1, Stride: 2, Pad: 0},
 		{N: 2, C: 3, H: 5, W: 5, OC: 4, KH: 4, KW: 4, Stride: 2, Pad: 3},
+		// Kernels wider than the input with padding: some taps reach no
+		// column at all.
+		{N: 1, C: 1, H: 1, W: 1, OC: 1, KH: 1, KW: 5, Stride: 1, Pad: 2},
+		{N: 1, C: 1, H: 3, W: 1, OC: 1, KH: 5, KW: 5, Stride: 1, Pad: 2},
 		// Channels-last filter gradients (AVX-512), strided and not square too:
 		{N: 3, C: 16, H: 9, W: 12, OC: 8, KH: 3, KW: 3, Stride: 2, Pad: 1},
 		{N: 2, C: 16, H: 7, W: 6, OC: 32, KH: 1, KW: 3, Stride: 3, Pad: 0},
@@ -141,10 +145,18 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 			b.Conv2DForward(y, upload(b, x), upload(b, w), s)
 			b.Conv2DBackwardData(dx, upload(b, dy), upload(b, w), s)
 			b.Conv2DBackwardFilter(dw, upload(b, dy), upload(b, x), s)
+			// The input gradient added to what dx holds gives the same bits
+			// as the gradient then Add.
+			dxAdd, sum := upload(b, x), b.Alloc(in)
+			b.Conv2DBackwardDataAdd(dxAdd, upload(b, dy), upload(b, w), s)
+			b.Add(sum, dx, upload(b, x), in)
 			if err := b.Err(); err != nil {
 				t.Fatal(err)
 			}
 			got := [][]float32{download(b, y), download(b, dx), download(b, dw)}
+			if !equal(download(b, dxAdd), download(b, sum)) {
+				t.Fatalf("%+v workers %d: Conv2DBackwardDataAdd differs from Conv2DBackwardData then Add", s, workers)
+			}
 			b.Close()
 			for op := range got {
 				for i, v := range got[op] {

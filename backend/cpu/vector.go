@@ -201,8 +201,8 @@ func bnTrainVector(t bnTask[float32], lo, hi int, v *vectorOps) {
 		for c := g0; c < g1; c++ {
 			t.mean[c], t.inv[c] = muT[c-g0], inv[c-g0]
 			mom := t.momentum
-			t.runMean[c] = (1-mom)*t.runMean[c] + mom*muT[c-g0]
-			t.runVar[c] = (1-mom)*t.runVar[c] + mom*float32(sq[c-g0]/(m-1))
+			t.runMean[c] = float32((1-mom)*t.runMean[c]) + float32(mom*muT[c-g0])
+			t.runVar[c] = float32((1-mom)*t.runVar[c]) + float32(mom*float32(sq[c-g0]/(m-1)))
 		}
 	}
 }

@@ -194,7 +194,7 @@ func simdVectorOps() vectorOps {
 				bnNormalizeAddReLUAVX2(&y[0], &x[0], &skip[0], n/8, mu, inv, gamma, beta)
 			}
 			for i := n; i < len(x); i++ {
-				y[i] = relu(gamma*((x[i]-mu)*inv) + beta + skip[i])
+				y[i] = relu(float32(gamma*((x[i]-mu)*inv)) + beta + skip[i])
 			}
 		},
 		dySumsMasked: func(dSum, dy, out, x []float32, mu, inv float32) (float64, float64) {
@@ -221,7 +221,7 @@ func simdVectorOps() vectorOps {
 			}
 			for i := n; i < len(dy); i++ {
 				h := (x[i] - mu) * inv
-				dx[i] = k * (m*dy[i] - sumDy - h*sumDyXhat)
+				dx[i] = k * (float32(m*dy[i]) - sumDy - float32(h*sumDyXhat))
 			}
 		},
 		dySums: func(dy, xhat []float32) (float64, float64) {
@@ -246,7 +246,7 @@ func simdVectorOps() vectorOps {
 			for i := n; i < len(x); i++ {
 				h := (x[i] - mu) * inv
 				xhat[i] = h
-				y[i] = gamma*h + beta
+				y[i] = float32(gamma*h) + beta
 			}
 		},
 		normalizeReLU: func(y, x []float32, mu, inv, gamma, beta float32) {
@@ -256,7 +256,7 @@ func simdVectorOps() vectorOps {
 				bnNormalizeReLUAVX2(&y[0], &x[0], n/8, mu, inv, gamma, beta)
 			}
 			for i := n; i < len(x); i++ {
-				y[i] = relu(gamma*((x[i]-mu)*inv) + beta)
+				y[i] = relu(float32(gamma*((x[i]-mu)*inv)) + beta)
 			}
 		},
 		dySumsReLU: func(dy, x []float32, mu, inv, gamma, beta float32) (float64, float64) {
@@ -268,7 +268,7 @@ func simdVectorOps() vectorOps {
 			}
 			for i := n; i < len(dy); i++ {
 				h := (x[i] - mu) * inv
-				v := masked(dy[i], gamma*h+beta)
+				v := masked(dy[i], float32(gamma*h)+beta)
 				s += float64(v)
 				sx += float64(v) * float64(h)
 			}
@@ -282,7 +282,7 @@ func simdVectorOps() vectorOps {
 			}
 			for i := n; i < len(dy); i++ {
 				h := (x[i] - mu) * inv
-				dx[i] = k * (m*masked(dy[i], gamma*h+beta) - sumDy - h*sumDyXhat)
+				dx[i] = k * (float32(m*masked(dy[i], float32(gamma*h)+beta)) - sumDy - float32(h*sumDyXhat))
 			}
 		},
 		addReLU: func(y, a, b []float32) {
@@ -302,7 +302,7 @@ func simdVectorOps() vectorOps {
 				bnDxAVX2(&dx[0], &dy[0], &xhat[0], n/8, m, sumDy, sumDyXhat, k)
 			}
 			for i := n; i < len(dy); i++ {
-				dx[i] = k * (m*dy[i] - sumDy - xhat[i]*sumDyXhat)
+				dx[i] = k * (float32(m*dy[i]) - sumDy - float32(xhat[i]*sumDyXhat))
 			}
 		},
 	}

@@ -337,7 +337,8 @@ func TestShortcutAEqualsTheGoLoops(t *testing.T) {
 // Max pooling with 2×2 windows at stride 2, with the SIMD loop and without,
 // gives the maxima and argmax positions of a plain scan of each window
 // (the first maximum wins ties; a NaN only when it comes first), for
-// widths on and off multiples of 16 and odd heights; and the backward
+// widths on and off multiples of 16, odd heights and inputs a row or a
+// column wide (whose windows reach past the input); and the backward
 // routes each gradient to its argmax.
 func TestMaxPool2x2EqualsAScanOfEachWindow(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
@@ -346,6 +347,8 @@ func TestMaxPool2x2EqualsAScanOfEachWindow(t *testing.T) {
 		{N: 1, C: 2, H: 7, W: 33, Kernel: 2, Stride: 2},
 		{N: 3, C: 1, H: 32, W: 32, Kernel: 2, Stride: 2},
 		{N: 1, C: 1, H: 2, W: 2, Kernel: 2, Stride: 2},
+		{N: 2, C: 2, H: 5, W: 1, Kernel: 2, Stride: 2}, // windows reaching past the input
+		{N: 1, C: 1, H: 1, W: 25, Kernel: 2, Stride: 2},
 	} {
 		oh, ow := sh.OutH(), sh.OutW()
 		in, out := sh.N*sh.C*sh.H*sh.W, sh.N*sh.C*oh*ow
@@ -363,6 +366,9 @@ func TestMaxPool2x2EqualsAScanOfEachWindow(t *testing.T) {
 					o, bestIdx := (p*oh+i)*ow+j, -1
 					for kh := 0; kh < 2; kh++ {
 						for kw := 0; kw < 2; kw++ {
+							if 2*i+kh >= sh.H || 2*j+kw >= sh.W {
+								continue
+							}
 							idx := (2*i+kh)*sh.W + 2*j + kw
 							if v := x[p*sh.H*sh.W+idx]; bestIdx < 0 || v > wantY[o] {
 								wantY[o], bestIdx = v, idx
