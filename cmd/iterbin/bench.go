@@ -168,8 +168,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return tw.Flush()
 }
 
-// runAnchor runs the PyTorch anchor script for the models it knows, with
-// Debian's pthread OpenBLAS first on the loader path for that command only.
+// anchorLauncher loads the anchor script given as its first argument, adds
+// the MLP 784-784-784-10 (which the script does not list) built by the
+// script's own mlp(), and runs the script's main with the other arguments.
+const anchorLauncher = `import importlib.util, sys
+spec = importlib.util.spec_from_file_location("torch_anchor", sys.argv[1])
+anchor = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(anchor)
+anchor.MODELS.setdefault("mlp784", (lambda: anchor.mlp((784, 784)), (1, 28, 28), 10, 100, "adam"))
+sys.argv = sys.argv[1:]
+anchor.main()
+`
+
+// runAnchor runs the PyTorch anchor script (through anchorLauncher) for
+// the models, with Debian's pthread OpenBLAS first on the loader path for
+// that command only.
 func runAnchor(ctx context.Context, python, script, device, precision string, models []trainer.BenchModel, modes []string, steps, warmup int, stderr io.Writer) ([]anchorResult, string, error) {
 	if python == "" {
 		var err error
@@ -178,17 +191,21 @@ func runAnchor(ctx context.Context, python, script, device, precision string, mo
 		}
 	}
 	var names []string
+	mlpsOnly := true
 	for _, m := range models {
-		if m.Name != "mlp784" { // the anchor script has no 784-784-784 MLP
-			names = append(names, m.Name)
-		}
+		names = append(names, m.Name)
+		mlpsOnly = mlpsOnly && m.Arch == "mlp"
 	}
 	torchDevice := device
 	if strings.HasPrefix(device, "cuda") {
 		torchDevice = "cuda" // the anchor script takes a torch device type
 	}
-	cmd := exec.CommandContext(ctx, python, script, "--device", torchDevice, "--models", strings.Join(names, ","),
-		"--precisions", precision, "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup))
+	args := []string{"-c", anchorLauncher, script, "--device", torchDevice, "--models", strings.Join(names, ","),
+		"--precisions", precision, "--modes", strings.Join(modes, ","), "--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup)}
+	if mlpsOnly {
+		args = append(args, "--no-channels-last") // flat inputs: as the script runs mlp300
+	}
+	cmd := exec.CommandContext(ctx, python, args...)
 	// The same thread count as iterbin's workers (Debian's torch would
 	// otherwise pick one intra-op thread here).
 	threads := runtime.GOMAXPROCS(0)
