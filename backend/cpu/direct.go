@@ -83,6 +83,9 @@ func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst [
 			t(dst[q*ldd+r:], ldd, src[r*lds+q:], lds)
 		}
 	}
+	if r16 == rows && q16 == cols {
+		return // no edges
+	}
 	for r := 0; r < rows; r++ {
 		q0 := q16
 		if r >= r16 {
