@@ -339,17 +339,16 @@ func (b *Backend[T]) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
 	if y == nil || bias == nil {
 		return
 	}
-	// The shortcut shape's N, C and H carry n, c and spatial.
-	b.pool.run(b, task[T]{kind: taskAddBias, ew: elementTask[T]{a: y, b: bias}, sc: backend.ShortcutShape{N: n, C: c, H: spatial}}, n*c)
+	b.pool.run(b, task[T]{kind: taskAddBias, ew: elementTask[T]{a: y, b: bias}, planes: planeShape{n, c, spatial}}, n*c)
 }
 
 // addBiasPart adds the bias to planes [lo, hi) of y (plane p is channel
 // p mod c).
-func addBiasPart[T Float](v *vectorOps, y, bias []T, s backend.ShortcutShape, lo, hi int) {
+func addBiasPart[T Float](v *vectorOps, y, bias []T, s planeShape, lo, hi int) {
 	add, _ := any(v.addScalar).(func(y []T, b T))
 	for p := lo; p < hi; p++ {
-		bv := bias[p%s.C]
-		row := y[p*s.H : (p+1)*s.H]
+		bv := bias[p%s.c]
+		row := y[p*s.spatial : (p+1)*s.spatial]
 		if add != nil && len(row) >= vectorMin {
 			add(row, bv)
 			continue
@@ -366,14 +365,14 @@ func (b *Backend[T]) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 	if db == nil || dy == nil {
 		return
 	}
-	b.pool.run(b, task[T]{kind: taskBiasGrad, ew: elementTask[T]{a: db, b: dy}, sc: backend.ShortcutShape{N: n, C: c, H: spatial}}, c)
+	b.pool.run(b, task[T]{kind: taskBiasGrad, ew: elementTask[T]{a: db, b: dy}, planes: planeShape{n, c, spatial}}, c)
 }
 
 // biasGradPart sums channels [lo, hi), samples in order. Planes of at
 // least vectorMin float32 values are summed by the SIMD loop in float64
 // and rounded once; otherwise each plane is summed in T, in order.
-func biasGradPart[T Float](v *vectorOps, db, dy []T, s backend.ShortcutShape, lo, hi int) {
-	n, c, spatial := s.N, s.C, s.H
+func biasGradPart[T Float](v *vectorOps, db, dy []T, s planeShape, lo, hi int) {
+	n, c, spatial := s.n, s.c, s.spatial
 	dy32, simd := any(dy).([]float32)
 	simd = simd && v.sum != nil && spatial >= vectorMin
 	for ch := lo; ch < hi; ch++ {

@@ -87,7 +87,11 @@ type task[T Float] struct {
 	bn     bnTask[T]
 	sc     backend.ShortcutShape
 	pool   backend.PoolShape
+	planes planeShape
 }
+
+// planeShape is n samples of c channel planes of spatial values each.
+type planeShape struct{ n, c, spatial int }
 
 // convTask describes a convolution op; out, in and w are its three tensors
 // in the op's argument order.
@@ -323,9 +327,9 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 	case taskMaxPoolBackward:
 		maxPoolBackwardPart(t.ew.a, t.ew.b, t.ew.c, t.pool, t.lo, t.hi)
 	case taskBiasGrad:
-		biasGradPart(&b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+		biasGradPart(&b.vec, t.ew.a, t.ew.b, t.planes, t.lo, t.hi)
 	case taskAddBias:
-		addBiasPart(&b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
+		addBiasPart(&b.vec, t.ew.a, t.ew.b, t.planes, t.lo, t.hi)
 	case taskShortcutForward:
 		shortcutForwardPart(s, &b.vec, t.ew.a, t.ew.b, t.sc, t.lo, t.hi)
 	case taskShortcutBackward:
