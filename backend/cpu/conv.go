@@ -945,8 +945,11 @@ func (b *Backend[T]) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutS
 func shortcutForwardPart[T Float](ws *workerScratch[T], v *vectorOps, y, x []T, s backend.ShortcutShape, lo, hi int) {
 	oh, ow, pad := s.OutH(), s.OutW(), (s.OC-s.C)/2
 	deinterleave := v.deinterleave
+	var dropped []float32 // the odd columns
 	if _, ok := any(x).([]float32); !ok || s.Stride != 2 {
 		deinterleave = nil
+	} else {
+		dropped = ws.columnsF32(oh * ow)
 	}
 	for n := lo; n < hi; n++ {
 		for o := 0; o < s.OC; o++ {
@@ -958,7 +961,7 @@ func shortcutForwardPart[T Float](ws *workerScratch[T], v *vectorOps, y, x []T, 
 			}
 			src := x[(n*s.C+c)*s.H*s.W:][:s.H*s.W]
 			if deinterleave != nil {
-				deinterleave(any(dst).([]float32), ws.columnsF32(oh*ow), any(src).([]float32), oh, s.W, ow, 2*s.W)
+				deinterleave(any(dst).([]float32), dropped, any(src).([]float32), oh, s.W, ow, 2*s.W)
 				continue
 			}
 			for i := 0; i < oh; i++ {

@@ -10,10 +10,11 @@
 // different kernels round differently.
 //
 // Where things are: gemm.go, the packed float32 GEMM and its micro-kernel
-// references; conv.go, convolutions (implicit GEMM for stride 1, im2col
-// otherwise), pooling and shortcuts; filtergrad.go and direct.go, filter
-// gradients of stride-1 convolutions; vector.go, the SIMD loops of the
-// memory-bound ops; pool.go, the workers; kernel*_amd64.s and
+// references; conv.go, convolutions (implicit GEMM for stride 1, phase
+// splits for larger strides, im2col otherwise), pooling and shortcuts;
+// filtergrad.go and direct.go, filter gradients; vector.go, the SIMD loops
+// of the memory-bound ops; bnrows.go, batch norm of feature vectors;
+// pool.go, the workers; kernel*_amd64.s and
 // vector_amd64.s, the assembly, each routine documented by the Go loop it
 // must match.
 package cpu

@@ -3,9 +3,10 @@ package cpu
 import "math"
 
 // vectorOps are SIMD loops for the memory-bound float32 ops (ReLU, Add,
-// batch norm). A nil field means the generic Go loop runs. Sums are
-// accumulated in float64 like the Go loops, but in several partial sums,
-// so their last bits may differ from the Go loops'.
+// batch norm and its fusions, the stride-2 phase splits, 2×2 max pooling,
+// the bias add, Adam). A nil field means the generic Go loop runs. Sums
+// are accumulated in float64 like the Go loops, but in several partial
+// sums, so their last bits may differ from the Go loops'.
 type vectorOps struct {
 	relu         func(y, x []float32)
 	reluBackward func(dx, dy, y []float32)
