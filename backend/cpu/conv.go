@@ -574,7 +574,10 @@ func (b *Backend[T]) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShap
 		return
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
-	if w, ok := any(v[2]).([]float32); ok {
+	if w, ok := any(v[2]).([]float32); ok && b.winogradOK(s) {
+		b.transformFilters(w, s.C, s.OC, false)
+		t.winograd = true
+	} else if ok {
 		panel := mr
 		if implicitOK(s) || stridedOK(s) {
 			panel = b.implicit.rows
@@ -595,6 +598,10 @@ func (b *Backend[T]) convForwardPart(ws *workerScratch[T], t convTask[T], lo, hi
 	s := t.s
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
 	for n := lo; n < hi; n++ {
+		if t.winograd {
+			b.winogradConv(ws, b.winogradU, s.C, s.OC, s.H, s.W, any(t.in[n*in:(n+1)*in]).([]float32), any(t.out[n*out:(n+1)*out]).([]float32))
+			continue
+		}
 		if t.packedW.packed != nil && implicitOK(s) {
 			b.implicitConv(ws, t.packedW, s.OC, any(t.in[n*in:(n+1)*in]).([]float32), s.C, s.H, s.W, s.KH, s.Pad, any(t.out[n*out:(n+1)*out]).([]float32))
 			continue
@@ -636,7 +643,12 @@ func (b *Backend[T]) conv2DBackwardData(op string, add bool, dxt, dyt, wt backen
 		return
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2], add: add}
-	if w, ok := any(v[2]).([]float32); ok && stridedOK(s) && s.Stride <= maxPhaseStride {
+	if w, ok := any(v[2]).([]float32); ok && b.winogradOK(s) {
+		// dx is the convolution of dy with the filters turned by 180°,
+		// input and output channels swapped.
+		b.transformFilters(w, s.OC, s.C, true)
+		t.winograd = true
+	} else if ok && stridedOK(s) && s.Stride <= maxPhaseStride {
 		b.packPhases(w, s)
 		t.phased = true
 	} else if ok {
@@ -691,6 +703,10 @@ func (b *Backend[T]) convBackwardDataPart(ws *workerScratch[T], t convTask[T], l
 func (b *Backend[T]) backwardDataSample(ws *workerScratch[T], t convTask[T], dy, dx []T) {
 	s := t.s
 	k, p := s.C*s.KH*s.KW, s.OutH()*s.OutW()
+	if t.winograd {
+		b.winogradConv(ws, b.winogradU, s.OC, s.C, s.H, s.W, any(dy).([]float32), any(dx).([]float32))
+		return
+	}
 	if t.phased {
 		b.phasedBackwardData(ws, s, any(dy).([]float32), any(dx).([]float32))
 		return

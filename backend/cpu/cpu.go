@@ -59,6 +59,11 @@ type Backend[T Float] struct {
 	// direct holds the channels-last filter-gradient kernel (direct.go),
 	// nil where the processor lacks it.
 	direct *directKernels
+	// winograd holds the Winograd convolution's kernels (winograd.go),
+	// nil where the processor lacks them; winogradU holds an op's
+	// transformed filters.
+	winograd  *winogradKernels
+	winogradU []float32
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }
@@ -116,7 +121,8 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 			b.kernel, b.kernelName = k, name
 			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
 			if b.direct = simdDirectKernels(avx512); b.direct != nil {
-				b.convName = "AVX-512 assembly (filter gradients: AVX-512 channels-last where the channels allow, else AVX2+FMA)"
+				b.winograd = simdWinogradKernels(avx512)
+				b.convName = "AVX-512 assembly (3×3 stride-1 layers of 16k channels: Winograd F(2×2,3×3); filter gradients: AVX-512 channels-last where the channels allow, else AVX2+FMA)"
 			}
 			b.vec = simdVectorOps()
 		}

@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"testing"
 
 	"iterbin/backend"
@@ -118,6 +117,16 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 		{N: 2, C: 5, H: 6, W: 8, OC: 11, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 2, C: 30, H: 4, W: 8, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1}, // k = 270 > kc
 		{N: 2, C: 4, H: 5, W: 8, OC: 8, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		// Winograd F(2×2, 3×3) (AVX-512): ResNet-20's layers, channels
+		// changing, tiles not filling blocks of 8, one tile, several
+		// chunks of tile rows, rows narrower than 16:
+		{N: 3, C: 16, H: 32, W: 32, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 32, H: 16, W: 16, OC: 64, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 64, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 16, H: 6, W: 10, OC: 48, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 16, H: 2, W: 2, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 1, C: 16, H: 64, W: 40, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 2, C: 48, H: 4, W: 12, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1},
 	} {
 		in, out, wn := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, w, dy := randVals(rng, in), randVals(rng, wn), randVals(rng, out)
@@ -307,6 +316,39 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 				t.Fatalf("16×16 transpose: %v, want %v", gotT, wantT)
 			}
 		}
+		if wk := be.winograd; wk != nil {
+			// The transforms add and subtract in the references' order:
+			// the same bits. Untouched elements between stay as they were.
+			const n, xRow, xCol, vStep, vPlane = 5, 300, 20, 24, 130
+			x := randVals(rng, 2*(n-1)*xCol+3*xRow+3*xCol+16)
+			v0 := randVals(rng, 15*vPlane+(n-1)*vStep+16)
+			got, want := append([]float32(nil), v0...), append([]float32(nil), v0...)
+			wk.input(n, x, xRow, xCol, got, vStep, vPlane)
+			winogradInputGo(n, x, xRow, xCol, want, vStep, vPlane)
+			if !equal(got, want) {
+				t.Fatal("Winograd input transform differs from winogradInputGo")
+			}
+			const yRow, yCol = 200, 17
+			y0 := randVals(rng, 2*(n-1)*yCol+yRow+yCol+16)
+			got, want = append([]float32(nil), y0...), append([]float32(nil), y0...)
+			wk.output(n, v0, vStep, vPlane, got, yRow, yCol)
+			winogradOutputGo(n, v0, vStep, vPlane, want, yRow, yCol)
+			if !equal(got, want) {
+				t.Fatal("Winograd output transform differs from winogradOutputGo")
+			}
+			const blocks, kk, lda, ldb, ldc = 3, 37, 41, 19, 21
+			ga, gb := randVals(rng, (8*blocks-1)*lda+kk), randVals(rng, (kk-1)*ldb+16)
+			c0 := randVals(rng, (8*blocks-1)*ldc+16)
+			got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
+			wk.gemm(blocks, kk, ga, lda, gb, ldb, got, ldc)
+			winogradGemmGo(blocks, kk, ga, lda, gb, ldb, want, ldc)
+			close("Winograd matrix-product kernel", got, want)
+			for i := range c0 {
+				if i%ldc >= 16 && got[i] != c0[i] {
+					t.Fatalf("Winograd matrix-product kernel wrote [%d] between rows", i)
+				}
+			}
+		}
 		be.Close()
 	}
 }
@@ -315,9 +357,18 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 // layer shapes of VGG-5 and ResNet-20 (16 samples, one worker per
 // GOMAXPROCS), with the best convolution kernels and with AVX2 only.
 func BenchmarkConv(b *testing.B) {
-	for _, avx512 := range []bool{true, false} {
-		be := newBackend[float32](runtime.GOMAXPROCS(0), true, avx512)
-		b.Run(strings.ReplaceAll(be.convName, " ", "-"), func(b *testing.B) { benchmarkConv(b, be) })
+	for _, k := range []struct {
+		name             string
+		avx512, winograd bool
+	}{{"avx512-winograd", true, true}, {"avx512-implicit", true, false}, {"avx2", false, false}} {
+		be := newBackend[float32](runtime.GOMAXPROCS(0), true, k.avx512)
+		if be.winograd == nil && k.winograd || be.direct == nil && k.avx512 {
+			continue // the processor lacks them
+		}
+		if !k.winograd {
+			be.winograd = nil
+		}
+		b.Run(k.name, func(b *testing.B) { benchmarkConv(b, be) })
 		be.Close()
 	}
 }

@@ -12,3 +12,6 @@ func simdConvKernels(bool) (implicitKernel, dotKernel, string) {
 
 // simdDirectKernels has no assembly on this architecture.
 func simdDirectKernels(bool) *directKernels { return nil }
+
+// simdWinogradKernels has no assembly on this architecture.
+func simdWinogradKernels(bool) *winogradKernels { return nil }

@@ -36,6 +36,7 @@ const (
 	taskBNTrain
 	taskBNEval
 	taskBNBackward
+	taskWinogradFilters
 )
 
 // bnTask carries a batch-norm op's tensors; channels are the units.
@@ -88,6 +89,9 @@ type task[T Float] struct {
 	sc     backend.ShortcutShape
 	pool   backend.PoolShape
 	planes planeShape
+	// wf is the weights whose Winograd transforms a
+	// taskWinogradFilters computes (cv.winograd says flip).
+	wf []float32
 }
 
 // planeShape is n samples of c channel planes of spatial values each.
@@ -106,6 +110,9 @@ type convTask[T Float] struct {
 	phased bool
 	// add says an input gradient is added to out (Conv2DBackwardDataAdd).
 	add bool
+	// winograd says the op runs on the Winograd path, with the filters
+	// transformed in the backend's winogradU.
+	winograd bool
 }
 
 // workerScratch is one worker's memory: GEMM packing buffers and im2col
@@ -126,6 +133,12 @@ type workerScratch[T Float] struct {
 	implicitPad  []float32
 	implicitOffs []int64
 	implicit     implicitPadding
+	// winogradPad is winogradConv's channels-last padded sample, for the
+	// geometry winogradGeom; winogradV, winogradM and winogradY hold a
+	// chunk's transformed tiles, products and output rows.
+	winogradPad                     []float32
+	winogradGeom                    winogradPadding
+	winogradV, winogradM, winogradY []float32
 }
 
 func (s *workerScratch[T]) matrixBuf(n int) []float32 {
@@ -301,6 +314,8 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		b.convBackwardDataPart(s, t.cv, t.lo, t.hi)
 	case taskConvBackwardFilter:
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
+	case taskWinogradFilters:
+		winogradFilters(b.winogradU, t.wf, t.cv.s.C, t.cv.s.OC, t.cv.winograd, t.lo, t.hi)
 	case taskDirectFilter:
 		b.directFilterPart(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
 	case taskSign:

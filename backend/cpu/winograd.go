@@ -1,0 +1,233 @@
+package cpu
+
+import "iterbin/backend"
+
+// Winograd F(2×2, 3×3) convolutions, on processors with AVX-512: the
+// forward pass and the input gradient of 3×3, stride-1, padding-1 layers
+// with even sizes and channels in multiples of 16 (every such layer of
+// ResNet-20 and VGG-5 but the first). A 2×2 block of outputs of one
+// output channel takes 16 multiplies per input channel instead of 36:
+//
+//	Y = Aᵀ·[ Σ_c (G·g·Gᵀ) ⊙ (Bᵀ·d·B) ]·A
+//
+// with d the 4×4 input tile under the block and g the 3×3 filter (Lavin
+// and Gray, "Fast algorithms for convolutional neural networks", 2016).
+// For each of the 16 points ξ of the transformed tile, the sum over input
+// channels is a matrix product, M_ξ (tiles × cout) = V_ξ (tiles × cin) ·
+// U_ξ (cin × cout).
+//
+// Each worker takes whole samples. It copies a sample zero-padded and
+// channels-last ([h+2][w+2][cin], as the filter gradients do, direct.go),
+// so a tile's 16 inputs are 16-channel vectors; then, a few rows of tiles
+// at a time so that V and M stay in cache, it transforms the tiles into V,
+// multiplies, transforms M into 2×2 output blocks written channels-last,
+// and transposes those rows into the output's NCHW planes. The filters are
+// transformed once per op and shared.
+//
+// The transforms are additions and subtractions only (G's halves are
+// exact), so rounding stays that of a direct convolution's sums, within a
+// few ulps; every order is fixed, so results do not depend on the number
+// of workers.
+
+// winogradKernels are the Winograd convolution's kernels; each does what
+// its Go reference (winogradInputGo, winogradOutputGo, winogradGemmGo)
+// does.
+type winogradKernels struct {
+	input  func(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int)
+	output func(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int)
+	gemm   func(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
+}
+
+const (
+	winogradLanes = 16 // channels per vector of the transforms
+	winogradRows  = 8  // tiles per block of the matrix products
+	// winogradChunkFloats bounds V and M together, in floats, for one
+	// chunk of tile rows: small enough to stay in a core's L2.
+	winogradChunkFloats = 1 << 15
+)
+
+// winogradOK says whether a float32 convolution's forward pass and input
+// gradient run on the Winograd path.
+func (b *Backend[T]) winogradOK(s backend.ConvShape) bool {
+	return b.winograd != nil && s.KH == 3 && s.KW == 3 && s.Stride == 1 && s.Pad == 1 &&
+		s.H%2 == 0 && s.W%2 == 0 && s.H > 0 && s.W > 0 &&
+		s.C%winogradLanes == 0 && s.OC%winogradLanes == 0 && s.C > 0 && s.OC > 0
+}
+
+// winogradInputGo is the reference of the input transform: for tiles
+// j < n and lanes l < 16, with d[r][s] = x[2j·xCol + r·xRow + s·xCol + l],
+// it sets v[ξ·vPlane + j·vStep + l] = (Bᵀ·d·B)[ξ/4][ξ%4], rows of d
+// combined first.
+func winogradInputGo(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int) {
+	for j := 0; j < n; j++ {
+		for l := 0; l < winogradLanes; l++ {
+			var h [4][4]float32
+			for r := 0; r < 4; r++ {
+				var d [4]float32
+				for s := range d {
+					d[s] = x[2*j*xCol+r*xRow+s*xCol+l]
+				}
+				h[r] = [4]float32{d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]}
+			}
+			for s := 0; s < 4; s++ {
+				o := j*vStep + l + s*vPlane
+				v[o] = h[0][s] - h[2][s]
+				v[o+4*vPlane] = h[1][s] + h[2][s]
+				v[o+8*vPlane] = h[2][s] - h[1][s]
+				v[o+12*vPlane] = h[1][s] - h[3][s]
+			}
+		}
+	}
+}
+
+// winogradOutputGo is the reference of the output transform: for tiles
+// j < n and lanes l < 16, with m[ξ] = m[ξ·mPlane + j·mStep + l], it sets
+// y[2j·yCol + a·yRow + b·yCol + l] = (Aᵀ·m·A)[a][b], rows of m combined
+// first.
+func winogradOutputGo(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int) {
+	for j := 0; j < n; j++ {
+		for l := 0; l < winogradLanes; l++ {
+			var s0, s1 [4]float32
+			for s := 0; s < 4; s++ {
+				at := func(q int) float32 { return m[(4*q+s)*mPlane+j*mStep+l] }
+				s0[s] = at(0) + at(1) + at(2)
+				s1[s] = at(1) - at(2) - at(3)
+			}
+			o := 2*j*yCol + l
+			y[o] = s0[0] + s0[1] + s0[2]
+			y[o+yCol] = s0[1] - s0[2] - s0[3]
+			y[o+yRow] = s1[0] + s1[1] + s1[2]
+			y[o+yRow+yCol] = s1[1] - s1[2] - s1[3]
+		}
+	}
+}
+
+// winogradGemmGo is the reference of the matrix-product kernel:
+// c[i·ldc + j] = Σ_p a[i·lda + p]·b[p·ldb + j] for i < 8·blocks and
+// j < 16, in p order.
+func winogradGemmGo(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	for i := 0; i < winogradRows*blocks; i++ {
+		row := c[i*ldc:][:winogradLanes]
+		clear(row)
+		for p := 0; p < k; p++ {
+			ap := a[i*lda+p]
+			for j, bv := range b[p*ldb:][:winogradLanes] {
+				row[j] += float32(ap * bv)
+			}
+		}
+	}
+}
+
+// winogradFilters sets u[ξ][c][o] = (G·g·Gᵀ)[ξ/4][ξ%4] for input
+// channels c in [c0, c1) of a convolution from cin to cout channels, for
+// its filters g = w[o][c] (cout×cin×3×3) or, with flip, the input
+// gradient's g = w[c][o] turned by 180° (w is then cin×cout×3×3 in the
+// forward layer's order, output channel first).
+func winogradFilters(u, w []float32, cin, cout int, flip bool, c0, c1 int) {
+	plane := cin * cout
+	// A run of output channels is transformed into rows of buf, then each
+	// row copied to its plane: stores straight to the 16 planes, a
+	// multiple of 4 KiB apart, would fight over the same L1 sets.
+	const run = 64
+	var buf [16][run]float32
+	for c := c0; c < c1; c++ {
+		for o0 := 0; o0 < cout; o0 += run {
+			n := min(run, cout-o0)
+			for o := 0; o < n; o++ {
+				var g [9]float32
+				if flip {
+					f := w[(c*cout+o0+o)*9:][:9]
+					for i := range g {
+						g[i] = f[8-i]
+					}
+				} else {
+					g = [9]float32(w[((o0+o)*cin+c)*9:][:9])
+				}
+				// G·g, column by column: g's rows 0 and 2, their half sum
+				// and difference with row 1; then the same across columns.
+				var gg [4][3]float32
+				for j := 0; j < 3; j++ {
+					a, b, e := g[j], g[3+j], g[6+j]
+					gg[0][j] = a
+					gg[1][j] = (a + b + e) * 0.5
+					gg[2][j] = (a - b + e) * 0.5
+					gg[3][j] = e
+				}
+				for q, r := range gg {
+					buf[4*q][o] = r[0]
+					buf[4*q+1][o] = (r[0] + r[1] + r[2]) * 0.5
+					buf[4*q+2][o] = (r[0] - r[1] + r[2]) * 0.5
+					buf[4*q+3][o] = r[2]
+				}
+			}
+			for xi := range buf {
+				copy(u[xi*plane+c*cout+o0:][:n], buf[xi][:n])
+			}
+		}
+	}
+}
+
+// transformFilters sets the backend's winogradU for a convolution from
+// cin to cout channels (see winogradFilters), the workers sharing the
+// input channels.
+func (b *Backend[T]) transformFilters(w []float32, cin, cout int, flip bool) {
+	b.winogradU = grow(b.winogradU, 16*cin*cout)
+	b.pool.run(b, task[T]{kind: taskWinogradFilters, cv: convTask[T]{s: backend.ConvShape{C: cin, OC: cout}, winograd: flip}, wf: w}, cin)
+}
+
+// winogradPadding is the geometry of a worker's channels-last padded
+// sample; see winogradConv.
+type winogradPadding struct{ cin, h, w int }
+
+// winogradConv computes one sample y (cout×h×w) of the 3×3, stride-1,
+// padding-1 convolution of x (cin×h×w) with filters transformed into u by
+// winogradFilters.
+func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, h, w int, x, y []float32) {
+	k := b.winograd
+	hp, wp := h+2, w+2
+	if ws.winogradGeom != (winogradPadding{cin, h, w}) {
+		// The padding is zeroed here once; samples only overwrite the
+		// interior.
+		ws.winogradPad = grow(ws.winogradPad, hp*wp*cin)
+		clear(ws.winogradPad)
+		ws.winogradGeom = winogradPadding{cin, h, w}
+	}
+	xp := ws.winogradPad
+	var tmp []float32
+	if w < 16 {
+		tmp = ws.matrixBuf(cin * h * w)
+	}
+	padChannelsLast(b.direct.transpose, xp, x, tmp, cin, h, w, 1)
+
+	tw, th := w/2, h/2 // tiles per row, rows of tiles
+	chunkRows := max(1, min(th, winogradChunkFloats/(16*(cin+cout)*tw)))
+	tiles8 := roundUp(chunkRows*tw, winogradRows)
+	// The 16 planes of V and of M are a cache line more than their size
+	// apart: at a multiple of 4 KiB they would share the L1 sets their
+	// tiles are written to and read from.
+	vPlane, mPlane := tiles8*cin+winogradLanes, tiles8*cout+winogradLanes
+	ws.winogradV = grow(ws.winogradV, 16*vPlane)
+	ws.winogradM = grow(ws.winogradM, 16*mPlane)
+	ws.winogradY = grow(ws.winogradY, 2*chunkRows*w*cout)
+	v, m, yc := ws.winogradV, ws.winogradM, ws.winogradY
+	for ti0 := 0; ti0 < th; ti0 += chunkRows {
+		rows := min(chunkRows, th-ti0)
+		blocks := (rows*tw + winogradRows - 1) / winogradRows
+		for r := 0; r < rows; r++ {
+			for c0 := 0; c0 < cin; c0 += winogradLanes {
+				k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
+			}
+		}
+		for xi := 0; xi < 16; xi++ {
+			for o0 := 0; o0 < cout; o0 += winogradLanes {
+				k.gemm(blocks, cin, v[xi*vPlane:], cin, u[xi*cin*cout+o0:], cout, m[xi*mPlane+o0:], cout)
+			}
+		}
+		for r := 0; r < rows; r++ {
+			for o0 := 0; o0 < cout; o0 += winogradLanes {
+				k.output(tw, m[r*tw*cout+o0:], cout, mPlane, yc[2*r*w*cout+o0:], w*cout, cout)
+			}
+		}
+		transposeRows(b.direct.transpose, y[2*ti0*w:], h*w, yc, cout, 2*rows*w, cout)
+	}
+}
