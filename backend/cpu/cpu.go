@@ -64,6 +64,9 @@ type Backend[T Float] struct {
 	// transformed filters.
 	winograd  *winogradKernels
 	winogradU []float32
+	// winogradPartials holds a filter gradient's partial sums, one per
+	// sample group.
+	winogradPartials []float32
 	// vec holds the SIMD loops of the memory-bound float32 ops.
 	vec vectorOps
 }

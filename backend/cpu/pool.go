@@ -37,6 +37,8 @@ const (
 	taskBNEval
 	taskBNBackward
 	taskWinogradFilters
+	taskWinogradFilterGrad
+	taskWinogradFilterFinish
 )
 
 // bnTask carries a batch-norm op's tensors; channels are the units.
@@ -316,6 +318,10 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
 	case taskWinogradFilters:
 		winogradFilters(b.winogradU, t.wf, t.cv.s.C, t.cv.s.OC, t.cv.winograd, t.lo, t.hi)
+	case taskWinogradFilterGrad:
+		b.winogradFilterPart(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
+	case taskWinogradFilterFinish:
+		b.winogradFilterFinish(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
 	case taskDirectFilter:
 		b.directFilterPart(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
 	case taskSign:

@@ -36,6 +36,9 @@ type winogradKernels struct {
 	input  func(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int)
 	output func(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int)
 	gemm   func(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
+	// grad and filterGemm serve filter gradients.
+	grad       func(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int)
+	filterGemm func(k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
 }
 
 const (
@@ -44,6 +47,10 @@ const (
 	// winogradChunkFloats bounds V and M together, in floats, for one
 	// chunk of tile rows: small enough to stay in a core's L2.
 	winogradChunkFloats = 1 << 15
+	// winogradGroup is how many samples' filter gradients are summed into
+	// one partial sum; the partial sums are then added in order. It is
+	// fixed, so the bits do not depend on the number of workers.
+	winogradGroup = 8
 )
 
 // winogradOK says whether a float32 convolution's forward pass and input
@@ -112,6 +119,42 @@ func winogradGemmGo(blocks, k int, a []float32, lda int, b []float32, ldb int, c
 		for p := 0; p < k; p++ {
 			ap := a[i*lda+p]
 			for j, bv := range b[p*ldb:][:winogradLanes] {
+				row[j] += float32(ap * bv)
+			}
+		}
+	}
+}
+
+// winogradGradGo is the reference of the output-gradient transform, the
+// adjoint of the output transform: for 2×2 blocks j < n and lanes l < 16,
+// with dy's block at dy[2j·dyCol + a·dyRow + b·dyCol + l], it sets
+// m[ξ·mPlane + j·mStep + l] = (A·dy·Aᵀ)[ξ/4][ξ%4], rows first.
+func winogradGradGo(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int) {
+	for j := 0; j < n; j++ {
+		for l := 0; l < winogradLanes; l++ {
+			o := 2*j*dyCol + l
+			y00, y01, y10, y11 := dy[o], dy[o+dyCol], dy[o+dyRow], dy[o+dyRow+dyCol]
+			rows := [4][2]float32{{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}}
+			for q, r := range rows {
+				p := m[4*q*mPlane+j*mStep+l:]
+				p[0] = r[0]
+				p[mPlane] = r[0] + r[1]
+				p[2*mPlane] = r[0] - r[1]
+				p[3*mPlane] = -r[1]
+			}
+		}
+	}
+}
+
+// winogradFilterGemmGo is the reference of the filter gradients'
+// matrix-product kernel: c[i·ldc + j] += Σ_p a[p·lda + i]·b[p·ldb + j]
+// for i < 8 and j < 16·blocks, in p order.
+func winogradFilterGemmGo(k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	for i := 0; i < winogradRows; i++ {
+		row := c[i*ldc:][:winogradLanes*blocks]
+		for p := 0; p < k; p++ {
+			ap := a[p*lda+i]
+			for j, bv := range b[p*ldb:][:len(row)] {
 				row[j] += float32(ap * bv)
 			}
 		}
@@ -229,5 +272,114 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 			}
 		}
 		transposeRows(b.direct.transpose, y[2*ti0*w:], h*w, yc, cout, 2*rows*w, cout)
+	}
+}
+
+// Filter gradients on the Winograd path. The gradient of U_ξ is
+// Σ_tiles V_ξᵀ·dM_ξ, with dM = A·dy·Aᵀ the adjoint of the output
+// transform on each 2×2 block of the output gradient; the filters'
+// gradient is then Gᵀ·dU·G. Samples go in fixed groups of winogradGroup,
+// one group to a worker at a time, each summed in order into its own
+// partial dU; winogradFilterFinish adds the partial sums in group order
+// and transforms them.
+
+// winogradFilterGroups returns how many sample groups n samples make.
+func winogradFilterGroups(n int) int { return (n + winogradGroup - 1) / winogradGroup }
+
+// winogradFilterPart computes the partial dU of sample groups [lo, hi)
+// into the backend's winogradPartials.
+func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32], lo, hi int) {
+	s, k := t.s, b.winograd
+	cin, cout, h, w := s.C, s.OC, s.H, s.W
+	size := 16 * cin * cout
+	hp, wp := h+2, w+2
+	if ws.winogradGeom != (winogradPadding{cin, h, w}) {
+		ws.winogradPad = grow(ws.winogradPad, hp*wp*cin)
+		clear(ws.winogradPad)
+		ws.winogradGeom = winogradPadding{cin, h, w}
+	}
+	xp := ws.winogradPad
+	var tmp []float32
+	if w < 16 {
+		tmp = ws.matrixBuf(cin * h * w)
+	}
+	tw, th := w/2, h/2
+	chunkRows := max(1, min(th, winogradChunkFloats/(16*(cin+cout)*tw)))
+	tiles := chunkRows * tw
+	vPlane, mPlane := tiles*cin+winogradLanes, tiles*cout+winogradLanes
+	ws.winogradV = grow(ws.winogradV, 16*vPlane)
+	ws.winogradM = grow(ws.winogradM, 16*mPlane)
+	ws.winogradY = grow(ws.winogradY, h*w*cout)
+	v, m, dyc := ws.winogradV, ws.winogradM, ws.winogradY
+	in, out := cin*h*w, cout*h*w
+	for g := lo; g < hi; g++ {
+		du := b.winogradPartials[g*size:][:size]
+		clear(du)
+		for n := g * winogradGroup; n < min(s.N, (g+1)*winogradGroup); n++ {
+			// The input x travels in the w slot.
+			padChannelsLast(b.direct.transpose, xp, t.w[n*in:(n+1)*in], tmp, cin, h, w, 1)
+			transposeRows(b.direct.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
+			for ti0 := 0; ti0 < th; ti0 += chunkRows {
+				rows := min(chunkRows, th-ti0)
+				for r := 0; r < rows; r++ {
+					for c0 := 0; c0 < cin; c0 += winogradLanes {
+						k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
+					}
+					for o0 := 0; o0 < cout; o0 += winogradLanes {
+						k.grad(tw, dyc[2*(ti0+r)*w*cout+o0:], w*cout, cout, m[r*tw*cout+o0:], cout, mPlane)
+					}
+				}
+				for xi := 0; xi < 16; xi++ {
+					for c0 := 0; c0 < cin; c0 += winogradRows {
+						k.filterGemm(rows*tw, cout/winogradLanes, v[xi*vPlane+c0:], cin, m[xi*mPlane:], cout, du[(xi*cin+c0)*cout:], cout)
+					}
+				}
+			}
+		}
+	}
+}
+
+// winogradFilterFinish sets the filter gradients dw[o][c] (cout×cin×3×3)
+// of input channels [c0, c1): the groups' partial dU added in group
+// order, then Gᵀ·dU·G.
+func (b *Backend[T]) winogradFilterFinish(ws *workerScratch[T], t convTask[float32], c0, c1 int) {
+	s := t.s
+	cin, cout := s.C, s.OC
+	size, groups := 16*cin*cout, winogradFilterGroups(s.N)
+	add := b.vec.add
+	if add == nil {
+		add = addPart[float32]
+	}
+	sum := ws.columnsF32(16 * cout)
+	for c := c0; c < c1; c++ {
+		for xi := 0; xi < 16; xi++ {
+			row := sum[xi*cout:][:cout]
+			copy(row, b.winogradPartials[(xi*cin+c)*cout:][:cout])
+			for g := 1; g < groups; g++ {
+				add(row, row, b.winogradPartials[g*size+(xi*cin+c)*cout:][:cout])
+			}
+		}
+		for o := 0; o < cout; o++ {
+			var du [4][4]float32
+			for xi := 0; xi < 16; xi++ {
+				du[xi/4][xi%4] = sum[xi*cout+o]
+			}
+			// Gᵀ·dU, then ·G: rows (and then columns) 1 and 2 halved
+			// and summed, or subtracted.
+			var r [3][4]float32
+			for j := 0; j < 4; j++ {
+				p, q := du[1][j]*0.5, du[2][j]*0.5
+				r[0][j] = du[0][j] + (p + q)
+				r[1][j] = p - q
+				r[2][j] = (p + q) + du[3][j]
+			}
+			dw := t.out[(o*cin+c)*9:][:9]
+			for i, v := range r {
+				p, q := v[1]*0.5, v[2]*0.5
+				dw[3*i] = v[0] + (p + q)
+				dw[3*i+1] = p - q
+				dw[3*i+2] = (p + q) + v[3]
+			}
+		}
 	}
 }

@@ -17,6 +17,16 @@ func winogradOutputAVX512(n int, m *float32, mStep, mPlane int, y *float32, yRow
 //go:noescape
 func winogradGemmAVX512(blocks, k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
+// winogradGradAVX512 is implemented in winograd_amd64.s.
+//
+//go:noescape
+func winogradGradAVX512(n int, dy *float32, dyRow, dyCol int, m *float32, mStep, mPlane int)
+
+// winogradFilterGemmAVX512 is implemented in winograd_amd64.s.
+//
+//go:noescape
+func winogradFilterGemmAVX512(k, blocks int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+
 // simdWinogradKernels returns the AVX-512 Winograd kernels, or nil
 // without AVX-512 or when avx512 is false. The wrappers check every
 // element the assembly will touch.
@@ -54,6 +64,23 @@ func simdWinogradKernels(avx512 bool) *winogradKernels {
 			_ = a[(winogradRows*blocks-1)*lda+k-1]
 			_ = b[(k-1)*ldb+last]
 			winogradGemmAVX512(blocks, k, &a[0], lda, &b[0], ldb, &c[0], ldc)
+		},
+		grad: func(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int) {
+			if n <= 0 {
+				return
+			}
+			_ = dy[2*(n-1)*dyCol+dyRow+dyCol+last]
+			_ = m[15*mPlane+(n-1)*mStep+last]
+			winogradGradAVX512(n, &dy[0], dyRow, dyCol, &m[0], mStep, mPlane)
+		},
+		filterGemm: func(k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+			if blocks <= 0 || k <= 0 {
+				return
+			}
+			_ = c[(winogradRows-1)*ldc+winogradLanes*blocks-1]
+			_ = a[(k-1)*lda+winogradRows-1]
+			_ = b[(k-1)*ldb+winogradLanes*blocks-1]
+			winogradFilterGemmAVX512(k, blocks, &a[0], lda, &b[0], ldb, &c[0], ldc)
 		},
 	}
 }

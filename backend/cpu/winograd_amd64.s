@@ -203,3 +203,144 @@ gstore:
 gdone:
 	VZEROUPPER
 	RET
+
+// GRADROW stores row (p, q) of A·dy, expanded by Aᵀ: p, p+q, p−q, −q at
+// BX + s·mPlane for s < 4 (0, R9, 2·R9, R10 bytes on), −q by flipping
+// the sign bit with the mask in Z31; then steps BX four planes on.
+#define GRADROW(p, q) \
+	VADDPS  q, p, Z10; VSUBPS q, p, Z11; VPXORD Z31, q, Z12 \
+	VMOVUPS p, (BX); VMOVUPS Z10, (BX)(R9*1); VMOVUPS Z11, (BX)(R9*2); VMOVUPS Z12, (BX)(R10*1) \
+	ADDQ    R11, BX
+
+// func winogradGradAVX512(n int, dy *float32, dyRow, dyCol int, m *float32, mStep, mPlane int)
+//
+// As winogradGradGo: A·dy·Aᵀ of n 2×2 blocks, 2·dyCol floats apart.
+TEXT ·winogradGradAVX512(SB), NOSPLIT, $0-56
+	MOVQ         n+0(FP), CX
+	MOVQ         dy+8(FP), SI
+	MOVQ         dyRow+16(FP), R12
+	SHLQ         $2, R12
+	MOVQ         dyCol+24(FP), R13
+	SHLQ         $2, R13
+	MOVQ         m+32(FP), DI
+	MOVQ         mStep+40(FP), R8
+	SHLQ         $2, R8
+	MOVQ         mPlane+48(FP), R9
+	SHLQ         $2, R9
+	LEAQ         (R9)(R9*2), R10 // 3 planes
+	LEAQ         (R9)(R10*1), R11 // 4 planes
+	MOVL         $0x80000000, AX
+	VPBROADCASTD AX, Z31
+	TESTQ        CX, CX
+	JE           gradone
+
+gradtile:
+	VMOVUPS (SI), Z0        // dy00
+	VMOVUPS (SI)(R13*1), Z1 // dy01
+	LEAQ    (SI)(R12*1), AX
+	VMOVUPS (AX), Z2        // dy10
+	VMOVUPS (AX)(R13*1), Z3 // dy11
+	VADDPS  Z2, Z0, Z4
+	VADDPS  Z3, Z1, Z5
+	VSUBPS  Z2, Z0, Z6
+	VSUBPS  Z3, Z1, Z7
+	VPXORD  Z31, Z2, Z8
+	VPXORD  Z31, Z3, Z9
+	MOVQ    DI, BX
+	GRADROW(Z0, Z1)
+	GRADROW(Z4, Z5)
+	GRADROW(Z6, Z7)
+	GRADROW(Z8, Z9)
+	LEAQ    (SI)(R13*2), SI
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     gradtile
+
+gradone:
+	VZEROUPPER
+	RET
+
+// func winogradFilterGemmAVX512(k, blocks int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+//
+// As winogradFilterGemmGo: 8 rows of c, blocks of 16 columns, each
+// element adding Σ_p a[p·lda + i]·b[p·ldb + j] in p order. Z0–Z7 hold a
+// block's rows, Z8 a row of b; the 8 elements of a's row p are
+// broadcast by the multiply-adds.
+TEXT ·winogradFilterGemmAVX512(SB), NOSPLIT, $0-64
+	MOVQ  k+0(FP), DX
+	MOVQ  blocks+8(FP), CX
+	MOVQ  a+16(FP), SI
+	MOVQ  lda+24(FP), R12
+	SHLQ  $2, R12
+	MOVQ  b+32(FP), DI
+	MOVQ  ldb+40(FP), R8
+	SHLQ  $2, R8
+	MOVQ  c+48(FP), R9
+	MOVQ  ldc+56(FP), R10
+	SHLQ  $2, R10
+	TESTQ CX, CX
+	JE    fgdone
+
+fgblock:
+	MOVQ    R9, R15
+	VMOVUPS (R15), Z0
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z1
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z2
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z3
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z4
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z5
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z6
+	ADDQ    R10, R15
+	VMOVUPS (R15), Z7
+	MOVQ    SI, AX
+	MOVQ    DI, R11
+	MOVQ    DX, R14
+	TESTQ   R14, R14
+	JE      fgstore
+
+fgloop:
+	VMOVUPS          (R11), Z8
+	VFMADD231PS.BCST (AX), Z8, Z0
+	VFMADD231PS.BCST 4(AX), Z8, Z1
+	VFMADD231PS.BCST 8(AX), Z8, Z2
+	VFMADD231PS.BCST 12(AX), Z8, Z3
+	VFMADD231PS.BCST 16(AX), Z8, Z4
+	VFMADD231PS.BCST 20(AX), Z8, Z5
+	VFMADD231PS.BCST 24(AX), Z8, Z6
+	VFMADD231PS.BCST 28(AX), Z8, Z7
+	ADDQ             R12, AX
+	ADDQ             R8, R11
+	DECQ             R14
+	JNZ              fgloop
+
+fgstore:
+	MOVQ    R9, R15
+	VMOVUPS Z0, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z1, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z2, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z3, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z4, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z5, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z6, (R15)
+	ADDQ    R10, R15
+	VMOVUPS Z7, (R15)
+	ADDQ    $64, DI
+	ADDQ    $64, R9
+	DECQ    CX
+	JNZ     fgblock
+
+fgdone:
+	VZEROUPPER
+	RET
