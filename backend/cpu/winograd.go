@@ -48,9 +48,13 @@ const (
 	// chunk of tile rows: small enough to stay in a core's L2.
 	winogradChunkFloats = 1 << 15
 	// winogradGroup is how many samples' filter gradients are summed into
-	// one partial sum; the partial sums are then added in order. It is
-	// fixed, so the bits do not depend on the number of workers.
+	// one partial sum, at least; the partial sums are then added in order.
+	// It depends on the op's shape only, so the bits do not depend on the
+	// number of workers.
 	winogradGroup = 8
+	// winogradPartialFloats bounds the partial sums of one op, in floats
+	// (wide layers take larger groups).
+	winogradPartialFloats = 1 << 23
 )
 
 // winogradOK says whether a float32 convolution's forward pass and input
@@ -278,13 +282,18 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 // Filter gradients on the Winograd path. The gradient of U_ξ is
 // Σ_tiles V_ξᵀ·dM_ξ, with dM = A·dy·Aᵀ the adjoint of the output
 // transform on each 2×2 block of the output gradient; the filters'
-// gradient is then Gᵀ·dU·G. Samples go in fixed groups of winogradGroup,
-// one group to a worker at a time, each summed in order into its own
-// partial dU; winogradFilterFinish adds the partial sums in group order
+// gradient is then Gᵀ·dU·G. Samples go in groups (of winogradGroup, more
+// in wide layers: winogradFilterGroups), one group to a worker at a
+// time, each summed in order into its own partial dU; winogradFilterFinish adds the partial sums in group order
 // and transforms them.
 
-// winogradFilterGroups returns how many sample groups n samples make.
-func winogradFilterGroups(n int) int { return (n + winogradGroup - 1) / winogradGroup }
+// winogradFilterGroups returns how many samples a group of a filter
+// gradient's samples holds, and how many groups there are.
+func winogradFilterGroups(s backend.ConvShape) (size, groups int) {
+	most := max(1, winogradPartialFloats/(16*s.C*s.OC))
+	size = max(winogradGroup, (s.N+most-1)/most)
+	return size, (s.N + size - 1) / size
+}
 
 // winogradFilterPart computes the partial dU of sample groups [lo, hi)
 // into the backend's winogradPartials.
@@ -312,10 +321,11 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 	ws.winogradY = grow(ws.winogradY, h*w*cout)
 	v, m, dyc := ws.winogradV, ws.winogradM, ws.winogradY
 	in, out := cin*h*w, cout*h*w
+	group, _ := winogradFilterGroups(s)
 	for g := lo; g < hi; g++ {
 		du := b.winogradPartials[g*size:][:size]
 		clear(du)
-		for n := g * winogradGroup; n < min(s.N, (g+1)*winogradGroup); n++ {
+		for n := g * group; n < min(s.N, (g+1)*group); n++ {
 			// The input x travels in the w slot.
 			padChannelsLast(b.direct.transpose, xp, t.w[n*in:(n+1)*in], tmp, cin, h, w, 1)
 			transposeRows(b.direct.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
@@ -345,7 +355,8 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 func (b *Backend[T]) winogradFilterFinish(ws *workerScratch[T], t convTask[float32], c0, c1 int) {
 	s := t.s
 	cin, cout := s.C, s.OC
-	size, groups := 16*cin*cout, winogradFilterGroups(s.N)
+	size := 16 * cin * cout
+	_, groups := winogradFilterGroups(s)
 	add := b.vec.add
 	if add == nil {
 		add = addPart[float32]
