@@ -12,9 +12,10 @@
 // Where things are: gemm.go, the packed float32 GEMM and its micro-kernel
 // references; conv.go, convolutions (implicit GEMM for stride 1, phase
 // splits for larger strides, im2col otherwise), pooling and shortcuts;
-// filtergrad.go and direct.go, filter gradients; vector.go, the SIMD loops
-// of the memory-bound ops; bnrows.go, batch norm of feature vectors;
-// pool.go, the workers; kernel*_amd64.s and
+// filtergrad.go and direct.go, filter gradients; winograd.go, Winograd
+// convolutions of 3×3 stride-1 layers (all three directions); vector.go,
+// the SIMD loops of the memory-bound ops; bnrows.go, batch norm of feature
+// vectors; pool.go, the workers; kernel*_amd64.s, winograd_amd64.s and
 // vector_amd64.s, the assembly, each routine documented by the Go loop it
 // must match.
 package cpu
@@ -125,7 +126,7 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
 			if b.direct = simdDirectKernels(avx512); b.direct != nil {
 				b.winograd = simdWinogradKernels(avx512)
-				b.convName = "AVX-512 assembly (3×3 stride-1 layers of 16k channels: Winograd F(2×2,3×3); filter gradients: AVX-512 channels-last where the channels allow, else AVX2+FMA)"
+				b.convName = "AVX-512 assembly (Winograd F(2×2,3×3) for 3×3 stride-1 layers of 16k channels; other filter gradients channels-last where the channels allow, else AVX2+FMA)"
 			}
 			b.vec = simdVectorOps()
 		}

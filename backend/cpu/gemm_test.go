@@ -393,7 +393,9 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 
 // BenchmarkConv reports GFLOP/s of the three convolution ops on the
 // layer shapes of VGG-5 and ResNet-20 (16 samples, one worker per
-// GOMAXPROCS), with the best convolution kernels and with AVX2 only.
+// GOMAXPROCS), counting a direct convolution's multiply-adds whatever the
+// path: with the AVX-512 kernels and Winograd, with the AVX-512 kernels
+// only, and with AVX2 only.
 func BenchmarkConv(b *testing.B) {
 	for _, k := range []struct {
 		name             string
