@@ -742,7 +742,7 @@ func (b *Backend[T]) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend
 		return
 	}
 	t := convTask[T]{s: s, out: v[0], in: v[1], w: v[2]}
-	if _, ok := any(v[0]).([]float32); ok && b.winogradOK(s) && s.N > 0 {
+	if _, ok := any(v[0]).([]float32); ok && b.winogradFilterOK(s) && s.N > 0 {
 		_, groups := winogradFilterGroups(s)
 		b.winogradPartials = grow(b.winogradPartials, groups*16*s.C*s.OC)
 		b.pool.run(b, task[T]{kind: taskWinogradFilterGrad, cv: t}, groups)

@@ -65,6 +65,14 @@ func (b *Backend[T]) winogradOK(s backend.ConvShape) bool {
 		s.C%winogradLanes == 0 && s.OC%winogradLanes == 0 && s.C > 0 && s.OC > 0
 }
 
+// winogradFilterOK says whether a float32 convolution's filter gradient
+// runs on the Winograd path: as winogradOK, on images of at least 4×4.
+// On a 2×2 image (one tile) a corner tap's one term comes out as a
+// difference of whole-tile sums, with little relative accuracy left.
+func (b *Backend[T]) winogradFilterOK(s backend.ConvShape) bool {
+	return b.winogradOK(s) && s.H >= 4 && s.W >= 4
+}
+
 // winogradInputGo is the reference of the input transform: for tiles
 // j < n and lanes l < 16, with d[r][s] = x[2j·xCol + r·xRow + s·xCol + l],
 // it sets v[ξ·vPlane + j·vStep + l] = (Bᵀ·d·B)[ξ/4][ξ%4], rows of d
