@@ -33,8 +33,8 @@ const (
 
 // directKernels are the channels-last kernels.
 type directKernels struct {
-	// transpose does what transposeGo does for 16×16 blocks.
-	transpose func(dst []float32, ldd int, src []float32, lds int)
+	// transpose does what transposeGo does.
+	transpose func(dst []float32, ldd int, src []float32, lds int, blocks int)
 	// filter does what filterGo does.
 	filter func(rows, cols int, dy []float32, dyRow, dyPlane int, x []float32, xRow, xCol int, acc []float32)
 }
@@ -64,10 +64,11 @@ func (b *Backend[T]) directFilterOK(s backend.ConvShape) bool {
 }
 
 // transposeGo is the reference of the block transpose: dst[j·ldd+i] =
-// src[i·lds+j] for i, j < 16.
-func transposeGo(dst []float32, ldd int, src []float32, lds int) {
+// src[i·lds+j] for i < 16 and j < 16·blocks, blocks of 16×16 side by side
+// in src becoming blocks one above the other in dst.
+func transposeGo(dst []float32, ldd int, src []float32, lds int, blocks int) {
 	for i := 0; i < 16; i++ {
-		for j, v := range src[i*lds:][:16] {
+		for j, v := range src[i*lds:][:16*blocks] {
 			dst[j*ldd+i] = v
 		}
 	}
@@ -76,12 +77,10 @@ func transposeGo(dst []float32, ldd int, src []float32, lds int) {
 // transposeRows sets dst[q·ldd + r] = src[r·lds + q] for r < rows and
 // q < cols, in 16×16 blocks where both sides allow and element by element
 // at the edges.
-func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst []float32, ldd int, src []float32, lds, rows, cols int) {
+func transposeRows(t func(dst []float32, ldd int, src []float32, lds int, blocks int), dst []float32, ldd int, src []float32, lds, rows, cols int) {
 	r16, q16 := rows/16*16, cols/16*16
-	for r := 0; r < r16; r += 16 {
-		for q := 0; q < q16; q += 16 {
-			t(dst[q*ldd+r:], ldd, src[r*lds+q:], lds)
-		}
+	for r := 0; r < r16 && q16 > 0; r += 16 {
+		t(dst[r:], ldd, src[r*lds:], lds, q16/16)
 	}
 	if r16 == rows && q16 == cols {
 		return // no edges
@@ -103,7 +102,7 @@ func transposeRows(t func(dst []float32, ldd int, src []float32, lds int), dst [
 // it once for every sample). Rows narrower than a 16×16 transpose go
 // through tmp (cin·h·w floats) instead: the whole sample transposed at
 // once, then each row copied into place.
-func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int), xp, x, tmp []float32, cin, h, w, pad int) {
+func padChannelsLast(t func(dst []float32, ldd int, src []float32, lds int, blocks int), xp, x, tmp []float32, cin, h, w, pad int) {
 	wp := w + 2*pad
 	whole := w < 16 && h*w >= 16 && len(tmp) >= cin*h*w
 	if whole {

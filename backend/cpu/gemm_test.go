@@ -331,13 +331,16 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			dk.filter(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, got)
 			filterGo(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, want)
 			close("direct filter-gradient kernel", got, want)
-			const ldd, lds = 19, 23
-			src := randVals(rng, 15*lds+16)
-			gotT, wantT := make([]float32, 15*ldd+16), make([]float32, 15*ldd+16)
-			dk.transpose(gotT, ldd, src, lds)
-			transposeGo(wantT, ldd, src, lds)
-			if !equal(gotT, wantT) {
-				t.Fatalf("16×16 transpose: %v, want %v", gotT, wantT)
+			const ldd, lds = 19, 53
+			for _, blocks := range []int{1, 3} {
+				src := randVals(rng, 15*lds+16*blocks)
+				dst0 := randVals(rng, (16*blocks-1)*ldd+16)
+				gotT, wantT := append([]float32(nil), dst0...), append([]float32(nil), dst0...)
+				dk.transpose(gotT, ldd, src, lds, blocks)
+				transposeGo(wantT, ldd, src, lds, blocks)
+				if !equal(gotT, wantT) {
+					t.Fatalf("%d 16×16 transposes: %v, want %v", blocks, gotT, wantT)
+				}
 			}
 		}
 		if wk := be.winograd; wk != nil {

@@ -10,10 +10,10 @@ func kernel8x16OffsetsAVX512(k int, a, b *float32, offs *int64, c *float32, ldc,
 //go:noescape
 func kernel8x16Offsets2RowsAVX512(k int, a, b *float32, offs *int64, gap int, c *float32, ldc, add int)
 
-// transpose16x16AVX512 is implemented in kernel512_amd64.s.
+// transposeBlocksAVX512 is implemented in kernel512_amd64.s.
 //
 //go:noescape
-func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)
+func transposeBlocksAVX512(dst *float32, ldd int, src *float32, lds int, blocks int)
 
 // filterNCHW8x16AVX512 is implemented in kernel512_amd64.s.
 //

@@ -100,49 +100,60 @@ loop2:
 store2:
 	STORE8(addstore2)
 
-// func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)
+// func transposeBlocksAVX512(dst *float32, ldd int, src *float32, lds int, blocks int)
 //
-// dst[j*ldd+i] = src[i*lds+j] for i, j < 16: a 16×16 block transposed in
-// registers. Rows go to Z0–Z15; unpacking pairs of rows, then 64-bit and
-// 128-bit shuffles leave column c of the block in one register.
-TEXT ·transpose16x16AVX512(SB), NOSPLIT, $0-32
-	MOVQ    dst+0(FP), DI
-	MOVQ    ldd+8(FP), DX
-	SHLQ    $2, DX
-	MOVQ    src+16(FP), SI
-	MOVQ    lds+24(FP), CX
-	SHLQ    $2, CX
-	VMOVUPS (SI), Z0
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z1
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z2
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z3
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z4
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z5
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z6
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z7
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z8
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z9
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z10
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z11
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z12
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z13
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z14
-	ADDQ    CX, SI
-	VMOVUPS (SI), Z15
+// dst[(16b+j)*ldd+i] = src[i*lds+16b+j] for i, j < 16 and b < blocks:
+// 16×16 blocks side by side in src transposed into blocks one above the
+// other in dst, each in registers. A block's rows go to Z0–Z15; unpacking
+// pairs of rows, then 64-bit and 128-bit shuffles leave column c of the
+// block in one register. (Building the registers from 128-bit chunks of
+// four rows, so that the loads make the lane moves, was slower: it reads
+// each line of a plane four times, and the 16 planes share L1 sets.)
+TEXT ·transposeBlocksAVX512(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), DI
+	MOVQ  ldd+8(FP), DX
+	SHLQ  $2, DX
+	MOVQ  src+16(FP), SI
+	MOVQ  lds+24(FP), CX
+	SHLQ  $2, CX
+	MOVQ  blocks+32(FP), R14
+	TESTQ R14, R14
+	JE    tdone
+
+tblock:
+	MOVQ    DI, R13
+	MOVQ    SI, R11
+	VMOVUPS (R11), Z0
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z1
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z2
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z3
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z4
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z5
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z6
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z7
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z8
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z9
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z10
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z11
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z12
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z13
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z14
+	ADDQ    CX, R11
+	VMOVUPS (R11), Z15
 
 	// Pairs of rows, per 128-bit lane L: Z16+2p = (r[4L], r'[4L], r[4L+1],
 	// r'[4L+1]) and Z17+2p the same for elements 4L+2, 4L+3.
@@ -218,37 +229,43 @@ TEXT ·transpose16x16AVX512(SB), NOSPLIT, $0-32
 	VSHUFF32X4 $0xDD, Z30, Z22, Z14
 	VSHUFF32X4 $0xDD, Z31, Z23, Z15
 
-	VMOVUPS Z0, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z1, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z2, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z3, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z4, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z5, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z6, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z7, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z8, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z9, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z10, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z11, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z12, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z13, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z14, (DI)
-	ADDQ    DX, DI
-	VMOVUPS Z15, (DI)
+	VMOVUPS Z0, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z1, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z2, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z3, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z4, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z5, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z6, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z7, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z8, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z9, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z10, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z11, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z12, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z13, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z14, (R13)
+	ADDQ    DX, R13
+	VMOVUPS Z15, (R13)
+	ADDQ    $64, SI     // the next block of src
+	LEAQ    (R13)(DX*1), DI // and of dst
+	DECQ    R14
+	JNZ     tblock
+
+tdone:
 	VZEROUPPER
 	RET
 

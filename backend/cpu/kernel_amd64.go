@@ -57,10 +57,13 @@ func simdDirectKernels(avx512 bool) *directKernels {
 		return nil
 	}
 	return &directKernels{
-		transpose: func(dst []float32, ldd int, src []float32, lds int) {
-			_ = dst[15*ldd+15]
-			_ = src[15*lds+15]
-			transpose16x16AVX512(&dst[0], ldd, &src[0], lds)
+		transpose: func(dst []float32, ldd int, src []float32, lds int, blocks int) {
+			if blocks <= 0 {
+				return
+			}
+			_ = dst[(16*blocks-1)*ldd+15]
+			_ = src[15*lds+16*blocks-1]
+			transposeBlocksAVX512(&dst[0], ldd, &src[0], lds, blocks)
 		},
 		filter: func(rows, cols int, dy []float32, dyRow, dyPlane int, x []float32, xRow, xCol int, acc []float32) {
 			_ = acc[directRows*directCols-1]
