@@ -504,3 +504,45 @@ func TestConvRandomShapesMatchFloat64(t *testing.T) {
 		}
 	}
 }
+
+// The Winograd path takes exactly the layers it is meant for: 3×3,
+// stride 1, padding 1, even sizes, channels in multiples of 16 (filter
+// gradients from 4×4 images up), on processors with AVX-512.
+func TestWinogradTakesTheLayersItShould(t *testing.T) {
+	be := newBackend[float32](1, true, true)
+	defer be.Close()
+	if be.winograd == nil {
+		t.Skip("no AVX-512: the Winograd path is off")
+	}
+	conv := func(n, c, h, w, oc, k, stride, pad int) backend.ConvShape {
+		return backend.ConvShape{N: n, C: c, H: h, W: w, OC: oc, KH: k, KW: k, Stride: stride, Pad: pad}
+	}
+	for _, l := range []struct {
+		s           backend.ConvShape
+		fwd, filter bool
+	}{
+		{conv(128, 16, 32, 32, 16, 3, 1, 1), true, true}, // ResNet-20's stages
+		{conv(128, 32, 16, 16, 32, 3, 1, 1), true, true},
+		{conv(128, 64, 8, 8, 64, 3, 1, 1), true, true},
+		{conv(100, 64, 32, 32, 128, 3, 1, 1), true, true}, // VGG-5's
+		{conv(2, 16, 2, 2, 16, 3, 1, 1), true, false},     // one tile
+		{conv(128, 3, 32, 32, 16, 3, 1, 1), false, false}, // a first layer
+		{conv(128, 16, 32, 32, 32, 3, 2, 1), false, false},
+		{conv(128, 16, 31, 32, 16, 3, 1, 1), false, false},
+		{conv(128, 16, 32, 32, 8, 3, 1, 1), false, false},
+		{conv(128, 16, 32, 32, 16, 3, 1, 0), false, false},
+		{conv(128, 16, 32, 32, 16, 5, 1, 1), false, false},
+	} {
+		if got := be.winogradOK(l.s); got != l.fwd {
+			t.Errorf("%+v: Winograd forward and input gradient %v, want %v", l.s, got, l.fwd)
+		}
+		if got := be.winogradFilterOK(l.s); got != l.filter {
+			t.Errorf("%+v: Winograd filter gradient %v, want %v", l.s, got, l.filter)
+		}
+	}
+	avx2 := newBackend[float32](1, true, false)
+	defer avx2.Close()
+	if avx2.winograd != nil {
+		t.Error("the Winograd path is on without the AVX-512 kernels")
+	}
+}
