@@ -234,28 +234,41 @@ func (b *Backend[T]) transformFilters(w []float32, cin, cout int, flip bool) {
 // sample; see winogradConv.
 type winogradPadding struct{ cin, h, w int }
 
+// winogradPadded copies the sample x (cin×h×w) into the worker's
+// zero-padded channels-last buffer, [h+2][w+2][cin], and returns it. The
+// padding is zeroed when the geometry changes; samples only overwrite the
+// interior.
+func (b *Backend[T]) winogradPadded(ws *workerScratch[T], x []float32, cin, h, w int) []float32 {
+	if ws.winogradGeom != (winogradPadding{cin, h, w}) {
+		ws.winogradPad = grow(ws.winogradPad, (h+2)*(w+2)*cin)
+		clear(ws.winogradPad)
+		ws.winogradGeom = winogradPadding{cin, h, w}
+	}
+	var tmp []float32
+	if w < 16 {
+		tmp = ws.matrixBuf(cin * h * w)
+	}
+	padChannelsLast(b.direct.transpose, ws.winogradPad, x, tmp, cin, h, w, 1)
+	return ws.winogradPad
+}
+
+// winogradChunk returns the tiles per row and rows of tiles of an h×w
+// image, and how many rows of tiles one chunk holds so that its
+// transformed tiles and products (16·(cin+cout) floats a tile) stay in
+// cache.
+func winogradChunk(cin, cout, h, w int) (tw, th, chunkRows int) {
+	tw, th = w/2, h/2
+	return tw, th, max(1, min(th, winogradChunkFloats/(16*(cin+cout)*tw)))
+}
+
 // winogradConv computes one sample y (cout×h×w) of the 3×3, stride-1,
 // padding-1 convolution of x (cin×h×w) with filters transformed into u by
 // winogradFilters.
 func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, h, w int, x, y []float32) {
 	k := b.winograd
-	hp, wp := h+2, w+2
-	if ws.winogradGeom != (winogradPadding{cin, h, w}) {
-		// The padding is zeroed here once; samples only overwrite the
-		// interior.
-		ws.winogradPad = grow(ws.winogradPad, hp*wp*cin)
-		clear(ws.winogradPad)
-		ws.winogradGeom = winogradPadding{cin, h, w}
-	}
-	xp := ws.winogradPad
-	var tmp []float32
-	if w < 16 {
-		tmp = ws.matrixBuf(cin * h * w)
-	}
-	padChannelsLast(b.direct.transpose, xp, x, tmp, cin, h, w, 1)
-
-	tw, th := w/2, h/2 // tiles per row, rows of tiles
-	chunkRows := max(1, min(th, winogradChunkFloats/(16*(cin+cout)*tw)))
+	wp := w + 2
+	xp := b.winogradPadded(ws, x, cin, h, w)
+	tw, th, chunkRows := winogradChunk(cin, cout, h, w)
 	tiles8 := roundUp(chunkRows*tw, winogradRows)
 	// The 16 planes of V and of M are a cache line more than their size
 	// apart: at a multiple of 4 KiB they would share the L1 sets their
@@ -309,19 +322,8 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 	s, k := t.s, b.winograd
 	cin, cout, h, w := s.C, s.OC, s.H, s.W
 	size := 16 * cin * cout
-	hp, wp := h+2, w+2
-	if ws.winogradGeom != (winogradPadding{cin, h, w}) {
-		ws.winogradPad = grow(ws.winogradPad, hp*wp*cin)
-		clear(ws.winogradPad)
-		ws.winogradGeom = winogradPadding{cin, h, w}
-	}
-	xp := ws.winogradPad
-	var tmp []float32
-	if w < 16 {
-		tmp = ws.matrixBuf(cin * h * w)
-	}
-	tw, th := w/2, h/2
-	chunkRows := max(1, min(th, winogradChunkFloats/(16*(cin+cout)*tw)))
+	wp := w + 2
+	tw, th, chunkRows := winogradChunk(cin, cout, h, w)
 	tiles := chunkRows * tw
 	vPlane, mPlane := tiles*cin+winogradLanes, tiles*cout+winogradLanes
 	ws.winogradV = grow(ws.winogradV, 16*vPlane)
@@ -335,7 +337,7 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 		clear(du)
 		for n := g * group; n < min(s.N, (g+1)*group); n++ {
 			// The input x travels in the w slot.
-			padChannelsLast(b.direct.transpose, xp, t.w[n*in:(n+1)*in], tmp, cin, h, w, 1)
+			xp := b.winogradPadded(ws, t.w[n*in:(n+1)*in], cin, h, w)
 			transposeRows(b.direct.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
 			for ti0 := 0; ti0 < th; ti0 += chunkRows {
 				rows := min(chunkRows, th-ti0)

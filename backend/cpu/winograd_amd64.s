@@ -125,6 +125,22 @@ outdone:
 	VZEROUPPER
 	RET
 
+// LOADROWS8 loads Z0–Z7 from the 8 rows of 16 floats at R9, R10 bytes
+// apart (using R15); STOREROWS8 stores them there.
+#define LOADROWS8 \
+	MOVQ    R9, R15 \
+	VMOVUPS (R15), Z0; ADDQ R10, R15; VMOVUPS (R15), Z1; ADDQ R10, R15 \
+	VMOVUPS (R15), Z2; ADDQ R10, R15; VMOVUPS (R15), Z3; ADDQ R10, R15 \
+	VMOVUPS (R15), Z4; ADDQ R10, R15; VMOVUPS (R15), Z5; ADDQ R10, R15 \
+	VMOVUPS (R15), Z6; ADDQ R10, R15; VMOVUPS (R15), Z7
+
+#define STOREROWS8 \
+	MOVQ    R9, R15 \
+	VMOVUPS Z0, (R15); ADDQ R10, R15; VMOVUPS Z1, (R15); ADDQ R10, R15 \
+	VMOVUPS Z2, (R15); ADDQ R10, R15; VMOVUPS Z3, (R15); ADDQ R10, R15 \
+	VMOVUPS Z4, (R15); ADDQ R10, R15; VMOVUPS Z5, (R15); ADDQ R10, R15 \
+	VMOVUPS Z6, (R15); ADDQ R10, R15; VMOVUPS Z7, (R15)
+
 // func winogradGemmAVX512(blocks, k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 //
 // As winogradGemmGo: blocks of 8 rows of c, 16 wide. Z0–Z7 accumulate a
@@ -179,22 +195,7 @@ gloop:
 	JNZ              gloop
 
 gstore:
-	MOVQ    R9, R15
-	VMOVUPS Z0, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z1, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z2, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z3, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z4, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z5, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z6, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z7, (R15)
+	STOREROWS8
 	LEAQ    (SI)(R12*8), SI
 	LEAQ    (R9)(R10*8), R9
 	DECQ    CX
@@ -282,22 +283,7 @@ TEXT ·winogradFilterGemmAVX512(SB), NOSPLIT, $0-64
 	JE    fgdone
 
 fgblock:
-	MOVQ    R9, R15
-	VMOVUPS (R15), Z0
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z1
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z2
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z3
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z4
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z5
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z6
-	ADDQ    R10, R15
-	VMOVUPS (R15), Z7
+	LOADROWS8
 	MOVQ    SI, AX
 	MOVQ    DI, R11
 	MOVQ    DX, R14
@@ -320,22 +306,7 @@ fgloop:
 	JNZ              fgloop
 
 fgstore:
-	MOVQ    R9, R15
-	VMOVUPS Z0, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z1, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z2, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z3, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z4, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z5, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z6, (R15)
-	ADDQ    R10, R15
-	VMOVUPS Z7, (R15)
+	STOREROWS8
 	ADDQ    $64, DI
 	ADDQ    $64, R9
 	DECQ    CX
