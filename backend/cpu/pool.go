@@ -91,9 +91,15 @@ type task[T Float] struct {
 	sc     backend.ShortcutShape
 	pool   backend.PoolShape
 	planes planeShape
-	// wf is the weights whose Winograd transforms a
-	// taskWinogradFilters computes (cv.winograd says flip).
-	wf []float32
+	wf     winogradFilterTask
+}
+
+// winogradFilterTask describes a Winograd filter transform (see
+// winogradFilters); input channels are the units.
+type winogradFilterTask struct {
+	w         []float32
+	cin, cout int
+	flip      bool
 }
 
 // planeShape is n samples of c channel planes of spatial values each.
@@ -135,9 +141,10 @@ type workerScratch[T Float] struct {
 	implicitPad  []float32
 	implicitOffs []int64
 	implicit     implicitPadding
-	// winogradPad is winogradConv's channels-last padded sample, for the
-	// geometry winogradGeom; winogradV, winogradM and winogradY hold a
-	// chunk's transformed tiles, products and output rows.
+	// winogradPad is the Winograd paths' channels-last padded sample, for
+	// the geometry winogradGeom (see winogradPadded); winogradV, winogradM
+	// and winogradY hold a chunk's transformed tiles, products and output
+	// (or output-gradient) rows.
 	winogradPad                     []float32
 	winogradGeom                    winogradPadding
 	winogradV, winogradM, winogradY []float32
@@ -317,7 +324,7 @@ func (b *Backend[T]) exec(s *workerScratch[T], t task[T]) {
 	case taskConvBackwardFilter:
 		b.convBackwardFilterPart(s, t.cv, t.lo, t.hi)
 	case taskWinogradFilters:
-		winogradFilters(b.winogradU, t.wf, t.cv.s.C, t.cv.s.OC, t.cv.winograd, t.lo, t.hi)
+		winogradFilters(b.winogradU, t.wf.w, t.wf.cin, t.wf.cout, t.wf.flip, t.lo, t.hi)
 	case taskWinogradFilterGrad:
 		b.winogradFilterPart(s, any(t.cv).(convTask[float32]), t.lo, t.hi)
 	case taskWinogradFilterFinish:

@@ -3,9 +3,10 @@ package cpu
 import "iterbin/backend"
 
 // Winograd F(2×2, 3×3) convolutions, on processors with AVX-512: the
-// forward pass and the input gradient of 3×3, stride-1, padding-1 layers
-// with even sizes and channels in multiples of 16 (every such layer of
-// ResNet-20 and VGG-5 but the first). A 2×2 block of outputs of one
+// forward pass, the input gradient and (from 4×4 images up) the filter
+// gradient of 3×3, stride-1, padding-1 layers with even sizes and
+// channels in multiples of 16 (every such layer of ResNet-20 and VGG-5
+// but the first). A 2×2 block of outputs of one
 // output channel takes 16 multiplies per input channel instead of 36:
 //
 //	Y = Aᵀ·[ Σ_c (G·g·Gᵀ) ⊙ (Bᵀ·d·B) ]·A
@@ -24,14 +25,14 @@ import "iterbin/backend"
 // and transposes those rows into the output's NCHW planes. The filters are
 // transformed once per op and shared.
 //
-// The transforms are additions and subtractions only (G's halves are
-// exact), so rounding stays that of a direct convolution's sums, within a
-// few ulps; every order is fixed, so results do not depend on the number
-// of workers.
+// The transforms only add and subtract (G's halves are exact), so the
+// errors stay those of a direct convolution's sums (the README gives the
+// measurements); every order is fixed, so results do not depend on the
+// number of workers.
 
 // winogradKernels are the Winograd convolution's kernels; each does what
-// its Go reference (winogradInputGo, winogradOutputGo, winogradGemmGo)
-// does.
+// its Go reference (winogradInputGo, winogradOutputGo, winogradGemmGo,
+// winogradGradGo, winogradFilterGemmGo) does.
 type winogradKernels struct {
 	input  func(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int)
 	output func(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int)
@@ -227,11 +228,11 @@ func winogradFilters(u, w []float32, cin, cout int, flip bool, c0, c1 int) {
 // input channels.
 func (b *Backend[T]) transformFilters(w []float32, cin, cout int, flip bool) {
 	b.winogradU = grow(b.winogradU, 16*cin*cout)
-	b.pool.run(b, task[T]{kind: taskWinogradFilters, cv: convTask[T]{s: backend.ConvShape{C: cin, OC: cout}, winograd: flip}, wf: w}, cin)
+	b.pool.run(b, task[T]{kind: taskWinogradFilters, wf: winogradFilterTask{w: w, cin: cin, cout: cout, flip: flip}}, cin)
 }
 
 // winogradPadding is the geometry of a worker's channels-last padded
-// sample; see winogradConv.
+// sample; see winogradPadded.
 type winogradPadding struct{ cin, h, w int }
 
 // winogradPadded copies the sample x (cin×h×w) into the worker's
@@ -300,13 +301,13 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 	}
 }
 
-// Filter gradients on the Winograd path. The gradient of U_ξ is
-// Σ_tiles V_ξᵀ·dM_ξ, with dM = A·dy·Aᵀ the adjoint of the output
-// transform on each 2×2 block of the output gradient; the filters'
-// gradient is then Gᵀ·dU·G. Samples go in groups (of winogradGroup, more
-// in wide layers: winogradFilterGroups), one group to a worker at a
-// time, each summed in order into its own partial dU; winogradFilterFinish adds the partial sums in group order
-// and transforms them.
+// Filter gradients on the Winograd path. The gradient of U_ξ is Σ_tiles
+// V_ξᵀ·dM_ξ, with dM = A·dy·Aᵀ the adjoint of the output transform on
+// each 2×2 block of the output gradient; the filters' gradient is then
+// Gᵀ·dU·G. Samples go in groups (of winogradGroup, more in wide layers:
+// winogradFilterGroups), one group to a worker at a time, each summed in
+// order into its own partial dU; winogradFilterFinish adds the partial
+// sums in group order and transforms them.
 
 // winogradFilterGroups returns how many samples a group of a filter
 // gradient's samples holds, and how many groups there are.
