@@ -60,8 +60,8 @@ type Backend[T Float] struct {
 	// direct holds the channels-last filter-gradient kernel (direct.go),
 	// nil where the processor lacks it.
 	direct *directKernels
-	// winograd holds the Winograd convolution's kernels (winograd.go),
-	// nil where the processor lacks them; winogradU holds an op's
+	// winograd holds the Winograd convolution's kernels (winograd.go,
+	// AVX-512 or AVX2), nil where the processor lacks them; winogradU holds an op's
 	// transformed filters.
 	winograd  *winogradKernels
 	winogradU []float32
@@ -125,8 +125,10 @@ func newBackend[T Float](workers int, simd, avx512 bool) *Backend[T] {
 			b.kernel, b.kernelName = k, name
 			b.implicit, b.dot, b.convName = simdConvKernels(avx512)
 			if b.direct = simdDirectKernels(avx512); b.direct != nil {
-				b.winograd = simdWinogradKernels(avx512)
-				b.convName = "AVX-512 assembly (Winograd F(2×2,3×3) for 3×3 stride-1 layers of 16k channels; other filter gradients channels-last where the channels allow, else AVX2+FMA)"
+				b.convName = "AVX-512 assembly (filter gradients: AVX-512 channels-last where the channels allow, else AVX2+FMA)"
+			}
+			if b.winograd = simdWinogradKernels(avx512); b.winograd != nil {
+				b.convName += "; Winograd F(2×2,3×3) in " + b.winograd.name + " for 3×3 stride-1 layers of 16k channels"
 			}
 			b.vec = simdVectorOps()
 		}

@@ -147,11 +147,14 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 			}
 		}
 		want, abs := ops(x, w, dy), ops(absVals(x), absVals(w), absVals(dy))
-		var first [][]float32
+		// The first results of each kernel set (simd, avx512): other kernels
+		// round differently (no FMA, other lanes), the same kernels on any
+		// number of workers give the same bits.
+		first := map[[2]bool][][]float32{}
 		for _, cfg := range []struct {
 			workers      int
 			simd, avx512 bool
-		}{{1, true, true}, {2, true, true}, {3, true, true}, {2, false, false}, {2, true, false}} {
+		}{{1, true, true}, {2, true, true}, {3, true, true}, {2, false, false}, {1, true, false}, {2, true, false}, {3, true, false}} {
 			workers := cfg.workers
 			b := newBackend[float32](workers, cfg.simd, cfg.avx512)
 			y, dx, dw := b.Alloc(out), b.Alloc(in), b.Alloc(wn)
@@ -178,15 +181,13 @@ func TestConvFloat32MatchesFloat64AndIsThreadIndependent(t *testing.T) {
 					}
 				}
 			}
-			if !cfg.simd || !cfg.avx512 {
-				continue // other kernels round differently (no FMA, other lanes)
-			}
-			if first == nil {
-				first = got
+			set := [2]bool{cfg.simd, cfg.avx512}
+			if first[set] == nil {
+				first[set] = got
 			}
 			for op := range got {
-				if !equal(first[op], got[op]) {
-					t.Fatalf("%+v op %d: %d workers gave other bits than 1", s, op, workers)
+				if !equal(first[set][op], got[op]) {
+					t.Fatalf("%+v op %d, kernels %v: %d workers gave other bits than 1", s, op, set, workers)
 				}
 			}
 		}
@@ -344,6 +345,17 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			}
 		}
 		if wk := be.winograd; wk != nil {
+			const ldd, lds = 19, 53
+			for _, blocks := range []int{1, 3} {
+				src := randVals(rng, 15*lds+16*blocks)
+				dst0 := randVals(rng, (16*blocks-1)*ldd+16)
+				gotT, wantT := append([]float32(nil), dst0...), append([]float32(nil), dst0...)
+				wk.transpose(gotT, ldd, src, lds, blocks)
+				transposeGo(wantT, ldd, src, lds, blocks)
+				if !equal(gotT, wantT) {
+					t.Fatalf("%s: %d 16×16 transposes: %v, want %v", wk.name, blocks, gotT, wantT)
+				}
+			}
 			// The transforms add and subtract in the references' order:
 			// the same bits. Untouched elements between stay as they were.
 			const n, xRow, xCol, vStep, vPlane = 5, 300, 20, 24, 130
@@ -351,45 +363,45 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			v0 := randVals(rng, 15*vPlane+(n-1)*vStep+16)
 			got, want := append([]float32(nil), v0...), append([]float32(nil), v0...)
 			wk.input(n, x, xRow, xCol, got, vStep, vPlane)
-			winogradInputGo(n, x, xRow, xCol, want, vStep, vPlane)
+			winogradInputGo(wk.lanes, n, x, xRow, xCol, want, vStep, vPlane)
 			if !equal(got, want) {
-				t.Fatal("Winograd input transform differs from winogradInputGo")
+				t.Fatal(wk.name + ": " + "Winograd input transform differs from winogradInputGo")
 			}
 			const yRow, yCol = 200, 17
 			y0 := randVals(rng, 2*(n-1)*yCol+yRow+yCol+16)
 			got, want = append([]float32(nil), y0...), append([]float32(nil), y0...)
 			wk.output(n, v0, vStep, vPlane, got, yRow, yCol)
-			winogradOutputGo(n, v0, vStep, vPlane, want, yRow, yCol)
+			winogradOutputGo(wk.lanes, n, v0, vStep, vPlane, want, yRow, yCol)
 			if !equal(got, want) {
-				t.Fatal("Winograd output transform differs from winogradOutputGo")
+				t.Fatal(wk.name + ": " + "Winograd output transform differs from winogradOutputGo")
 			}
 			const blocks, kk, lda, ldb, ldc = 3, 37, 41, 19, 21
 			ga, gb := randVals(rng, (8*blocks-1)*lda+kk), randVals(rng, (kk-1)*ldb+16)
 			c0 := randVals(rng, (8*blocks-1)*ldc+16)
 			got, want = append([]float32(nil), c0...), append([]float32(nil), c0...)
 			wk.gemm(blocks, kk, ga, lda, gb, ldb, got, ldc)
-			winogradGemmGo(blocks, kk, ga, lda, gb, ldb, want, ldc)
-			close("Winograd matrix-product kernel", got, want)
+			winogradGemmGo(wk.lanes, blocks, kk, ga, lda, gb, ldb, want, ldc)
+			close(wk.name+" Winograd matrix-product kernel", got, want)
 			for i := range c0 {
-				if i%ldc >= 16 && got[i] != c0[i] {
-					t.Fatalf("Winograd matrix-product kernel wrote [%d] between rows", i)
+				if i%ldc >= wk.lanes && got[i] != c0[i] {
+					t.Fatalf("%s Winograd matrix-product kernel wrote [%d] between rows", wk.name, i)
 				}
 			}
 			const dyRow, dyCol = 150, 18
 			dyv := randVals(rng, 2*(n-1)*dyCol+dyRow+dyCol+16)
 			got, want = append([]float32(nil), v0...), append([]float32(nil), v0...)
 			wk.grad(n, dyv, dyRow, dyCol, got, vStep, vPlane)
-			winogradGradGo(n, dyv, dyRow, dyCol, want, vStep, vPlane)
+			winogradGradGo(wk.lanes, n, dyv, dyRow, dyCol, want, vStep, vPlane)
 			if !equal(got, want) {
-				t.Fatal("Winograd output-gradient transform differs from winogradGradGo")
+				t.Fatal(wk.name + ": " + "Winograd output-gradient transform differs from winogradGradGo")
 			}
 			const fblocks, fldb, fldc = 2, 35, 37
 			fa, fb := randVals(rng, (kk-1)*lda+8), randVals(rng, (kk-1)*fldb+16*fblocks)
 			fc0 := randVals(rng, 7*fldc+16*fblocks+5)
 			got, want = append([]float32(nil), fc0...), append([]float32(nil), fc0...)
 			wk.filterGemm(kk, fblocks, fa, lda, fb, fldb, got, fldc)
-			winogradFilterGemmGo(kk, fblocks, fa, lda, fb, fldb, want, fldc)
-			close("Winograd filter-gradient kernel", got, want)
+			winogradFilterGemmGo(wk.lanes, kk, fblocks, fa, lda, fb, fldb, want, fldc)
+			close(wk.name+" Winograd filter-gradient kernel", got, want)
 		}
 		be.Close()
 	}
@@ -404,7 +416,7 @@ func BenchmarkConv(b *testing.B) {
 	for _, k := range []struct {
 		name             string
 		avx512, winograd bool
-	}{{"avx512-winograd", true, true}, {"avx512-implicit", true, false}, {"avx2", false, false}} {
+	}{{"avx512-winograd", true, true}, {"avx512-implicit", true, false}, {"avx2-winograd", false, true}, {"avx2-implicit", false, false}} {
 		be := newBackend[float32](runtime.GOMAXPROCS(0), true, k.avx512)
 		if be.winograd == nil && k.winograd || be.direct == nil && k.avx512 {
 			continue // the processor lacks them
@@ -507,12 +519,12 @@ func TestConvRandomShapesMatchFloat64(t *testing.T) {
 
 // The Winograd path takes exactly the layers it is meant for: 3×3,
 // stride 1, padding 1, even sizes, channels in multiples of 16 (filter
-// gradients from 4×4 images up), on processors with AVX-512.
+// gradients from 4×4 images up), with AVX-512 or else AVX2 kernels.
 func TestWinogradTakesTheLayersItShould(t *testing.T) {
 	be := newBackend[float32](1, true, true)
 	defer be.Close()
 	if be.winograd == nil {
-		t.Skip("no AVX-512: the Winograd path is off")
+		t.Skip("no AVX-512: this test needs both kernel sets")
 	}
 	conv := func(n, c, h, w, oc, k, stride, pad int) backend.ConvShape {
 		return backend.ConvShape{N: n, C: c, H: h, W: w, OC: oc, KH: k, KW: k, Stride: stride, Pad: pad}
@@ -540,9 +552,12 @@ func TestWinogradTakesTheLayersItShould(t *testing.T) {
 			t.Errorf("%+v: Winograd filter gradient %v, want %v", l.s, got, l.filter)
 		}
 	}
+	if be.winograd.lanes != 16 {
+		t.Errorf("AVX-512 Winograd kernels with %d lanes", be.winograd.lanes)
+	}
 	avx2 := newBackend[float32](1, true, false)
 	defer avx2.Close()
-	if avx2.winograd != nil {
-		t.Error("the Winograd path is on without the AVX-512 kernels")
+	if avx2.winograd == nil || avx2.winograd.lanes != 8 {
+		t.Error("no AVX2 Winograd kernels (8 lanes) where the AVX-512 ones run")
 	}
 }

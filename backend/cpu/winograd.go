@@ -34,17 +34,28 @@ import "iterbin/backend"
 // its Go reference (winogradInputGo, winogradOutputGo, winogradGemmGo,
 // winogradGradGo, winogradFilterGemmGo) does.
 type winogradKernels struct {
-	input  func(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int)
-	output func(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int)
-	gemm   func(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
+	// lanes is the channels a vector holds (16 on AVX-512, 8 on AVX2),
+	// name names the instruction set.
+	lanes int
+	name  string
+	// transpose does what transposeGo does: the channels-last copies.
+	transpose func(dst []float32, ldd int, src []float32, lds int, blocks int)
+	input     func(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int)
+	output    func(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int)
+	gemm      func(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
 	// grad and filterGemm serve filter gradients.
 	grad       func(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int)
 	filterGemm func(k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
 }
 
 const (
-	winogradLanes = 16 // channels per vector of the transforms
-	winogradRows  = 8  // tiles per block of the matrix products
+	// winogradChannels: input and output channels come in multiples of
+	// it (of either kernel set's lanes and of the 16×16 transposes).
+	winogradChannels = 16
+	winogradRows     = 8 // tiles (or filter-gradient rows) per block of the matrix products
+	// winogradPlanePad is the floats between the 16 planes of V and of
+	// M beyond their size: a cache line.
+	winogradPlanePad = 16
 	// winogradChunkFloats bounds V and M together, in floats, for one
 	// chunk of tile rows: small enough to stay in a core's L2.
 	winogradChunkFloats = 1 << 15
@@ -63,7 +74,7 @@ const (
 func (b *Backend[T]) winogradOK(s backend.ConvShape) bool {
 	return b.winograd != nil && s.KH == 3 && s.KW == 3 && s.Stride == 1 && s.Pad == 1 &&
 		s.H%2 == 0 && s.W%2 == 0 && s.H > 0 && s.W > 0 &&
-		s.C%winogradLanes == 0 && s.OC%winogradLanes == 0 && s.C > 0 && s.OC > 0
+		s.C%winogradChannels == 0 && s.OC%winogradChannels == 0 && s.C > 0 && s.OC > 0
 }
 
 // winogradFilterOK says whether a float32 convolution's filter gradient
@@ -75,12 +86,12 @@ func (b *Backend[T]) winogradFilterOK(s backend.ConvShape) bool {
 }
 
 // winogradInputGo is the reference of the input transform: for tiles
-// j < n and lanes l < 16, with d[r][s] = x[2j·xCol + r·xRow + s·xCol + l],
+// j < n and lanes l < lanes, with d[r][s] = x[2j·xCol + r·xRow + s·xCol + l],
 // it sets v[ξ·vPlane + j·vStep + l] = (Bᵀ·d·B)[ξ/4][ξ%4], rows of d
 // combined first.
-func winogradInputGo(n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int) {
+func winogradInputGo(lanes, n int, x []float32, xRow, xCol int, v []float32, vStep, vPlane int) {
 	for j := 0; j < n; j++ {
-		for l := 0; l < winogradLanes; l++ {
+		for l := 0; l < lanes; l++ {
 			var h [4][4]float32
 			for r := 0; r < 4; r++ {
 				var d [4]float32
@@ -101,12 +112,12 @@ func winogradInputGo(n int, x []float32, xRow, xCol int, v []float32, vStep, vPl
 }
 
 // winogradOutputGo is the reference of the output transform: for tiles
-// j < n and lanes l < 16, with m[ξ] = m[ξ·mPlane + j·mStep + l], it sets
+// j < n and lanes l < lanes, with m[ξ] = m[ξ·mPlane + j·mStep + l], it sets
 // y[2j·yCol + a·yRow + b·yCol + l] = (Aᵀ·m·A)[a][b], rows of m combined
 // first.
-func winogradOutputGo(n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int) {
+func winogradOutputGo(lanes, n int, m []float32, mStep, mPlane int, y []float32, yRow, yCol int) {
 	for j := 0; j < n; j++ {
-		for l := 0; l < winogradLanes; l++ {
+		for l := 0; l < lanes; l++ {
 			var s0, s1 [4]float32
 			for s := 0; s < 4; s++ {
 				at := func(q int) float32 { return m[(4*q+s)*mPlane+j*mStep+l] }
@@ -124,14 +135,14 @@ func winogradOutputGo(n int, m []float32, mStep, mPlane int, y []float32, yRow, 
 
 // winogradGemmGo is the reference of the matrix-product kernel:
 // c[i·ldc + j] = Σ_p a[i·lda + p]·b[p·ldb + j] for i < 8·blocks and
-// j < 16, in p order.
-func winogradGemmGo(blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+// j < lanes, in p order.
+func winogradGemmGo(lanes, blocks, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	for i := 0; i < winogradRows*blocks; i++ {
-		row := c[i*ldc:][:winogradLanes]
+		row := c[i*ldc:][:lanes]
 		clear(row)
 		for p := 0; p < k; p++ {
 			ap := a[i*lda+p]
-			for j, bv := range b[p*ldb:][:winogradLanes] {
+			for j, bv := range b[p*ldb:][:lanes] {
 				row[j] += float32(ap * bv)
 			}
 		}
@@ -139,12 +150,12 @@ func winogradGemmGo(blocks, k int, a []float32, lda int, b []float32, ldb int, c
 }
 
 // winogradGradGo is the reference of the output-gradient transform, the
-// adjoint of the output transform: for 2×2 blocks j < n and lanes l < 16,
+// adjoint of the output transform: for 2×2 blocks j < n and lanes l < lanes,
 // with dy's block at dy[2j·dyCol + a·dyRow + b·dyCol + l], it sets
 // m[ξ·mPlane + j·mStep + l] = (A·dy·Aᵀ)[ξ/4][ξ%4], rows first.
-func winogradGradGo(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int) {
+func winogradGradGo(lanes, n int, dy []float32, dyRow, dyCol int, m []float32, mStep, mPlane int) {
 	for j := 0; j < n; j++ {
-		for l := 0; l < winogradLanes; l++ {
+		for l := 0; l < lanes; l++ {
 			o := 2*j*dyCol + l
 			y00, y01, y10, y11 := dy[o], dy[o+dyCol], dy[o+dyRow], dy[o+dyRow+dyCol]
 			rows := [4][2]float32{{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}}
@@ -161,10 +172,10 @@ func winogradGradGo(n int, dy []float32, dyRow, dyCol int, m []float32, mStep, m
 
 // winogradFilterGemmGo is the reference of the filter gradients'
 // matrix-product kernel: c[i·ldc + j] += Σ_p a[p·lda + i]·b[p·ldb + j]
-// for i < 8 and j < 16·blocks, in p order.
-func winogradFilterGemmGo(k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+// for i < 8 and j < lanes·blocks, in p order.
+func winogradFilterGemmGo(lanes, k, blocks int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	for i := 0; i < winogradRows; i++ {
-		row := c[i*ldc:][:winogradLanes*blocks]
+		row := c[i*ldc:][:lanes*blocks]
 		for p := 0; p < k; p++ {
 			ap := a[p*lda+i]
 			for j, bv := range b[p*ldb:][:len(row)] {
@@ -249,7 +260,7 @@ func (b *Backend[T]) winogradPadded(ws *workerScratch[T], x []float32, cin, h, w
 	if w < 16 {
 		tmp = ws.matrixBuf(cin * h * w)
 	}
-	padChannelsLast(b.direct.transpose, ws.winogradPad, x, tmp, cin, h, w, 1)
+	padChannelsLast(b.winograd.transpose, ws.winogradPad, x, tmp, cin, h, w, 1)
 	return ws.winogradPad
 }
 
@@ -274,7 +285,7 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 	// The 16 planes of V and of M are a cache line more than their size
 	// apart: at a multiple of 4 KiB they would share the L1 sets their
 	// tiles are written to and read from.
-	vPlane, mPlane := tiles8*cin+winogradLanes, tiles8*cout+winogradLanes
+	vPlane, mPlane := tiles8*cin+winogradPlanePad, tiles8*cout+winogradPlanePad
 	ws.winogradV = grow(ws.winogradV, 16*vPlane)
 	ws.winogradM = grow(ws.winogradM, 16*mPlane)
 	ws.winogradY = grow(ws.winogradY, 2*chunkRows*w*cout)
@@ -283,21 +294,21 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 		rows := min(chunkRows, th-ti0)
 		blocks := (rows*tw + winogradRows - 1) / winogradRows
 		for r := 0; r < rows; r++ {
-			for c0 := 0; c0 < cin; c0 += winogradLanes {
+			for c0 := 0; c0 < cin; c0 += k.lanes {
 				k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
 			}
 		}
 		for xi := 0; xi < 16; xi++ {
-			for o0 := 0; o0 < cout; o0 += winogradLanes {
+			for o0 := 0; o0 < cout; o0 += k.lanes {
 				k.gemm(blocks, cin, v[xi*vPlane:], cin, u[xi*cin*cout+o0:], cout, m[xi*mPlane+o0:], cout)
 			}
 		}
 		for r := 0; r < rows; r++ {
-			for o0 := 0; o0 < cout; o0 += winogradLanes {
+			for o0 := 0; o0 < cout; o0 += k.lanes {
 				k.output(tw, m[r*tw*cout+o0:], cout, mPlane, yc[2*r*w*cout+o0:], w*cout, cout)
 			}
 		}
-		transposeRows(b.direct.transpose, y[2*ti0*w:], h*w, yc, cout, 2*rows*w, cout)
+		transposeRows(k.transpose, y[2*ti0*w:], h*w, yc, cout, 2*rows*w, cout)
 	}
 }
 
@@ -326,7 +337,7 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 	wp := w + 2
 	tw, th, chunkRows := winogradChunk(cin, cout, h, w)
 	tiles := chunkRows * tw
-	vPlane, mPlane := tiles*cin+winogradLanes, tiles*cout+winogradLanes
+	vPlane, mPlane := tiles*cin+winogradPlanePad, tiles*cout+winogradPlanePad
 	ws.winogradV = grow(ws.winogradV, 16*vPlane)
 	ws.winogradM = grow(ws.winogradM, 16*mPlane)
 	ws.winogradY = grow(ws.winogradY, h*w*cout)
@@ -339,20 +350,20 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 		for n := g * group; n < min(s.N, (g+1)*group); n++ {
 			// The input x travels in the w slot.
 			xp := b.winogradPadded(ws, t.w[n*in:(n+1)*in], cin, h, w)
-			transposeRows(b.direct.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
+			transposeRows(k.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
 			for ti0 := 0; ti0 < th; ti0 += chunkRows {
 				rows := min(chunkRows, th-ti0)
 				for r := 0; r < rows; r++ {
-					for c0 := 0; c0 < cin; c0 += winogradLanes {
+					for c0 := 0; c0 < cin; c0 += k.lanes {
 						k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
 					}
-					for o0 := 0; o0 < cout; o0 += winogradLanes {
+					for o0 := 0; o0 < cout; o0 += k.lanes {
 						k.grad(tw, dyc[2*(ti0+r)*w*cout+o0:], w*cout, cout, m[r*tw*cout+o0:], cout, mPlane)
 					}
 				}
 				for xi := 0; xi < 16; xi++ {
 					for c0 := 0; c0 < cin; c0 += winogradRows {
-						k.filterGemm(rows*tw, cout/winogradLanes, v[xi*vPlane+c0:], cin, m[xi*mPlane:], cout, du[(xi*cin+c0)*cout:], cout)
+						k.filterGemm(rows*tw, cout/k.lanes, v[xi*vPlane+c0:], cin, m[xi*mPlane:], cout, du[(xi*cin+c0)*cout:], cout)
 					}
 				}
 			}

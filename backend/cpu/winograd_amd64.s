@@ -1,9 +1,9 @@
 #include "textflag.h"
 
 // The AVX-512 kernels of Winograd F(2×2, 3×3) convolutions (winograd.go):
-// the input and output transforms, 16 channels per vector, and the
-// matrix-product micro-kernel. Each does what its Go reference does, in
-// the same order of operations.
+// the input, output and output-gradient transforms, 16 channels per
+// vector, and the two matrix-product micro-kernels. Each does what its Go
+// reference does, in the same order of operations.
 
 // INROW loads row p of a 4×4 tile (columns 0, R9, 2·R9, R10 bytes on)
 // into Z0–Z3 and combines its columns: h0 = d0−d2, h1 = d1+d2,
