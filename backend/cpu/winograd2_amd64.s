@@ -311,31 +311,35 @@ fg2done:
 	RET
 
 // TRANSPOSE8 transposes the 8×8 block at SI (rows CX bytes apart) into
-// DI (rows DX bytes apart), using R11 and R12: rows to Y0–Y7, unpacks
-// of pairs to Y8–Y15, 64-bit shuffles to Y0–Y7 (lane L of Y(m), Y(4+m):
-// element 4L+m of rows 0–3, 4–7), then 128-bit permutes join the halves.
+// DI (rows DX bytes apart), using R11 and R12. The loads do the 128-bit
+// lane moves: Y(r) = (row r, row 4+r) of columns 0–3 and Y(4+r) the same
+// of columns 4–7, for r < 4; a 4×4 transpose inside each lane (unpacks,
+// then 64-bit shuffles) then leaves column c in one register.
 #define TRANSPOSE8 \
-	MOVQ SI, R11 \
-	VMOVUPS (R11), Y0; ADDQ CX, R11; VMOVUPS (R11), Y1; ADDQ CX, R11 \
-	VMOVUPS (R11), Y2; ADDQ CX, R11; VMOVUPS (R11), Y3; ADDQ CX, R11 \
-	VMOVUPS (R11), Y4; ADDQ CX, R11; VMOVUPS (R11), Y5; ADDQ CX, R11 \
-	VMOVUPS (R11), Y6; ADDQ CX, R11; VMOVUPS (R11), Y7 \
+	MOVQ SI, R11; LEAQ (SI)(CX*4), R12 \
+	VMOVUPS (R11), X0; VINSERTF128 $1, (R12), Y0, Y0; VMOVUPS 16(R11), X4; VINSERTF128 $1, 16(R12), Y4, Y4 \
+	ADDQ CX, R11; ADDQ CX, R12 \
+	VMOVUPS (R11), X1; VINSERTF128 $1, (R12), Y1, Y1; VMOVUPS 16(R11), X5; VINSERTF128 $1, 16(R12), Y5, Y5 \
+	ADDQ CX, R11; ADDQ CX, R12 \
+	VMOVUPS (R11), X2; VINSERTF128 $1, (R12), Y2, Y2; VMOVUPS 16(R11), X6; VINSERTF128 $1, 16(R12), Y6, Y6 \
+	ADDQ CX, R11; ADDQ CX, R12 \
+	VMOVUPS (R11), X3; VINSERTF128 $1, (R12), Y3, Y3; VMOVUPS 16(R11), X7; VINSERTF128 $1, 16(R12), Y7, Y7 \
 	VUNPCKLPS Y1, Y0, Y8; VUNPCKHPS Y1, Y0, Y9; VUNPCKLPS Y3, Y2, Y10; VUNPCKHPS Y3, Y2, Y11 \
 	VUNPCKLPS Y5, Y4, Y12; VUNPCKHPS Y5, Y4, Y13; VUNPCKLPS Y7, Y6, Y14; VUNPCKHPS Y7, Y6, Y15 \
 	VSHUFPS $0x44, Y10, Y8, Y0; VSHUFPS $0xEE, Y10, Y8, Y1; VSHUFPS $0x44, Y11, Y9, Y2; VSHUFPS $0xEE, Y11, Y9, Y3 \
 	VSHUFPS $0x44, Y14, Y12, Y4; VSHUFPS $0xEE, Y14, Y12, Y5; VSHUFPS $0x44, Y15, Y13, Y6; VSHUFPS $0xEE, Y15, Y13, Y7 \
-	VPERM2F128 $0x20, Y4, Y0, Y8; VPERM2F128 $0x20, Y5, Y1, Y9; VPERM2F128 $0x20, Y6, Y2, Y10; VPERM2F128 $0x20, Y7, Y3, Y11 \
-	VPERM2F128 $0x31, Y4, Y0, Y12; VPERM2F128 $0x31, Y5, Y1, Y13; VPERM2F128 $0x31, Y6, Y2, Y14; VPERM2F128 $0x31, Y7, Y3, Y15 \
 	MOVQ DI, R12 \
-	VMOVUPS Y8, (R12); ADDQ DX, R12; VMOVUPS Y9, (R12); ADDQ DX, R12 \
-	VMOVUPS Y10, (R12); ADDQ DX, R12; VMOVUPS Y11, (R12); ADDQ DX, R12 \
-	VMOVUPS Y12, (R12); ADDQ DX, R12; VMOVUPS Y13, (R12); ADDQ DX, R12 \
-	VMOVUPS Y14, (R12); ADDQ DX, R12; VMOVUPS Y15, (R12)
+	VMOVUPS Y0, (R12); ADDQ DX, R12; VMOVUPS Y1, (R12); ADDQ DX, R12 \
+	VMOVUPS Y2, (R12); ADDQ DX, R12; VMOVUPS Y3, (R12); ADDQ DX, R12 \
+	VMOVUPS Y4, (R12); ADDQ DX, R12; VMOVUPS Y5, (R12); ADDQ DX, R12 \
+	VMOVUPS Y6, (R12); ADDQ DX, R12; VMOVUPS Y7, (R12)
 
 // func transposeBlocksAVX2(dst *float32, ldd int, src *float32, lds int, blocks int)
 //
 // As transposeGo: each 16×16 block as four 8×8 ones, (i, j) of src
-// going to (j, i) of dst.
+// going to (j, i) of dst, in the order that completes each 64-byte row
+// of dst before the next: rows of dst far apart (planes) share L1 sets,
+// and a row written in two halves at different times is fetched twice.
 TEXT ·transposeBlocksAVX2(SB), NOSPLIT, $0-40
 	MOVQ  dst+0(FP), R8
 	MOVQ  ldd+8(FP), DX
@@ -355,12 +359,12 @@ t2block:
 	MOVQ R9, SI
 	MOVQ R8, DI
 	TRANSPOSE8           // (0, 0)
+	LEAQ (R9)(R13*1), SI
+	LEAQ 32(R8), DI
+	TRANSPOSE8           // src (1, 0) to dst (0, 1): dst's first 8 rows whole
 	LEAQ 32(R9), SI
 	LEAQ (R8)(R10*1), DI
 	TRANSPOSE8           // src (0, 1) to dst (1, 0)
-	LEAQ (R9)(R13*1), SI
-	LEAQ 32(R8), DI
-	TRANSPOSE8           // src (1, 0) to dst (0, 1)
 	LEAQ 32(R9)(R13*1), SI
 	LEAQ 32(R8)(R10*1), DI
 	TRANSPOSE8           // (1, 1)
