@@ -332,30 +332,10 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			dk.filter(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, got)
 			filterGo(rows, cols, fdy, dyRow, dyPlane, fx, xRow, xCol, want)
 			close("direct filter-gradient kernel", got, want)
-			const ldd, lds = 19, 53
-			for _, blocks := range []int{1, 3} {
-				src := randVals(rng, 15*lds+16*blocks)
-				dst0 := randVals(rng, (16*blocks-1)*ldd+16)
-				gotT, wantT := append([]float32(nil), dst0...), append([]float32(nil), dst0...)
-				dk.transpose(gotT, ldd, src, lds, blocks)
-				transposeGo(wantT, ldd, src, lds, blocks)
-				if !equal(gotT, wantT) {
-					t.Fatalf("%d 16×16 transposes: %v, want %v", blocks, gotT, wantT)
-				}
-			}
+			checkTransposes(t, rng, "AVX-512", dk.transpose)
 		}
 		if wk := be.winograd; wk != nil {
-			const ldd, lds = 19, 53
-			for _, blocks := range []int{1, 3} {
-				src := randVals(rng, 15*lds+16*blocks)
-				dst0 := randVals(rng, (16*blocks-1)*ldd+16)
-				gotT, wantT := append([]float32(nil), dst0...), append([]float32(nil), dst0...)
-				wk.transpose(gotT, ldd, src, lds, blocks)
-				transposeGo(wantT, ldd, src, lds, blocks)
-				if !equal(gotT, wantT) {
-					t.Fatalf("%s: %d 16×16 transposes: %v, want %v", wk.name, blocks, gotT, wantT)
-				}
-			}
+			checkTransposes(t, rng, wk.name+" Winograd", wk.transpose)
 			// The transforms add and subtract in the references' order:
 			// the same bits. Untouched elements between stay as they were.
 			const n, xRow, xCol, vStep, vPlane = 5, 300, 20, 24, 130
@@ -404,6 +384,24 @@ func TestSIMDKernelsMatchPortable(t *testing.T) {
 			close(wk.name+" Winograd filter-gradient kernel", got, want)
 		}
 		be.Close()
+	}
+}
+
+// checkTransposes requires a block-transpose kernel to give transposeGo's
+// bits for one and for three 16×16 blocks, leaving the elements between
+// dst's rows as they were.
+func checkTransposes(t *testing.T, rng *rand.Rand, name string, transpose func(dst []float32, ldd int, src []float32, lds int, blocks int)) {
+	t.Helper()
+	const ldd, lds = 19, 53
+	for _, blocks := range []int{1, 3} {
+		src := randVals(rng, 15*lds+16*blocks)
+		dst0 := randVals(rng, (16*blocks-1)*ldd+16)
+		got, want := append([]float32(nil), dst0...), append([]float32(nil), dst0...)
+		transpose(got, ldd, src, lds, blocks)
+		transposeGo(want, ldd, src, lds, blocks)
+		if !equal(got, want) {
+			t.Fatalf("%s: %d 16×16 transposes: %v, want %v", name, blocks, got, want)
+		}
 	}
 }
 
