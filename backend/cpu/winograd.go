@@ -264,6 +264,17 @@ func (b *Backend[T]) winogradPadded(ws *workerScratch[T], x []float32, cin, h, w
 	return ws.winogradPad
 }
 
+// inputRows transforms rows [ti0, ti0+rows) of tiles (tw a row) of the
+// channels-last padded sample xp, rows wp positions of cin channels, into
+// V: tile t of the chunk, channel c, point ξ at v[ξ·vPlane + t·cin + c].
+func (k *winogradKernels) inputRows(xp []float32, ti0, rows, tw, wp, cin int, v []float32, vPlane int) {
+	for r := 0; r < rows; r++ {
+		for c0 := 0; c0 < cin; c0 += k.lanes {
+			k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
+		}
+	}
+}
+
 // winogradChunk returns the tiles per row and rows of tiles of an h×w
 // image, and how many rows of tiles one chunk holds so that its
 // transformed tiles and products (16·(cin+cout) floats a tile) stay in
@@ -293,11 +304,7 @@ func (b *Backend[T]) winogradConv(ws *workerScratch[T], u []float32, cin, cout, 
 	for ti0 := 0; ti0 < th; ti0 += chunkRows {
 		rows := min(chunkRows, th-ti0)
 		blocks := (rows*tw + winogradRows - 1) / winogradRows
-		for r := 0; r < rows; r++ {
-			for c0 := 0; c0 < cin; c0 += k.lanes {
-				k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
-			}
-		}
+		k.inputRows(xp, ti0, rows, tw, wp, cin, v, vPlane)
 		for xi := 0; xi < 16; xi++ {
 			for o0 := 0; o0 < cout; o0 += k.lanes {
 				k.gemm(blocks, cin, v[xi*vPlane:], cin, u[xi*cin*cout+o0:], cout, m[xi*mPlane+o0:], cout)
@@ -353,10 +360,8 @@ func (b *Backend[T]) winogradFilterPart(ws *workerScratch[T], t convTask[float32
 			transposeRows(k.transpose, dyc, cout, t.in[n*out:(n+1)*out], h*w, cout, h*w)
 			for ti0 := 0; ti0 < th; ti0 += chunkRows {
 				rows := min(chunkRows, th-ti0)
+				k.inputRows(xp, ti0, rows, tw, wp, cin, v, vPlane)
 				for r := 0; r < rows; r++ {
-					for c0 := 0; c0 < cin; c0 += k.lanes {
-						k.input(tw, xp[2*(ti0+r)*wp*cin+c0:], wp*cin, cin, v[r*tw*cin+c0:], cin, vPlane)
-					}
 					for o0 := 0; o0 < cout; o0 += k.lanes {
 						k.grad(tw, dyc[2*(ti0+r)*w*cout+o0:], w*cout, cout, m[r*tw*cout+o0:], cout, mPlane)
 					}
