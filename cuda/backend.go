@@ -76,6 +76,12 @@ type Backend struct {
 	// batchnorm.cu), grown as needed.
 	bnPartials     cu.DevicePtr
 	bnPartialsSize int
+	// channelsLast says convolutions store their activations NHWC
+	// (Options.Layout, layout.go); layoutScratch is where tensors are
+	// transposed between orders (in floats), grown as needed.
+	channelsLast      bool
+	layoutScratch     cu.DevicePtr
+	layoutScratchSize int
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
@@ -90,12 +96,14 @@ type Backend struct {
 	ptrs   [24]unsafe.Pointer
 }
 
-// tensor is a device buffer of n float32s.
+// tensor is a device buffer of n float32s; lay is the order its first
+// elements are in (layout.go).
 type tensor struct {
 	ptr   cu.DevicePtr
 	n     int
 	owner *Backend
 	freed bool
+	lay   layout
 }
 
 func (t *tensor) Len() int { return t.n }
@@ -112,6 +120,9 @@ func New(ordinal int, opts Options) (backend.Backend, error) {
 	if _, err := opts.precision(); err != nil {
 		return nil, err
 	}
+	if _, err := opts.layout(); err != nil {
+		return nil, err
+	}
 	runtime.LockOSThread()
 	b, err := open(ordinal, opts)
 	if err != nil {
@@ -124,6 +135,10 @@ func New(ordinal int, opts Options) (backend.Backend, error) {
 
 func open(ordinal int, opts Options) (*Backend, error) {
 	precision, err := opts.precision()
+	if err != nil {
+		return nil, err
+	}
+	layoutOpt, err := opts.layout()
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +194,15 @@ func open(ordinal int, opts Options) (*Backend, error) {
 			convolutions += ", raced against im2col per shape"
 		}
 	}
-	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions)
+	activations := "NCHW activations"
+	switch {
+	case b.dnn != nil && (layoutOpt == NHWC || layoutOpt == LayoutAuto && precision != FP32):
+		b.channelsLast = true
+		activations = "channels-last (NHWC) activations in the convolutional layers"
+	case layoutOpt == NHWC:
+		activations += " (layout nhwc needs cuDNN, which does not run the convolutions)"
+	}
+	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions, activations)
 	return b, nil
 }
 
@@ -247,6 +270,9 @@ func (b *Backend) Name() string {
 	name := b.name
 	if b.dnn != nil && b.dnn.im2colFaster > 0 {
 		name += fmt.Sprintf("; %d convolution directions on im2col, which timed faster", b.dnn.im2colFaster)
+	}
+	if b.dnn != nil && b.dnn.nchwFallbacks > 0 {
+		name += fmt.Sprintf("; %d convolution directions in NCHW, cuDNN does not support them in NHWC (first: %s)", b.dnn.nchwFallbacks, b.dnn.firstNCHWFallback)
 	}
 	if b.dnn != nil && b.dnn.fallbacks > 0 {
 		name += fmt.Sprintf("; %d convolution directions on im2col, cuDNN does not support them (first: %s)", b.dnn.fallbacks, b.dnn.firstFallback)
@@ -358,7 +384,7 @@ func (b *Backend) release() {
 		if b.blas != nil {
 			b.blas.close()
 		}
-		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.badLabel} {
+		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.layoutScratch, &b.badLabel} {
 			if *p != 0 {
 				cu.MemFree(*p)
 			}
@@ -377,6 +403,7 @@ func (b *Backend) release() {
 	b.dnn, b.blas = nil, nil
 	b.workspace, b.workspaceSize, b.halves, b.halvesSize, b.badLabel = 0, 0, 0, 0, 0
 	b.bnPartials, b.bnPartialsSize = 0, 0
+	b.layoutScratch, b.layoutScratchSize = 0, 0
 	b.modules = nil
 	b.stream, b.copyStream = cu.Stream{}, cu.Stream{}
 	// Destroying the context also pops it from this thread's context
@@ -416,9 +443,9 @@ func (b *Backend) Free(t backend.Tensor) {
 	ct.ptr, ct.freed = 0, true
 }
 
-// dev returns the device pointer behind t after checking it holds need
-// elements; 0 (with the error recorded) otherwise.
-func (b *Backend) dev(op, arg string, t backend.Tensor, need int) cu.DevicePtr {
+// tensorArg returns the tensor behind t after checking it holds need
+// elements; nil (with the error recorded) otherwise.
+func (b *Backend) tensorArg(op, arg string, t backend.Tensor, need int) *tensor {
 	ct, ok := t.(*tensor)
 	switch {
 	case !ok || ct == nil || ct.owner != b:
@@ -430,16 +457,135 @@ func (b *Backend) dev(op, arg string, t backend.Tensor, need int) cu.DevicePtr {
 	case need > 0 && ct.ptr == 0:
 		b.fail(fmt.Errorf("backend: %s: tensor %s has no device memory", op, arg))
 	default:
-		return ct.ptr
+		return ct
+	}
+	return nil
+}
+
+// dev returns the device pointer behind t after checking it holds need
+// elements, its elements in flat order (transposed there if they were
+// not); 0 (with the error recorded) where a check fails. Ops that read
+// or write activations in NHWC use tensorArg, arrange and output instead.
+func (b *Backend) dev(op, arg string, t backend.Tensor, need int) cu.DevicePtr {
+	if ct := b.tensorArg(op, arg, t, need); ct != nil {
+		return b.arrange(ct, layout{})
 	}
 	return 0
+}
+
+// output returns the device pointer behind t, an op's output, after
+// checking it holds need elements, and notes that the op writes them in
+// layout lay (noteWrite); 0 (with the error recorded) where a check
+// fails.
+func (b *Backend) output(op, arg string, t backend.Tensor, need int, lay layout) cu.DevicePtr {
+	ct := b.tensorArg(op, arg, t, need)
+	if ct == nil {
+		return 0
+	}
+	b.noteWrite(ct, need, lay)
+	return ct.ptr
+}
+
+// noteWrite notes that an op writes t's first need elements in layout
+// lay. What it overwrites is not transposed; elements past need that t
+// held NHWC are put back in flat order first, so that they keep their
+// values, as the Backend interface requires of what an op does not
+// write. Where t already holds lay over more samples (the op's input may
+// be t itself, read in place), only the samples past lay's are.
+func (b *Backend) noteWrite(t *tensor, need int, lay layout) {
+	if have := t.lay; have.nhwc && have.count() > need {
+		if lay.nhwc && have.holds(lay) {
+			rest := transpose{toNHWC: false, n: have.n - lay.n, c: have.c, s: have.s}
+			b.transposeAt(off(t.ptr, lay.count()), rest)
+		} else {
+			// No input of the op holds t in an order the op reads
+			// (arrange would have put it in exactly that order), so
+			// all of it may be reordered first.
+			b.arrange(t, layout{})
+		}
+	}
+	t.lay = lay
+}
+
+// arrange transposes t's first elements in place into layout want where
+// they are not in it already (layout.go), and returns its device
+// pointer; 0 (with the error recorded) where a transpose fails.
+func (b *Backend) arrange(t *tensor, want layout) cu.DevicePtr {
+	steps, k := transposes(t.lay, want)
+	for _, st := range steps[:k] {
+		if !b.transposeInPlace(t, st) {
+			return 0
+		}
+	}
+	if k > 0 {
+		t.lay = want
+	}
+	return t.ptr
+}
+
+// transposeInPlace reorders t's first n·c·s elements as st says.
+func (b *Backend) transposeInPlace(t *tensor, st transpose) bool {
+	if cnt := st.n * st.c * st.s; cnt > t.n {
+		b.fail(fmt.Errorf("cuda: transposing %d×%d×%d elements of a tensor of %d", st.n, st.c, st.s, t.n))
+		return false
+	}
+	return b.transposeAt(t.ptr, st)
+}
+
+// transposeAt reorders the n·c·s elements at p as st says: into the
+// layout scratch, then copied back.
+func (b *Backend) transposeAt(p cu.DevicePtr, st transpose) bool {
+	cnt := st.n * st.c * st.s
+	if cnt > maxLaunchN {
+		b.fail(fmt.Errorf("cuda: transposing %d×%d×%d elements: kernels index with 32-bit ints", st.n, st.c, st.s))
+		return false
+	}
+	if cnt == 0 {
+		return b.err == nil
+	}
+	tmp := b.grow(&b.layoutScratch, &b.layoutScratchSize, cnt, 4, maxLaunchN, "layout scratch")
+	if tmp == 0 || b.err != nil {
+		return false
+	}
+	if st.toNHWC {
+		b.transposeBatched(tmp, p, st.n, st.c, st.s)
+	} else {
+		b.transposeBatched(tmp, p, st.n, st.s, st.c)
+	}
+	if err := cu.MemcpyDtoDAsync(p, tmp, int64(4*cnt), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
+	}
+	return b.err == nil
+}
+
+// transposeBatched sets dst[i] = src[i]ᵀ for batch rows×cols matrices
+// (layout.cu): 32×32 tiles through shared memory, or for fewer than 8
+// rows (an image's colour channels) a thread per element.
+func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int) {
+	const tile, maxGrid = 32, 65535
+	if rows < 8 {
+		total := batch * rows * cols
+		b.launch("transpose_narrow_f32", min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
+			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), int64Arg(total))
+		return
+	}
+	gx, gy := (cols+tile-1)/tile, (rows+tile-1)/tile
+	if gx > math.MaxInt32 || gy > maxGrid {
+		b.fail(fmt.Errorf("cuda: transposing %d×%d matrices: more rows than a grid holds", rows, cols))
+		return
+	}
+	for b0 := 0; b0 < batch; b0 += maxGrid {
+		nb := min(maxGrid, batch-b0)
+		b.launchDims("transpose_batched_f32", [3]int{gx, gy, nb}, [3]int{tile, 8, 1}, 0,
+			ptrArg(off(dst, b0*rows*cols)), ptrArg(off(src, b0*rows*cols)), intArg(rows), intArg(cols))
+	}
 }
 
 // Upload copies host values to the device asynchronously through a
 // page-locked staging buffer (staging.go); src may be reused at once and
 // the copy is ordered on the stream before later ops.
 func (b *Backend) Upload(dst backend.Tensor, src []float32) {
-	d := b.dev("Upload", "dst", dst, len(src))
+	d := b.output("Upload", "dst", dst, len(src), layout{})
 	if d == 0 || len(src) == 0 || b.err != nil {
 		return
 	}
@@ -486,6 +632,7 @@ type arg = uint64
 func ptrArg(p cu.DevicePtr) arg { return uint64(p) }
 func intArg(v int) arg          { return uint64(uint32(int32(v))) }
 func floatArg(v float32) arg    { return uint64(math.Float32bits(v)) }
+func int64Arg(v int) arg        { return uint64(int64(v)) }
 
 // launch runs kernel name on a grid of blocks×threads with the arguments.
 func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) {
@@ -500,6 +647,12 @@ func (b *Backend) launch2(name string, gx, gy, threads int, args ...arg) {
 // launchGrid runs a kernel on a gx×gy grid (each at least 1) of blocks of
 // threads threads with shared bytes of dynamic shared memory.
 func (b *Backend) launchGrid(name string, gx, gy, threads, shared int, args ...arg) {
+	b.launchDims(name, [3]int{gx, gy, 1}, [3]int{threads, 1, 1}, shared, args...)
+}
+
+// launchDims runs a kernel on a grid of blocks (each dimension at least
+// 1), block threads each, with shared bytes of dynamic shared memory.
+func (b *Backend) launchDims(name string, grid, block [3]int, shared int, args ...arg) {
 	if b.err != nil {
 		return
 	}
@@ -516,9 +669,11 @@ func (b *Backend) launchGrid(name string, gx, gy, threads, shared int, args ...a
 		b.params[i] = a
 		b.ptrs[i] = unsafe.Pointer(&b.params[i])
 	}
-	gx, gy = max(gx, 1), max(gy, 1)
-	if err := fn.Launch(gx, gy, 1, threads, 1, 1, shared, b.stream, b.ptrs[:len(args)]); err != nil {
-		b.fail(fmt.Errorf("cuda: launching %s (%d×%d blocks × %d threads): %v", name, gx, gy, threads, err))
+	for i := range grid {
+		grid[i] = max(grid[i], 1)
+	}
+	if err := fn.Launch(grid[0], grid[1], grid[2], block[0], block[1], block[2], shared, b.stream, b.ptrs[:len(args)]); err != nil {
+		b.fail(fmt.Errorf("cuda: launching %s (%v blocks × %v threads): %v", name, grid, block, err))
 	}
 }
 

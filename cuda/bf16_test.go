@@ -487,11 +487,11 @@ func TestBF16TrainingTracksFP32(t *testing.T) {
 		{"resnet20", "binary", 5},
 	} {
 		const firstTol, tol = 1e-2, 5e-2
-		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, c.steps)
+		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, cuda.LayoutAuto, c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, c.steps)
+		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, cuda.LayoutAuto, c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}

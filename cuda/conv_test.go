@@ -189,25 +189,59 @@ func openGPU(t *testing.T, opts cuda.Options, wantCuDNN bool) backend.Backend {
 	return gpu
 }
 
-// Every convolution, on each path and precision, against the CPU.
+// Every convolution, on each path, layout and precision, against the
+// CPU. With channels-last in TF32, every direction of a shape whose
+// channel counts are multiples of 8 must have run on cuDNN in NHWC (in
+// strict fp32 the plans only say where each ran: cuDNN may lack NHWC
+// kernels without tensor cores, and those directions run NCHW).
 func TestConvParityWithCPU(t *testing.T) {
 	for _, path := range []struct {
 		name    string
 		noCuDNN bool
-	}{{"cuDNN", false}, {"im2col", true}} {
+		layout  string
+	}{{"cuDNN-NCHW", false, cuda.NCHW}, {"cuDNN-NHWC", false, cuda.NHWC}, {"im2col", true, cuda.NCHW}} {
 		for _, precision := range []struct {
 			name string
 			tf32 bool
 		}{{"fp32", false}, {"tf32", true}} {
 			t.Run(path.name+"/"+precision.name, func(t *testing.T) {
-				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
+				gpu := openGPU(t, cuda.Options{Precision: precision.name, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN, Layout: path.layout}, !path.noCuDNN)
 				defer gpu.Close()
 				checkParity(t, gpu, convCases(precision.tf32))
 				if !path.noCuDNN {
 					checkCudnnPlans(t, gpu, convShapes, always)
 				}
+				if path.layout == cuda.NHWC && precision.tf32 {
+					checkChannelsLast(t, gpu, convShapes)
+				}
 			})
 		}
+	}
+}
+
+// checkChannelsLast fails the test where a direction of a shape in shapes
+// whose channel counts (C and OC) are multiples of 8 did not run on
+// cuDNN in NHWC on gpu, which checks that channels-last is on and its
+// bookkeeping sends convolutions there.
+//
+// (cuDNN's NHWC tensor-core kernels take every such convolution in TF32
+// and bf16.)
+func checkChannelsLast(t *testing.T, gpu backend.Backend, shapes []backend.ConvShape) {
+	t.Helper()
+	checked := 0
+	for _, s := range shapes {
+		if s.C%8 != 0 || s.OC%8 != 0 {
+			continue
+		}
+		for _, p := range cuda.ConvPlans(gpu, s) {
+			checked++
+			if p.Layout != "NHWC" || p.Im2col != "" {
+				t.Errorf("%+v %s: with channels-last on, it ran %s, not on cuDNN in NHWC", s, p.Direction, p)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no convolution with channel counts that are multiples of 8 ran on cuDNN (%s)", gpu.Name())
 	}
 }
 
@@ -216,7 +250,8 @@ func TestConvParityWithCPU(t *testing.T) {
 // (which times both paths) and on later ones.
 func TestConvRaceMatchesCPU(t *testing.T) {
 	for _, precision := range []string{cuda.FP32, cuda.BF16} {
-		gpu := openGPU(t, cuda.Options{Precision: precision}, true)
+		// The race is on NCHW tensors only.
+		gpu := openGPU(t, cuda.Options{Precision: precision, Layout: cuda.NCHW}, true)
 		for round := range 2 {
 			t.Logf("%s, round %d", precision, round)
 			if precision == cuda.BF16 {
@@ -230,8 +265,9 @@ func TestConvRaceMatchesCPU(t *testing.T) {
 	}
 }
 
-// The cuDNN and im2col paths agree in fp32, and cuDNN gives the same
-// results again when its plans are reused (the second run of each shape).
+// The cuDNN (channels-last, the default) and im2col paths agree in fp32,
+// and cuDNN gives the same results again when its plans are reused (the
+// second run of each shape).
 func TestConvPathsAgree(t *testing.T) {
 	cases := convCases(false)
 	inputs := make([][][]float32, len(cases))
@@ -285,14 +321,29 @@ func TestNameReportsConvPath(t *testing.T) {
 	if !strings.Contains(name, "im2col+cuBLAS convolutions") || cudnnInUse.MatchString(name) {
 		t.Errorf("with NoCuDNN, Name = %q; want it to name the im2col+cuBLAS convolutions", name)
 	}
-	on, err := cuda.New(0, cuda.Options{})
+	if !strings.Contains(name, "NCHW activations") {
+		t.Errorf("with NoCuDNN, Name = %q; want it to say the activations are NCHW", name)
+	}
+	on, err := cuda.New(0, cuda.Options{Precision: cuda.TF32})
 	if err != nil {
 		t.Fatal(err)
 	}
 	name = on.Name()
 	on.Close()
+	fp32, err := cuda.New(0, cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp32Name := fp32.Name()
+	fp32.Close()
 	switch {
 	case cudnnInUse.MatchString(name):
+		if !strings.Contains(name, "channels-last (NHWC) activations") {
+			t.Errorf("with cuDNN in TF32 and the default layout, Name = %q; want it to say the activations are channels-last", name)
+		}
+		if !strings.Contains(fp32Name, "NCHW activations") {
+			t.Errorf("with cuDNN in fp32 and the default layout, Name = %q; want it to say the activations are NCHW", fp32Name)
+		}
 		t.Logf("Name: %s", name)
 	case strings.Contains(name, "no cuDNN: im2col+cuBLAS convolutions; "):
 		t.Skipf("cuDNN did not load on this machine; the fallback is named with its reason: %s", name)

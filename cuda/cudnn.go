@@ -207,6 +207,7 @@ var cudnnLibraries = [...]string{"libcudnn.so.9", "libcudnn.so.8"}
 const (
 	dnnStatusSuccess    = 0 // CUDNN_STATUS_SUCCESS
 	dnnTensorNCHW       = 0 // CUDNN_TENSOR_NCHW
+	dnnTensorNHWC       = 1 // CUDNN_TENSOR_NHWC
 	dnnCrossCorrelation = 1 // CUDNN_CROSS_CORRELATION
 	dnnDeterministic    = 1 // CUDNN_DETERMINISTIC
 
@@ -316,17 +317,27 @@ type cudnn struct {
 	// why the first does.
 	fallbacks     int
 	firstFallback string
+	// nchwFallbacks counts the convolution directions cuDNN does not
+	// support in NHWC with channels-last on, which run in NCHW instead;
+	// firstNCHWFallback says why the first does.
+	nchwFallbacks     int
+	firstNCHWFallback string
 	// im2colFaster counts the convolution directions the im2col path
 	// timed faster on (convolve).
 	im2colFaster int
 }
 
-// noteFallback records n convolution directions sent to im2col.
-func (d *cudnn) noteFallback(n int, why string) {
-	if d.fallbacks == 0 {
-		d.firstFallback = why
+// noteFallback records n convolution directions cuDNN refused: refused
+// in NHWC (nhwc), they run in NCHW; in NCHW, on im2col.
+func (d *cudnn) noteFallback(nhwc bool, n int, why string) {
+	count, first := &d.fallbacks, &d.firstFallback
+	if nhwc {
+		count, first = &d.nchwFallbacks, &d.firstNCHWFallback
 	}
-	d.fallbacks += n
+	if *count == 0 {
+		*first = why
+	}
+	*count += n
 }
 
 // openCudnn loads the newest cuDNN found, checks that its sub-libraries
@@ -546,12 +557,17 @@ func (d *cudnn) newDescriptor(create unsafe.Pointer, call string) (uintptr, erro
 }
 
 // newConv makes the descriptors of one convolution: the x and y tensors
-// (NCHW), the w filter (OC×C×KH×KW) and, per direction, a convolution
+// (NCHW, or NHWC where key.nhwc says so), the w filter (OC×C×KH×KW, or
+// OC×KH×KW×C) and, per direction, a convolution
 // descriptor (cross-correlation, zero padding, no dilation), each of which
 // later takes the math type its algorithm was timed with. It checks that
 // cuDNN's output size is the backend's.
 func (d *cudnn) newConv(key dnnConvKey) (c *dnnConv, err error) {
 	s, dt := key.shape, key.dtype
+	format := C.int(dnnTensorNCHW)
+	if key.nhwc {
+		format = dnnTensorNHWC
+	}
 	c = &dnnConv{key: key}
 	defer func() {
 		if err != nil {
@@ -565,7 +581,7 @@ func (d *cudnn) newConv(key dnnConvKey) (c *dnnConv, err error) {
 			return err
 		}
 		return d.check("cudnnSetTensor4dDescriptor("+name+")", C.iterbin_dnn_set_tensor4d(d.fn.setTensor4d, C.uintptr_t(*dst),
-			dnnTensorNCHW, C.int(dt), C.int(n), C.int(ch), C.int(h), C.int(w)))
+			format, C.int(dt), C.int(n), C.int(ch), C.int(h), C.int(w)))
 	}
 	if err = tensor(&c.x, "x", s.N, s.C, s.H, s.W); err != nil {
 		return
@@ -577,7 +593,7 @@ func (d *cudnn) newConv(key dnnConvKey) (c *dnnConv, err error) {
 		return
 	}
 	if err = d.check("cudnnSetFilter4dDescriptor", C.iterbin_dnn_set_filter4d(d.fn.setFilter4d, C.uintptr_t(c.w),
-		C.int(dt), dnnTensorNCHW, C.int(s.OC), C.int(s.C), C.int(s.KH), C.int(s.KW))); err != nil {
+		C.int(dt), format, C.int(s.OC), C.int(s.C), C.int(s.KH), C.int(s.KW))); err != nil {
 		return
 	}
 	for dir := range c.plans {

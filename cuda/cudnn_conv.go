@@ -9,10 +9,14 @@ package cuda
 // size that algorithm needs. Plans live until Close; the workspace is the
 // one the im2col path also uses (scratch), grown to the largest need.
 //
-// Semantics are the CPU backend's: cross-correlation, zero padding, NCHW,
+// Semantics are the CPU backend's: cross-correlation, zero padding,
 // weights OC×C×KH×KW, no bias; every direction overwrites its output
 // (beta = 0), as the Backend interface requires of Conv2DBackwardData and
-// Conv2DBackwardFilter.
+// Conv2DBackwardFilter. With channels-last on (layout.go) a convolution
+// runs on NHWC tensors and OC×KH×KW×C filters, its operands transposed
+// there first where they are not; a direction cuDNN does not support so
+// runs on NCHW tensors, as every convolution does otherwise. A shape has
+// separate plans in each layout.
 //
 // Batch norm and max pooling stay on the custom kernels, on purpose:
 //   - cudnnBatchNormalizationForwardTraining does not produce the xhat that
@@ -53,6 +57,7 @@ const (
 type dnnConvKey struct {
 	shape backend.ConvShape
 	dtype dnnDataType
+	nhwc  bool
 }
 
 // dnnConv holds the descriptors of one convolution and a plan per
@@ -135,8 +140,9 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 	return b.scratch((n + 3) / 4)
 }
 
-// dnnConvolve runs direction dir of convolution s (float32 tensors) on
-// cuDNN: in1, in2 → out as dnnDirection lists them. At precision bf16 it
+// dnnConvolve runs direction dir of convolution s (float32 tensors, NHWC
+// where nhwc says so, else NCHW) on cuDNN: in1, in2 → out as dnnDirection
+// lists them. At precision bf16 it
 // runs cuDNN's bf16 configuration (x, w and y all CUDNN_DATA_BFLOAT16,
 // compute type float; the legacy API has no bf16-in, float-out one) on
 // bf16 copies of in1 and in2, and widens the bf16 output into out.
@@ -144,16 +150,16 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 // Errors are recorded, except that a convolution cuDNN does not support
 // (a descriptor or every algorithm refused with a "bad parameter" or "not
 // supported" status, dnnUnsupported; in practice some shapes in bf16)
-// returns false, for the caller to run it on the im2col path, then and
-// every later time (Name counts these). Anything else (out of memory,
+// returns false, for the caller to run it in NCHW or on the im2col path,
+// then and every later time (Name counts these). Anything else (out of memory,
 // an internal or execution error, an earlier CUDA error) is a failure,
 // never a fallback.
-func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) bool {
+func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, in1, in2, out cu.DevicePtr) bool {
 	if b.err != nil {
 		return true
 	}
 	d := b.dnn
-	key := b.dnnKey(s)
+	key := b.dnnKey(s, nhwc)
 	c, ok := d.convs[key]
 	if !ok {
 		var err error
@@ -168,7 +174,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 				c.plans[i].im2col = err.Error()
 			}
 			d.convs[key] = c
-			d.noteFallback(int(dnnDirections), fmt.Sprintf("convolution %+v (%s): %v", s, key.dtype, err))
+			d.noteFallback(nhwc, int(dnnDirections), fmt.Sprintf("convolution %+v (%s): %v", s, key.dtype, err))
 			return false
 		}
 		d.convs[key] = c
@@ -196,7 +202,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, in1, in2, o
 				return true
 			}
 			p.im2col = err.Error()
-			d.noteFallback(1, fmt.Sprintf("%s %+v (%s): %v", dnnCalls[dir][3], s, key.dtype, err))
+			d.noteFallback(nhwc, 1, fmt.Sprintf("%s %+v (%s): %v", dnnCalls[dir][3], s, key.dtype, err))
 			return false
 		}
 		if b.err != nil {
@@ -307,6 +313,8 @@ func (dir dnnDirection) String() string {
 // package).
 type convPlan struct {
 	Direction string
+	// Layout is the order the direction runs in: "NHWC" or "NCHW".
+	Layout string
 	// Chosen says cuDNN chose an algorithm: Algo (a
 	// cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t) in MathType (a
 	// cudnnMathType_t), with WorkspaceBytes of workspace, timed at Ms.
@@ -331,25 +339,30 @@ func (p convPlan) String() string {
 	if p.Deterministic {
 		det = "deterministic"
 	}
-	return fmt.Sprintf("algorithm %d, math type %d, %d bytes of workspace, %s, %.3g ms", p.Algo, p.MathType, p.WorkspaceBytes, det, p.Ms)
+	return fmt.Sprintf("%s, algorithm %d, math type %d, %d bytes of workspace, %s, %.3g ms", p.Layout, p.Algo, p.MathType, p.WorkspaceBytes, det, p.Ms)
 }
 
 // convPlans returns the plans cuDNN made for convolution s at the
-// backend's precision, one per direction in dnnDirection's order; nil
-// where cuDNN did not see s (or is not loaded).
+// backend's precision, one per direction in dnnDirection's order: the
+// NHWC plan where channels-last is on and cuDNN runs the direction so,
+// else the NCHW one; nil where cuDNN did not see s (or is not loaded).
 func (b *Backend) convPlans(s backend.ConvShape) []convPlan {
 	if b.dnn == nil {
 		return nil
 	}
-	key := b.dnnKey(s)
-	c, ok := b.dnn.convs[key]
-	if !ok {
+	nchw, hasNCHW := b.dnn.convs[b.dnnKey(s, false)]
+	nhwc, hasNHWC := b.dnn.convs[b.dnnKey(s, true)]
+	if !hasNCHW && !hasNHWC {
 		return nil
 	}
 	plans := make([]convPlan, dnnDirections)
-	for dir := range c.plans {
+	for dir := range plans {
+		c, lay := nchw, "NCHW"
+		if hasNHWC && (nhwc.plans[dir].im2col == "" || !hasNCHW) {
+			c, lay = nhwc, "NHWC"
+		}
 		p := &c.plans[dir]
-		plans[dir] = convPlan{Direction: dnnDirection(dir).String(), Chosen: p.chosen, Algo: p.algo, MathType: p.mathType,
+		plans[dir] = convPlan{Direction: dnnDirection(dir).String(), Layout: lay, Chosen: p.chosen, Algo: p.algo, MathType: p.mathType,
 			WorkspaceBytes: p.workspace, Deterministic: p.deterministic, Ms: p.ms, Im2col: p.im2col}
 	}
 	return plans
@@ -364,9 +377,87 @@ func (b *Backend) convFallbacks() (int, string) {
 	return b.dnn.fallbacks, b.dnn.firstFallback
 }
 
-// convolve runs direction dir of convolution s, with operands in cuDNN's
-// order (forward x, w → y; backward data w, dy → dx; backward filter
-// x, dy → dw): on cuDNN, unless it cannot run it or, unless
+// convOperand is one tensor of a convolution direction and its name.
+type convOperand struct {
+	name string
+	t    backend.Tensor
+}
+
+// convOperandShapes are the n×c×s shapes of direction dir's operands in
+// cuDNN's order (dnnDirection): activations N×C×H·W and N×OC×OH·OW,
+// filters OC×C×KH·KW.
+func convOperandShapes(dir dnnDirection, s backend.ConvShape) [3][3]int {
+	x, y, w := [3]int{s.N, s.C, s.H * s.W}, [3]int{s.N, s.OC, s.OutH() * s.OutW()}, [3]int{s.OC, s.C, s.KH * s.KW}
+	switch dir {
+	case dnnForward:
+		return [3][3]int{x, w, y}
+	case dnnBackwardData:
+		return [3][3]int{w, y, x}
+	}
+	return [3][3]int{x, y, w}
+}
+
+// convolve checks and runs direction dir of convolution s for op, its
+// operands in cuDNN's order (forward x, w → y; backward data w, dy → dx;
+// backward filter x, dy → dw): in NHWC on cuDNN where channels-last is on
+// and cuDNN supports the direction so (layout.go), else in NCHW
+// (convolveNCHW). A batch of no samples writes nothing, except the
+// filter gradient, which is zero.
+func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, operands [3]convOperand) {
+	if !convShapeOK(s) {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return
+	}
+	shapes := convOperandShapes(dir, s)
+	var ts [3]*tensor
+	for i, o := range operands {
+		sh := shapes[i]
+		if ts[i] = b.tensorArg(op, o.name, o.t, sh[0]*sh[1]*sh[2]); ts[i] == nil {
+			return
+		}
+	}
+	if s.N == 0 {
+		if dir == dnnBackwardFilter {
+			b.Fill(operands[2].t, 0, s.OC*s.C*s.KH*s.KW)
+		}
+		return
+	}
+	var p [3]cu.DevicePtr
+	lay := func(i int, nhwc bool) layout { return layoutIf(nhwc, shapes[i][0], shapes[i][1], shapes[i][2]) }
+	out := shapes[2][0] * shapes[2][1] * shapes[2][2]
+	if b.channelsLast && b.useCudnn(s) && transposable(s) && !b.dnnRefused(dir, s, true) {
+		p[0], p[1] = b.arrange(ts[0], lay(0, true)), b.arrange(ts[1], lay(1, true))
+		b.noteWrite(ts[2], out, lay(2, true))
+		p[2] = ts[2].ptr
+		if b.err != nil || b.dnnConvolve(dir, s, true, p[0], p[1], p[2]) {
+			return
+		}
+	}
+	p[0], p[1] = b.arrange(ts[0], layout{}), b.arrange(ts[1], layout{})
+	b.noteWrite(ts[2], out, layout{})
+	p[2] = ts[2].ptr
+	if b.err == nil {
+		b.convolveNCHW(dir, s, p[0], p[1], p[2])
+	}
+}
+
+// transposable says whether every operand of s is small enough for the
+// transposes between layouts (maxLaunchN elements); a larger convolution
+// runs in NCHW.
+func transposable(s backend.ConvShape) bool {
+	x, w, y := dnnOperandSizes(dnnForward, s)
+	return max(x, w, y) <= maxLaunchN
+}
+
+// dnnRefused says whether cuDNN refused direction dir of s in NHWC
+// (nhwc) or NCHW when it first ran.
+func (b *Backend) dnnRefused(dir dnnDirection, s backend.ConvShape, nhwc bool) bool {
+	c, ok := b.dnn.convs[b.dnnKey(s, nhwc)]
+	return ok && c.plans[dir].im2col != ""
+}
+
+// convolveNCHW runs direction dir of convolution s on NCHW operands
+// (order as in convolve): on cuDNN, unless it cannot run it or, unless
 // Options.CuDNNOnly, the im2col path timed faster for this shape and
 // direction. That race runs once, the first time cuDNN has run the
 // direction: cuDNN's choice once more and the im2col path twice (a
@@ -374,8 +465,8 @@ func (b *Backend) convFallbacks() (int, string) {
 // with events on the op's own buffers. Both paths write the whole output.
 // It pays where cuDNN's NCHW kernels are slow, such as a first layer of
 // three input channels.
-func (b *Backend) convolve(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
-	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, in1, in2, out) {
+func (b *Backend) convolveNCHW(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
+	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, false, in1, in2, out) {
 		b.convIm2col(dir, s, in1, in2, out)
 		return
 	}
@@ -387,7 +478,7 @@ func (b *Backend) convolve(dir dnnDirection, s backend.ConvShape, in1, in2, out 
 		return
 	}
 	p.raced = true
-	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, in1, in2, out) })
+	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, false, in1, in2, out) })
 	b.convIm2col(dir, s, in1, in2, out)
 	im2colMs := b.timeOnStream(func() { b.convIm2col(dir, s, in1, in2, out) })
 	if b.err == nil && im2colMs < dnnMs {
@@ -410,18 +501,18 @@ func (b *Backend) convIm2col(dir dnnDirection, s backend.ConvShape, in1, in2, ou
 }
 
 // dnnKey is convolution s's key in cuDNN's plans at the backend's
-// precision.
-func (b *Backend) dnnKey(s backend.ConvShape) dnnConvKey {
+// precision, in NHWC (nhwc) or NCHW.
+func (b *Backend) dnnKey(s backend.ConvShape, nhwc bool) dnnConvKey {
 	if b.bf16 {
-		return dnnConvKey{shape: s, dtype: dnnBFloat16}
+		return dnnConvKey{shape: s, dtype: dnnBFloat16, nhwc: nhwc}
 	}
-	return dnnConvKey{shape: s, dtype: dnnFloat}
+	return dnnConvKey{shape: s, dtype: dnnFloat, nhwc: nhwc}
 }
 
-// dnnPlan returns cuDNN's plan for direction dir of s at the backend's
-// precision; nil where cuDNN has none.
+// dnnPlan returns cuDNN's NCHW plan for direction dir of s at the
+// backend's precision; nil where cuDNN has none.
 func (b *Backend) dnnPlan(dir dnnDirection, s backend.ConvShape) *dnnPlan {
-	key := b.dnnKey(s)
+	key := b.dnnKey(s, false)
 	c, ok := b.dnn.convs[key]
 	if !ok {
 		return nil

@@ -12,6 +12,12 @@
 // Batch norm and pooling always use the custom kernels (cudnn_conv.go says
 // why).
 //
+// Options.Layout picks the order convolutional activations are stored in
+// on the device: channels-last (NHWC) where cuDNN runs the convolutions,
+// by default, else NCHW; each tensor notes its order and ops transpose
+// their arguments where needed, so the Backend interface stays NCHW
+// (layout.go).
+//
 // Options.Precision picks how GEMMs and convolutions compute: true fp32
 // (the default), TF32 tensor cores, or bf16 mixed precision, where their
 // operands are rounded to bf16 and accumulated in fp32 while every tensor

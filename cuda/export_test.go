@@ -43,3 +43,27 @@ func CudnnRunsBF16(gpu backend.Backend) (bool, string) {
 	sm := fmt.Sprintf("compute capability %d.%d, cuDNN %s", major, minor, b.dnn.version)
 	return major >= 8 && b.dnn.major >= 9, sm
 }
+
+// ToChannelsLast stores t, an n×c×s activation of the CUDA backend be,
+// channels-last (NHWC), as an op that reads it so would; on other
+// backends it does nothing.
+func ToChannelsLast(be backend.Backend, t backend.Tensor, n, c, s int) {
+	if b, ok := be.(*Backend); ok {
+		if ct := b.tensorArg("ToChannelsLast", "t", t, n*c*s); ct != nil {
+			b.arrange(ct, nhwcLayout(n, c, s))
+		}
+	}
+}
+
+// TensorLayout says in which order a CUDA tensor's first elements are
+// stored: "flat", or "NHWC n×c×s" for an n×c×s activation.
+func TensorLayout(t backend.Tensor) string {
+	ct, ok := t.(*tensor)
+	switch {
+	case !ok:
+		return fmt.Sprintf("not a CUDA tensor (%T)", t)
+	case ct.lay.nhwc:
+		return fmt.Sprintf("NHWC %d×%d×%d", ct.lay.n, ct.lay.c, ct.lay.s)
+	}
+	return "flat"
+}

@@ -14,7 +14,8 @@ import (
 // TestFusedOpsEqualTheirPairs checks the GPU's fused ops (backend.Fused)
 // against the same GPU running the op pairs they replace: batch norm then
 // ReLU, forward and backward (xhat and the ReLU mask recomputed from x),
-// and Add then ReLU. Both run the same arithmetic in the same order, so
+// and Add then ReLU, on NCHW inputs and on inputs stored channels-last
+// (the NHWC kernels). Both run the same arithmetic in the same order, so
 // they must agree bit for bit.
 func TestFusedOpsEqualTheirPairs(t *testing.T) {
 	gpu, err := cuda.New(0, cuda.Options{})
@@ -26,13 +27,19 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 	if !ok {
 		t.Fatalf("%s does not implement backend.Fused", gpu.Name())
 	}
-	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 100, C: 300, Spatial: 1}, {N: 7, C: 5, Spatial: 49},
-		{N: 64, C: 5, Spatial: 300}, {N: 128, C: 16, Spatial: 1024}, {N: 32, C: 64, Spatial: 3136}} {
+	for _, tc := range []struct {
+		s    backend.BNShape
+		nhwc bool
+	}{{backend.BNShape{N: 2, C: 3, Spatial: 1}, false}, {backend.BNShape{N: 100, C: 300, Spatial: 1}, false}, {backend.BNShape{N: 7, C: 5, Spatial: 49}, false},
+		{backend.BNShape{N: 64, C: 5, Spatial: 300}, false}, {backend.BNShape{N: 128, C: 16, Spatial: 1024}, false}, {backend.BNShape{N: 32, C: 64, Spatial: 3136}, false},
+		{backend.BNShape{N: 7, C: 5, Spatial: 49}, true}, {backend.BNShape{N: 128, C: 16, Spatial: 1024}, true}, {backend.BNShape{N: 32, C: 64, Spatial: 3136}, true},
+		{backend.BNShape{N: 4, C: 40, Spatial: 49}, true}} {
+		s := tc.s
 		// No subtests: ops run on the goroutine that made the backend,
 		// whose OS thread holds its context.
 		func() {
 			rng := rand.New(rand.NewPCG(11, uint64(s.Count())))
-			cnt, c := s.Count(), s.C
+			cnt, ch := s.Count(), s.C
 			upload := func(n int, f func() float32) backend.Tensor {
 				v := make([]float32, n)
 				for i := range v {
@@ -45,8 +52,12 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 			normal := func() float32 { return float32(rng.NormFloat64()) }
 			x := upload(cnt, func() float32 { return 3 + 2*normal() })
 			dy := upload(cnt, normal)
-			gamma := upload(c, func() float32 { return 1 + 0.5*normal() })
-			beta := upload(c, normal)
+			if tc.nhwc {
+				cuda.ToChannelsLast(gpu, x, s.N, s.C, s.Spatial)
+				cuda.ToChannelsLast(gpu, dy, s.N, s.C, s.Spatial)
+			}
+			gamma := upload(ch, func() float32 { return 1 + 0.5*normal() })
+			beta := upload(ch, normal)
 			alloc := func(n int, v float32) backend.Tensor {
 				d := gpu.Alloc(n)
 				gpu.Fill(d, v, n)
@@ -54,14 +65,14 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 			}
 			// The pairs.
 			y, xhat, relu, dRelu, dx := alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0)
-			mean, inv, rm, rv, dg, db := alloc(c, 0), alloc(c, 0), alloc(c, 0), alloc(c, 1), alloc(c, 0), alloc(c, 0)
+			mean, inv, rm, rv, dg, db := alloc(ch, 0), alloc(ch, 0), alloc(ch, 0), alloc(ch, 1), alloc(ch, 0), alloc(ch, 0)
 			gpu.BatchNormTrain(y, xhat, mean, inv, rm, rv, x, gamma, beta, s, 0.1, 1e-5)
 			gpu.ReLUForward(relu, y, cnt)
 			gpu.ReLUBackward(dRelu, dy, relu, cnt)
 			gpu.BatchNormBackward(dx, dg, db, dRelu, xhat, inv, gamma, s)
 			// The fused ops.
 			fy, fdx := alloc(cnt, -7), alloc(cnt, -7)
-			fmean, finv, frm, frv, fdg, fdb := alloc(c, -7), alloc(c, -7), alloc(c, 0), alloc(c, 1), alloc(c, -7), alloc(c, -7)
+			fmean, finv, frm, frv, fdg, fdb := alloc(ch, -7), alloc(ch, -7), alloc(ch, 0), alloc(ch, 1), alloc(ch, -7), alloc(ch, -7)
 			fused.BatchNormReLUTrain(fy, fmean, finv, frm, frv, x, gamma, beta, s, 0.1, 1e-5)
 			fused.BatchNormReLUBackward(fdx, fdg, fdb, dy, x, fmean, finv, gamma, beta, s)
 			// Add then ReLU, on the batch-norm outputs.
@@ -73,17 +84,17 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 				name      string
 				want, got backend.Tensor
 				n         int
-			}{{"y", relu, fy, cnt}, {"mean", mean, fmean, c}, {"invStd", inv, finv, c}, {"runMean", rm, frm, c}, {"runVar", rv, frv, c},
-				{"dx", dx, fdx, cnt}, {"dGamma", dg, fdg, c}, {"dBeta", db, fdb, c}, {"AddReLU", sumRelu, fsum, cnt}} {
+			}{{"y", relu, fy, cnt}, {"mean", mean, fmean, ch}, {"invStd", inv, finv, ch}, {"runMean", rm, frm, ch}, {"runVar", rv, frv, ch},
+				{"dx", dx, fdx, cnt}, {"dGamma", dg, fdg, ch}, {"dBeta", db, fdb, ch}, {"AddReLU", sumRelu, fsum, cnt}} {
 				want, got := make([]float32, pair.n), make([]float32, pair.n)
 				gpu.Download(want, pair.want)
 				gpu.Download(got, pair.got)
 				if err := gpu.Sync(); err != nil {
-					t.Fatalf("%+v: %v", s, err)
+					t.Fatalf("%+v (NHWC %v): %v", s, tc.nhwc, err)
 				}
 				for i := range want {
 					if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
-						t.Errorf("%+v: %s[%d]: fused %v, pair %v", s, pair.name, i, got[i], want[i])
+						t.Errorf("%+v (NHWC %v): %s[%d]: fused %v, pair %v", s, tc.nhwc, pair.name, i, got[i], want[i])
 						break
 					}
 				}

@@ -20,7 +20,7 @@ func off(p cu.DevicePtr, elems int) cu.DevicePtr { return p + cu.DevicePtr(4*ele
 
 // Fill sets the first n elements to v.
 func (b *Backend) Fill(t backend.Tensor, v float32, n int) {
-	d := b.dev("Fill", "t", t, n)
+	d := b.output("Fill", "t", t, n, layout{})
 	if d == 0 || n == 0 {
 		return
 	}
@@ -35,8 +35,9 @@ func (b *Backend) Fill(t backend.Tensor, v float32, n int) {
 
 // Copy copies n elements on the device.
 func (b *Backend) Copy(dst, src backend.Tensor, n int) {
-	d, s := b.dev("Copy", "dst", dst, n), b.dev("Copy", "src", src, n)
-	if d == 0 || s == 0 || n == 0 {
+	p, ok := b.elementwise("Copy", n, written("dst", dst), read("src", src))
+	d, s := p[0], p[1]
+	if !ok || d == 0 || s == 0 || n == 0 {
 		return
 	}
 	if err := cu.MemcpyDtoDAsync(d, s, int64(4*n), b.stream); err != nil {
@@ -47,7 +48,13 @@ func (b *Backend) Copy(dst, src backend.Tensor, n int) {
 // Gemm runs cuBLAS SGEMM, or at precision bf16 a GemmEx on bf16 copies of
 // A and B (bf16.go).
 func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt backend.Tensor, beta float32, ct backend.Tensor) {
-	a, bb, c := b.dev("Gemm", "A", at, m*k), b.dev("Gemm", "B", bt, k*n), b.dev("Gemm", "C", ct, m*n)
+	a, bb := b.dev("Gemm", "A", at, m*k), b.dev("Gemm", "B", bt, k*n)
+	var c cu.DevicePtr
+	if beta != 0 {
+		c = b.dev("Gemm", "C", ct, m*n)
+	} else {
+		c = b.output("Gemm", "C", ct, m*n, layout{})
+	}
 	if a == 0 || bb == 0 || c == 0 || m == 0 || n == 0 || b.err != nil {
 		return
 	}
@@ -63,35 +70,60 @@ func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt b
 }
 
 // AddBias adds bias[c] to channel c.
+// In NHWC (layout.go) it is the same kernel over n·spatial rows of c.
 func (b *Backend) AddBias(yt, biast backend.Tensor, n, c, spatial int) {
-	y, bias := b.dev("AddBias", "y", yt, n*c*spatial), b.dev("AddBias", "bias", biast, c)
-	if y == 0 || bias == 0 {
+	ya, bias := b.tensorArg("AddBias", "y", yt, n*c*spatial), b.dev("AddBias", "bias", biast, c)
+	if ya == nil || bias == 0 {
 		return
+	}
+	lay := b.activationLayout(false, n, c, spatial, activation{ya.lay, n, c, spatial})
+	y := b.arrange(ya, lay)
+	if y == 0 {
+		return
+	}
+	if lay.nhwc {
+		n, spatial = n*spatial, 1
 	}
 	b.launchN("bias_add_f32", n*c*spatial, ptrArg(y), ptrArg(bias), intArg(n), intArg(c), intArg(spatial))
 }
 
 // BiasGrad sums dy per channel.
+// In NHWC it takes batch norm's partial sums (in double) instead.
 func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
-	db, dy := b.dev("BiasGrad", "dBias", dbt, c), b.dev("BiasGrad", "dy", dyt, n*c*spatial)
-	if db == 0 || dy == 0 {
+	dya := b.tensorArg("BiasGrad", "dy", dyt, n*c*spatial)
+	db := b.output("BiasGrad", "dBias", dbt, c, layout{})
+	if db == 0 || dya == nil {
 		return
 	}
-	b.launch("bias_grad_f32", c, blockSize, 0, ptrArg(db), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+	lay := b.activationLayout(false, n, c, spatial, activation{dya.lay, n, c, spatial})
+	dy := b.arrange(dya, lay)
+	if dy == 0 {
+		return
+	}
+	if !lay.nhwc {
+		b.launch("bias_grad_f32", c, blockSize, 0, ptrArg(db), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+		return
+	}
+	partials, parts := b.bnPartialsNHWC(n*spatial, c)
+	if partials == 0 {
+		return
+	}
+	b.launchNHWCPartial("bn_stats_partial_nhwc_f32", c, parts, ptrArg(partials), ptrArg(dy), intArg(n*spatial), intArg(c))
+	b.launch("bias_grad_final_warp_f32", warpBlocks(c), blockSize, 0, ptrArg(db), ptrArg(partials), intArg(parts), intArg(c))
 }
 
 // ReLUForward sets y = max(x, 0).
 func (b *Backend) ReLUForward(yt, xt backend.Tensor, n int) {
-	y, x := b.dev("ReLUForward", "y", yt, n), b.dev("ReLUForward", "x", xt, n)
-	if y != 0 && x != 0 {
+	p, ok := b.elementwise("ReLUForward", n, written("y", yt), read("x", xt))
+	if y, x := p[0], p[1]; ok && y != 0 && x != 0 {
 		b.launchN("relu_fwd_f32", n, ptrArg(y), ptrArg(x), intArg(n))
 	}
 }
 
 // ReLUBackward sets dx = dy where y > 0.
 func (b *Backend) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
-	dx, dy, y := b.dev("ReLUBackward", "dx", dxt, n), b.dev("ReLUBackward", "dy", dyt, n), b.dev("ReLUBackward", "y", yt, n)
-	if dx != 0 && dy != 0 && y != 0 {
+	p, ok := b.elementwise("ReLUBackward", n, written("dx", dxt), read("dy", dyt), read("y", yt))
+	if dx, dy, y := p[0], p[1], p[2]; ok && dx != 0 && dy != 0 && y != 0 {
 		b.launchN("relu_bwd_f32", n, ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
 	}
 }
@@ -148,15 +180,28 @@ func (b *Backend) bnStats(mean, inv, rm, rv, x cu.DevicePtr, s backend.BNShape, 
 // (STATS_THREADS in batchnorm.cu).
 const statsThreads = 256
 
-// BatchNormTrain normalizes with batch statistics.
+// BatchNormTrain normalizes with batch statistics; in NHWC where x is
+// (layout.go).
 func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	const op = "BatchNormTrain"
 	cnt := s.Count()
-	y, xhat, x := b.dev(op, "y", yt, cnt), b.dev(op, "xhat", xhatt, cnt), b.dev(op, "x", xt, cnt)
-	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
+	mean, inv := b.output(op, "mean", meant, s.C, layout{}), b.output(op, "invStd", invStdt, s.C, layout{})
 	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
 	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
-	if y == 0 || xhat == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	x := b.arrange(xa, lay)
+	y, xhat := b.output(op, "y", yt, cnt, lay), b.output(op, "xhat", xhatt, cnt, lay)
+	if y == 0 || xhat == 0 || x == 0 {
+		return
+	}
+	if lay.nhwc {
+		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
+		b.launchN("bn_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
 	b.bnStats(mean, inv, rm, rv, x, s, momentum, eps)
@@ -169,11 +214,23 @@ func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, x
 func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
 	const op = "BatchNormReLUTrain"
 	cnt := s.Count()
-	y, x := b.dev(op, "y", yt, cnt), b.dev(op, "x", xt, cnt)
-	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
+	mean, inv := b.output(op, "mean", meant, s.C, layout{}), b.output(op, "invStd", invStdt, s.C, layout{})
 	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
 	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
-	if y == 0 || x == 0 || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	x := b.arrange(xa, lay)
+	y := b.output(op, "y", yt, cnt, lay)
+	if y == 0 || x == 0 {
+		return
+	}
+	if lay.nhwc {
+		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
+		b.launchN("bn_relu_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
 	b.bnStats(mean, inv, rm, rv, x, s, momentum, eps)
@@ -181,28 +238,59 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 		ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(s.Spatial))
 }
 
-// BatchNormEval normalizes with the running statistics.
+// BatchNormEval normalizes with the running statistics; in NHWC it is
+// the same kernel over N·Spatial rows of C.
 func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend.Tensor, s backend.BNShape, eps float32) {
 	const op = "BatchNormEval"
 	cnt := s.Count()
-	y, x := b.dev(op, "y", yt, cnt), b.dev(op, "x", xt, cnt)
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
 	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
 	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
-	if y == 0 || x == 0 || gamma == 0 || beta == 0 || rm == 0 || rv == 0 {
+	if xa == nil || gamma == 0 || beta == 0 || rm == 0 || rv == 0 {
 		return
 	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	x := b.arrange(xa, lay)
+	y := b.output(op, "y", yt, cnt, lay)
+	if y == 0 || x == 0 {
+		return
+	}
+	n, spatial := s.N, s.Spatial
+	if lay.nhwc {
+		n, spatial = n*spatial, 1
+	}
 	b.launchN("bn_eval_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
-		intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(eps))
+		intArg(n), intArg(s.C), intArg(spatial), floatArg(eps))
 }
 
-// BatchNormBackward computes dx, dGamma, dBeta.
+// BatchNormBackward computes dx, dGamma, dBeta; in NHWC where dy or xhat
+// is.
 func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, gammat backend.Tensor, s backend.BNShape) {
 	const op = "BatchNormBackward"
 	cnt := s.Count()
-	dx, dy, xhat := b.dev(op, "dx", dxt, cnt), b.dev(op, "dy", dyt, cnt), b.dev(op, "xhat", xhatt, cnt)
-	dg, db := b.dev(op, "dGamma", dGammat, s.C), b.dev(op, "dBeta", dBetat, s.C)
+	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.C, s.Spatial)
+	xhata, xhatIn := b.activationIn(op, "xhat", xhatt, s.N, s.C, s.Spatial)
+	dg, db := b.output(op, "dGamma", dGammat, s.C, layout{}), b.output(op, "dBeta", dBetat, s.C, layout{})
 	inv, gamma := b.dev(op, "invStd", invStdt, s.C), b.dev(op, "gamma", gammat, s.C)
-	if dx == 0 || dy == 0 || xhat == 0 || dg == 0 || db == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
+	if dya == nil || xhata == nil || dg == 0 || db == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, xhatIn)
+	dy, xhat := b.arrange(dya, lay), b.arrange(xhata, lay)
+	dx := b.output(op, "dx", dxt, cnt, lay)
+	if dx == 0 || dy == 0 || xhat == 0 {
+		return
+	}
+	if lay.nhwc {
+		m := s.N * s.Spatial
+		partials, parts := b.bnPartialsNHWC(m, s.C)
+		if partials == 0 {
+			return
+		}
+		b.launchNHWCPartial("bn_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
+		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+		b.launchN("bn_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
+			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
 	partials, parts := b.bnPartialsFor(s)
@@ -216,15 +304,36 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 }
 
 // BatchNormReLUBackward is the backward pass of BatchNormReLUTrain: xhat
-// and the ReLU mask are recomputed from x (backend.Fused).
+// and the ReLU mask are recomputed from x (backend.Fused); in NHWC where
+// dy or x is.
 func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, invStdt, gammat, betat backend.Tensor, s backend.BNShape) {
 	const op = "BatchNormReLUBackward"
 	cnt := s.Count()
-	dx, dy, x := b.dev(op, "dx", dxt, cnt), b.dev(op, "dy", dyt, cnt), b.dev(op, "x", xt, cnt)
-	dg, db := b.dev(op, "dGamma", dGammat, s.C), b.dev(op, "dBeta", dBetat, s.C)
+	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.C, s.Spatial)
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
+	dg, db := b.output(op, "dGamma", dGammat, s.C, layout{}), b.output(op, "dBeta", dBetat, s.C, layout{})
 	mean, inv := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C)
 	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
-	if dx == 0 || dy == 0 || x == 0 || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+	if dya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, xin)
+	dy, x := b.arrange(dya, lay), b.arrange(xa, lay)
+	dx := b.output(op, "dx", dxt, cnt, lay)
+	if dx == 0 || dy == 0 || x == 0 {
+		return
+	}
+	if lay.nhwc {
+		m := s.N * s.Spatial
+		partials, parts := b.bnPartialsNHWC(m, s.C)
+		if partials == 0 {
+			return
+		}
+		b.launchNHWCPartial("bn_relu_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(beta), intArg(m), intArg(s.C))
+		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+		b.launchN("bn_relu_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(beta), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
 	partials, parts := b.bnPartialsFor(s)
@@ -270,15 +379,26 @@ func (b *Backend) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, rows
 
 // Sign sets dst = sign(src), sign(0) = +1.
 func (b *Backend) Sign(dstt, srct backend.Tensor, n int) {
-	d, s := b.dev("Sign", "dst", dstt, n), b.dev("Sign", "src", srct, n)
-	if d != 0 && s != 0 {
+	p, ok := b.elementwise("Sign", n, written("dst", dstt), read("src", srct))
+	if d, s := p[0], p[1]; ok && d != 0 && s != 0 {
 		b.launchN("sign_f32", n, ptrArg(d), ptrArg(s), intArg(n))
 	}
 }
 
-// SignScaled sets each row of dst to mean(|src row|)·sign(src row).
+// SignScaled sets each row of dst to mean(|src row|)·sign(src row). A
+// filter stored NHWC (a row per output channel, its elements reordered
+// within the row) is scaled as it is.
 func (b *Backend) SignScaled(dstt, srct backend.Tensor, rows, cols int) {
-	d, s := b.dev("SignScaled", "dst", dstt, rows*cols), b.dev("SignScaled", "src", srct, rows*cols)
+	sa := b.tensorArg("SignScaled", "src", srct, rows*cols)
+	if sa == nil {
+		return
+	}
+	lay := layout{}
+	if sa.lay.nhwc && sa.lay.n == rows && sa.lay.count() == rows*cols {
+		lay = sa.lay
+	}
+	s := b.arrange(sa, lay)
+	d := b.output("SignScaled", "dst", dstt, rows*cols, lay)
 	if d != 0 && s != 0 && rows > 0 {
 		b.launch("sign_scaled_f32", rows, blockSize, 0, ptrArg(d), ptrArg(s), intArg(rows), intArg(cols))
 	}
@@ -286,23 +406,24 @@ func (b *Backend) SignScaled(dstt, srct backend.Tensor, rows, cols int) {
 
 // STEClippedMask zeroes grad where |latent| > 1.
 func (b *Backend) STEClippedMask(gradt, latentt backend.Tensor, n int) {
-	g, w := b.dev("STEClippedMask", "grad", gradt, n), b.dev("STEClippedMask", "latent", latentt, n)
-	if g != 0 && w != 0 {
+	p, ok := b.elementwise("STEClippedMask", n, readWritten("grad", gradt), read("latent", latentt))
+	if g, w := p[0], p[1]; ok && g != 0 && w != 0 {
 		b.launchN("ste_clipped_mask_f32", n, ptrArg(g), ptrArg(w), intArg(n))
 	}
 }
 
 // Clip limits t to [lo, hi].
 func (b *Backend) Clip(tt backend.Tensor, lo, hi float32, n int) {
-	if t := b.dev("Clip", "t", tt, n); t != 0 {
-		b.launchN("clip_f32", n, ptrArg(t), floatArg(lo), floatArg(hi), intArg(n))
+	if p, ok := b.elementwise("Clip", n, readWritten("t", tt)); ok && p[0] != 0 {
+		b.launchN("clip_f32", n, ptrArg(p[0]), floatArg(lo), floatArg(hi), intArg(n))
 	}
 }
 
 // AdamStep performs one Adam update; bias corrections are computed here.
 func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
-	w, g, m, v := b.dev("AdamStep", "w", wt, n), b.dev("AdamStep", "g", gt, n), b.dev("AdamStep", "m", mt, n), b.dev("AdamStep", "v", vt, n)
-	if w == 0 || g == 0 || m == 0 || v == 0 {
+	d, ok := b.elementwise("AdamStep", n, readWritten("w", wt), read("g", gt), readWritten("m", mt), readWritten("v", vt))
+	w, g, m, v := d[0], d[1], d[2], d[3]
+	if !ok || w == 0 || g == 0 || m == 0 || v == 0 {
 		return
 	}
 	if p.Step < 1 {
@@ -317,8 +438,9 @@ func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamP
 
 // SGDStep performs one SGD update.
 func (b *Backend) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParams) {
-	w, g, buf := b.dev("SGDStep", "w", wt, n), b.dev("SGDStep", "g", gt, n), b.dev("SGDStep", "buf", buft, n)
-	if w == 0 || g == 0 || buf == 0 {
+	d, ok := b.elementwise("SGDStep", n, readWritten("w", wt), read("g", gt), readWritten("buf", buft))
+	w, g, buf := d[0], d[1], d[2]
+	if !ok || w == 0 || g == 0 || buf == 0 {
 		return
 	}
 	nesterov := 0
@@ -353,33 +475,12 @@ func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
 		intArg(s.KH), intArg(s.KW), intArg(s.Stride), intArg(s.Pad), intArg(s.OutH()), intArg(s.OutW()))
 }
 
-// convPointers checks a convolution's shape and returns the device
-// pointers of its three tensors, each holding at least its size; ok is
-// false (with the error recorded) when any check fails.
-func (b *Backend) convPointers(op string, s backend.ConvShape, names [3]string, ts [3]backend.Tensor, sizes [3]int) (p [3]cu.DevicePtr, ok bool) {
-	if !convShapeOK(s) {
-		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
-		return p, false
-	}
-	for i := range p {
-		if p[i] = b.dev(op, names[i], ts[i], sizes[i]); p[i] == 0 {
-			return p, false
-		}
-	}
-	return p, true
-}
-
-// Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go); otherwise
-// im2col for a chunk of samples, then one strided-batched GEMM
-// y[n] = W·cols[n] (at precision bf16 on bf16 copies, bf16.go).
+// Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go), in NHWC
+// with channels-last on; otherwise im2col for a chunk of samples, then
+// one strided-batched GEMM y[n] = W·cols[n] (at precision bf16 on bf16
+// copies, bf16.go).
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
-	ptrs, ok := b.convPointers("Conv2DForward", s, [3]string{"y", "x", "w"}, [3]backend.Tensor{yt, xt, wt}, [3]int{s.N * out, s.N * in, s.OC * k})
-	if !ok || s.N == 0 {
-		return
-	}
-	y, x, w := ptrs[0], ptrs[1], ptrs[2]
-	b.convolve(dnnForward, s, x, w, y)
+	b.convolve("Conv2DForward", dnnForward, s, [3]convOperand{{"x", xt}, {"w", wt}, {"y", yt}})
 }
 
 // conv2DForwardIm2col is Conv2DForward on the im2col path.
@@ -410,13 +511,7 @@ func (b *Backend) conv2DForwardIm2col(y, x, w cu.DevicePtr, s backend.ConvShape)
 // cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16
 // the GEMM's inputs are bf16 copies).
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
-	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
-	ptrs, ok := b.convPointers("Conv2DBackwardData", s, [3]string{"dx", "dy", "w"}, [3]backend.Tensor{dxt, dyt, wt}, [3]int{s.N * in, s.N * out, s.OC * k})
-	if !ok || s.N == 0 {
-		return
-	}
-	dx, dy, w := ptrs[0], ptrs[1], ptrs[2]
-	b.convolve(dnnBackwardData, s, w, dy, dx)
+	b.convolve("Conv2DBackwardData", dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx", dxt}})
 }
 
 // conv2DBackwardDataIm2col is Conv2DBackwardData on the im2col path.
@@ -447,17 +542,7 @@ func (b *Backend) conv2DBackwardDataIm2col(dx, dy, w cu.DevicePtr, s backend.Con
 // dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
 // order (at precision bf16 on bf16 copies of dy and the columns).
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
-	in, out, k := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW
-	ptrs, ok := b.convPointers("Conv2DBackwardFilter", s, [3]string{"dw", "dy", "x"}, [3]backend.Tensor{dwt, dyt, xt}, [3]int{s.OC * k, s.N * out, s.N * in})
-	if !ok {
-		return
-	}
-	dw, dy, x := ptrs[0], ptrs[1], ptrs[2]
-	if s.N == 0 {
-		b.Fill(dwt, 0, s.OC*k)
-		return
-	}
-	b.convolve(dnnBackwardFilter, s, x, dy, dw)
+	b.convolve("Conv2DBackwardFilter", dnnBackwardFilter, s, [3]convOperand{{"x", xt}, {"dy", dyt}, {"dw", dwt}})
 }
 
 // conv2DBackwardFilterIm2col is Conv2DBackwardFilter on the im2col path.
@@ -487,7 +572,8 @@ func (b *Backend) conv2DBackwardFilterIm2col(dw, dy, x cu.DevicePtr, s backend.C
 	}
 }
 
-// MaxPool2DForward takes window maxima and their positions.
+// MaxPool2DForward takes window maxima and their positions; in NHWC
+// where x is (argmax then too, still holding positions within a plane).
 func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolShape) {
 	const op = "MaxPool2DForward"
 	oh, ow := s.OutH(), s.OutW()
@@ -495,55 +581,100 @@ func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolSh
 		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
 		return
 	}
-	planes := s.N * s.C
-	y, arg, x := b.dev(op, "y", yt, planes*oh*ow), b.dev(op, "argmax", argt, planes*oh*ow), b.dev(op, "x", xt, planes*s.H*s.W)
-	if y != 0 && arg != 0 && x != 0 {
-		b.launchN("maxpool_fwd_f32", planes*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(planes), intArg(s.H), intArg(s.W),
-			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
-	}
-}
-
-// MaxPool2DBackward routes dy to the arg-max positions.
-func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.PoolShape) {
-	const op = "MaxPool2DBackward"
-	oh, ow := s.OutH(), s.OutW()
-	planes := s.N * s.C
-	dx, dy, arg := b.dev(op, "dx", dxt, planes*s.H*s.W), b.dev(op, "dy", dyt, planes*oh*ow), b.dev(op, "argmax", argt, planes*oh*ow)
-	if dx == 0 || dy == 0 || arg == 0 {
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.H*s.W)
+	if xa == nil {
 		return
 	}
-	b.launchN("maxpool_bwd_f32", planes*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(planes), intArg(s.H), intArg(s.W),
+	nhwc := channelsLastFor(false, xin)
+	x := b.arrange(xa, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	outLay := layoutIf(nhwc, s.N, s.C, oh*ow)
+	y, arg := b.output(op, "y", yt, s.N*s.C*oh*ow, outLay), b.output(op, "argmax", argt, s.N*s.C*oh*ow, outLay)
+	if y == 0 || arg == 0 || x == 0 {
+		return
+	}
+	if nhwc {
+		b.launchN("maxpool_fwd_nhwc_f32", s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+		return
+	}
+	b.launchN("maxpool_fwd_f32", s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N*s.C), intArg(s.H), intArg(s.W),
 		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
 }
 
-// GlobalAvgPoolForward averages each plane.
-func (b *Backend) GlobalAvgPoolForward(yt, xt backend.Tensor, n, c, spatial int) {
-	y, x := b.dev("GlobalAvgPoolForward", "y", yt, n*c), b.dev("GlobalAvgPoolForward", "x", xt, n*c*spatial)
-	if y != 0 && x != 0 {
-		b.launch("gap_fwd_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n*c), intArg(spatial))
+// MaxPool2DBackward routes dy to the arg-max positions; in NHWC where dy
+// or argmax is.
+func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.PoolShape) {
+	const op = "MaxPool2DBackward"
+	oh, ow := s.OutH(), s.OutW()
+	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.C, oh*ow)
+	arga, argIn := b.activationIn(op, "argmax", argt, s.N, s.C, oh*ow)
+	if dya == nil || arga == nil {
+		return
 	}
+	nhwc := channelsLastFor(false, dyIn, argIn)
+	dy, arg := b.arrange(dya, layoutIf(nhwc, s.N, s.C, oh*ow)), b.arrange(arga, layoutIf(nhwc, s.N, s.C, oh*ow))
+	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	if dx == 0 || dy == 0 || arg == 0 {
+		return
+	}
+	if nhwc {
+		b.launchN("maxpool_bwd_nhwc_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+		return
+	}
+	b.launchN("maxpool_bwd_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N*s.C), intArg(s.H), intArg(s.W),
+		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
 }
 
-// GlobalAvgPoolBackward spreads dy over each plane.
-func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial int) {
-	dx, dy := b.dev("GlobalAvgPoolBackward", "dx", dxt, n*c*spatial), b.dev("GlobalAvgPoolBackward", "dy", dyt, n*c)
-	if dx != 0 && dy != 0 {
-		b.launchN("gap_bwd_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n*c), intArg(spatial))
+// GlobalAvgPoolForward averages each plane; reads NHWC x as it is.
+func (b *Backend) GlobalAvgPoolForward(yt, xt backend.Tensor, n, c, spatial int) {
+	const op = "GlobalAvgPoolForward"
+	xa, xin := b.activationIn(op, "x", xt, n, c, spatial)
+	if xa == nil {
+		return
 	}
+	nhwc := channelsLastFor(false, xin)
+	x := b.arrange(xa, layoutIf(nhwc, n, c, spatial))
+	y := b.output(op, "y", yt, n*c, layout{})
+	if y == 0 || x == 0 {
+		return
+	}
+	if nhwc {
+		b.launch("gap_fwd_nhwc_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n), intArg(c), intArg(spatial))
+		return
+	}
+	b.launch("gap_fwd_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n*c), intArg(spatial))
+}
+
+// GlobalAvgPoolBackward spreads dy over each plane, writing NHWC where
+// channels-last is on.
+func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial int) {
+	const op = "GlobalAvgPoolBackward"
+	dy := b.dev(op, "dy", dyt, n*c)
+	lay := b.activationLayout(b.channelsLast, n, c, spatial)
+	dx := b.output(op, "dx", dxt, n*c*spatial, lay)
+	if dx == 0 || dy == 0 {
+		return
+	}
+	if lay.nhwc {
+		b.launchN("gap_bwd_nhwc_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+		return
+	}
+	b.launchN("gap_bwd_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n*c), intArg(spatial))
 }
 
 // Add sets y = a + b.
 func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
-	y, a, c := b.dev("Add", "y", yt, n), b.dev("Add", "a", at, n), b.dev("Add", "b", bt, n)
-	if y != 0 && a != 0 && c != 0 {
+	p, ok := b.elementwise("Add", n, written("y", yt), read("a", at), read("b", bt))
+	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
 		b.launchN("add_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
 
 // AddReLU is y = max(a+b, 0) (backend.Fused).
 func (b *Backend) AddReLU(yt, at, bt backend.Tensor, n int) {
-	y, a, c := b.dev("AddReLU", "y", yt, n), b.dev("AddReLU", "a", at, n), b.dev("AddReLU", "b", bt, n)
-	if y != 0 && a != 0 && c != 0 {
+	p, ok := b.elementwise("AddReLU", n, written("y", yt), read("a", at), read("b", bt))
+	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
 		b.launchN("add_relu_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
@@ -554,7 +685,7 @@ func shortcutOK(s backend.ShortcutShape) bool {
 	return s.N >= 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.Stride > 0 && s.OC >= s.C && (s.OC-s.C)%2 == 0
 }
 
-// ShortcutAForward is the option-A shortcut.
+// ShortcutAForward is the option-A shortcut; in NHWC where x is.
 func (b *Backend) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutShape) {
 	const op = "ShortcutAForward"
 	if !shortcutOK(s) {
@@ -562,14 +693,25 @@ func (b *Backend) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutShap
 		return
 	}
 	oh, ow := s.OutH(), s.OutW()
-	y, x := b.dev(op, "y", yt, s.N*s.OC*oh*ow), b.dev(op, "x", xt, s.N*s.C*s.H*s.W)
-	if y != 0 && x != 0 {
-		b.launchN("shortcut_a_fwd_f32", s.N*s.OC*oh*ow, ptrArg(y), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-			intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.H*s.W)
+	if xa == nil {
+		return
 	}
+	nhwc := channelsLastFor(false, xin)
+	x := b.arrange(xa, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	y := b.output(op, "y", yt, s.N*s.OC*oh*ow, layoutIf(nhwc, s.N, s.OC, oh*ow))
+	if y == 0 || x == 0 {
+		return
+	}
+	name := "shortcut_a_fwd_f32"
+	if nhwc {
+		name = "shortcut_a_fwd_nhwc_f32"
+	}
+	b.launchN(name, s.N*s.OC*oh*ow, ptrArg(y), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
 }
 
-// ShortcutABackward is its transpose.
+// ShortcutABackward is its transpose; in NHWC where dy is.
 func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutShape) {
 	const op = "ShortcutABackward"
 	if !shortcutOK(s) {
@@ -577,9 +719,20 @@ func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutS
 		return
 	}
 	oh, ow := s.OutH(), s.OutW()
-	dx, dy := b.dev(op, "dx", dxt, s.N*s.C*s.H*s.W), b.dev(op, "dy", dyt, s.N*s.OC*oh*ow)
-	if dx != 0 && dy != 0 {
-		b.launchN("shortcut_a_bwd_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-			intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.OC, oh*ow)
+	if dya == nil {
+		return
 	}
+	nhwc := channelsLastFor(false, dyIn)
+	dy := b.arrange(dya, layoutIf(nhwc, s.N, s.OC, oh*ow))
+	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	if dx == 0 || dy == 0 {
+		return
+	}
+	name := "shortcut_a_bwd_f32"
+	if nhwc {
+		name = "shortcut_a_bwd_nhwc_f32"
+	}
+	b.launchN(name, s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
 }

@@ -33,6 +33,36 @@ type Options struct {
 	// which then runs it where it was faster (Name counts those); tests of
 	// the cuDNN path set CuDNNOnly so that cuDNN is what they check.
 	CuDNNOnly bool
+	// Layout is the order convolutional activations are stored in on the
+	// device (layout.go); results are the same either way, up to the
+	// rounding of the algorithms cuDNN picks.
+	//
+	//   - "" or "auto": channels-last where cuDNN runs the convolutions on
+	//     tensor cores (precision tf32 or bf16), else NCHW. Strict fp32
+	//     convolutions gain little from NHWC and are not certain to have
+	//     cuDNN kernels in it for every direction.
+	//   - "nhwc": channels-last (NHWC), where cuDNN's tensor-core
+	//     convolutions are fastest. Without cuDNN it cannot be (the
+	//     im2col path is NCHW) and Name says so.
+	//   - "nchw": NCHW throughout, the Backend interface's own order.
+	Layout string
+}
+
+// The values of Options.Layout.
+const (
+	LayoutAuto = "auto"
+	NHWC       = "nhwc"
+	NCHW       = "nchw"
+)
+
+// CheckLayout says whether l is a value of Options.Layout ("" is auto)
+// and, if not, what is allowed.
+func CheckLayout(l string) error {
+	switch l {
+	case "", LayoutAuto, NHWC, NCHW:
+		return nil
+	}
+	return fmt.Errorf("layout %q is not known; use %s, %s or %s", l, LayoutAuto, NHWC, NCHW)
 }
 
 // The values of Options.Precision.
@@ -63,4 +93,15 @@ func (o Options) precision() (string, error) {
 		return FP32, nil
 	}
 	return o.Precision, nil
+}
+
+// layout returns the checked layout, "" resolved to auto.
+func (o Options) layout() (string, error) {
+	if err := CheckLayout(o.Layout); err != nil {
+		return "", fmt.Errorf("cuda: Options.Layout: %w", err)
+	}
+	if o.Layout == "" {
+		return LayoutAuto, nil
+	}
+	return o.Layout, nil
 }

@@ -35,3 +35,25 @@ func TestPrecisionValues(t *testing.T) {
 		}
 	}
 }
+
+func TestLayoutValues(t *testing.T) {
+	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW} {
+		if err := cuda.CheckLayout(l); err != nil {
+			t.Errorf("CheckLayout(%q): %v", l, err)
+		}
+	}
+	for _, l := range []string{"NHWC", "channels_last", "nhcw"} {
+		want := `layout "` + l + `" is not known; use auto, nhwc or nchw`
+		if err := cuda.CheckLayout(l); err == nil || err.Error() != want {
+			t.Errorf("CheckLayout(%q) = %v, want %q", l, err, want)
+		}
+		b, err := cuda.New(0, cuda.Options{Layout: l})
+		if err == nil {
+			b.Close()
+			t.Fatalf("New with layout %q succeeded", l)
+		}
+		if !strings.Contains(err.Error(), "Options.Layout") || !strings.Contains(err.Error(), want) {
+			t.Errorf("New with layout %q: %v, want %q", l, err, want)
+		}
+	}
+}

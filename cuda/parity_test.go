@@ -36,6 +36,34 @@ type opCase struct {
 	// gen, if set, makes input i (labels, ±1 weights…).
 	gen func(i int, rng *rand.Rand, n int) []float32
 	run func(b backend.Backend, in, out []backend.Tensor)
+	// activations are the inputs that are n×c×s activations, which
+	// channelsLastInputs stores channels-last on the GPU before the op.
+	activations []activationInput
+}
+
+// activationInput says input i of a case is an n×c×s activation.
+type activationInput struct{ i, n, c, s int }
+
+// channelsLastInputs are the cases that have activation inputs, run with
+// those stored channels-last (NHWC) on the GPU, so that the ops take
+// their NHWC kernels there; the CPU runs them as they are.
+func channelsLastInputs(cases []opCase) []opCase {
+	var nhwc []opCase
+	for _, c := range cases {
+		if len(c.activations) == 0 {
+			continue
+		}
+		run, acts := c.run, c.activations
+		c.name += " (inputs NHWC)"
+		c.run = func(b backend.Backend, in, out []backend.Tensor) {
+			for _, a := range acts {
+				cuda.ToChannelsLast(b, in[a.i], a.n, a.c, a.s)
+			}
+			run(b, in, out)
+		}
+		nhwc = append(nhwc, c)
+	}
+	return nhwc
 }
 
 func labelsGen(classes int) func(int, *rand.Rand, int) []float32 {
@@ -65,11 +93,14 @@ func parityCases() []opCase {
 	cases = append(cases,
 		opCase{name: "Fill 1237", inputs: []int{}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Fill(out[0], 2.5, n) }},
 		opCase{name: "Copy 1237", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Copy(out[0], in[0], n) }},
-		opCase{name: "AddBias 3x5x7", tol: 1e-6, inputs: []int{105, 5}, outputs: []int{105}, run: func(b backend.Backend, in, out []backend.Tensor) {
+		opCase{name: "AddBias 3x5x7", tol: 1e-6, inputs: []int{105, 5}, outputs: []int{105}, activations: []activationInput{{0, 3, 5, 7}}, run: func(b backend.Backend, in, out []backend.Tensor) {
 			b.Copy(out[0], in[0], 105)
 			b.AddBias(out[0], in[1], 3, 5, 7)
 		}},
-		opCase{name: "BiasGrad 3x5x7", tol: 1e-5, inputs: []int{105}, outputs: []int{5}, run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], 3, 5, 7) }},
+		opCase{name: "BiasGrad 3x5x7", tol: 1e-5, inputs: []int{105}, outputs: []int{5}, activations: []activationInput{{0, 3, 5, 7}}, run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], 3, 5, 7) }},
+		opCase{name: "BiasGrad 64x40x300", tol: 1e-4, inputs: []int{64 * 40 * 300}, outputs: []int{40}, activations: []activationInput{{0, 64, 40, 300}}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.BiasGrad(out[0], in[0], 64, 40, 300)
+		}},
 		opCase{name: "ReLUForward 1237", inputs: []int{n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUForward(out[0], in[0], n) }},
 		opCase{name: "ReLUBackward 1237", inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUBackward(out[0], in[0], in[1], n) }},
 		opCase{name: "Add 1237", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }},
@@ -150,18 +181,22 @@ func parityCases() []opCase {
 			b.LogSoftmaxNLLBackward(out[0], out[1], in[1], 129, 10, 1.0/129)
 		}},
 	)
-	// The last three shapes split each channel's sums among several blocks
-	// (rows of 300, of 4099, and ResNet-20's first stage).
+	// Shapes 4 to 6 split each channel's sums among several blocks (rows of
+	// 300, of 4099, and ResNet-20's first stage).
+	// The last two have more channels than one NHWC block takes (32), the
+	// last rows for several parts per channel.
 	for _, s := range []backend.BNShape{{N: 2, C: 3, Spatial: 1}, {N: 5, C: 7, Spatial: 9}, {N: 100, C: 300, Spatial: 1},
-		{N: 64, C: 5, Spatial: 300}, {N: 16, C: 3, Spatial: 4099}, {N: 128, C: 16, Spatial: 1024}} {
+		{N: 64, C: 5, Spatial: 300}, {N: 16, C: 3, Spatial: 4099}, {N: 128, C: 16, Spatial: 1024}, {N: 8, C: 40, Spatial: 49},
+		{N: 16, C: 72, Spatial: 256}} {
 		cnt := s.Count()
 		c := s.C
+		act := []activationInput{{0, s.N, s.C, s.Spatial}}
 		cases = append(cases,
-			opCase{name: fmt.Sprintf("BatchNormTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, cnt, c, c, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			opCase{name: fmt.Sprintf("BatchNormTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, cnt, c, c, c, c}, activations: act, run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.Fill(out[5], 1, c)
 				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
 			}},
-			opCase{name: fmt.Sprintf("BatchNormEval %+v", s), tol: 1e-5, inputs: []int{cnt, c, c, c, c}, outputs: []int{cnt}, gen: func(i int, rng *rand.Rand, n int) []float32 {
+			opCase{name: fmt.Sprintf("BatchNormEval %+v", s), tol: 1e-5, inputs: []int{cnt, c, c, c, c}, outputs: []int{cnt}, activations: act, gen: func(i int, rng *rand.Rand, n int) []float32 {
 				if i == 4 { // a variance must be positive
 					v := make([]float32, n)
 					for j := range v {
@@ -173,51 +208,110 @@ func parityCases() []opCase {
 			}, run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.BatchNormEval(out[0], in[0], in[1], in[2], in[3], in[4], s, 1e-5)
 			}},
-			opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: 1e-4, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: 1e-4, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c}, activations: act, run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
 				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
 			}},
-			opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c}, run: func(b backend.Backend, in, out []backend.Tensor) {
+			opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: 1e-5, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c}, activations: act, run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.Fill(out[4], 1, c)
 				b.(backend.Fused).BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
 			}},
+			opCase{name: fmt.Sprintf("BatchNormReLUBackward %+v", s), tol: 1e-4, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, c, c, c, c, cnt, c, c},
+				activations: []activationInput{{3, s.N, s.C, s.Spatial}}, run: func(b backend.Backend, in, out []backend.Tensor) {
+					f := b.(backend.Fused)
+					b.Fill(out[4], 1, c)
+					f.BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
+					f.BatchNormReLUBackward(out[5], out[6], out[7], in[3], in[0], out[1], out[2], in[1], in[2], s)
+				}},
 		)
 	}
 	cases = append(cases, opCase{name: "AddReLU 1237", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, run: func(b backend.Backend, in, out []backend.Tensor) {
 		b.(backend.Fused).AddReLU(out[0], in[0], in[1], n)
-	}})
-	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1}} {
+	}},
+		// Elementwise ops on one channels-last input and one flat one, and
+		// an optimizer step on a filter and its gradient.
+		opCase{name: "AddReLU 3x8x9 then ReLUBackward", tol: 1e-7, inputs: []int{216, 216, 216}, outputs: []int{216, 216},
+			activations: []activationInput{{0, 3, 8, 9}, {2, 3, 8, 9}}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.(backend.Fused).AddReLU(out[0], in[0], in[1], 216)
+				b.ReLUBackward(out[1], in[2], out[0], 216)
+			}},
+		opCase{name: "SGDStep ×2 on a 16x8x3x3 filter", tol: 1e-6, inputs: []int{1152, 1152}, outputs: []int{1152, 1152},
+			activations: []activationInput{{1, 16, 8, 9}}, run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Copy(out[0], in[0], 1152)
+				for s := 0; s < 2; s++ {
+					b.SGDStep(out[0], in[1], out[1], 1152, backend.SGDParams{LR: 0.1, Momentum: 0.9, WeightDecay: 1e-4})
+				}
+			}},
+		opCase{name: "SignScaled 16x72 (a 16x8x3x3 filter)", tol: 1e-6, inputs: []int{1152}, outputs: []int{1152},
+			activations: []activationInput{{0, 16, 8, 9}}, run: func(b backend.Backend, in, out []backend.Tensor) { b.SignScaled(out[0], in[0], 16, 72) }},
+		// Writes over part of a tensor stored NHWC leave the rest as it
+		// was: an op in place over the first 2 of 4 samples, an upload of
+		// the first of 2.
+		opCase{name: "AddReLU in place over 2 of 4 NHWC samples", tol: 1e-7, inputs: []int{288, 144}, outputs: []int{288},
+			run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Copy(out[0], in[0], 288)
+				cuda.ToChannelsLast(b, out[0], 4, 8, 9)
+				cuda.ToChannelsLast(b, in[1], 2, 8, 9)
+				b.(backend.Fused).AddReLU(out[0], out[0], in[1], 144)
+			}},
+		opCase{name: "Upload over 1 of 2 NHWC samples", inputs: []int{144}, outputs: []int{144},
+			run: func(b backend.Backend, in, out []backend.Tensor) {
+				first := make([]float32, 72)
+				for i := range first {
+					first[i] = float32(i)
+				}
+				b.Copy(out[0], in[0], 144)
+				cuda.ToChannelsLast(b, out[0], 2, 8, 9)
+				b.Upload(out[0], first)
+			}},
+	)
+	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1},
+		{N: 3, C: 8, H: 9, W: 9, Kernel: 3, Stride: 2, Pad: 1}, {N: 2, C: 16, H: 4, W: 4, Kernel: 2, Stride: 2}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
 		cases = append(cases,
-			opCase{name: fmt.Sprintf("MaxPool2DForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out, out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.MaxPool2DForward(o[0], o[1], i[0], s) }},
-			opCase{name: fmt.Sprintf("MaxPool2DBackward %+v", s), tol: 1e-6, inputs: []int{in, out}, outputs: []int{out, out, in}, run: func(b backend.Backend, i, o []backend.Tensor) {
-				b.MaxPool2DForward(o[0], o[1], i[0], s)
-				b.MaxPool2DBackward(o[2], i[1], o[1], s)
-			}},
+			opCase{name: fmt.Sprintf("MaxPool2DForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out, out}, activations: []activationInput{{0, s.N, s.C, s.H * s.W}},
+				run: func(b backend.Backend, i, o []backend.Tensor) { b.MaxPool2DForward(o[0], o[1], i[0], s) }},
+			opCase{name: fmt.Sprintf("MaxPool2DBackward %+v", s), tol: 1e-6, inputs: []int{in, out}, outputs: []int{out, out, in},
+				activations: []activationInput{{0, s.N, s.C, s.H * s.W}}, run: func(b backend.Backend, i, o []backend.Tensor) {
+					b.MaxPool2DForward(o[0], o[1], i[0], s)
+					b.MaxPool2DBackward(o[2], i[1], o[1], s)
+				}},
 		)
 	}
 	cases = append(cases,
-		opCase{name: "GlobalAvgPoolForward 3x5x49", tol: 1e-6, inputs: []int{735}, outputs: []int{15}, run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolForward(o[0], i[0], 3, 5, 49) }},
+		opCase{name: "GlobalAvgPoolForward 3x5x49", tol: 1e-6, inputs: []int{735}, outputs: []int{15}, activations: []activationInput{{0, 3, 5, 49}},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolForward(o[0], i[0], 3, 5, 49) }},
 		opCase{name: "GlobalAvgPoolBackward 3x5x49", tol: 1e-6, inputs: []int{15}, outputs: []int{735}, run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolBackward(o[0], i[0], 3, 5, 49) }},
 	)
 	for _, s := range []backend.ShortcutShape{{N: 2, C: 4, H: 7, W: 6, OC: 8, Stride: 2}, {N: 1, C: 16, H: 32, W: 32, OC: 32, Stride: 2}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW()
 		cases = append(cases,
-			opCase{name: fmt.Sprintf("ShortcutAForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out}, run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutAForward(o[0], i[0], s) }},
-			opCase{name: fmt.Sprintf("ShortcutABackward %+v (exact)", s), inputs: []int{out}, outputs: []int{in}, run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutABackward(o[0], i[0], s) }},
+			opCase{name: fmt.Sprintf("ShortcutAForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out}, activations: []activationInput{{0, s.N, s.C, s.H * s.W}},
+				run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutAForward(o[0], i[0], s) }},
+			opCase{name: fmt.Sprintf("ShortcutABackward %+v (exact)", s), inputs: []int{out}, outputs: []int{in}, activations: []activationInput{{0, s.N, s.OC, s.OutH() * s.OutW()}},
+				run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutABackward(o[0], i[0], s) }},
 		)
 	}
 	return cases
 }
 
+// Every op against the CPU, in each layout: with layout nhwc the ops
+// also run on inputs stored channels-last (their NHWC kernels), and
+// global average pooling's backward pass writes NHWC where cuDNN runs.
 func TestOpParityWithCPU(t *testing.T) {
-	gpu, err := cuda.New(0, cuda.Options{})
-	if err != nil {
-		t.Fatal(err)
+	for _, layout := range []string{cuda.NCHW, cuda.NHWC} {
+		gpu, err := cuda.New(0, cuda.Options{Layout: layout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("layout %s, GPU backend: %s", layout, gpu.Name())
+		cases := parityCases()
+		if layout == cuda.NHWC {
+			cases = append(cases, channelsLastInputs(cases)...)
+		}
+		checkParity(t, gpu, cases)
+		gpu.Close()
 	}
-	defer gpu.Close()
-	t.Logf("GPU backend: %s", gpu.Name())
-	checkParity(t, gpu, parityCases())
 }
 
 // caseInputs makes the random inputs of a case (the same on every backend).
@@ -339,7 +433,9 @@ func TestBadLabelIsReported(t *testing.T) {
 	}
 }
 
-// Whole training steps: the GPU's losses track the CPU's.
+// Whole training steps: the GPU's losses track the CPU's, the conv nets'
+// with their activations NCHW and channels-last (whose conversions at a
+// flatten into dense layers VGG-5 exercises).
 func TestTrainingLossesMatchCPU(t *testing.T) {
 	models := map[string]trainer.BenchModel{}
 	for _, m := range trainer.BenchModels() {
@@ -355,20 +451,27 @@ func TestTrainingLossesMatchCPU(t *testing.T) {
 		{"mlp300", "binary", 20, 1e-2},
 		{"resnet20", "float", 5, 1e-2},
 		{"resnet20", "binary", 5, 1e-2},
+		{"vgg5", "float", 5, 1e-2},
 	} {
-		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cpu", "fp32", c.steps)
+		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cpu", "fp32", cuda.LayoutAuto, c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", "fp32", c.steps)
-		if err != nil {
-			t.Fatal(err)
+		layouts := []string{cuda.NCHW, cuda.NHWC}
+		if c.model == "mlp300" {
+			layouts = []string{cuda.LayoutAuto}
 		}
-		for i := range want {
-			if d := math.Abs(got[i]-want[i]) / (1 + math.Abs(want[i])); d > c.tol || math.IsNaN(got[i]) {
-				t.Errorf("%s %s step %d: GPU loss %.6f, CPU %.6f", c.model, c.mode, i, got[i], want[i])
+		for _, layout := range layouts {
+			got, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", "fp32", layout, c.steps)
+			if err != nil {
+				t.Fatal(err)
 			}
+			for i := range want {
+				if d := math.Abs(got[i]-want[i]) / (1 + math.Abs(want[i])); d > c.tol || math.IsNaN(got[i]) {
+					t.Errorf("%s %s, layout %s, step %d: GPU loss %.6f, CPU %.6f", c.model, c.mode, layout, i, got[i], want[i])
+				}
+			}
+			t.Logf("%s %s, layout %s: %d steps, CPU losses %.4f…%.4f, GPU %.4f…%.4f", c.model, c.mode, layout, c.steps, want[0], want[len(want)-1], got[0], got[len(got)-1])
 		}
-		t.Logf("%s %s: %d steps, CPU losses %.4f…%.4f, GPU %.4f…%.4f", c.model, c.mode, c.steps, want[0], want[len(want)-1], got[0], got[len(got)-1])
 	}
 }

@@ -7,12 +7,15 @@
 #      own process with its own time limit, so a crash or hang in one test
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
-#   3. a profile of ResNet-20 and ResNet-18 steps (fp32, bf16);
+#   3. a profile of ResNet-20 and ResNet-18 steps (tf32, bf16);
 #   4. iterbin's training throughput on the GPU, one process per model and
-#      precision (fp32, tf32, bf16), and PyTorch's on the same card
-#      (torch_anchor.py), with the ratio table last.
+#      precision (fp32, tf32, bf16), with the default layout (channels-last
+#      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
+#      the other one (--layout nchw or nhwc), and PyTorch's on the same
+#      card (torch_anchor.py), with the ratio table last.
 # Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
-# profile.log, bench.log, anchor.log, summary.txt. Commit them under docs/gpu/.
+# profile.log, bench.log, bench-other-layout.log, anchor.log, summary.txt.
+# Commit them under docs/gpu/.
 #
 #   run tool: command="bash .gpubundle/gpu-suite.sh", carry=[".gpubundle"]
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
@@ -81,7 +84,7 @@ fi
 
 # 3. Where a step's time goes (every op timed with the device waited for);
 # GPU_SUITE_PROFILE=0 skips it.
-for p in fp32 bf16; do
+for p in tf32 bf16; do
   [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
   l=$(limit 60)
   if [ "$l" -lt 15 ]; then note "profile $p: SKIPPED (deadline)"; continue; fi
@@ -100,25 +103,39 @@ for p in fp32 bf16 tf32; do
     rc=$?
     [ $rc = 0 ] || note "bench $m $p: exit $rc"
   done
+  other=nchw
+  [ $p = fp32 ] && other=nhwc
+  for m in vgg5 resnet20 resnet18; do
+    l=$(limit 75)
+    if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
+    echo "=== $m $p $other (limit ${l}s)" >>"$O/bench-other-layout.log"
+    timeout -k 5 "$l" $B/bin/iterbin bench --device cuda --precision $p --layout $other --models $m --steps 30 --warmup 5 >>"$O/bench-other-layout.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || note "bench $m $p $other: exit $rc"
+  done
   l=$(limit 150)
   if [ "$l" -lt 30 ]; then note "anchor $p: SKIPPED (deadline)"; continue; fi
   timeout -k 5 "$l" $PY -u $B/torch_anchor.py --models mlp300,vgg5,resnet20,resnet18 --precisions $p \
       --steps 30 --warmup 5 >>"$O/anchor.log" 2>&1 || note "anchor $p: exit $?"
 done
 
-# The table: iterbin's img/s (bench.log rows) beside PyTorch's (anchor.log JSON).
+# The table: iterbin's img/s (bench.log rows; the other layout's beside
+# them, from bench-other-layout.log: NHWC at fp32, NCHW at tf32 and bf16)
+# and PyTorch's (anchor.log JSON), with their ratio.
+rows() { awk '/^=== /{p=$3} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4}' "$1" 2>/dev/null; }
 {
   echo
-  echo "model mode precision iterbin_img_s pytorch_img_s ratio"
-  awk '/^=== /{p=$3} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4}' "$O/bench.log" |
+  echo "model mode precision iterbin_img_s other_layout_img_s pytorch_img_s ratio"
+  rows "$O/bench.log" |
   while read -r m mode p ours; do
+    other_ips=$(rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" '$1==m && $2==mode && $3==p {print $4}' | head -1)
     theirs=$(grep -h "\"model\": \"$m\"" "$O/anchor.log" 2>/dev/null | grep "\"precision\": \"$p\"" | grep "\"mode\": \"$mode\"" |
              sed -n 's/.*"img_per_s": \([0-9.]*\).*/\1/p' | head -1)
     if [ -n "$theirs" ]; then
-      echo "$m $mode $p $ours $theirs $(awk -v a="$ours" -v b="$theirs" 'BEGIN{printf "%.2f", a/b}')"
+      echo "$m $mode $p $ours ${other_ips:--} $theirs $(awk -v a="$ours" -v b="$theirs" 'BEGIN{printf "%.2f", a/b}')"
     else
-      echo "$m $mode $p $ours - -"
+      echo "$m $mode $p $ours ${other_ips:--} - -"
     fi
   done
-} | awk '{printf "%-9s %-7s %-9s %14s %14s %6s\n", $1, $2, $3, $4, $5, $6}' | tee -a "$summary"
+} | awk '{printf "%-9s %-7s %-9s %14s %18s %14s %6s\n", $1, $2, $3, $4, $5, $6, $7}' | tee -a "$summary"
 note "suite took $((SECONDS - start))s"

@@ -60,9 +60,9 @@ type BenchResult struct {
 // inputs, fp32 accumulation); see cuda.Options.Precision. Batches are
 // filled and augmented one step ahead on another goroutine, as in
 // training.
-func BenchStep(m BenchModel, mode, device, precision string, warmup, steps int) (BenchResult, error) {
+func BenchStep(m BenchModel, mode, device, precision, layout string, warmup, steps int) (BenchResult, error) {
 	data := benchData(m)
-	s, err := benchSession(m, mode, device, precision, data, 0.001, nil)
+	s, err := benchSession(m, mode, device, precision, layout, data, 0.001, nil)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -160,7 +160,7 @@ type StepProfile struct {
 // ProfileStep runs warmup and then steps training steps of a model as
 // BenchStep does, but with every op timed (backend.Profile) and the batch
 // filled in line, timed as "fill batch (host)".
-func ProfileStep(m BenchModel, mode, device, precision string, warmup, steps int) (StepProfile, error) {
+func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, steps int) (StepProfile, error) {
 	data := benchData(m)
 	var times *backend.OpTimes
 	wrap := func(be backend.Backend) backend.Backend {
@@ -168,7 +168,7 @@ func ProfileStep(m BenchModel, mode, device, precision string, warmup, steps int
 		p, times = backend.Profile(be)
 		return p
 	}
-	s, err := benchSession(m, mode, device, precision, data, 0.001, wrap)
+	s, err := benchSession(m, mode, device, precision, layout, data, 0.001, wrap)
 	if err != nil {
 		return StepProfile{}, err
 	}
@@ -196,12 +196,12 @@ func ProfileStep(m BenchModel, mode, device, precision string, warmup, steps int
 }
 
 // StepLosses trains steps steps of a model on fixed synthetic data on a
-// device at a precision and returns each step's mean training loss and
-// the backend's name: the same sequence on every backend, up to rounding,
-// which the CUDA parity tests compare.
-func StepLosses(m BenchModel, mode, device, precision string, steps int) (losses []float64, backendName string, err error) {
+// device at a precision and layout and returns each step's mean training
+// loss and the backend's name: the same sequence on every backend, up to
+// rounding, which the CUDA parity tests compare.
+func StepLosses(m BenchModel, mode, device, precision, layout string, steps int) (losses []float64, backendName string, err error) {
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
-	s, err := benchSession(m, mode, device, precision, data, 0.01, nil)
+	s, err := benchSession(m, mode, device, precision, layout, data, 0.01, nil)
 	if err != nil {
 		return nil, "", err
 	}
@@ -228,7 +228,7 @@ func StepLosses(m BenchModel, mode, device, precision string, steps int) (losses
 // benchSession builds a session of a benchmark model on device with every
 // layer binary in "binary" mode; close releases it and its backend. A
 // non-nil wrap wraps the backend before the model is built on it.
-func benchSession(m BenchModel, mode, device, precision string, data *loaders.Dataset, lr float64, wrap func(backend.Backend) backend.Backend) (*session, error) {
+func benchSession(m BenchModel, mode, device, precision, layout string, data *loaders.Dataset, lr float64, wrap func(backend.Backend) backend.Backend) (*session, error) {
 	cfg := Default()
 	cfg.Run.Device = device
 	cfg.Model.Arch, cfg.Model.Hidden = m.Arch, m.Hidden
@@ -248,8 +248,8 @@ func benchSession(m BenchModel, mode, device, precision string, data *loaders.Da
 	if err != nil {
 		return nil, err
 	}
-	cfg.Run.Precision = precision
-	be, err := openBackend(device, precision)
+	cfg.Run.Precision, cfg.Run.Layout = precision, layout
+	be, err := openBackend(device, precision, layout)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,13 @@ type RunConfig struct {
 	// TF32 is the old spelling of precision = "tf32". Configurations
 	// written by earlier versions carry tf32 = false, which is accepted;
 	// true is an error that says to use precision instead.
-	TF32   bool   `toml:"tf32,omitempty"`
+	TF32 bool `toml:"tf32,omitempty"`
+	// Layout is the order CUDA stores convolutional activations in:
+	// "auto" (channels-last where cuDNN runs the convolutions at precision
+	// tf32 or bf16, else NCHW), "nhwc" or "nchw"; results are the same up
+	// to rounding. See
+	// cuda.Options.Layout. The CPU computes NCHW ("auto" or "nchw").
+	Layout string `toml:"layout"`
 	OutDir string `toml:"out_dir"`
 }
 
@@ -183,7 +189,7 @@ func (o Order) String() string {
 // MNIST experiment with the 784-300-100-10 MLP and the forward order.
 func Default() Config {
 	return Config{
-		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", Precision: "fp32", OutDir: "runs"},
+		Run:      RunConfig{Name: "run", Seed: 316, Device: "cpu", Precision: "fp32", Layout: cuda.LayoutAuto, OutDir: "runs"},
 		Data:     DataConfig{Dataset: "mnist", Validation: 5000, Augment: "auto", ImageSize: 224, Resize: 256},
 		Model:    ModelConfig{Arch: "mlp", Hidden: []int{300, 100}},
 		Binarize: BinarizeConfig{Mode: "iterative", Order: Order{Rule: OrderForward}, EpochsPerLayer: 150, STE: "identity"},
@@ -363,6 +369,9 @@ func (c *Config) Validate() error {
 	if err := checkPrecision(c.Run.Device, c.Run.Precision); err != nil {
 		bad("run.precision", "%v", err)
 	}
+	if err := checkLayout(c.Run.Device, c.Run.Layout); err != nil {
+		bad("run.layout", "%v", err)
+	}
 	if c.Run.TF32 {
 		bad("run.tf32", "is replaced by run.precision: write precision = \"tf32\" in [run] and remove tf32")
 	}
@@ -483,6 +492,22 @@ func checkPrecision(device, precision string) error {
 		return fmt.Errorf("%q is not implemented: use %q (fp16 needs loss scaling; bf16 has float32's exponent range and needs none)", precision, cuda.BF16)
 	}
 	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", precision, cuda.FP32, cuda.TF32, cuda.BF16)
+}
+
+// checkLayout checks a run.layout value for a device: auto and nchw
+// anywhere ("" is auto), nhwc only on CUDA. Its errors start with the
+// value.
+func checkLayout(device, layout string) error {
+	switch layout {
+	case "", cuda.LayoutAuto, cuda.NCHW:
+		return nil
+	case cuda.NHWC:
+		if device == "cpu" {
+			return fmt.Errorf("%q is a CUDA option (channels-last activations for cuDNN); the CPU backend computes NCHW: use %q or %q, or device cuda", layout, cuda.LayoutAuto, cuda.NCHW)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", layout, cuda.LayoutAuto, cuda.NHWC, cuda.NCHW)
 }
 
 var devicePattern = regexp.MustCompile(`^(cpu|cuda|cuda:[0-9]+)$`)

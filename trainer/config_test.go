@@ -39,6 +39,8 @@ func TestConfigErrorsNameFileKeyAndWhatIsAllowed(t *testing.T) {
 		{"tf32 on the CPU", "[run]\nprecision = \"tf32\"\n", []string{"key run.precision", `"tf32" is a CUDA option`}},
 		{"old tf32 key", "[run]\ndevice = \"cuda\"\ntf32 = true\n", []string{"key run.tf32", `precision = "tf32"`}},
 		{"precision typo", "[run]\nprecison = \"bf16\"\n", []string{`unknown key "run.precison"`, `did you mean "precision"`}},
+		{"unknown layout", "[run]\ndevice = \"cuda\"\nlayout = \"chw\"\n", []string{"key run.layout", `"chw" is not allowed`, "auto, nhwc, nchw"}},
+		{"nhwc on the CPU", "[run]\nlayout = \"nhwc\"\n", []string{"key run.layout", `"nhwc" is a CUDA option`, "computes NCHW"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -222,5 +224,19 @@ func TestProgressPlainLinesOffTerminal(t *testing.T) {
 	data, _ := os.ReadFile(f.Name())
 	if got := string(data); !strings.Contains(got, "epoch 3/10: 500/1000 images (50%), loss 0.2500, 50 img/s, eta 10s\n") {
 		t.Errorf("progress line %q", got)
+	}
+}
+
+// run.layout: auto by default; nchw anywhere, nhwc on CUDA, also by -set.
+func TestConfigLayout(t *testing.T) {
+	cfg, err := LoadConfig(writeTOML(t, "[run]\nname = \"x\"\n"), nil)
+	if err != nil || cfg.Run.Layout != "auto" {
+		t.Fatalf("default layout %q: %v", cfg.Run.Layout, err)
+	}
+	for _, c := range []struct{ device, layout string }{{"cpu", "nchw"}, {"cpu", "auto"}, {"cuda", "nhwc"}, {"cuda:1", "nchw"}} {
+		cfg, err := LoadConfig(writeTOML(t, "[run]\ndevice = \""+c.device+"\"\n"), []string{"run.layout=" + c.layout})
+		if err != nil || cfg.Run.Layout != c.layout {
+			t.Errorf("layout %s on %s: %v", c.layout, c.device, err)
+		}
 	}
 }

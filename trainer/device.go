@@ -14,22 +14,27 @@ import (
 // "cuda:N") in fp32. CUDA needs a build with -tags cuda; the default build
 // says so.
 func OpenBackend(device string) (backend.Backend, error) {
-	return openBackend(device, cuda.FP32)
+	return openBackend(device, cuda.FP32, cuda.LayoutAuto)
 }
 
 // OpenRunBackend opens the backend a configuration asks for, at its
-// run.precision; the backend's Name says which precision runs.
+// run.precision and run.layout; the backend's Name says which precision
+// and layout run.
 func OpenRunBackend(cfg *Config) (backend.Backend, error) {
-	return openBackend(cfg.Run.Device, cfg.Run.Precision)
+	return openBackend(cfg.Run.Device, cfg.Run.Precision, cfg.Run.Layout)
 }
 
 // openBackend opens device at precision ("fp32", or on CUDA "tf32" or
-// "bf16").
-func openBackend(device, precision string) (backend.Backend, error) {
+// "bf16") with its convolutional activations in layout ("auto", "nchw",
+// or on CUDA "nhwc").
+func openBackend(device, precision, layout string) (backend.Backend, error) {
 	if err := checkPrecision(device, precision); err != nil {
 		return nil, fmt.Errorf("precision %w", err)
 	}
-	opts := cuda.Options{Precision: precision}
+	if err := checkLayout(device, layout); err != nil {
+		return nil, fmt.Errorf("layout %w", err)
+	}
+	opts := cuda.Options{Precision: precision, Layout: layout}
 	switch {
 	case device == "cpu":
 		return cpu.New(), nil

@@ -40,6 +40,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
 	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores) or bf16 (bf16 GEMM and convolution inputs, fp32 accumulation); passed to the anchor as --precisions")
+	layout := fs.String("layout", "auto", "on CUDA, how convolutional activations are stored: auto (channels-last where cuDNN runs at tf32 or bf16), nhwc or nchw")
 	steps := fs.Int("steps", 0, "timed steps per model and mode (default: 200 for the MLPs, whose steps take milliseconds, 20 for the others)")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
@@ -85,7 +86,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				p, err := trainer.ProfileStep(m, mode, *device, *precision, *warmup, stepsFor(m))
+				p, err := trainer.ProfileStep(m, mode, *device, *precision, *layout, *warmup, stepsFor(m))
 				if err != nil {
 					return err
 				}
@@ -104,7 +105,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				r, err := trainer.BenchStep(m, mode, *device, *precision, *warmup, stepsFor(m))
+				r, err := trainer.BenchStep(m, mode, *device, *precision, *layout, *warmup, stepsFor(m))
 				if err != nil {
 					return err
 				}

@@ -209,3 +209,190 @@ extern "C" __global__ void bn_relu_bwd_apply_f32(float* dx, const float* dy, con
         dx[base + j] = k * (fm * d - fs - h * fsx);
     }
 }
+
+// Channels-last (NHWC) batch norm: channel ch's values are the m = N·spatial
+// rows of c contiguous floats, row r's at r*c + ch. The partial sums run on
+// a ⌈c/32⌉×P grid of 32×8 blocks: a warp reads 32 neighbouring channels of
+// one row (coalesced), the block's 8 warps take every 8th row of its share,
+// and the 8 sums per channel are added in warp order. The P partials of a
+// channel are then reduced by one warp in a fixed order (nhwc_final), so
+// here too no sum depends on timing. The elementwise passes are one thread
+// per element, channel i % c.
+
+#define NHWC_LANES 32
+#define NHWC_ROWS 8
+
+// nhwc_partial writes partials[ch*P + p] = Σ f(i, ch) over block (chunk, p)'s
+// rows, i the element's index.
+template <class F>
+__device__ void nhwc_partial(double2* partials, int m, int c, F f) {
+    __shared__ double2 part[NHWC_ROWS][NHWC_LANES];
+    int ch = blockIdx.x * NHWC_LANES + threadIdx.x, lo, hi;
+    block_rows(m, &lo, &hi);
+    double a = 0.0, b = 0.0;
+    if (ch < c) {
+        for (int r = lo + threadIdx.y; r < hi; r += NHWC_ROWS) {
+            double2 v = f((long long)r * c + ch, ch);
+            a += v.x;
+            b += v.y;
+        }
+    }
+    part[threadIdx.y][threadIdx.x] = make_double2(a, b);
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+        double2 t = part[0][threadIdx.x];
+        for (int k = 1; k < NHWC_ROWS; k++) {
+            t.x += part[k][threadIdx.x].x;
+            t.y += part[k][threadIdx.x].y;
+        }
+        partials[ch * gridDim.y + blockIdx.y] = t;
+    }
+}
+
+// nhwc_final returns, to lane 0 of the warp given channel ch, the sum of
+// its parts partials: lanes take every 32nd, then shuffles combine them in
+// a fixed order.
+__device__ double2 nhwc_final(const double2* partials, int parts, int ch) {
+    int lane = threadIdx.x % 32;
+    double a = 0.0, b = 0.0;
+    for (int p = lane; p < parts; p += 32) {
+        a += partials[ch * parts + p].x;
+        b += partials[ch * parts + p].y;
+    }
+    for (int k = 16; k > 0; k >>= 1) {
+        a += __shfl_down_sync(0xffffffffu, a, k);
+        b += __shfl_down_sync(0xffffffffu, b, k);
+    }
+    return make_double2(a, b);
+}
+
+// The warp's channel in a grid of whole warps, one warp per channel; -1 for
+// the warps past the last.
+__device__ int warp_channel(int c) {
+    int ch = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32);
+    return ch < c ? ch : -1;
+}
+
+struct StatsTerms {
+    const float* x;
+    __device__ double2 operator()(long long i, int) const {
+        double v = x[i];
+        return make_double2(v, v * v);
+    }
+};
+
+struct BwdTerms {
+    const float* dy;
+    const float* xhat;
+    __device__ double2 operator()(long long i, int) const {
+        double d = dy[i];
+        return make_double2(d, d * xhat[i]);
+    }
+};
+
+struct ReLUBwdTerms {
+    const float *dy, *x, *mean, *inv_std, *gamma, *beta;
+    __device__ double2 operator()(long long i, int ch) const {
+        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float v = gamma[ch] * h + beta[ch];
+        double d = v > 0.0f ? dy[i] : 0.0f;
+        return make_double2(d, d * h);
+    }
+};
+
+extern "C" __global__ void bn_stats_partial_nhwc_f32(double2* partials, const float* x, int m, int c) {
+    nhwc_partial(partials, m, c, StatsTerms{x});
+}
+
+extern "C" __global__ void bn_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* xhat, int m, int c) {
+    nhwc_partial(partials, m, c, BwdTerms{dy, xhat});
+}
+
+extern "C" __global__ void bn_relu_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* x,
+                                                        const float* mean, const float* inv_std,
+                                                        const float* gamma, const float* beta, int m, int c) {
+    nhwc_partial(partials, m, c, ReLUBwdTerms{dy, x, mean, inv_std, gamma, beta});
+}
+
+// bn_stats_final_f32 with a warp per channel.
+extern "C" __global__ void bn_stats_final_warp_f32(float* mean, float* inv_std, float* run_mean, float* run_var,
+                                                   const double2* partials, int parts, int c, int m,
+                                                   float momentum, float eps) {
+    int ch = warp_channel(c);
+    if (ch < 0) return;
+    double2 t = nhwc_final(partials, parts, ch);
+    if (threadIdx.x % 32 != 0) return;
+    double mu = t.x / m;
+    double var = t.y / m - mu * mu;
+    if (var < 0.0) var = 0.0;
+    float inv = (float)(1.0 / sqrt(var + (double)eps));
+    float muf = (float)mu;
+    mean[ch] = muf;
+    inv_std[ch] = inv;
+    run_mean[ch] = (1.0f - momentum) * run_mean[ch] + momentum * muf;
+    run_var[ch] = (1.0f - momentum) * run_var[ch] + momentum * (float)(var * m / (m - 1));
+}
+
+// bn_bwd_final_f32 with a warp per channel.
+extern "C" __global__ void bn_bwd_final_warp_f32(float* dgamma, float* dbeta, const double2* partials, int parts, int c) {
+    int ch = warp_channel(c);
+    if (ch < 0) return;
+    double2 t = nhwc_final(partials, parts, ch);
+    if (threadIdx.x % 32 != 0) return;
+    dbeta[ch] = (float)t.x;
+    dgamma[ch] = (float)t.y;
+}
+
+// dbias[ch] = the first sums of the partials (Σdy, from bn_stats_partial_nhwc_f32).
+extern "C" __global__ void bias_grad_final_warp_f32(float* dbias, const double2* partials, int parts, int c) {
+    int ch = warp_channel(c);
+    if (ch < 0) return;
+    double2 t = nhwc_final(partials, parts, ch);
+    if (threadIdx.x % 32 == 0) dbias[ch] = (float)t.x;
+}
+
+extern "C" __global__ void bn_apply_nhwc_f32(float* y, float* xhat, const float* x, const float* mean, const float* inv_std,
+                                             const float* gamma, const float* beta, int c, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float h = (x[i] - mean[ch]) * inv_std[ch];
+        xhat[i] = h;
+        y[i] = gamma[ch] * h + beta[ch];
+    }
+}
+
+extern "C" __global__ void bn_relu_apply_nhwc_f32(float* y, const float* x, const float* mean, const float* inv_std,
+                                                  const float* gamma, const float* beta, int c, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float v = gamma[ch] * h + beta[ch];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+extern "C" __global__ void bn_bwd_apply_nhwc_f32(float* dx, const float* dy, const float* xhat, const float* inv_std,
+                                                 const float* gamma, const float* dgamma, const float* dbeta,
+                                                 int c, int total, int m) {
+    float fm = (float)m;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float k = gamma[ch] * inv_std[ch] / fm;
+        dx[i] = k * (fm * dy[i] - dbeta[ch] - xhat[i] * dgamma[ch]);
+    }
+}
+
+extern "C" __global__ void bn_relu_bwd_apply_nhwc_f32(float* dx, const float* dy, const float* x, const float* mean,
+                                                      const float* inv_std, const float* gamma, const float* beta,
+                                                      const float* dgamma, const float* dbeta, int c, int total, int m) {
+    float fm = (float)m;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float inv = inv_std[ch], g = gamma[ch];
+        float h = (x[i] - mean[ch]) * inv;
+        float v = g * h + beta[ch];
+        float d = v > 0.0f ? dy[i] : 0.0f;
+        float k = g * inv / fm;
+        dx[i] = k * (fm * d - dbeta[ch] - h * dgamma[ch]);
+    }
+}

@@ -1,0 +1,149 @@
+// Channels-last (NHWC) activations: the transpose between NCHW and NHWC,
+// and the NHWC twins of the pooling and shortcut kernels (pool.cu,
+// shortcut.cu), which compute the same values in the same order. Batch
+// norm's are in batchnorm.cu; bias add and batch norm in evaluation reuse
+// their NCHW kernels with spatial = 1 (channel i % c).
+//
+// An NHWC tensor of N samples, C channels and S = H·W positions stores
+// element (n, c, s) at (n·S + s)·C + c; NCHW at (n·C + c)·S + s.
+
+#define TILE 32
+#define TILE_ROWS 8
+
+// dst[b][j][i] = src[b][i][j] for the batch of rows×cols matrices, b =
+// blockIdx.z. Blocks of 32×8 threads move 32×32 tiles through shared
+// memory (padded against bank conflicts), so reads and writes are both
+// coalesced. NCHW → NHWC is rows = C, cols = S; NHWC → NCHW rows = S,
+// cols = C.
+extern "C" __global__ void transpose_batched_f32(float* dst, const float* src, int rows, int cols) {
+    __shared__ float tile[TILE][TILE + 1];
+    long long base = (long long)blockIdx.z * rows * cols;
+    int c0 = blockIdx.x * TILE, r0 = blockIdx.y * TILE;
+    for (int k = threadIdx.y; k < TILE; k += TILE_ROWS) {
+        int r = r0 + k, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = src[base + (long long)r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < TILE; k += TILE_ROWS) {
+        int c = c0 + k, r = r0 + threadIdx.x;
+        if (c < cols && r < rows) dst[base + (long long)c * rows + r] = tile[threadIdx.x][k];
+    }
+}
+
+// Rows of fewer than 8 values (NCHW → NHWC of an image's 1 to 7 colour
+// channels): one thread per element of the output, reading src with a
+// stride of cols, which the cache absorbs since a warp's 32 reads fall in
+// `rows` lines. total = batch·rows·cols.
+extern "C" __global__ void transpose_narrow_f32(float* dst, const float* src, int rows, int cols, long long total) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long per = (long long)rows * cols, b = i / per;
+        int rem = (int)(i % per), j = rem / rows, r = rem % rows;
+        dst[i] = src[b * per + (long long)r * cols + j];
+    }
+}
+
+// maxpool_fwd_f32 on NHWC x, y and argmax; argmax still holds the index
+// iy*w + ix within the sample's H×W plane.
+extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const float* x, int n, int c, int h, int w,
+                                                int k, int stride, int pad, int oh, int ow) {
+    long long total = (long long)n * oh * ow * c;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int ch = (int)(i % c);
+        long long pix = i / c;
+        int ox = (int)(pix % ow), oy = (int)((pix / ow) % oh);
+        long long smp = pix / ((long long)oh * ow);
+        const float* img = x + smp * h * w * c + ch;
+        float best = 0.0f;
+        int idx = -1;
+        for (int ky = 0; ky < k; ky++) {
+            int iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= h) continue;
+            for (int kx = 0; kx < k; kx++) {
+                int ix = ox * stride - pad + kx;
+                if (ix < 0 || ix >= w) continue;
+                float v = img[(long long)(iy * w + ix) * c];
+                if (idx < 0 || v > best) { best = v; idx = iy * w + ix; }
+            }
+        }
+        y[i] = best;
+        argmax[i] = (float)idx;
+    }
+}
+
+// maxpool_bwd_f32 on NHWC dx, dy and argmax: the same gather, the same
+// order (output rows, then columns, ascending).
+extern "C" __global__ void maxpool_bwd_nhwc_f32(float* dx, const float* dy, const float* argmax, int n, int c, int h, int w,
+                                                int k, int stride, int pad, int oh, int ow) {
+    long long total = (long long)n * h * w * c;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int ch = (int)(i % c);
+        long long pix = i / c;
+        int ix = (int)(pix % w), iy = (int)((pix / w) % h);
+        long long smp = pix / ((long long)h * w);
+        int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
+        int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
+        int ox0 = tx <= 0 ? 0 : (tx + stride - 1) / stride, ox1 = min(ow - 1, (ix + pad) / stride);
+        float here = (float)(iy * w + ix), s = 0.0f;
+        for (int oy = oy0; oy <= oy1; oy++) {
+            for (int ox = ox0; ox <= ox1; ox++) {
+                long long o = ((smp * oh + oy) * ow + ox) * c + ch;
+                if (argmax[o] == here) s += dy[o];
+            }
+        }
+        dx[i] = s;
+    }
+}
+
+// y[n, c] = the mean over positions of NHWC x, summed in position order as
+// gap_fwd_f32 does; neighbouring threads read neighbouring channels.
+extern "C" __global__ void gap_fwd_nhwc_f32(float* y, const float* x, int n, int c, int spatial) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= n * c) return;
+    int smp = p / c, ch = p % c;
+    const float* img = x + (long long)smp * spatial * c + ch;
+    float s = 0.0f;
+    for (int i = 0; i < spatial; i++) s += img[(long long)i * c];
+    y[p] = s / (float)spatial;
+}
+
+// NHWC dx[n, s, c] = dy[n, c] / spatial.
+extern "C" __global__ void gap_bwd_nhwc_f32(float* dx, const float* dy, int n, int c, int spatial) {
+    long long total = (long long)n * spatial * c;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long smp = i / ((long long)spatial * c);
+        dx[i] = dy[smp * c + i % c] / (float)spatial;
+    }
+}
+
+// shortcut_a_fwd_f32 on NHWC x and y.
+extern "C" __global__ void shortcut_a_fwd_nhwc_f32(float* y, const float* x, int n, int c, int h, int w,
+                                                   int oc, int stride, int oh, int ow) {
+    int pad = (oc - c) / 2;
+    long long total = (long long)n * oh * ow * oc;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int o = (int)(i % oc);
+        long long pix = i / oc;
+        int ox = (int)(pix % ow), oy = (int)((pix / ow) % oh);
+        long long smp = pix / ((long long)oh * ow);
+        int ch = o - pad;
+        y[i] = (ch >= 0 && ch < c) ? x[((smp * h + (long long)oy * stride) * w + (long long)ox * stride) * c + ch] : 0.0f;
+    }
+}
+
+// shortcut_a_bwd_f32 on NHWC dx and dy.
+extern "C" __global__ void shortcut_a_bwd_nhwc_f32(float* dx, const float* dy, int n, int c, int h, int w,
+                                                   int oc, int stride, int oh, int ow) {
+    int pad = (oc - c) / 2;
+    long long total = (long long)n * h * w * c;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        int ch = (int)(i % c);
+        long long pix = i / c;
+        int ix = (int)(pix % w), iy = (int)((pix / w) % h);
+        long long smp = pix / ((long long)h * w);
+        float v = 0.0f;
+        if (iy % stride == 0 && ix % stride == 0) {
+            v = dy[((smp * oh + iy / stride) * ow + ix / stride) * oc + ch + pad];
+        }
+        dx[i] = v;
+    }
+}
