@@ -566,7 +566,7 @@ func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int)
 	if rows < 8 {
 		total := batch * rows * cols
 		b.launch("transpose_narrow_f32", min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
-			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), int64Arg(total))
+			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), intArg(total))
 		return
 	}
 	gx, gy := (cols+tile-1)/tile, (rows+tile-1)/tile
@@ -632,7 +632,6 @@ type arg = uint64
 func ptrArg(p cu.DevicePtr) arg { return uint64(p) }
 func intArg(v int) arg          { return uint64(uint32(int32(v))) }
 func floatArg(v float32) arg    { return uint64(math.Float32bits(v)) }
-func int64Arg(v int) arg        { return uint64(int64(v)) }
 
 // launch runs kernel name on a grid of blocks×threads with the arguments.
 func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) {

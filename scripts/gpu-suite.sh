@@ -7,7 +7,8 @@
 #      own process with its own time limit, so a crash or hang in one test
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
-#   3. a profile of ResNet-20 and ResNet-18 steps (tf32, bf16);
+#   3. a profile of ResNet-20 (float and binary) and ResNet-18 steps (tf32,
+#      bf16);
 #   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), with the default layout (channels-last
 #      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
@@ -88,8 +89,12 @@ for p in tf32 bf16; do
   [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
   l=$(limit 60)
   if [ "$l" -lt 15 ]; then note "profile $p: SKIPPED (deadline)"; continue; fi
-  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet20,resnet18 --modes float \
-      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p: exit $?"
+  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet20 --modes float,binary \
+      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p resnet20: exit $?"
+  l=$(limit 60)
+  if [ "$l" -lt 15 ]; then note "profile $p resnet18: SKIPPED (deadline)"; continue; fi
+  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet18 --modes float \
+      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p resnet18: exit $?"
 done
 
 # 4. Throughput: iterbin per model and precision, then PyTorch on the same card.

@@ -33,35 +33,37 @@ extern "C" __global__ void transpose_batched_f32(float* dst, const float* src, i
 // Rows of fewer than 8 values (NCHW → NHWC of an image's 1 to 7 colour
 // channels): one thread per element of the output, reading src with a
 // stride of cols, which the cache absorbs since a warp's 32 reads fall in
-// `rows` lines. total = batch·rows·cols.
-extern "C" __global__ void transpose_narrow_f32(float* dst, const float* src, int rows, int cols, long long total) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        long long per = (long long)rows * cols, b = i / per;
-        int rem = (int)(i % per), j = rem / rows, r = rem % rows;
-        dst[i] = src[b * per + (long long)r * cols + j];
+// `rows` lines. total = batch·rows·cols, below 2³¹ (launchN), so the
+// index arithmetic is 32-bit unsigned, as in the kernels below: 64-bit
+// division costs several times as much, and these kernels are otherwise
+// bound by memory.
+extern "C" __global__ void transpose_narrow_f32(float* dst, const float* src, unsigned rows, unsigned cols, unsigned total) {
+    unsigned per = rows * cols;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned b = i / per, rem = i - b * per, j = rem / rows, r = rem - j * rows;
+        dst[i] = src[b * per + r * cols + j];
     }
 }
 
 // maxpool_fwd_f32 on NHWC x, y and argmax; argmax still holds the index
 // iy*w + ix within the sample's H×W plane.
-extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const float* x, int n, int c, int h, int w,
-                                                int k, int stride, int pad, int oh, int ow) {
-    long long total = (long long)n * oh * ow * c;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ch = (int)(i % c);
-        long long pix = i / c;
-        int ox = (int)(pix % ow), oy = (int)((pix / ow) % oh);
-        long long smp = pix / ((long long)oh * ow);
-        const float* img = x + smp * h * w * c + ch;
+extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const float* x, unsigned n, unsigned c, int h, int w,
+                                                int k, int stride, int pad, unsigned oh, unsigned ow) {
+    unsigned total = n * oh * ow * c;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned pix = i / c, ch = i - pix * c;
+        unsigned row = pix / ow, ox = pix - row * ow;
+        unsigned smp = row / oh, oy = row - smp * oh;
+        const float* img = x + smp * (unsigned)(h * w) * c + ch;
         float best = 0.0f;
         int idx = -1;
         for (int ky = 0; ky < k; ky++) {
-            int iy = oy * stride - pad + ky;
+            int iy = (int)oy * stride - pad + ky;
             if (iy < 0 || iy >= h) continue;
             for (int kx = 0; kx < k; kx++) {
-                int ix = ox * stride - pad + kx;
+                int ix = (int)ox * stride - pad + kx;
                 if (ix < 0 || ix >= w) continue;
-                float v = img[(long long)(iy * w + ix) * c];
+                float v = img[(unsigned)(iy * w + ix) * c];
                 if (idx < 0 || v > best) { best = v; idx = iy * w + ix; }
             }
         }
@@ -72,21 +74,20 @@ extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const f
 
 // maxpool_bwd_f32 on NHWC dx, dy and argmax: the same gather, the same
 // order (output rows, then columns, ascending).
-extern "C" __global__ void maxpool_bwd_nhwc_f32(float* dx, const float* dy, const float* argmax, int n, int c, int h, int w,
+extern "C" __global__ void maxpool_bwd_nhwc_f32(float* dx, const float* dy, const float* argmax, unsigned n, unsigned c, int h, int w,
                                                 int k, int stride, int pad, int oh, int ow) {
-    long long total = (long long)n * h * w * c;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ch = (int)(i % c);
-        long long pix = i / c;
-        int ix = (int)(pix % w), iy = (int)((pix / w) % h);
-        long long smp = pix / ((long long)h * w);
+    unsigned total = n * (unsigned)(h * w) * c;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned pix = i / c, ch = i - pix * c;
+        unsigned row = pix / (unsigned)w, smp = row / (unsigned)h;
+        int ix = (int)(pix - row * (unsigned)w), iy = (int)(row - smp * (unsigned)h);
         int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
         int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
         int ox0 = tx <= 0 ? 0 : (tx + stride - 1) / stride, ox1 = min(ow - 1, (ix + pad) / stride);
         float here = (float)(iy * w + ix), s = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++) {
             for (int ox = ox0; ox <= ox1; ox++) {
-                long long o = ((smp * oh + oy) * ow + ox) * c + ch;
+                unsigned o = ((smp * (unsigned)oh + (unsigned)oy) * (unsigned)ow + (unsigned)ox) * c + ch;
                 if (argmax[o] == here) s += dy[o];
             }
         }
@@ -107,39 +108,37 @@ extern "C" __global__ void gap_fwd_nhwc_f32(float* y, const float* x, int n, int
 }
 
 // NHWC dx[n, s, c] = dy[n, c] / spatial.
-extern "C" __global__ void gap_bwd_nhwc_f32(float* dx, const float* dy, int n, int c, int spatial) {
-    long long total = (long long)n * spatial * c;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        long long smp = i / ((long long)spatial * c);
+extern "C" __global__ void gap_bwd_nhwc_f32(float* dx, const float* dy, unsigned n, unsigned c, unsigned spatial) {
+    unsigned total = n * spatial * c, per = spatial * c;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned smp = i / per;
         dx[i] = dy[smp * c + i % c] / (float)spatial;
     }
 }
 
 // shortcut_a_fwd_f32 on NHWC x and y.
-extern "C" __global__ void shortcut_a_fwd_nhwc_f32(float* y, const float* x, int n, int c, int h, int w,
-                                                   int oc, int stride, int oh, int ow) {
-    int pad = (oc - c) / 2;
-    long long total = (long long)n * oh * ow * oc;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int o = (int)(i % oc);
-        long long pix = i / oc;
-        int ox = (int)(pix % ow), oy = (int)((pix / ow) % oh);
-        long long smp = pix / ((long long)oh * ow);
-        int ch = o - pad;
-        y[i] = (ch >= 0 && ch < c) ? x[((smp * h + (long long)oy * stride) * w + (long long)ox * stride) * c + ch] : 0.0f;
+extern "C" __global__ void shortcut_a_fwd_nhwc_f32(float* y, const float* x, unsigned n, int c, unsigned h, unsigned w,
+                                                   unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+    int pad = ((int)oc - c) / 2;
+    unsigned total = n * oh * ow * oc;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned pix = i / oc, o = i - pix * oc;
+        unsigned row = pix / ow, ox = pix - row * ow;
+        unsigned smp = row / oh, oy = row - smp * oh;
+        int ch = (int)o - pad;
+        y[i] = (ch >= 0 && ch < c) ? x[((smp * h + oy * stride) * w + ox * stride) * (unsigned)c + (unsigned)ch] : 0.0f;
     }
 }
 
 // shortcut_a_bwd_f32 on NHWC dx and dy.
-extern "C" __global__ void shortcut_a_bwd_nhwc_f32(float* dx, const float* dy, int n, int c, int h, int w,
-                                                   int oc, int stride, int oh, int ow) {
-    int pad = (oc - c) / 2;
-    long long total = (long long)n * h * w * c;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ch = (int)(i % c);
-        long long pix = i / c;
-        int ix = (int)(pix % w), iy = (int)((pix / w) % h);
-        long long smp = pix / ((long long)h * w);
+extern "C" __global__ void shortcut_a_bwd_nhwc_f32(float* dx, const float* dy, unsigned n, unsigned c, unsigned h, unsigned w,
+                                                   unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+    unsigned pad = (oc - c) / 2;
+    unsigned total = n * h * w * c;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned pix = i / c, ch = i - pix * c;
+        unsigned row = pix / w, ix = pix - row * w;
+        unsigned smp = row / h, iy = row - smp * h;
         float v = 0.0f;
         if (iy % stride == 0 && ix % stride == 0) {
             v = dy[((smp * oh + iy / stride) * ow + ix / stride) * oc + ch + pad];

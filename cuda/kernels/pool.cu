@@ -1,20 +1,23 @@
 // Max pooling (with arg-max indices within each H×W plane, first maximum
 // on ties, padding ignored) and global average pooling.
 
-extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float* x, int planes, int h, int w,
-                                           int k, int stride, int pad, int oh, int ow) {
-    long long total = (long long)planes * oh * ow;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ox = (int)(i % ow), oy = (int)((i / ow) % oh);
-        long long p = i / ((long long)oh * ow);
-        const float* plane = x + p * h * w;
+// Index arithmetic is 32-bit unsigned: launchN keeps every index below
+// 2³¹, and 64-bit division costs several times as much (these kernels
+// would otherwise be bound by it rather than by memory).
+extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float* x, unsigned planes, int h, int w,
+                                           int k, int stride, int pad, unsigned oh, unsigned ow) {
+    unsigned total = planes * oh * ow;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned row = i / ow, ox = i - row * ow;
+        unsigned p = row / oh, oy = row - p * oh;
+        const float* plane = x + p * (unsigned)(h * w);
         float best = 0.0f;
         int idx = -1;
         for (int ky = 0; ky < k; ky++) {
-            int iy = oy * stride - pad + ky;
+            int iy = (int)oy * stride - pad + ky;
             if (iy < 0 || iy >= h) continue;
             for (int kx = 0; kx < k; kx++) {
-                int ix = ox * stride - pad + kx;
+                int ix = (int)ox * stride - pad + kx;
                 if (ix < 0 || ix >= w) continue;
                 float v = plane[iy * w + ix];
                 if (idx < 0 || v > best) { best = v; idx = iy * w + ix; }
@@ -28,12 +31,12 @@ extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float*
 // dx = the sum of dy over the windows whose arg-max is this position,
 // gathered per input element (no atomics: a fixed order, output rows then
 // columns ascending, as the CPU adds them).
-extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const float* argmax, int planes, int h, int w,
+extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const float* argmax, unsigned planes, int h, int w,
                                            int k, int stride, int pad, int oh, int ow) {
-    long long total = (long long)planes * h * w;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ix = (int)(i % w), iy = (int)((i / w) % h);
-        long long p = i / ((long long)h * w);
+    unsigned total = planes * (unsigned)(h * w);
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned row = i / (unsigned)w, p = row / (unsigned)h;
+        int ix = (int)(i - row * (unsigned)w), iy = (int)(row - p * (unsigned)h);
         // Windows oy cover iy when oy*stride - pad <= iy <= oy*stride - pad + k - 1.
         int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
         int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
@@ -41,7 +44,7 @@ extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const flo
         float here = (float)(iy * w + ix), s = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++) {
             for (int ox = ox0; ox <= ox1; ox++) {
-                long long o = (p * oh + oy) * ow + ox;
+                unsigned o = (p * (unsigned)oh + (unsigned)oy) * (unsigned)ow + (unsigned)ox;
                 if (argmax[o] == here) s += dy[o];
             }
         }
@@ -57,9 +60,9 @@ extern "C" __global__ void gap_fwd_f32(float* y, const float* x, int planes, int
     y[p] = s / (float)spatial;
 }
 
-extern "C" __global__ void gap_bwd_f32(float* dx, const float* dy, int planes, int spatial) {
-    long long total = (long long)planes * spatial;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+extern "C" __global__ void gap_bwd_f32(float* dx, const float* dy, unsigned planes, unsigned spatial) {
+    unsigned total = planes * spatial;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         dx[i] = dy[i / spatial] / (float)spatial;
     }
 }

@@ -1,25 +1,29 @@
 // ResNet's option-A shortcut: subsample by the stride and zero-pad
 // channels equally on both sides (pad = (oc - c) / 2), and its transpose.
 
-extern "C" __global__ void shortcut_a_fwd_f32(float* y, const float* x, int n, int c, int h, int w,
-                                              int oc, int stride, int oh, int ow) {
-    int pad = (oc - c) / 2;
-    long long total = (long long)n * oc * oh * ow;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ox = (int)(i % ow), oy = (int)((i / ow) % oh), o = (int)((i / ((long long)ow * oh)) % oc);
-        long long smp = i / ((long long)ow * oh * oc);
-        int ch = o - pad;
-        y[i] = (ch >= 0 && ch < c) ? x[((smp * c + ch) * h + oy * stride) * w + ox * stride] : 0.0f;
+// Index arithmetic is 32-bit unsigned, as in pool.cu (launchN keeps
+// indices below 2³¹).
+extern "C" __global__ void shortcut_a_fwd_f32(float* y, const float* x, unsigned n, int c, unsigned h, unsigned w,
+                                              unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+    int pad = ((int)oc - c) / 2;
+    unsigned total = n * oc * oh * ow;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned row = i / ow, ox = i - row * ow;
+        unsigned plane = row / oh, oy = row - plane * oh;
+        unsigned smp = plane / oc, o = plane - smp * oc;
+        int ch = (int)o - pad;
+        y[i] = (ch >= 0 && ch < c) ? x[((smp * (unsigned)c + (unsigned)ch) * h + oy * stride) * w + ox * stride] : 0.0f;
     }
 }
 
-extern "C" __global__ void shortcut_a_bwd_f32(float* dx, const float* dy, int n, int c, int h, int w,
-                                              int oc, int stride, int oh, int ow) {
-    int pad = (oc - c) / 2;
-    long long total = (long long)n * c * h * w;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        int ix = (int)(i % w), iy = (int)((i / w) % h), ch = (int)((i / ((long long)w * h)) % c);
-        long long smp = i / ((long long)w * h * c);
+extern "C" __global__ void shortcut_a_bwd_f32(float* dx, const float* dy, unsigned n, unsigned c, unsigned h, unsigned w,
+                                              unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+    unsigned pad = (oc - c) / 2;
+    unsigned total = n * c * h * w;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        unsigned row = i / w, ix = i - row * w;
+        unsigned plane = row / h, iy = row - plane * h;
+        unsigned smp = plane / c, ch = plane - smp * c;
         float v = 0.0f;
         if (iy % stride == 0 && ix % stride == 0) {
             v = dy[((smp * oc + ch + pad) * oh + iy / stride) * ow + ix / stride];
