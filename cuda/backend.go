@@ -82,6 +82,9 @@ type Backend struct {
 	channelsLast      bool
 	layoutScratch     cu.DevicePtr
 	layoutScratchSize int
+	// gradScratch holds Conv2DBackwardDataAdd's input gradient before it
+	// is added (backend.FusedResidual), grown as needed.
+	gradScratch tensor
 	// badLabel is set by the NLL kernel when a label is not a class.
 	badLabel cu.DevicePtr
 	staging  staging
@@ -384,7 +387,7 @@ func (b *Backend) release() {
 		if b.blas != nil {
 			b.blas.close()
 		}
-		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.layoutScratch, &b.badLabel} {
+		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.layoutScratch, &b.gradScratch.ptr, &b.badLabel} {
 			if *p != 0 {
 				cu.MemFree(*p)
 			}
@@ -404,6 +407,7 @@ func (b *Backend) release() {
 	b.workspace, b.workspaceSize, b.halves, b.halvesSize, b.badLabel = 0, 0, 0, 0, 0
 	b.bnPartials, b.bnPartialsSize = 0, 0
 	b.layoutScratch, b.layoutScratchSize = 0, 0
+	b.gradScratch = tensor{}
 	b.modules = nil
 	b.stream, b.copyStream = cu.Stream{}, cu.Stream{}
 	// Destroying the context also pops it from this thread's context

@@ -11,21 +11,24 @@ import (
 	"iterbin/cuda"
 )
 
-// TestFusedOpsEqualTheirPairs checks the GPU's fused ops (backend.Fused)
-// against the same GPU running the op pairs they replace: batch norm then
-// ReLU, forward and backward (xhat and the ReLU mask recomputed from x),
-// and Add then ReLU, on NCHW inputs and on inputs stored channels-last
-// (the NHWC kernels). Both run the same arithmetic in the same order, so
-// they must agree bit for bit.
+// TestFusedOpsEqualTheirPairs checks the GPU's fused ops (backend.Fused
+// and backend.FusedResidual) against the same GPU running the op
+// sequences they replace: batch norm then ReLU, forward and backward
+// (xhat and the ReLU mask recomputed from x), Add then ReLU, and a
+// residual block's end, batch norm then the skip added then ReLU, and its
+// backward pass (ReLU's, then batch norm's from the gradient of the sum),
+// on NCHW inputs and on inputs stored channels-last (the NHWC kernels).
+// Both run the same arithmetic in the same order, so they must agree bit
+// for bit.
 func TestFusedOpsEqualTheirPairs(t *testing.T) {
 	gpu, err := cuda.New(0, cuda.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gpu.Close()
-	fused, ok := gpu.(backend.Fused)
+	fused, ok := gpu.(backend.FusedResidual)
 	if !ok {
-		t.Fatalf("%s does not implement backend.Fused", gpu.Name())
+		t.Fatalf("%s does not implement backend.FusedResidual", gpu.Name())
 	}
 	for _, tc := range []struct {
 		s    backend.BNShape
@@ -52,9 +55,11 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 			normal := func() float32 { return float32(rng.NormFloat64()) }
 			x := upload(cnt, func() float32 { return 3 + 2*normal() })
 			dy := upload(cnt, normal)
+			skip := upload(cnt, normal)
 			if tc.nhwc {
-				cuda.ToChannelsLast(gpu, x, s.N, s.C, s.Spatial)
-				cuda.ToChannelsLast(gpu, dy, s.N, s.C, s.Spatial)
+				for _, d := range []backend.Tensor{x, dy, skip} {
+					cuda.ToChannelsLast(gpu, d, s.N, s.C, s.Spatial)
+				}
 			}
 			gamma := upload(ch, func() float32 { return 1 + 0.5*normal() })
 			beta := upload(ch, normal)
@@ -80,12 +85,25 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 			gpu.Add(sum, y, dy, cnt)
 			gpu.ReLUForward(sumRelu, sum, cnt)
 			fused.AddReLU(fsum, y, dy, cnt)
+			// A residual block's end: the sequence on the batch-norm
+			// outputs above, then the fused op on x.
+			ry, rdSum, rdx, rdg, rdb := alloc(cnt, 0), alloc(cnt, 0), alloc(cnt, 0), alloc(ch, 0), alloc(ch, 0)
+			gpu.(backend.Fused).AddReLU(ry, y, skip, cnt)
+			gpu.ReLUBackward(rdSum, dy, ry, cnt)
+			gpu.BatchNormBackward(rdx, rdg, rdb, rdSum, xhat, inv, gamma, s)
+			fry, frdSum, frdx := alloc(cnt, -7), alloc(cnt, -7), alloc(cnt, -7)
+			frmean, frinv, frrm, frrv, frdg, frdb := alloc(ch, -7), alloc(ch, -7), alloc(ch, 0), alloc(ch, 1), alloc(ch, -7), alloc(ch, -7)
+			fused.BatchNormAddReLUTrain(fry, frmean, frinv, frrm, frrv, x, skip, gamma, beta, s, 0.1, 1e-5)
+			fused.BatchNormAddReLUBackward(frdx, frdg, frdb, frdSum, dy, fry, x, frmean, frinv, gamma, s)
 			for _, pair := range []struct {
 				name      string
 				want, got backend.Tensor
 				n         int
 			}{{"y", relu, fy, cnt}, {"mean", mean, fmean, ch}, {"invStd", inv, finv, ch}, {"runMean", rm, frm, ch}, {"runVar", rv, frv, ch},
-				{"dx", dx, fdx, cnt}, {"dGamma", dg, fdg, ch}, {"dBeta", db, fdb, ch}, {"AddReLU", sumRelu, fsum, cnt}} {
+				{"dx", dx, fdx, cnt}, {"dGamma", dg, fdg, ch}, {"dBeta", db, fdb, ch}, {"AddReLU", sumRelu, fsum, cnt},
+				{"residual y", ry, fry, cnt}, {"residual mean", mean, frmean, ch}, {"residual invStd", inv, frinv, ch},
+				{"residual runMean", rm, frrm, ch}, {"residual runVar", rv, frrv, ch}, {"residual dSum", rdSum, frdSum, cnt},
+				{"residual dx", rdx, frdx, cnt}, {"residual dGamma", rdg, frdg, ch}, {"residual dBeta", rdb, frdb, ch}} {
 				want, got := make([]float32, pair.n), make([]float32, pair.n)
 				gpu.Download(want, pair.want)
 				gpu.Download(got, pair.got)
@@ -100,7 +118,8 @@ func TestFusedOpsEqualTheirPairs(t *testing.T) {
 				}
 			}
 			for _, d := range []backend.Tensor{x, dy, gamma, beta, y, xhat, relu, dRelu, dx, mean, inv, rm, rv, dg, db,
-				fy, fdx, fmean, finv, frm, frv, fdg, fdb, sum, sumRelu, fsum} {
+				fy, fdx, fmean, finv, frm, frv, fdg, fdb, sum, sumRelu, fsum, skip, ry, rdSum, rdx, rdg, rdb,
+				fry, frdSum, frdx, frmean, frinv, frrm, frrv, frdg, frdb} {
 				gpu.Free(d)
 			}
 		}()

@@ -736,3 +736,101 @@ func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutS
 	b.launchN(name, s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
 		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
 }
+
+var _ backend.FusedResidual = (*Backend)(nil)
+
+// BatchNormAddReLUTrain is BatchNormTrain of x then AddReLU with skip,
+// keeping no xhat (backend.FusedResidual); in NHWC where x or skip is.
+func (b *Backend) BatchNormAddReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, skipt, gammat, betat backend.Tensor, s backend.BNShape, momentum, eps float32) {
+	const op = "BatchNormAddReLUTrain"
+	cnt := s.Count()
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
+	skipa, skipIn := b.activationIn(op, "skip", skipt, s.N, s.C, s.Spatial)
+	mean, inv := b.output(op, "mean", meant, s.C, layout{}), b.output(op, "invStd", invStdt, s.C, layout{})
+	rm, rv := b.dev(op, "runMean", runMeant, s.C), b.dev(op, "runVar", runVart, s.C)
+	gamma, beta := b.dev(op, "gamma", gammat, s.C), b.dev(op, "beta", betat, s.C)
+	if xa == nil || skipa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin, skipIn)
+	x, skip := b.arrange(xa, lay), b.arrange(skipa, lay)
+	y := b.output(op, "y", yt, cnt, lay)
+	if y == 0 || x == 0 || skip == 0 {
+		return
+	}
+	if lay.nhwc {
+		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
+		b.launchN("bn_add_relu_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
+		return
+	}
+	b.bnStats(mean, inv, rm, rv, x, s, momentum, eps)
+	b.launch("bn_add_relu_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
+		ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(s.Spatial))
+}
+
+// BatchNormAddReLUBackward is ReLUBackward of dy through y into dSum, then
+// BatchNormBackward of dSum with xhat recomputed from x
+// (backend.FusedResidual); in NHWC where dy, y or x is.
+func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt, xt, meant, invStdt, gammat backend.Tensor, s backend.BNShape) {
+	const op = "BatchNormAddReLUBackward"
+	cnt := s.Count()
+	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.C, s.Spatial)
+	ya, yin := b.activationIn(op, "y", yt, s.N, s.C, s.Spatial)
+	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.Spatial)
+	dg, db := b.output(op, "dGamma", dGammat, s.C, layout{}), b.output(op, "dBeta", dBetat, s.C, layout{})
+	mean, inv, gamma := b.dev(op, "mean", meant, s.C), b.dev(op, "invStd", invStdt, s.C), b.dev(op, "gamma", gammat, s.C)
+	if dya == nil || ya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
+		return
+	}
+	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, yin, xin)
+	dy, y, x := b.arrange(dya, lay), b.arrange(ya, lay), b.arrange(xa, lay)
+	dx, dSum := b.output(op, "dx", dxt, cnt, lay), b.output(op, "dSum", dSumt, cnt, lay)
+	if dx == 0 || dSum == 0 || dy == 0 || y == 0 || x == 0 {
+		return
+	}
+	if lay.nhwc {
+		m := s.N * s.Spatial
+		partials, parts := b.bnPartialsNHWC(m, s.C)
+		if partials == 0 {
+			return
+		}
+		b.launchNHWCPartial("bn_add_relu_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
+			ptrArg(mean), ptrArg(inv), intArg(m), intArg(s.C))
+		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+		b.launchN("bn_add_relu_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
+		return
+	}
+	partials, parts := b.bnPartialsFor(s)
+	if partials == 0 {
+		return
+	}
+	b.launch2("bn_add_relu_bwd_partial_f32", s.C, parts, statsThreads, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
+		ptrArg(mean), ptrArg(inv), intArg(s.N), intArg(s.C), intArg(s.Spatial))
+	b.launch("bn_bwd_final_f32", (s.C+blockSize-1)/blockSize, blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
+	b.launch("bn_add_relu_bwd_apply_f32", s.N*s.C, bnRowThreads(s.Spatial), 0, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x),
+		ptrArg(mean), ptrArg(inv), ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(s.Spatial), intArg(s.N*s.Spatial))
+}
+
+// Conv2DBackwardDataAdd adds the input gradient of a convolution to dx
+// (backend.FusedResidual): Conv2DBackwardData into the backend's
+// gradient scratch, then Add, the same values as the pair.
+func (b *Backend) Conv2DBackwardDataAdd(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
+	const op = "Conv2DBackwardDataAdd"
+	n := s.N * s.C * s.H * s.W
+	if n == 0 { // checks the arguments, writes nothing
+		b.convolve(op, dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx", dxt}})
+		return
+	}
+	if b.tensorArg(op, "dx", dxt, n) == nil {
+		return
+	}
+	tmp := &b.gradScratch
+	if b.grow(&tmp.ptr, &tmp.n, n, 4, maxLaunchN, "gradient scratch") == 0 {
+		return
+	}
+	tmp.owner, tmp.lay = b, layout{}
+	b.convolve(op, dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx (scratch)", tmp}})
+	b.Add(dxt, dxt, tmp, n)
+}

@@ -216,6 +216,18 @@ func parityCases() []opCase {
 				b.Fill(out[4], 1, c)
 				b.(backend.Fused).BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
 			}},
+			opCase{name: fmt.Sprintf("BatchNormAddReLUTrain %+v", s), tol: 1e-5, inputs: []int{cnt, cnt, c, c}, outputs: []int{cnt, c, c, c, c}, activations: act,
+				run: func(b backend.Backend, in, out []backend.Tensor) {
+					b.Fill(out[4], 1, c)
+					b.(backend.FusedResidual).BatchNormAddReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], in[3], s, 0.1, 1e-5)
+				}},
+			opCase{name: fmt.Sprintf("BatchNormAddReLUBackward %+v", s), tol: 1e-4, inputs: []int{cnt, cnt, c, c, cnt}, outputs: []int{cnt, c, c, c, c, cnt, c, c, cnt},
+				activations: []activationInput{{4, s.N, s.C, s.Spatial}}, run: func(b backend.Backend, in, out []backend.Tensor) {
+					f := b.(backend.FusedResidual)
+					b.Fill(out[4], 1, c)
+					f.BatchNormAddReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], in[3], s, 0.1, 1e-5)
+					f.BatchNormAddReLUBackward(out[5], out[6], out[7], out[8], in[4], out[0], in[0], out[1], out[2], in[2], s)
+				}},
 			opCase{name: fmt.Sprintf("BatchNormReLUBackward %+v", s), tol: 1e-4, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, c, c, c, c, cnt, c, c},
 				activations: []activationInput{{3, s.N, s.C, s.Spatial}}, run: func(b backend.Backend, in, out []backend.Tensor) {
 					f := b.(backend.Fused)
@@ -283,6 +295,17 @@ func parityCases() []opCase {
 			run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolForward(o[0], i[0], 3, 5, 49) }},
 		opCase{name: "GlobalAvgPoolBackward 3x5x49", tol: 1e-6, inputs: []int{15}, outputs: []int{735}, run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolBackward(o[0], i[0], 3, 5, 49) }},
 	)
+	// A residual block's first convolution adding its input gradient to the
+	// shortcut's (backend.FusedResidual).
+	for _, s := range []backend.ConvShape{{N: 5, C: 16, H: 8, W: 8, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 3, C: 8, H: 9, W: 7, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1}} {
+		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		cases = append(cases, opCase{name: fmt.Sprintf("Conv2DBackwardDataAdd %+v", s), products: s.OC*s.KH*s.KW + 1, inputs: []int{out, w, in}, outputs: []int{in},
+			activations: []activationInput{{2, s.N, s.C, s.H * s.W}}, run: func(b backend.Backend, i, o []backend.Tensor) {
+				b.Copy(o[0], i[2], in)
+				b.(backend.FusedResidual).Conv2DBackwardDataAdd(o[0], i[0], i[1], s)
+			}})
+	}
 	for _, s := range []backend.ShortcutShape{{N: 2, C: 4, H: 7, W: 6, OC: 8, Stride: 2}, {N: 1, C: 16, H: 32, W: 32, OC: 32, Stride: 2}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW()
 		cases = append(cases,

@@ -21,7 +21,9 @@
 #   run tool: command="bash .gpubundle/gpu-suite.sh", carry=[".gpubundle"]
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
 #   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
-#   the profile.
+#   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
+#   layout; GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated)
+#   narrow the benchmarks, for a short call.
 set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
@@ -98,8 +100,8 @@ for p in tf32 bf16; do
 done
 
 # 4. Throughput: iterbin per model and precision, then PyTorch on the same card.
-models="mlp300 vgg5 resnet20 resnet18"
-for p in fp32 bf16 tf32; do
+models=${GPU_SUITE_MODELS:-mlp300 vgg5 resnet20 resnet18}
+for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
   for m in $models; do
     l=$(limit 75)
     if [ "$l" -lt 15 ]; then note "bench $m $p: SKIPPED (deadline)"; continue; fi
@@ -110,7 +112,9 @@ for p in fp32 bf16 tf32; do
   done
   other=nchw
   [ $p = fp32 ] && other=nhwc
-  for m in vgg5 resnet20 resnet18; do
+  for m in $models; do
+    [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && break
+    [ $m = mlp300 ] && continue
     l=$(limit 75)
     if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
     echo "=== $m $p $other (limit ${l}s)" >>"$O/bench-other-layout.log"
@@ -120,7 +124,7 @@ for p in fp32 bf16 tf32; do
   done
   l=$(limit 150)
   if [ "$l" -lt 30 ]; then note "anchor $p: SKIPPED (deadline)"; continue; fi
-  timeout -k 5 "$l" $PY -u $B/torch_anchor.py --models mlp300,vgg5,resnet20,resnet18 --precisions $p \
+  timeout -k 5 "$l" $PY -u $B/torch_anchor.py --models "$(echo $models | tr ' ' ,)" --precisions $p \
       --steps 30 --warmup 5 >>"$O/anchor.log" 2>&1 || note "anchor $p: exit $?"
 done
 

@@ -396,3 +396,108 @@ extern "C" __global__ void bn_relu_bwd_apply_nhwc_f32(float* dx, const float* dy
         dx[i] = k * (fm * d - dbeta[ch] - h * dgamma[ch]);
     }
 }
+
+// A residual block's end (backend.FusedResidual): batch norm, the shortcut
+// skip added, then ReLU, keeping no xhat; and its backward pass, which
+// takes the ReLU's mask from the output y, writes the gradient of the sum
+// (dsum, which the shortcut takes too) and recomputes xhat from x. Each
+// computes what BatchNormTrain then AddReLU, and ReLUBackward then
+// BatchNormBackward, compute, in the same order.
+
+// One block per row (i, ch): y = max(γ·xhat + β + skip, 0).
+extern "C" __global__ void bn_add_relu_apply_f32(float* y, const float* x, const float* skip, const float* mean,
+                                                 const float* inv_std, const float* gamma, const float* beta,
+                                                 int c, int spatial) {
+    long long row = blockIdx.x;
+    int ch = (int)(row % c);
+    float mu = mean[ch], inv = inv_std[ch], g = gamma[ch], b = beta[ch];
+    long long base = row * spatial;
+    for (int j = threadIdx.x; j < spatial; j += blockDim.x) {
+        float h = (x[base + j] - mu) * inv;
+        float v = g * h + b;
+        v = v + skip[base + j];
+        y[base + j] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+extern "C" __global__ void bn_add_relu_apply_nhwc_f32(float* y, const float* x, const float* skip, const float* mean,
+                                                      const float* inv_std, const float* gamma, const float* beta,
+                                                      int c, int total) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float v = gamma[ch] * h + beta[ch];
+        v = v + skip[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+// partials[ch*P + p] = (Σd, Σd·xhat) over block (ch, p)'s rows, d = dy
+// where y > 0, else 0.
+extern "C" __global__ void bn_add_relu_bwd_partial_f32(double2* partials, const float* dy, const float* y, const float* x,
+                                                       const float* mean, const float* inv_std, int n, int c, int spatial) {
+    int ch = blockIdx.x, lo, hi;
+    block_rows(n, &lo, &hi);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    float mu = mean[ch], inv = inv_std[ch];
+    double s = 0.0, sx = 0.0;
+    for (int i = lo + warp; i < hi; i += warps) {
+        long long base = ((long long)i * c + ch) * spatial;
+        for (int j = lane; j < spatial; j += 32) {
+            float h = (x[base + j] - mu) * inv;
+            double d = y[base + j] > 0.0f ? dy[base + j] : 0.0f;
+            s += d;
+            sx += d * h;
+        }
+    }
+    double2 t = block_sum2(s, sx);
+    if (threadIdx.x == 0) partials[ch * gridDim.y + blockIdx.y] = t;
+}
+
+struct AddReLUBwdTerms {
+    const float *dy, *y, *x, *mean, *inv_std;
+    __device__ double2 operator()(long long i, int ch) const {
+        float h = (x[i] - mean[ch]) * inv_std[ch];
+        double d = y[i] > 0.0f ? dy[i] : 0.0f;
+        return make_double2(d, d * h);
+    }
+};
+
+extern "C" __global__ void bn_add_relu_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* y, const float* x,
+                                                            const float* mean, const float* inv_std, int m, int c) {
+    nhwc_partial(partials, m, c, AddReLUBwdTerms{dy, y, x, mean, inv_std});
+}
+
+// One block per row: dsum = dy where y > 0, else 0; dx as bn_bwd_apply_f32
+// computes it from dsum and xhat.
+extern "C" __global__ void bn_add_relu_bwd_apply_f32(float* dx, float* dsum, const float* dy, const float* y, const float* x,
+                                                     const float* mean, const float* inv_std, const float* gamma,
+                                                     const float* dgamma, const float* dbeta, int c, int spatial, int m) {
+    long long row = blockIdx.x;
+    int ch = (int)(row % c);
+    float mu = mean[ch], inv = inv_std[ch];
+    float k = gamma[ch] * inv / (float)m;
+    float fs = dbeta[ch], fsx = dgamma[ch], fm = (float)m;
+    long long base = row * spatial;
+    for (int j = threadIdx.x; j < spatial; j += blockDim.x) {
+        float h = (x[base + j] - mu) * inv;
+        float d = y[base + j] > 0.0f ? dy[base + j] : 0.0f;
+        dsum[base + j] = d;
+        dx[base + j] = k * (fm * d - fs - h * fsx);
+    }
+}
+
+extern "C" __global__ void bn_add_relu_bwd_apply_nhwc_f32(float* dx, float* dsum, const float* dy, const float* y, const float* x,
+                                                          const float* mean, const float* inv_std, const float* gamma,
+                                                          const float* dgamma, const float* dbeta, int c, int total, int m) {
+    float fm = (float)m;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+        int ch = i % c;
+        float inv = inv_std[ch];
+        float h = (x[i] - mean[ch]) * inv;
+        float d = y[i] > 0.0f ? dy[i] : 0.0f;
+        float k = gamma[ch] * inv / fm;
+        dsum[i] = d;
+        dx[i] = k * (fm * d - dbeta[ch] - h * dgamma[ch]);
+    }
+}
