@@ -492,21 +492,15 @@ func (b *Backend) output(op, arg string, t backend.Tensor, need int, lay layout)
 
 // noteWrite notes that an op writes t's first need elements in layout
 // lay. What it overwrites is not transposed; elements past need that t
-// held NHWC are put back in flat order first, so that they keep their
-// values, as the Backend interface requires of what an op does not
-// write. Where t already holds lay over more samples (the op's input may
-// be t itself, read in place), only the samples past lay's are.
+// held NHWC are put back in flat order first (prepareWrite), so that they
+// keep their values, as the Backend interface requires of what an op
+// does not write.
 func (b *Backend) noteWrite(t *tensor, need int, lay layout) {
-	if have := t.lay; have.nhwc && have.count() > need {
-		if lay.nhwc && have.holds(lay) {
-			rest := transpose{toNHWC: false, n: have.n - lay.n, c: have.c, s: have.s}
-			b.transposeAt(off(t.ptr, lay.count()), rest)
-		} else {
-			// No input of the op holds t in an order the op reads
-			// (arrange would have put it in exactly that order), so
-			// all of it may be reordered first.
-			b.arrange(t, layout{})
-		}
+	switch w := prepareWrite(t.lay, need, lay); {
+	case w.all:
+		b.arrange(t, layout{})
+	case w.tail.n > 0:
+		b.transposeAt(off(t.ptr, w.tailAt), w.tail)
 	}
 	t.lay = lay
 }

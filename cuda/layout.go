@@ -94,6 +94,35 @@ func transposes(have, want layout) (steps [2]transpose, k int) {
 	return steps, k
 }
 
+// writePrep is what a tensor's elements need before an op writes the
+// first need of them in layout lay, so that the elements past need keep
+// their values in flat order afterwards: all of them transposed back to
+// flat, or only the samples of the tail (tail.n > 0) at element tailAt,
+// or nothing.
+type writePrep struct {
+	all    bool
+	tail   transpose
+	tailAt int
+}
+
+// prepareWrite says what a tensor in layout have needs before an op
+// writes its first need elements in layout lay. Where have orders no more
+// than need elements, the op overwrites all of them: nothing. Where have
+// holds lay over more samples (the op may read the tensor itself, in
+// place, as lay), only the samples past lay's go back to flat, leaving
+// those the op reads as they are; otherwise all of have's (no input of
+// the op holds the tensor in an order it reads, or arrange would have put
+// it in exactly that order).
+func prepareWrite(have layout, need int, lay layout) writePrep {
+	switch {
+	case !have.nhwc || have.count() <= need:
+		return writePrep{}
+	case lay.nhwc && have.holds(lay):
+		return writePrep{tail: transpose{toNHWC: false, n: have.n - lay.n, c: have.c, s: have.s}, tailAt: lay.count()}
+	}
+	return writePrep{all: true}
+}
+
 // elementwiseLayout is the layout an elementwise op over n elements runs
 // in, given its inputs' layouts: the first that is NHWC over exactly n
 // elements, else flat.

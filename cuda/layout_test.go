@@ -139,3 +139,62 @@ func TestChannelsLastFor(t *testing.T) {
 		}
 	}
 }
+
+// An op that writes the first elements of a buffer in some layout leaves
+// every other element's value as it was, whatever layout the buffer was
+// in: prepareWrite's reordering, then the write, then the buffer read in
+// the op's layout give the new values first and the old ones after.
+func TestWritesKeepTheRest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const size = 240
+	old := make([]float32, size)
+	for i := range old {
+		old[i] = float32(i)
+	}
+	random := func(maxN int) layout {
+		if rng.IntN(3) == 0 {
+			return layout{}
+		}
+		c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
+		return nhwcLayout(1+rng.IntN(min(maxN, size)/(c*s)), c, s)
+	}
+	for trial := 0; trial < 3000; trial++ {
+		have := random(size)
+		// The op writes need elements in layout lay: often a smaller
+		// batch of have's own shape, as in place.
+		lay := random(size)
+		if have.nhwc && rng.IntN(2) == 0 {
+			lay = nhwcLayout(1+rng.IntN(have.n), have.c, have.s)
+		}
+		need := lay.count()
+		if !lay.nhwc {
+			need = rng.IntN(size + 1)
+		}
+		buf := stored(old, have)
+		w := prepareWrite(have, need, lay)
+		switch {
+		case w.all:
+			steps, k := transposes(have, layout{})
+			for _, st := range steps[:k] {
+				applyTranspose(buf, st)
+			}
+		case w.tail.n > 0:
+			applyTranspose(buf[w.tailAt:], w.tail)
+		}
+		// The write: new values, stored in lay.
+		fresh := make([]float32, size)
+		for i := range fresh {
+			fresh[i] = float32(1000 + i)
+		}
+		copy(buf[:need], stored(fresh, lay)[:need])
+		// Read back in flat order, as Download would from layout lay.
+		steps, k := transposes(lay, layout{})
+		for _, st := range steps[:k] {
+			applyTranspose(buf, st)
+		}
+		want := append(append([]float32{}, fresh[:need]...), old[need:]...)
+		if !slices.Equal(buf, want) {
+			t.Fatalf("buffer in %+v, write of %d in %+v (prep %+v): reads %v, want %v", have, need, lay, w, buf, want)
+		}
+	}
+}
