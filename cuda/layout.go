@@ -27,9 +27,14 @@ package cuda
 // its gradient, and downloads of weights for checkpoints. Filters become
 // NHWC at their first convolution and stay so, their gradients and
 // optimizer state with them. A tensor's elements past those its layout
-// covers are left as they were: ops write the first elements of buffers
-// sized for the largest batch, and nothing reads past what the last op
-// wrote.
+// covers are in flat order: an op that writes fewer elements than the
+// layout covers (buffers are sized for the largest batch) first puts the
+// rest back (prepareWrite), so that what it does not write keeps its
+// values, as the Backend interface requires.
+//
+// In strict fp32 channels-last is off by default (Options.Layout):
+// cuDNN's NHWC kernels without tensor cores run ResNet-18 at half its
+// NCHW speed on an H200.
 
 // layout says in which order the first elements of a device buffer are
 // stored. The zero value is flat, the order of the Backend interface.
