@@ -38,26 +38,37 @@ func stored(values []float32, l layout) []float32 {
 	return buf
 }
 
+// counting is n values from, from+1, …
+func counting(n int, from float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = from + float32(i)
+	}
+	return v
+}
+
+// randomLayout is a layout over at most size elements: flat, a
+// degenerate shape (flat too), or NHWC of 2 to 5 channels and 2 to 6
+// positions.
+func randomLayout(rng *rand.Rand, size int) layout {
+	switch rng.IntN(4) {
+	case 0:
+		return layout{}
+	case 1:
+		return nhwcLayout(1+rng.IntN(4), 1, 1+rng.IntN(9))
+	}
+	c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
+	return nhwcLayout(1+rng.IntN(size/(c*s)), c, s)
+}
+
 // Whatever a buffer's layout, the transposes to another one leave it
 // holding the same values in the new order, over every element the new
 // layout covers (all of them for flat).
 func TestTransposesReachTheWantedLayout(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const size = 240
-	values := make([]float32, size)
-	for i := range values {
-		values[i] = float32(i)
-	}
-	random := func() layout {
-		switch rng.IntN(4) {
-		case 0:
-			return layout{}
-		case 1: // degenerate shapes are flat
-			return nhwcLayout(1+rng.IntN(4), 1, 1+rng.IntN(9))
-		}
-		c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
-		return nhwcLayout(1+rng.IntN(size/(c*s)), c, s)
-	}
+	values := counting(size, 0)
+	random := func() layout { return randomLayout(rng, size) }
 	for trial := 0; trial < 2000; trial++ {
 		have, want := random(), random()
 		buf := stored(values, have)
@@ -147,22 +158,12 @@ func TestChannelsLastFor(t *testing.T) {
 func TestWritesKeepTheRest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const size = 240
-	old := make([]float32, size)
-	for i := range old {
-		old[i] = float32(i)
-	}
-	random := func(maxN int) layout {
-		if rng.IntN(3) == 0 {
-			return layout{}
-		}
-		c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
-		return nhwcLayout(1+rng.IntN(min(maxN, size)/(c*s)), c, s)
-	}
+	old, fresh := counting(size, 0), counting(size, 1000)
 	for trial := 0; trial < 3000; trial++ {
-		have := random(size)
+		have := randomLayout(rng, size)
 		// The op writes need elements in layout lay: often a smaller
 		// batch of have's own shape, as in place.
-		lay := random(size)
+		lay := randomLayout(rng, size)
 		if have.nhwc && rng.IntN(2) == 0 {
 			lay = nhwcLayout(1+rng.IntN(have.n), have.c, have.s)
 		}
@@ -182,10 +183,6 @@ func TestWritesKeepTheRest(t *testing.T) {
 			applyTranspose(buf[w.tailAt:], w.tail)
 		}
 		// The write: new values, stored in lay.
-		fresh := make([]float32, size)
-		for i := range fresh {
-			fresh[i] = float32(1000 + i)
-		}
 		copy(buf[:need], stored(fresh, lay)[:need])
 		// Read back in flat order, as Download would from layout lay.
 		steps, k := transposes(lay, layout{})
