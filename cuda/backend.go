@@ -82,6 +82,9 @@ type Backend struct {
 	channelsLast      bool
 	layoutScratch     cu.DevicePtr
 	layoutScratchSize int
+	// bf16Storage says channels-last activations are stored as bf16
+	// (Options.Layout nhwc-bf16, layout.go).
+	bf16Storage bool
 	// gradScratch holds Conv2DBackwardDataAdd's input gradient before it
 	// is added (backend.FusedResidual), grown as needed.
 	gradScratch tensor
@@ -199,11 +202,14 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	}
 	activations := "NCHW activations"
 	switch {
+	case b.dnn != nil && layoutOpt == NHWCBF16:
+		b.channelsLast, b.bf16Storage = true, true
+		activations = "channels-last (NHWC) bf16 activations in the convolutional layers"
 	case b.dnn != nil && (layoutOpt == NHWC || layoutOpt == LayoutAuto && precision != FP32):
 		b.channelsLast = true
 		activations = "channels-last (NHWC) activations in the convolutional layers"
-	case layoutOpt == NHWC:
-		activations += " (layout nhwc needs cuDNN, which does not run the convolutions)"
+	case layoutOpt == NHWC || layoutOpt == NHWCBF16:
+		activations += fmt.Sprintf(" (layout %s needs cuDNN, which does not run the convolutions)", layoutOpt)
 	}
 	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions, activations)
 	return b, nil
@@ -214,6 +220,8 @@ func (b *Backend) describePrecision() string {
 	switch {
 	case b.precision == TF32:
 		return "precision tf32: TF32 tensor-core GEMMs and convolutions, fp32 accumulation"
+	case b.bf16Storage:
+		return "precision bf16: GEMM and convolution inputs in bf16, fp32 accumulation; float32 GEMM outputs and filter gradients, convolutions' activations kept in bf16"
 	case b.bf16 && b.dnn != nil:
 		return "precision bf16: GEMM and convolution inputs rounded to bf16, fp32 accumulation; float32 GEMM outputs, cuDNN's bf16 convolution outputs widened to float32"
 	case b.bf16:
@@ -491,51 +499,51 @@ func (b *Backend) output(op, arg string, t backend.Tensor, need int, lay layout)
 }
 
 // noteWrite notes that an op writes t's first need elements in layout
-// lay. What it overwrites is not transposed; elements past need that t
-// held NHWC are put back in flat order first (prepareWrite), so that they
-// keep their values, as the Backend interface requires of what an op
-// does not write.
+// lay. What it overwrites is not reordered; elements past need that t
+// held NHWC are put back in flat float32 first (prepareWrite), so that
+// they keep their values, as the Backend interface requires of what an
+// op does not write.
 func (b *Backend) noteWrite(t *tensor, need int, lay layout) {
 	switch w := prepareWrite(t.lay, need, lay); {
 	case w.all:
 		b.arrange(t, layout{})
-	case w.tail.n > 0:
-		b.transposeAt(off(t.ptr, w.tailAt), w.tail)
+	case w.tail.from.n > 0:
+		b.reorderAt(t.ptr, w.tailAt, w.tail)
 	}
 	t.lay = lay
 }
 
-// arrange transposes t's first elements in place into layout want where
+// arrange reorders t's first elements in place into layout want where
 // they are not in it already (layout.go), and returns its device
-// pointer; 0 (with the error recorded) where a transpose fails.
+// pointer; 0 (with the error recorded) where a reordering fails or would
+// round to bf16.
 func (b *Backend) arrange(t *tensor, want layout) cu.DevicePtr {
-	steps, k := transposes(t.lay, want)
+	steps, k, err := reorders(t.lay, want)
+	if err != nil {
+		b.fail(err)
+		return 0
+	}
 	for _, st := range steps[:k] {
-		if !b.transposeInPlace(t, st) {
+		if n, c, s := st.shape(); n*c*s > t.n {
+			b.fail(fmt.Errorf("cuda: reordering %v to %v in a tensor of %d elements", st.from, st.to, t.n))
 			return 0
 		}
-	}
-	if k > 0 {
-		t.lay = want
+		if !b.reorderAt(t.ptr, 0, st) {
+			return 0
+		}
+		t.lay = st.to
 	}
 	return t.ptr
 }
 
-// transposeInPlace reorders t's first n·c·s elements as st says.
-func (b *Backend) transposeInPlace(t *tensor, st transpose) bool {
-	if cnt := st.n * st.c * st.s; cnt > t.n {
-		b.fail(fmt.Errorf("cuda: transposing %d×%d×%d elements of a tensor of %d", st.n, st.c, st.s, t.n))
-		return false
-	}
-	return b.transposeAt(t.ptr, st)
-}
-
-// transposeAt reorders the n·c·s elements at p as st says: into the
-// layout scratch, then copied back.
-func (b *Backend) transposeAt(p cu.DevicePtr, st transpose) bool {
-	cnt := st.n * st.c * st.s
+// reorderAt runs r on the elements of the buffer at p from element at on:
+// read in r.from at byte at·from.elemBytes(), written through the layout
+// scratch (float32) and copied to byte 4·at.
+func (b *Backend) reorderAt(p cu.DevicePtr, at int, r reorder) bool {
+	n, c, s := r.shape()
+	cnt := n * c * s
 	if cnt > maxLaunchN {
-		b.fail(fmt.Errorf("cuda: transposing %d×%d×%d elements: kernels index with 32-bit ints", st.n, st.c, st.s))
+		b.fail(fmt.Errorf("cuda: reordering %d×%d×%d elements: kernels index with 32-bit ints", n, c, s))
 		return false
 	}
 	if cnt == 0 {
@@ -545,25 +553,34 @@ func (b *Backend) transposeAt(p cu.DevicePtr, st transpose) bool {
 	if tmp == 0 || b.err != nil {
 		return false
 	}
-	if st.toNHWC {
-		b.transposeBatched(tmp, p, st.n, st.c, st.s)
-	} else {
-		b.transposeBatched(tmp, p, st.n, st.s, st.c)
+	src := p + cu.DevicePtr(at*r.from.elemBytes())
+	switch {
+	case r.from.nhwc && r.to.nhwc: // the same NHWC shape, widened
+		b.fromBF16(tmp, src, cnt)
+	case r.from.nhwc:
+		b.transposeBatched(tmp, src, n, s, c, r.from.bf16)
+	default:
+		b.transposeBatched(tmp, src, n, c, s, false)
 	}
-	if err := cu.MemcpyDtoDAsync(p, tmp, int64(4*cnt), b.stream); err != nil {
+	if err := cu.MemcpyDtoDAsync(off(p, at), tmp, int64(4*cnt), b.stream); err != nil {
 		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
 	}
 	return b.err == nil
 }
 
 // transposeBatched sets dst[i] = src[i]ᵀ for batch rows×cols matrices
-// (layout.cu): 32×32 tiles through shared memory, or for fewer than 8
-// rows (an image's colour channels) a thread per element.
-func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int) {
+// (layout.cu), dst float32, src float32 or bf16 (widened): 32×32 tiles
+// through shared memory, or for fewer than 8 rows (an image's colour
+// channels) a thread per element.
+func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int, srcBF16 bool) {
 	const tile, maxGrid = 32, 65535
+	from := "f32"
+	if srcBF16 {
+		from = "bf16"
+	}
 	if rows < 8 {
 		total := batch * rows * cols
-		b.launch("transpose_narrow_f32", min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
+		b.launch("transpose_narrow_"+from, min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
 			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), intArg(total))
 		return
 	}
@@ -572,10 +589,14 @@ func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int)
 		b.fail(fmt.Errorf("cuda: transposing %d×%d matrices: more rows than a grid holds", rows, cols))
 		return
 	}
+	size := 4
+	if srcBF16 {
+		size = 2
+	}
 	for b0 := 0; b0 < batch; b0 += maxGrid {
 		nb := min(maxGrid, batch-b0)
-		b.launchDims("transpose_batched_f32", [3]int{gx, gy, nb}, [3]int{tile, 8, 1}, 0,
-			ptrArg(off(dst, b0*rows*cols)), ptrArg(off(src, b0*rows*cols)), intArg(rows), intArg(cols))
+		b.launchDims("transpose_batched_"+from, [3]int{gx, gy, nb}, [3]int{tile, 8, 1}, 0,
+			ptrArg(off(dst, b0*rows*cols)), ptrArg(src+cu.DevicePtr(size*b0*rows*cols)), intArg(rows), intArg(cols))
 	}
 }
 

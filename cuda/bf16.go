@@ -20,7 +20,10 @@ package cuda
 // The conversions are extra passes over the operands (one read of float32,
 // one write of bf16 each): the price of keeping the interface float32.
 // All of it runs on the backend's one stream, so one scratch serves every
-// op in turn.
+// op in turn. With bf16 storage (Options.Layout nhwc-bf16, layout.go) the
+// activations between convolutions are bf16 already: cuDNN reads them and
+// writes its activation outputs as they are, and only filters (and
+// float32 inputs, such as the input batch) are converted.
 
 import (
 	"math"

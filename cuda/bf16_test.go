@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -470,33 +471,53 @@ func TestNameReportsPrecision(t *testing.T) {
 // more signs). 5% of 1+loss at every step still fails a bf16 path that
 // computes anything wrong, which moves losses by tens of percent in a
 // few steps. The losses must also differ somewhere: identical ones would
-// mean bf16 never ran.
+// mean bf16 never ran. The conv nets also train with their activations
+// stored as bf16 (layout nhwc-bf16), which adds a rounding of each
+// activation and gradient between convolutions, as PyTorch's autocast
+// does, within the same bounds.
 func TestBF16TrainingTracksFP32(t *testing.T) {
 	models := map[string]trainer.BenchModel{}
 	for _, m := range trainer.BenchModels() {
 		models[m.Name] = m
 	}
 	for _, c := range []struct {
-		model string
-		mode  string
-		steps int
+		model  string
+		mode   string
+		steps  int
+		layout string
 	}{
-		{"mlp300", "float", 30},
-		{"mlp300", "binary", 30},
-		{"resnet20", "float", 5},
-		{"resnet20", "binary", 5},
+		{"mlp300", "float", 30, cuda.LayoutAuto},
+		{"mlp300", "binary", 30, cuda.LayoutAuto},
+		{"resnet20", "float", 5, cuda.LayoutAuto},
+		{"resnet20", "binary", 5, cuda.LayoutAuto},
+		{"resnet20", "float", 5, cuda.NHWCBF16},
+		{"resnet20", "binary", 5, cuda.NHWCBF16},
+		{"vgg5", "float", 5, cuda.NHWCBF16},
 	} {
 		const firstTol, tol = 1e-2, 5e-2
 		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, cuda.LayoutAuto, c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, cuda.LayoutAuto, c.steps)
+		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, c.layout, c.steps)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(name, "precision bf16") {
 			t.Fatalf("the bf16 run's backend is %q", name)
+		}
+		if c.layout == cuda.NHWCBF16 && !strings.Contains(name, "bf16 activations") {
+			t.Fatalf("the nhwc-bf16 run's backend is %q", name)
+		}
+		if c.layout == cuda.NHWCBF16 {
+			// Storing activations as bf16 must change something.
+			plain, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, cuda.LayoutAuto, c.steps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Equal(plain, got) {
+				t.Errorf("%s %s: layout nhwc-bf16 gives the losses of layout auto bit for bit; bf16 storage did not run", c.model, c.mode)
+			}
 		}
 		worst, same := 0.0, true
 		for i := range want {
@@ -506,7 +527,7 @@ func TestBF16TrainingTracksFP32(t *testing.T) {
 				limit = firstTol
 			}
 			if d > limit || math.IsNaN(got[i]) {
-				t.Errorf("%s %s step %d: bf16 loss %.6f, fp32 %.6f (relative difference %.3g, tolerance %.3g)", c.model, c.mode, i, got[i], want[i], d, limit)
+				t.Errorf("%s %s, layout %s, step %d: bf16 loss %.6f, fp32 %.6f (relative difference %.3g, tolerance %.3g)", c.model, c.mode, c.layout, i, got[i], want[i], d, limit)
 			}
 			worst = math.Max(worst, d)
 			same = same && got[i] == want[i]
@@ -514,7 +535,7 @@ func TestBF16TrainingTracksFP32(t *testing.T) {
 		if same {
 			t.Errorf("%s %s: bf16 losses are the fp32 ones bit for bit; bf16 did not run", c.model, c.mode)
 		}
-		t.Logf("%s %s: %d steps, fp32 losses %.4f…%.4f, bf16 %.4f…%.4f, largest relative difference %.3g", c.model, c.mode, c.steps,
+		t.Logf("%s %s, layout %s: %d steps, fp32 losses %.4f…%.4f, bf16 %.4f…%.4f, largest relative difference %.3g", c.model, c.mode, c.layout, c.steps,
 			want[0], want[len(want)-1], got[0], got[len(got)-1], worst)
 	}
 }

@@ -140,12 +140,27 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 	return b.scratch((n + 3) / 4)
 }
 
-// dnnConvolve runs direction dir of convolution s (float32 tensors, NHWC
-// where nhwc says so, else NCHW) on cuDNN: in1, in2 → out as dnnDirection
-// lists them. At precision bf16 it
-// runs cuDNN's bf16 configuration (x, w and y all CUDNN_DATA_BFLOAT16,
-// compute type float; the legacy API has no bf16-in, float-out one) on
-// bf16 copies of in1 and in2, and widens the bf16 output into out.
+// dnnOperand is a device buffer an operand of a cuDNN convolution is in,
+// float32 or (bf16) bf16.
+type dnnOperand struct {
+	ptr  cu.DevicePtr
+	bf16 bool
+}
+
+// float32Operands are the operands of a convolution whose buffers are all
+// float32.
+func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
+	return [3]dnnOperand{{ptr: in1}, {ptr: in2}, {ptr: out}}
+}
+
+// dnnConvolve runs direction dir of convolution s (NHWC tensors where nhwc
+// says so, else NCHW) on cuDNN: operands in1, in2 → out as dnnDirection
+// lists them, float32 unless an operand says it is bf16. At precision
+// bf16 it runs cuDNN's bf16 configuration (x, w and y all
+// CUDNN_DATA_BFLOAT16, compute type float; the legacy API has no bf16-in,
+// float-out one): inputs held in float32 are rounded into bf16 copies,
+// and a float32 output is written as bf16 into scratch and widened into
+// it.
 //
 // Errors are recorded, except that a convolution cuDNN does not support
 // (a descriptor or every algorithm refused with a "bad parameter" or "not
@@ -154,7 +169,7 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 // then and every later time (Name counts these). Anything else (out of memory,
 // an internal or execution error, an earlier CUDA error) is a failure,
 // never a fallback.
-func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, in1, in2, out cu.DevicePtr) bool {
+func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, operands [3]dnnOperand) bool {
 	if b.err != nil {
 		return true
 	}
@@ -183,17 +198,32 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 	if p.im2col != "" {
 		return false
 	}
-	out32, nOut := out, 0
+	in1, in2, out := operands[0].ptr, operands[1].ptr, operands[2].ptr
+	out32, widen := out, 0
 	if b.bf16 {
-		var n1, n2 int
-		n1, n2, nOut = dnnOperandSizes(dir, s)
-		var h1, h2 cu.DevicePtr
-		if h1, h2, out = b.bf16Scratch(n1, n2, nOut); b.err != nil {
+		var sizes [3]int
+		sizes[0], sizes[1], sizes[2] = dnnOperandSizes(dir, s)
+		var copies [3]int // the bf16 copies each operand needs: none where it is bf16
+		for i, o := range operands {
+			if !o.bf16 {
+				copies[i] = sizes[i]
+			}
+		}
+		h1, h2, h3 := b.bf16Scratch(copies[0], copies[1], copies[2])
+		if b.err != nil {
 			return true
 		}
-		b.toBF16(h1, in1, n1)
-		b.toBF16(h2, in2, n2)
-		in1, in2 = h1, h2
+		if copies[0] > 0 {
+			b.toBF16(h1, in1, copies[0])
+			in1 = h1
+		}
+		if copies[1] > 0 {
+			b.toBF16(h2, in2, copies[1])
+			in2 = h2
+		}
+		if copies[2] > 0 {
+			out, widen = h3, copies[2]
+		}
 	}
 	if !p.chosen {
 		if err := b.dnnChoose(dir, c, in1, in2, out); err != nil {
@@ -217,8 +247,8 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 		b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s), algorithm %d: %w", s, key.dtype, p.algo, err))
 		return true
 	}
-	if b.bf16 {
-		b.fromBF16(out32, out, nOut)
+	if widen > 0 {
+		b.fromBF16(out32, out, widen)
 	}
 	return true
 }
@@ -426,10 +456,24 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 	lay := func(i int, nhwc bool) layout { return layoutIf(nhwc, shapes[i][0], shapes[i][1], shapes[i][2]) }
 	out := shapes[2][0] * shapes[2][1] * shapes[2][2]
 	if b.channelsLast && b.useCudnn(s) && transposable(s) && !b.dnnRefused(dir, s, true) {
-		p[0], p[1] = b.arrange(ts[0], lay(0, true)), b.arrange(ts[1], lay(1, true))
-		b.noteWrite(ts[2], out, lay(2, true))
-		p[2] = ts[2].ptr
-		if b.err != nil || b.dnnConvolve(dir, s, true, p[0], p[1], p[2]) {
+		var ops [3]dnnOperand
+		for i := range 2 {
+			// At precision bf16 an input stored as bf16 is read as it is.
+			l := lay(i, true)
+			if b16 := l.inBF16(); b.bf16 && b16.bf16 && ts[i].lay.holds(b16) {
+				l = b16
+			}
+			ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), bf16: l.bf16}
+		}
+		// With bf16 storage, activation outputs (not filter gradients)
+		// are written as cuDNN computes them, in bf16.
+		outLay := lay(2, true)
+		if b.bf16Storage && dir != dnnBackwardFilter {
+			outLay = outLay.inBF16()
+		}
+		b.noteWrite(ts[2], out, outLay)
+		ops[2] = dnnOperand{ptr: ts[2].ptr, bf16: outLay.bf16}
+		if b.err != nil || b.dnnConvolve(dir, s, true, ops) {
 			return
 		}
 	}
@@ -466,7 +510,8 @@ func (b *Backend) dnnRefused(dir dnnDirection, s backend.ConvShape, nhwc bool) b
 // It pays where cuDNN's NCHW kernels are slow, such as a first layer of
 // three input channels.
 func (b *Backend) convolveNCHW(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
-	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, false, in1, in2, out) {
+	operands := float32Operands(in1, in2, out)
+	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, false, operands) {
 		b.convIm2col(dir, s, in1, in2, out)
 		return
 	}
@@ -478,7 +523,7 @@ func (b *Backend) convolveNCHW(dir dnnDirection, s backend.ConvShape, in1, in2, 
 		return
 	}
 	p.raced = true
-	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, false, in1, in2, out) })
+	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, false, operands) })
 	b.convIm2col(dir, s, in1, in2, out)
 	im2colMs := b.timeOnStream(func() { b.convIm2col(dir, s, in1, in2, out) })
 	if b.err == nil && im2colMs < dnnMs {

@@ -8,6 +8,8 @@ package cuda
 import (
 	"fmt"
 
+	"gorgonia.org/cu"
+
 	"iterbin/backend"
 )
 
@@ -55,15 +57,41 @@ func ToChannelsLast(be backend.Backend, t backend.Tensor, n, c, s int) {
 	}
 }
 
-// TensorLayout says in which order a CUDA tensor's first elements are
-// stored: "flat", or "NHWC n×c×s" for an n×c×s activation.
+// ToChannelsLastBF16 stores t, an n×c×s activation of the CUDA backend
+// be, channels-last as bf16, as an op at bf16 storage would write it:
+// rounded to nearest even, so tests give it values bf16 holds exactly
+// (the backend itself never rounds a tensor in place). On other backends
+// it does nothing.
+func ToChannelsLastBF16(be backend.Backend, t backend.Tensor, n, c, s int) {
+	b, ok := be.(*Backend)
+	if !ok {
+		return
+	}
+	ct := b.tensorArg("ToChannelsLastBF16", "t", t, n*c*s)
+	lay := nhwcLayout(n, c, s)
+	if ct == nil || !lay.nhwc || b.arrange(ct, lay) == 0 {
+		return
+	}
+	cnt := lay.count()
+	tmp := b.grow(&b.layoutScratch, &b.layoutScratchSize, cnt, 4, maxLaunchN, "layout scratch")
+	if tmp == 0 {
+		return
+	}
+	b.toBF16(tmp, ct.ptr, cnt)
+	if err := cu.MemcpyDtoDAsync(ct.ptr, tmp, int64(2*cnt), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
+		return
+	}
+	ct.lay = lay.inBF16()
+}
+
+// TensorLayout says in which order, and as what, a CUDA tensor's first
+// elements are stored: "flat", "NHWC n×c×s" or "NHWC bf16 n×c×s" for an
+// n×c×s activation.
 func TensorLayout(t backend.Tensor) string {
 	ct, ok := t.(*tensor)
-	switch {
-	case !ok:
+	if !ok {
 		return fmt.Sprintf("not a CUDA tensor (%T)", t)
-	case ct.lay.nhwc:
-		return fmt.Sprintf("NHWC %d×%d×%d", ct.lay.n, ct.lay.c, ct.lay.s)
 	}
-	return "flat"
+	return ct.lay.String()
 }

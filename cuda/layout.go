@@ -35,24 +35,83 @@ package cuda
 // In strict fp32 channels-last is off by default (Options.Layout):
 // cuDNN's NHWC kernels without tensor cores run ResNet-18 at half its
 // NCHW speed on an H200.
+//
+// bf16 storage (Options.Layout nhwc-bf16, at precision bf16) also keeps
+// the NHWC activations and their gradients as bf16, half the bytes for
+// the memory-bound ops between convolutions, as PyTorch's autocast does:
+//   - convolutions on cuDNN write their activation outputs (forward y,
+//     backward-data dx) as bf16, and read activation inputs held as bf16
+//     directly instead of rounding a copy;
+//   - batch norm, ReLU, Add, max pooling, the option-A shortcut and
+//     Copy read and write bf16 where every activation input is bf16
+//     (bf16For, elementwiseLayout), computing and summing in float32 and
+//     double as they do otherwise; global average pooling's backward pass
+//     writes bf16;
+//   - every other op, and any op with an input in float32, reads its
+//     inputs widened to float32 in place (reorders), which is exact.
+// Weights, their gradients, batch norm's parameters and statistics,
+// optimizer state and losses stay float32. Nothing is rounded to bf16 in
+// place: a value is bf16 because an op computed it so.
 
-// layout says in which order the first elements of a device buffer are
-// stored. The zero value is flat, the order of the Backend interface.
+import "fmt"
+
+// layout says in which order, and as what, the first elements of a
+// device buffer are stored. The zero value is flat float32, the order of
+// the Backend interface.
 type layout struct {
 	// nhwc: the first n·c·s elements are an n×c×s activation (n samples,
 	// c channels, s positions) stored n×s×c, element (i, ch, j) at
 	// (i·s + j)·c + ch.
-	nhwc    bool
+	nhwc bool
+	// bf16 (only with nhwc): those n·c·s elements are stored as bf16, the
+	// k-th stored at byte 2k (Options.Layout nhwc-bf16). Elements past
+	// them stay float32 at their own place, element e at byte 4e, so a
+	// buffer of float32s holds either.
+	bf16    bool
 	n, c, s int
 }
 
-// nhwcLayout is the channels-last layout of an n×c×s activation; where
-// its two orders coincide (one channel or one position) it is flat.
+// nhwcLayout is the channels-last float32 layout of an n×c×s activation;
+// where its two orders coincide (one channel or one position) it is flat.
 func nhwcLayout(n, c, s int) layout {
 	if c == 1 || s == 1 || n*c*s == 0 {
 		return layout{}
 	}
 	return layout{nhwc: true, n: n, c: c, s: s}
+}
+
+// inBF16 is l stored as bf16; flat stays flat (float32).
+func (l layout) inBF16() layout {
+	l.bf16 = l.nhwc
+	return l
+}
+
+// inFloat32 is l stored as float32.
+func (l layout) inFloat32() layout {
+	l.bf16 = false
+	return l
+}
+
+// as is the layout of an op's n×c×s activation where its others are in
+// layout l: NHWC in l's type where l is NHWC (flat where NHWC stores that
+// shape flat, as float32), else flat.
+func (l layout) as(n, c, s int) layout {
+	if !l.nhwc {
+		return layout{}
+	}
+	out := nhwcLayout(n, c, s)
+	if l.bf16 {
+		out = out.inBF16()
+	}
+	return out
+}
+
+// elemBytes is the size of one of the elements l orders.
+func (l layout) elemBytes() int {
+	if l.bf16 {
+		return 2
+	}
+	return 4
 }
 
 // count is the number of elements the layout orders; 0 for flat.
@@ -64,78 +123,121 @@ func (l layout) count() int {
 }
 
 // holds says whether a tensor in layout l stores the first elements in
-// layout want: l's channels and positions and at least want's samples
-// (a smaller batch of the same activation is a prefix of it).
+// layout want: as want's type, in l's channels and positions and at
+// least want's samples (a smaller batch of the same activation is a
+// prefix of it).
 func (l layout) holds(want layout) bool {
 	if !want.nhwc {
 		return !l.nhwc
 	}
-	return l.nhwc && l.c == want.c && l.s == want.s && l.n >= want.n
+	return l.nhwc && l.bf16 == want.bf16 && l.c == want.c && l.s == want.s && l.n >= want.n
 }
 
-// transpose is one in-place reordering of a tensor's first n·c·s
-// elements: flat to NHWC (toNHWC) or NHWC to flat.
-type transpose struct {
-	toNHWC  bool
-	n, c, s int
+// reorder is one in-place change of a tensor's first elements from
+// layout from to layout to over the same elements: a transpose between
+// flat and NHWC, bf16 widened to float32 on the way where from is bf16;
+// or, between the same NHWC shape, the widening alone. Nothing is ever
+// rounded to bf16 in place: what ops write as bf16 they compute so.
+type reorder struct {
+	from, to layout
 }
 
-// transposes lists the reorderings, in order, that take a tensor from
+// shape is the n×c×s activation r reorders (its NHWC side's).
+func (r reorder) shape() (n, c, s int) {
+	l := r.from
+	if !l.nhwc {
+		l = r.to
+	}
+	return l.n, l.c, l.s
+}
+
+// reorders lists the reorderings, in order, that take a tensor from
 // layout have to layout want (the first k of steps): none where have
-// holds want; otherwise have's NHWC elements back to flat, then on to
-// want's NHWC.
-func transposes(have, want layout) (steps [2]transpose, k int) {
-	if have.holds(want) {
-		return steps, 0
+// holds want; have's bf16 elements widened where want is the float32
+// NHWC of a shape have holds; otherwise have's NHWC elements back to
+// flat float32, then on to want's NHWC. A want of bf16 that have does
+// not hold is an error: it would round values in place.
+func reorders(have, want layout) (steps [2]reorder, k int, err error) {
+	switch {
+	case have.holds(want):
+		return steps, 0, nil
+	case want.bf16:
+		return steps, 0, fmt.Errorf("cuda: internal error: a tensor in %v read as %v would be rounded to bf16 in place", have, want)
+	case have.bf16 && have.inFloat32().holds(want):
+		steps[0] = reorder{from: have, to: have.inFloat32()}
+		return steps, 1, nil
 	}
 	if have.nhwc {
-		steps[k] = transpose{toNHWC: false, n: have.n, c: have.c, s: have.s}
+		steps[k] = reorder{from: have, to: layout{}}
 		k++
 	}
 	if want.nhwc {
-		steps[k] = transpose{toNHWC: true, n: want.n, c: want.c, s: want.s}
+		steps[k] = reorder{from: layout{}, to: want}
 		k++
 	}
-	return steps, k
+	return steps, k, nil
+}
+
+func (l layout) String() string {
+	switch {
+	case !l.nhwc:
+		return "flat"
+	case l.bf16:
+		return fmt.Sprintf("NHWC bf16 %d×%d×%d", l.n, l.c, l.s)
+	}
+	return fmt.Sprintf("NHWC %d×%d×%d", l.n, l.c, l.s)
 }
 
 // writePrep is what a tensor's elements need before an op writes the
 // first need of them in layout lay, so that the elements past need keep
-// their values in flat order afterwards: all of them transposed back to
-// flat, or only the samples of the tail (tail.n > 0) at element tailAt,
-// or nothing.
+// their values in flat order afterwards: all of them reordered to flat
+// float32, or only the samples of the tail (tail.from.n > 0) from element
+// tailAt on, or nothing.
 type writePrep struct {
 	all    bool
-	tail   transpose
+	tail   reorder
 	tailAt int
 }
 
 // prepareWrite says what a tensor in layout have needs before an op
 // writes its first need elements in layout lay. Where have orders no more
-// than need elements, the op overwrites all of them: nothing. Where have
-// holds lay over more samples (the op may read the tensor itself, in
-// place, as lay), only the samples past lay's go back to flat, leaving
-// those the op reads as they are; otherwise all of have's (no input of
-// the op holds the tensor in an order it reads, or arrange would have put
-// it in exactly that order).
+// than need elements, the op overwrites all of them (as bf16, the first
+// half of their bytes; the elements past need are float32 where they
+// were): nothing. Where have holds lay over more samples (the op may read
+// the tensor itself, in place, as lay), only the samples past lay's go
+// back to flat float32, leaving those the op reads as they are; otherwise
+// all of have's (no input of the op holds the tensor in an order it
+// reads, or arrange would have put it in exactly that order).
 func prepareWrite(have layout, need int, lay layout) writePrep {
 	switch {
 	case !have.nhwc || have.count() <= need:
 		return writePrep{}
 	case lay.nhwc && have.holds(lay):
-		return writePrep{tail: transpose{toNHWC: false, n: have.n - lay.n, c: have.c, s: have.s}, tailAt: lay.count()}
+		tail := have
+		tail.n -= lay.n
+		return writePrep{tail: reorder{from: tail, to: layout{}}, tailAt: lay.count()}
 	}
 	return writePrep{all: true}
 }
 
 // elementwiseLayout is the layout an elementwise op over n elements runs
 // in, given its inputs' layouts: the first that is NHWC over exactly n
-// elements, else flat.
-func elementwiseLayout(n int, inputs ...layout) layout {
+// elements, else flat. It is bf16 only where the op has bf16 kernels
+// (bf16OK) and every input holds it; otherwise its float32 twin.
+func elementwiseLayout(n int, bf16OK bool, inputs ...layout) layout {
 	for _, l := range inputs {
-		if l.nhwc && l.count() == n {
-			return l
+		if !l.nhwc || l.count() != n {
+			continue
 		}
+		if l.bf16 {
+			for _, in := range inputs {
+				bf16OK = bf16OK && in.holds(l)
+			}
+			if !bf16OK {
+				return l.inFloat32()
+			}
+		}
+		return l
 	}
 	return layout{}
 }
@@ -148,15 +250,37 @@ type activation struct {
 }
 
 // channelsLastFor says whether an op whose activation inputs are inputs
-// runs in NHWC: where one of them already holds its shape in NHWC, or,
-// where it has none, where prefer (channels-last is on) says so. An op
-// over activations whose orders coincide (one channel or one position)
-// runs flat.
+// runs in NHWC: where one of them already holds its shape in NHWC (either
+// type), or, where it has none, where prefer (channels-last is on) says
+// so. An op over activations whose orders coincide (one channel or one
+// position) runs flat.
 func channelsLastFor(prefer bool, inputs ...activation) bool {
 	for _, a := range inputs {
-		if want := nhwcLayout(a.n, a.c, a.s); want.nhwc && a.have.holds(want) {
+		if want := nhwcLayout(a.n, a.c, a.s); want.nhwc && (a.have.holds(want) || a.have.holds(want.inBF16())) {
 			return true
 		}
 	}
 	return prefer && len(inputs) == 0
+}
+
+// bf16For says whether an op that has bf16 kernels and runs in NHWC reads
+// and writes its activations as bf16: where every activation input holds
+// its shape in bf16 NHWC or, where it has none, where prefer (bf16
+// storage is on) says so; never where an output's shape (outs, n×c×s
+// each) is one NHWC stores flat, and so as float32.
+func bf16For(prefer bool, outs [][3]int, inputs ...activation) bool {
+	for _, o := range outs {
+		if !nhwcLayout(o[0], o[1], o[2]).nhwc {
+			return false
+		}
+	}
+	if len(inputs) == 0 {
+		return prefer
+	}
+	for _, a := range inputs {
+		if want := nhwcLayout(a.n, a.c, a.s).inBF16(); !want.nhwc || !a.have.holds(want) {
+			return false
+		}
+	}
+	return true
 }

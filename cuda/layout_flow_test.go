@@ -20,7 +20,39 @@ import (
 // value Download returns is the CPU's, within TF32's rounding (a wrong
 // index errs by the values themselves, of order 1).
 func TestChannelsLastFlow(t *testing.T) {
-	gpu := openGPU(t, cuda.Options{Layout: cuda.NHWC, Precision: cuda.TF32}, true)
+	nhwc := func(n, c, s int) string { return fmt.Sprintf("NHWC %d×%d×%d", n, c, s) }
+	checkFlow(t, cuda.Options{Layout: cuda.NHWC, Precision: cuda.TF32}, 2e-2, map[string]string{
+		"x": nhwc(4, 8, 36), "w": nhwc(16, 8, 9), "y": nhwc(4, 16, 36), "a": nhwc(4, 16, 36), "arg": nhwc(4, 16, 9),
+		"p": "flat", "logits": "flat", "dp": nhwc(4, 16, 9), "da": nhwc(4, 16, 36), "dyConv": nhwc(4, 16, 36),
+		"dw": nhwc(16, 8, 9), "dx": nhwc(4, 8, 36), "buf": nhwc(16, 8, 9), "g": "flat", "dgap": nhwc(4, 16, 36),
+	})
+}
+
+// The same network with bf16 storage (layout nhwc-bf16): the
+// convolutions' outputs, and what batch norm, pooling and global average
+// pooling's backward pass compute from bf16 inputs, are stored as bf16;
+// the input batch, filters and their gradients stay float32; the
+// gradient that comes back from the dense layer is float32, so the ops
+// it meets run in float32 and widen their bf16 inputs (y) in place, up
+// to the next convolution, which writes bf16 again (dx). The tolerance
+// is bf16's: its unit roundoff is 8 times TF32's, and the activations
+// are rounded too.
+func TestBF16StorageFlow(t *testing.T) {
+	nhwc := func(n, c, s int) string { return fmt.Sprintf("NHWC %d×%d×%d", n, c, s) }
+	bf16 := func(n, c, s int) string { return fmt.Sprintf("NHWC bf16 %d×%d×%d", n, c, s) }
+	checkFlow(t, cuda.Options{Layout: cuda.NHWCBF16, Precision: cuda.BF16}, 0.15, map[string]string{
+		"x": nhwc(4, 8, 36), "w": nhwc(16, 8, 9), "y": nhwc(4, 16, 36), "a": bf16(4, 16, 36), "arg": nhwc(4, 16, 9),
+		"p": "flat", "logits": "flat", "dp": nhwc(4, 16, 9), "da": nhwc(4, 16, 36), "dyConv": nhwc(4, 16, 36),
+		"dw": nhwc(16, 8, 9), "dx": bf16(4, 8, 36), "buf": nhwc(16, 8, 9), "g": "flat", "dgap": bf16(4, 16, 36),
+	})
+}
+
+// checkFlow runs the network of TestChannelsLastFlow on a GPU backend
+// with opts and on the CPU, then checks the layout of every tensor and,
+// within tol, every value.
+func checkFlow(t *testing.T, opts cuda.Options, tol float64, layouts map[string]string) {
+	t.Helper()
+	gpu := openGPU(t, opts, true)
 	defer gpu.Close()
 	ref := cpu.New()
 	defer ref.Close()
@@ -68,12 +100,7 @@ func TestChannelsLastFlow(t *testing.T) {
 		return ts
 	}
 	got, want := run(gpu), run(ref)
-	nhwc := func(n, c, s int) string { return fmt.Sprintf("NHWC %d×%d×%d", n, c, s) }
-	for name, layout := range map[string]string{
-		"x": nhwc(4, 8, 36), "w": nhwc(16, 8, 9), "y": nhwc(4, 16, 36), "a": nhwc(4, 16, 36), "arg": nhwc(4, 16, 9),
-		"p": "flat", "logits": "flat", "dp": nhwc(4, 16, 9), "da": nhwc(4, 16, 36), "dyConv": nhwc(4, 16, 36),
-		"dw": nhwc(16, 8, 9), "dx": nhwc(4, 8, 36), "buf": nhwc(16, 8, 9), "g": "flat", "dgap": nhwc(4, 16, 36),
-	} {
+	for name, layout := range layouts {
 		if l := cuda.TensorLayout(got[name]); l != layout {
 			t.Errorf("%s is stored %s, want %s", name, l, layout)
 		}
@@ -93,8 +120,10 @@ func TestChannelsLastFlow(t *testing.T) {
 			}
 			worst = math.Max(worst, e)
 		}
-		if worst > 2e-2 {
-			t.Errorf("%s: the GPU's values differ from the CPU's by up to %.3g (relative to 1+|value|)", name, worst)
+		if worst > tol {
+			t.Errorf("%s: the GPU's values differ from the CPU's by up to %.3g (relative to 1+|value|, tolerance %.3g)", name, worst, tol)
+		} else {
+			t.Logf("%s: largest difference from the CPU %.3g", name, worst)
 		}
 		if l := cuda.TensorLayout(got[name]); l != "flat" {
 			t.Errorf("%s is stored %s after Download, want flat", name, l)

@@ -34,28 +34,50 @@ func readWritten(name string, t backend.Tensor) elementwiseArg {
 const maxElementwiseArgs = 4
 
 // elementwise checks that each argument of an elementwise op over n
-// elements holds n, picks the layout the op runs in (elementwiseLayout),
-// arranges the arguments it reads in it and notes it on those it writes.
-// It returns their device pointers in argument order; ok is false (with
-// the error recorded) where a check or a transpose failed.
+// elements holds n, picks the layout the op runs in (elementwiseLayout,
+// float32), arranges the arguments it reads in it and notes it on those
+// it writes. It returns their device pointers in argument order; ok is
+// false (with the error recorded) where a check or a reordering failed.
 func (b *Backend) elementwise(op string, n int, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, ok bool) {
+	p, _, ok = b.elementwiseIn(op, n, false, args...)
+	return p, ok
+}
+
+// elementwiseStored is elementwise for an op that has bf16 kernels too:
+// it runs in bf16 where every input is bf16 (elementwiseLayout), and
+// suffix names the kernels to run, "f32" or "bf16".
+func (b *Backend) elementwiseStored(op string, n int, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, suffix string, ok bool) {
+	p, lay, ok := b.elementwiseIn(op, n, true, args...)
+	return p, storageSuffix(lay), ok
+}
+
+// storageSuffix is the suffix of the kernels over activations in layout
+// lay (storage.cuh).
+func storageSuffix(lay layout) string {
+	if lay.bf16 {
+		return "bf16"
+	}
+	return "f32"
+}
+
+func (b *Backend) elementwiseIn(op string, n int, bf16OK bool, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, lay layout, ok bool) {
 	if len(args) > maxElementwiseArgs {
 		b.fail(fmt.Errorf("cuda: %s: %d tensor arguments, at most %d", op, len(args), maxElementwiseArgs))
-		return p, false
+		return p, lay, false
 	}
 	var ts [maxElementwiseArgs]*tensor
 	var inputs [maxElementwiseArgs]layout
 	k := 0
 	for i, a := range args {
 		if ts[i] = b.tensorArg(op, a.name, a.t, n); ts[i] == nil {
-			return p, false
+			return p, lay, false
 		}
 		if a.reads {
 			inputs[k] = ts[i].lay
 			k++
 		}
 	}
-	lay := elementwiseLayout(n, inputs[:k]...)
+	lay = elementwiseLayout(n, bf16OK, inputs[:k]...)
 	for i, a := range args {
 		if a.reads {
 			p[i] = b.arrange(ts[i], lay)
@@ -67,22 +89,35 @@ func (b *Backend) elementwise(op string, n int, args ...elementwiseArg) (p [maxE
 			p[i] = ts[i].ptr
 		}
 	}
-	return p, b.err == nil
+	return p, lay, b.err == nil
 }
 
-// activationLayout is the layout of an op's n×c×s activation: NHWC where
-// channelsLastFor says the op runs so, else flat.
+// activationLayout is the float32 layout of an op's n×c×s activation:
+// NHWC where channelsLastFor says the op runs so, else flat.
 func (b *Backend) activationLayout(prefer bool, n, c, s int, inputs ...activation) layout {
 	return layoutIf(channelsLastFor(prefer, inputs...), n, c, s)
 }
 
-// layoutIf is an n×c×s activation's layout in an op that runs in NHWC
-// (nhwc) or NCHW.
+// layoutIf is an n×c×s activation's float32 layout in an op that runs in
+// NHWC (nhwc) or NCHW.
 func layoutIf(nhwc bool, n, c, s int) layout {
 	if nhwc {
 		return nhwcLayout(n, c, s)
 	}
 	return layout{}
+}
+
+// storedLayout is the layout of an n×c×s activation in an op that has
+// bf16 kernels, given its activation inputs and its activation outputs'
+// shapes (outs): the float32 layout activationLayout picks, as bf16 where
+// it is NHWC and bf16For says so (with no input, where bf16 storage is
+// on).
+func (b *Backend) storedLayout(prefer bool, outs [][3]int, n, c, s int, inputs ...activation) layout {
+	lay := b.activationLayout(prefer, n, c, s, inputs...)
+	if lay.nhwc && bf16For(b.bf16Storage, outs, inputs...) {
+		lay = lay.inBF16()
+	}
+	return lay
 }
 
 // activationIn checks an op's activation input t (an n×c×s activation)
@@ -119,14 +154,14 @@ func (b *Backend) launchNHWCPartial(name string, c, parts int, args ...arg) {
 	b.launchDims(name, [3]int{(c + nhwcLanes - 1) / nhwcLanes, parts, 1}, [3]int{nhwcLanes, nhwcRows, 1}, 0, args...)
 }
 
-// bnStatsNHWC is bnStats over NHWC x.
-func (b *Backend) bnStatsNHWC(mean, inv, rm, rv, x cu.DevicePtr, s backend.BNShape, momentum, eps float32) {
+// bnStatsNHWC is bnStats over NHWC x, stored as layout lay says.
+func (b *Backend) bnStatsNHWC(mean, inv, rm, rv, x cu.DevicePtr, lay layout, s backend.BNShape, momentum, eps float32) {
 	m := s.N * s.Spatial
 	partials, parts := b.bnPartialsNHWC(m, s.C)
 	if partials == 0 {
 		return
 	}
-	b.launchNHWCPartial("bn_stats_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(x), intArg(m), intArg(s.C))
+	b.launchNHWCPartial("bn_stats_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(x), intArg(m), intArg(s.C))
 	b.launch("bn_stats_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(mean), ptrArg(inv), ptrArg(rm), ptrArg(rv),
 		ptrArg(partials), intArg(parts), intArg(s.C), intArg(m), floatArg(momentum), floatArg(eps))
 }

@@ -4,38 +4,93 @@
 package cuda
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 )
 
-// applyTranspose reorders buf in place as the device does for t.
-func applyTranspose(buf []float32, t transpose) {
-	cnt := t.n * t.c * t.s
-	tmp := make([]float32, cnt)
-	for i := 0; i < t.n; i++ {
-		for ch := 0; ch < t.c; ch++ {
-			for j := 0; j < t.s; j++ {
-				flat, nhwc := (i*t.c+ch)*t.s+j, (i*t.s+j)*t.c+ch
-				if t.toNHWC {
-					tmp[nhwc] = buf[flat]
-				} else {
-					tmp[flat] = buf[nhwc]
-				}
-			}
-		}
-	}
-	copy(buf, tmp)
+// deviceBuf models a device buffer of float32s as its halves (uint16,
+// little-endian): float32 element e in halves 2e and 2e+1, the k-th bf16
+// element of a layout in half k, as the device stores them.
+type deviceBuf []uint16
+
+func newDeviceBuf(size int) deviceBuf { return make(deviceBuf, 2*size) }
+
+func (b deviceBuf) f32(e int) float32 {
+	return math.Float32frombits(uint32(b[2*e]) | uint32(b[2*e+1])<<16)
 }
 
-// stored is how a buffer holding the flat values in layout l looks:
-// l's elements reordered, the rest as they are.
-func stored(values []float32, l layout) []float32 {
-	buf := slices.Clone(values)
-	if l.nhwc {
-		applyTranspose(buf, transpose{toNHWC: true, n: l.n, c: l.c, s: l.s})
+func (b deviceBuf) setF32(e int, v float32) {
+	bits := math.Float32bits(v)
+	b[2*e], b[2*e+1] = uint16(bits), uint16(bits>>16)
+}
+
+// nhwcIndex is where an n×c×s activation stored NHWC keeps its flat
+// element e.
+func nhwcIndex(l layout, e int) int {
+	i, rem := e/(l.c*l.s), e%(l.c*l.s)
+	ch, j := rem/l.s, rem%l.s
+	return (i*l.s+j)*l.c + ch
+}
+
+// get reads flat element e of a buffer in layout l.
+func (b deviceBuf) get(l layout, e int) float32 {
+	if !l.nhwc || e >= l.count() {
+		return b.f32(e)
 	}
-	return buf
+	k := nhwcIndex(l, e)
+	if l.bf16 {
+		return math.Float32frombits(uint32(b[k]) << 16)
+	}
+	return b.f32(k)
+}
+
+// set writes flat element e of a buffer in layout l (as bf16, truncated:
+// the tests use values bf16 holds exactly).
+func (b deviceBuf) set(l layout, e int, v float32) {
+	switch {
+	case !l.nhwc || e >= l.count():
+		b.setF32(e, v)
+	case l.bf16:
+		b[nhwcIndex(l, e)] = uint16(math.Float32bits(v) >> 16)
+	default:
+		b.setF32(nhwcIndex(l, e), v)
+	}
+}
+
+// apply runs r on the elements from element at on, as the device does:
+// they are read in r.from at byte at·from.elemBytes() and written in r.to
+// at byte 4·at.
+func (b deviceBuf) apply(r reorder, at int) {
+	n, c, s := r.shape()
+	cnt := n * c * s
+	src, dst := b[at*r.from.elemBytes()/2:], b[2*at:]
+	vals := make([]float32, cnt)
+	for e := range vals {
+		vals[e] = src.get(r.from, e)
+	}
+	for e, v := range vals {
+		dst.set(r.to, e, v)
+	}
+}
+
+// stored is a buffer holding values in layout l.
+func stored(values []float32, l layout) deviceBuf {
+	b := newDeviceBuf(len(values))
+	for e, v := range values {
+		b.set(l, e, v)
+	}
+	return b
+}
+
+// read is every element of a buffer in layout l, in flat order.
+func (b deviceBuf) read(l layout) []float32 {
+	v := make([]float32, len(b)/2)
+	for e := range v {
+		v[e] = b.get(l, e)
+	}
+	return v
 }
 
 // counting is n values from, from+1, …
@@ -49,7 +104,7 @@ func counting(n int, from float32) []float32 {
 
 // randomLayout is a layout over at most size elements: flat, a
 // degenerate shape (flat too), or NHWC of 2 to 5 channels and 2 to 6
-// positions.
+// positions, half of those as bf16.
 func randomLayout(rng *rand.Rand, size int) layout {
 	switch rng.IntN(4) {
 	case 0:
@@ -58,73 +113,106 @@ func randomLayout(rng *rand.Rand, size int) layout {
 		return nhwcLayout(1+rng.IntN(4), 1, 1+rng.IntN(9))
 	}
 	c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
-	return nhwcLayout(1+rng.IntN(size/(c*s)), c, s)
+	l := nhwcLayout(1+rng.IntN(size/(c*s)), c, s)
+	if rng.IntN(2) == 0 {
+		l = l.inBF16()
+	}
+	return l
 }
 
-// Whatever a buffer's layout, the transposes to another one leave it
-// holding the same values in the new order, over every element the new
-// layout covers (all of them for flat).
-func TestTransposesReachTheWantedLayout(t *testing.T) {
+// The values the layout tests store: integers bf16 holds exactly, the old
+// ones 0, 1, … and the new ones −1, −2, ….
+const testBufSize = 240
+
+var oldValues, newValues = counting(testBufSize, 0), counting(testBufSize, -testBufSize)
+
+// Whatever a buffer's layout, the reorderings to another one leave it
+// holding the same values in the new layout, every element of it; the
+// only refusal is a bf16 layout the buffer does not hold.
+func TestReordersReachTheWantedLayout(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	const size = 240
-	values := counting(size, 0)
-	random := func() layout { return randomLayout(rng, size) }
-	for trial := 0; trial < 2000; trial++ {
-		have, want := random(), random()
-		buf := stored(values, have)
-		steps, k := transposes(have, want)
+	for trial := 0; trial < 3000; trial++ {
+		have, want := randomLayout(rng, testBufSize), randomLayout(rng, testBufSize)
+		buf := stored(oldValues, have)
+		steps, k, err := reorders(have, want)
+		if err != nil {
+			if !want.bf16 || have.holds(want) {
+				t.Fatalf("%v → %v: %v", have, want, err)
+			}
+			continue
+		}
+		lay := have
 		for _, st := range steps[:k] {
-			applyTranspose(buf, st)
+			if st.from != lay || st.to.bf16 {
+				t.Fatalf("%v → %v: step %+v from %v", have, want, st, lay)
+			}
+			buf.apply(st, 0)
+			lay = st.to
 		}
-		n := size
-		if want.nhwc {
-			n = want.count()
+		if !lay.holds(want) {
+			t.Fatalf("%v → %v via %+v ends in %v", have, want, steps[:k], lay)
 		}
-		if got, exp := buf[:n], stored(values, want)[:n]; !slices.Equal(got, exp) {
-			t.Fatalf("%+v → %+v via %+v: the buffer holds %v, want %v", have, want, steps[:k], got, exp)
+		if got := buf.read(lay); !slices.Equal(got, oldValues) {
+			t.Fatalf("%v → %v via %+v: the buffer reads %v, want %v", have, want, steps[:k], got, oldValues)
 		}
 	}
 }
 
-func TestTransposesOnlyWhereNeeded(t *testing.T) {
+func TestReordersOnlyWhereNeeded(t *testing.T) {
 	big, small := nhwcLayout(8, 4, 9), nhwcLayout(5, 4, 9)
 	for _, c := range []struct {
 		have, want layout
 		steps      int
+		fails      bool
 	}{
-		{layout{}, layout{}, 0},
-		{big, big, 0},
-		{big, small, 0},               // a smaller batch is a prefix
-		{small, big, 2},               // a larger one is not
-		{big, nhwcLayout(8, 9, 4), 2}, // the same count, other channels
-		{big, layout{}, 1},
-		{layout{}, big, 1},
-		{nhwcLayout(8, 1, 36), layout{}, 0}, // one channel: flat already
-		{big, nhwcLayout(8, 36, 1), 1},      // one position: flat
+		{layout{}, layout{}, 0, false},
+		{big, big, 0, false},
+		{big, small, 0, false},               // a smaller batch is a prefix
+		{small, big, 2, false},               // a larger one is not
+		{big, nhwcLayout(8, 9, 4), 2, false}, // the same count, other channels
+		{big, layout{}, 1, false},
+		{layout{}, big, 1, false},
+		{nhwcLayout(8, 1, 36), layout{}, 0, false}, // one channel: flat already
+		{big, nhwcLayout(8, 36, 1), 1, false},      // one position: flat
+		{big.inBF16(), small.inBF16(), 0, false},
+		{big.inBF16(), small, 1, false},    // widened, all of it, in place
+		{small.inBF16(), big, 2, false},    // to flat float32, then NHWC
+		{big.inBF16(), layout{}, 1, false}, // widened on the way to flat
+		{big, big.inBF16(), 0, true},       // never rounded in place
+		{layout{}, small.inBF16(), 0, true},
 	} {
-		if steps, k := transposes(c.have, c.want); k != c.steps {
-			t.Errorf("%+v → %+v: %+v, want %d transposes", c.have, c.want, steps[:k], c.steps)
+		steps, k, err := reorders(c.have, c.want)
+		if k != c.steps || (err != nil) != c.fails {
+			t.Errorf("%v → %v: %+v, %v; want %d steps, failing %v", c.have, c.want, steps[:k], err, c.steps, c.fails)
 		}
 	}
 }
 
 func TestElementwiseLayout(t *testing.T) {
 	a, b := nhwcLayout(2, 4, 9), nhwcLayout(3, 4, 9)
+	a16, b16 := a.inBF16(), b.inBF16()
 	for _, c := range []struct {
 		n      int
+		bf16OK bool
 		inputs []layout
 		want   layout
 	}{
-		{72, nil, layout{}},
-		{72, []layout{{}, a}, a},         // the NHWC input sets the order
-		{72, []layout{a, b}, a},          // the first that covers exactly n
-		{72, []layout{b, {}}, layout{}},  // b covers more than the op's elements
-		{108, []layout{a, b}, b},         // …or exactly them
-		{50, []layout{a, a}, layout{}},   // part of a tensor: flat
-		{72, []layout{{}, {}}, layout{}}, // all flat
+		{72, true, nil, layout{}},
+		{72, true, []layout{{}, a}, a},         // the NHWC input sets the order
+		{72, true, []layout{a, b}, a},          // the first that covers exactly n
+		{72, true, []layout{b, {}}, layout{}},  // b covers more than the op's elements
+		{108, true, []layout{a, b}, b},         // …or exactly them
+		{50, true, []layout{a, a}, layout{}},   // part of a tensor: flat
+		{72, true, []layout{{}, {}}, layout{}}, // all flat
+		{72, true, []layout{a16, a16}, a16},    // bf16 where every input is
+		{72, true, []layout{a16, b16}, a16},    // (a larger batch holds it)
+		{72, false, []layout{a16, a16}, a},     // not without bf16 kernels
+		{72, true, []layout{a16, a}, a},        // nor with a float32 input
+		{72, true, []layout{a16, {}}, a},
+		{72, true, []layout{a, a16}, a},
 	} {
-		if got := elementwiseLayout(c.n, c.inputs...); got != c.want {
-			t.Errorf("elementwiseLayout(%d, %+v) = %+v, want %+v", c.n, c.inputs, got, c.want)
+		if got := elementwiseLayout(c.n, c.bf16OK, c.inputs...); got != c.want {
+			t.Errorf("elementwiseLayout(%d, %v, %v) = %v, want %v", c.n, c.bf16OK, c.inputs, got, c.want)
 		}
 	}
 }
@@ -137,6 +225,7 @@ func TestChannelsLastFor(t *testing.T) {
 		want   bool
 	}{
 		{false, []activation{{have: nhwc, n: 4, c: 8, s: 16}}, true},
+		{false, []activation{{have: nhwc.inBF16(), n: 4, c: 8, s: 16}}, true},
 		{false, []activation{{have: nhwc, n: 2, c: 8, s: 16}}, true},  // a smaller batch
 		{false, []activation{{have: nhwc, n: 4, c: 16, s: 8}}, false}, // another shape
 		{true, []activation{{n: 4, c: 8, s: 16}}, false},              // flat input: NCHW kernels
@@ -151,47 +240,88 @@ func TestChannelsLastFor(t *testing.T) {
 	}
 }
 
+func TestBF16For(t *testing.T) {
+	f32, b16 := nhwcLayout(4, 8, 16), nhwcLayout(4, 8, 16).inBF16()
+	in := func(l layout) activation { return activation{have: l, n: 4, c: 8, s: 16} }
+	out := [][3]int{{4, 8, 16}}
+	for _, c := range []struct {
+		prefer bool
+		outs   [][3]int
+		inputs []activation
+		want   bool
+	}{
+		{false, out, []activation{in(b16)}, true},
+		{false, out, []activation{in(b16), in(b16)}, true},
+		{true, out, []activation{in(b16), in(f32)}, false}, // one input in float32
+		{true, out, []activation{in(layout{})}, false},
+		{false, out, []activation{{have: b16, n: 2, c: 8, s: 16}}, true}, // a smaller batch
+		{false, [][3]int{{4, 8, 1}}, []activation{in(b16)}, false},       // an output NHWC stores flat
+		{true, out, nil, true},                                           // no input: storage decides
+		{false, out, nil, false},
+	} {
+		if got := bf16For(c.prefer, c.outs, c.inputs...); got != c.want {
+			t.Errorf("bf16For(%v, %v, %+v) = %v, want %v", c.prefer, c.outs, c.inputs, got, c.want)
+		}
+	}
+}
+
+func TestLayoutAs(t *testing.T) {
+	in := nhwcLayout(4, 8, 81)
+	for _, c := range []struct {
+		in, want layout
+		n, c, s  int
+	}{
+		{in, nhwcLayout(4, 8, 25), 4, 8, 25},                     // a pooled output
+		{in.inBF16(), nhwcLayout(4, 16, 25).inBF16(), 4, 16, 25}, // a shortcut's, in bf16
+		{in.inBF16(), layout{}, 4, 8, 1},                         // one position: flat float32
+		{layout{}, layout{}, 4, 8, 25},                           // NCHW ops
+	} {
+		if got := c.in.as(c.n, c.c, c.s); got != c.want {
+			t.Errorf("%v.as(%d, %d, %d) = %v, want %v", c.in, c.n, c.c, c.s, got, c.want)
+		}
+	}
+}
+
 // An op that writes the first elements of a buffer in some layout leaves
 // every other element's value as it was, whatever layout the buffer was
 // in: prepareWrite's reordering, then the write, then the buffer read in
 // the op's layout give the new values first and the old ones after.
 func TestWritesKeepTheRest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	const size = 240
-	old, fresh := counting(size, 0), counting(size, 1000)
-	for trial := 0; trial < 3000; trial++ {
-		have := randomLayout(rng, size)
+	for trial := 0; trial < 4000; trial++ {
+		have := randomLayout(rng, testBufSize)
 		// The op writes need elements in layout lay: often a smaller
 		// batch of have's own shape, as in place.
-		lay := randomLayout(rng, size)
+		lay := randomLayout(rng, testBufSize)
 		if have.nhwc && rng.IntN(2) == 0 {
-			lay = nhwcLayout(1+rng.IntN(have.n), have.c, have.s)
+			lay = have
+			lay.n = 1 + rng.IntN(have.n)
 		}
 		need := lay.count()
 		if !lay.nhwc {
-			need = rng.IntN(size + 1)
+			need = rng.IntN(testBufSize + 1)
 		}
-		buf := stored(old, have)
+		buf := stored(oldValues, have)
 		w := prepareWrite(have, need, lay)
 		switch {
 		case w.all:
-			steps, k := transposes(have, layout{})
-			for _, st := range steps[:k] {
-				applyTranspose(buf, st)
+			steps, k, err := reorders(have, layout{})
+			if err != nil {
+				t.Fatal(err)
 			}
-		case w.tail.n > 0:
-			applyTranspose(buf[w.tailAt:], w.tail)
+			for _, st := range steps[:k] {
+				buf.apply(st, 0)
+			}
+		case w.tail.from.n > 0:
+			buf.apply(w.tail, w.tailAt)
 		}
 		// The write: new values, stored in lay.
-		copy(buf[:need], stored(fresh, lay)[:need])
-		// Read back in flat order, as Download would from layout lay.
-		steps, k := transposes(lay, layout{})
-		for _, st := range steps[:k] {
-			applyTranspose(buf, st)
+		for e := 0; e < need; e++ {
+			buf.set(lay, e, newValues[e])
 		}
-		want := append(append([]float32{}, fresh[:need]...), old[need:]...)
-		if !slices.Equal(buf, want) {
-			t.Fatalf("buffer in %+v, write of %d in %+v (prep %+v): reads %v, want %v", have, need, lay, w, buf, want)
+		want := append(slices.Clone(newValues[:need]), oldValues[need:]...)
+		if got := buf.read(lay); !slices.Equal(got, want) {
+			t.Fatalf("buffer in %v, write of %d in %v (prep %+v): reads %v, want %v", have, need, lay, w, got, want)
 		}
 	}
 }

@@ -35,12 +35,16 @@ func (b *Backend) Fill(t backend.Tensor, v float32, n int) {
 
 // Copy copies n elements on the device.
 func (b *Backend) Copy(dst, src backend.Tensor, n int) {
-	p, ok := b.elementwise("Copy", n, written("dst", dst), read("src", src))
+	p, suffix, ok := b.elementwiseStored("Copy", n, written("dst", dst), read("src", src))
 	d, s := p[0], p[1]
 	if !ok || d == 0 || s == 0 || n == 0 {
 		return
 	}
-	if err := cu.MemcpyDtoDAsync(d, s, int64(4*n), b.stream); err != nil {
+	bytes := 4 * n
+	if suffix == "bf16" {
+		bytes = 2 * n
+	}
+	if err := cu.MemcpyDtoDAsync(d, s, int64(bytes), b.stream); err != nil {
 		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
 	}
 }
@@ -114,17 +118,17 @@ func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 
 // ReLUForward sets y = max(x, 0).
 func (b *Backend) ReLUForward(yt, xt backend.Tensor, n int) {
-	p, ok := b.elementwise("ReLUForward", n, written("y", yt), read("x", xt))
+	p, suffix, ok := b.elementwiseStored("ReLUForward", n, written("y", yt), read("x", xt))
 	if y, x := p[0], p[1]; ok && y != 0 && x != 0 {
-		b.launchN("relu_fwd_f32", n, ptrArg(y), ptrArg(x), intArg(n))
+		b.launchN("relu_fwd_"+suffix, n, ptrArg(y), ptrArg(x), intArg(n))
 	}
 }
 
 // ReLUBackward sets dx = dy where y > 0.
 func (b *Backend) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
-	p, ok := b.elementwise("ReLUBackward", n, written("dx", dxt), read("dy", dyt), read("y", yt))
+	p, suffix, ok := b.elementwiseStored("ReLUBackward", n, written("dx", dxt), read("dy", dyt), read("y", yt))
 	if dx, dy, y := p[0], p[1], p[2]; ok && dx != 0 && dy != 0 && y != 0 {
-		b.launchN("relu_bwd_f32", n, ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
+		b.launchN("relu_bwd_"+suffix, n, ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
 	}
 }
 
@@ -192,15 +196,15 @@ func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, x
 	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
 	x := b.arrange(xa, lay)
 	y, xhat := b.output(op, "y", yt, cnt, lay), b.output(op, "xhat", xhatt, cnt, lay)
 	if y == 0 || xhat == 0 || x == 0 {
 		return
 	}
 	if lay.nhwc {
-		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
-		b.launchN("bn_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
+		b.launchN("bn_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -221,15 +225,15 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
 	x := b.arrange(xa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 {
 		return
 	}
 	if lay.nhwc {
-		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
-		b.launchN("bn_relu_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
+		b.launchN("bn_relu_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -249,7 +253,7 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 	if xa == nil || gamma == 0 || beta == 0 || rm == 0 || rv == 0 {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
 	x := b.arrange(xa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 {
@@ -259,7 +263,7 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 	if lay.nhwc {
 		n, spatial = n*spatial, 1
 	}
-	b.launchN("bn_eval_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
+	b.launchN("bn_eval_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
 		intArg(n), intArg(s.C), intArg(spatial), floatArg(eps))
 }
 
@@ -275,7 +279,7 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 	if dya == nil || xhata == nil || dg == 0 || db == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, xhatIn)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, xhatIn)
 	dy, xhat := b.arrange(dya, lay), b.arrange(xhata, lay)
 	dx := b.output(op, "dx", dxt, cnt, lay)
 	if dx == 0 || dy == 0 || xhat == 0 {
@@ -287,9 +291,9 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
+		b.launchNHWCPartial("bn_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		b.launchN("bn_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
+		b.launchN("bn_bwd_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
 			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
@@ -317,7 +321,7 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 	if dya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, xin)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, xin)
 	dy, x := b.arrange(dya, lay), b.arrange(xa, lay)
 	dx := b.output(op, "dx", dxt, cnt, lay)
 	if dx == 0 || dy == 0 || x == 0 {
@@ -329,10 +333,10 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_relu_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.launchNHWCPartial("bn_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		b.launchN("bn_relu_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.launchN("bn_relu_bwd_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
@@ -395,7 +399,7 @@ func (b *Backend) SignScaled(dstt, srct backend.Tensor, rows, cols int) {
 	}
 	lay := layout{}
 	if sa.lay.nhwc && sa.lay.n == rows && sa.lay.count() == rows*cols {
-		lay = sa.lay
+		lay = sa.lay.inFloat32()
 	}
 	s := b.arrange(sa, lay)
 	d := b.output("SignScaled", "dst", dstt, rows*cols, lay)
@@ -585,15 +589,15 @@ func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolSh
 	if xa == nil {
 		return
 	}
-	nhwc := channelsLastFor(false, xin)
-	x := b.arrange(xa, layoutIf(nhwc, s.N, s.C, s.H*s.W))
-	outLay := layoutIf(nhwc, s.N, s.C, oh*ow)
-	y, arg := b.output(op, "y", yt, s.N*s.C*oh*ow, outLay), b.output(op, "argmax", argt, s.N*s.C*oh*ow, outLay)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, oh * ow}}, s.N, s.C, s.H*s.W, xin)
+	x := b.arrange(xa, lay)
+	outLay := lay.as(s.N, s.C, oh*ow)
+	y, arg := b.output(op, "y", yt, s.N*s.C*oh*ow, outLay), b.output(op, "argmax", argt, s.N*s.C*oh*ow, outLay.inFloat32())
 	if y == 0 || arg == 0 || x == 0 {
 		return
 	}
-	if nhwc {
-		b.launchN("maxpool_fwd_nhwc_f32", s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+	if lay.nhwc {
+		b.launchN("maxpool_fwd_nhwc_"+storageSuffix(lay), s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
 			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
 		return
 	}
@@ -611,14 +615,18 @@ func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.Poo
 	if dya == nil || arga == nil {
 		return
 	}
-	nhwc := channelsLastFor(false, dyIn, argIn)
-	dy, arg := b.arrange(dya, layoutIf(nhwc, s.N, s.C, oh*ow)), b.arrange(arga, layoutIf(nhwc, s.N, s.C, oh*ow))
-	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	// The argmax positions are float32 whatever dy is.
+	lay := b.activationLayout(false, s.N, s.C, oh*ow, dyIn, argIn)
+	if lay.nhwc && bf16For(b.bf16Storage, [][3]int{{s.N, s.C, s.H * s.W}}, dyIn) {
+		lay = lay.inBF16()
+	}
+	dy, arg := b.arrange(dya, lay), b.arrange(arga, lay.inFloat32())
+	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, lay.as(s.N, s.C, s.H*s.W))
 	if dx == 0 || dy == 0 || arg == 0 {
 		return
 	}
-	if nhwc {
-		b.launchN("maxpool_bwd_nhwc_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
+	if lay.nhwc {
+		b.launchN("maxpool_bwd_nhwc_"+storageSuffix(lay), s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
 			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
 		return
 	}
@@ -633,14 +641,14 @@ func (b *Backend) GlobalAvgPoolForward(yt, xt backend.Tensor, n, c, spatial int)
 	if xa == nil {
 		return
 	}
-	nhwc := channelsLastFor(false, xin)
-	x := b.arrange(xa, layoutIf(nhwc, n, c, spatial))
+	lay := b.storedLayout(false, nil, n, c, spatial, xin)
+	x := b.arrange(xa, lay)
 	y := b.output(op, "y", yt, n*c, layout{})
 	if y == 0 || x == 0 {
 		return
 	}
-	if nhwc {
-		b.launch("gap_fwd_nhwc_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n), intArg(c), intArg(spatial))
+	if lay.nhwc {
+		b.launch("gap_fwd_nhwc_"+storageSuffix(lay), (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n), intArg(c), intArg(spatial))
 		return
 	}
 	b.launch("gap_fwd_f32", (n*c+blockSize-1)/blockSize, blockSize, 0, ptrArg(y), ptrArg(x), intArg(n*c), intArg(spatial))
@@ -651,13 +659,13 @@ func (b *Backend) GlobalAvgPoolForward(yt, xt backend.Tensor, n, c, spatial int)
 func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial int) {
 	const op = "GlobalAvgPoolBackward"
 	dy := b.dev(op, "dy", dyt, n*c)
-	lay := b.activationLayout(b.channelsLast, n, c, spatial)
+	lay := b.storedLayout(b.channelsLast, [][3]int{{n, c, spatial}}, n, c, spatial)
 	dx := b.output(op, "dx", dxt, n*c*spatial, lay)
 	if dx == 0 || dy == 0 {
 		return
 	}
 	if lay.nhwc {
-		b.launchN("gap_bwd_nhwc_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+		b.launchN("gap_bwd_nhwc_"+storageSuffix(lay), n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
 		return
 	}
 	b.launchN("gap_bwd_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n*c), intArg(spatial))
@@ -665,17 +673,17 @@ func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial i
 
 // Add sets y = a + b.
 func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
-	p, ok := b.elementwise("Add", n, written("y", yt), read("a", at), read("b", bt))
+	p, suffix, ok := b.elementwiseStored("Add", n, written("y", yt), read("a", at), read("b", bt))
 	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
-		b.launchN("add_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+		b.launchN("add_"+suffix, n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
 
 // AddReLU is y = max(a+b, 0) (backend.Fused).
 func (b *Backend) AddReLU(yt, at, bt backend.Tensor, n int) {
-	p, ok := b.elementwise("AddReLU", n, written("y", yt), read("a", at), read("b", bt))
+	p, suffix, ok := b.elementwiseStored("AddReLU", n, written("y", yt), read("a", at), read("b", bt))
 	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
-		b.launchN("add_relu_f32", n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+		b.launchN("add_relu_"+suffix, n, ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
 
@@ -697,15 +705,15 @@ func (b *Backend) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutShap
 	if xa == nil {
 		return
 	}
-	nhwc := channelsLastFor(false, xin)
-	x := b.arrange(xa, layoutIf(nhwc, s.N, s.C, s.H*s.W))
-	y := b.output(op, "y", yt, s.N*s.OC*oh*ow, layoutIf(nhwc, s.N, s.OC, oh*ow))
+	lay := b.storedLayout(false, [][3]int{{s.N, s.OC, oh * ow}}, s.N, s.C, s.H*s.W, xin)
+	x := b.arrange(xa, lay)
+	y := b.output(op, "y", yt, s.N*s.OC*oh*ow, lay.as(s.N, s.OC, oh*ow))
 	if y == 0 || x == 0 {
 		return
 	}
 	name := "shortcut_a_fwd_f32"
-	if nhwc {
-		name = "shortcut_a_fwd_nhwc_f32"
+	if lay.nhwc {
+		name = "shortcut_a_fwd_nhwc_" + storageSuffix(lay)
 	}
 	b.launchN(name, s.N*s.OC*oh*ow, ptrArg(y), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
 		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
@@ -723,15 +731,15 @@ func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutS
 	if dya == nil {
 		return
 	}
-	nhwc := channelsLastFor(false, dyIn)
-	dy := b.arrange(dya, layoutIf(nhwc, s.N, s.OC, oh*ow))
-	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, layoutIf(nhwc, s.N, s.C, s.H*s.W))
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.H * s.W}}, s.N, s.OC, oh*ow, dyIn)
+	dy := b.arrange(dya, lay)
+	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, lay.as(s.N, s.C, s.H*s.W))
 	if dx == 0 || dy == 0 {
 		return
 	}
 	name := "shortcut_a_bwd_f32"
-	if nhwc {
-		name = "shortcut_a_bwd_nhwc_f32"
+	if lay.nhwc {
+		name = "shortcut_a_bwd_nhwc_" + storageSuffix(lay)
 	}
 	b.launchN(name, s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
 		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
@@ -752,15 +760,15 @@ func (b *Backend) BatchNormAddReLUTrain(yt, meant, invStdt, runMeant, runVart, x
 	if xa == nil || skipa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, xin, skipIn)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin, skipIn)
 	x, skip := b.arrange(xa, lay), b.arrange(skipa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 || skip == 0 {
 		return
 	}
 	if lay.nhwc {
-		b.bnStatsNHWC(mean, inv, rm, rv, x, s, momentum, eps)
-		b.launchN("bn_add_relu_apply_nhwc_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
+		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
+		b.launchN("bn_add_relu_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -783,7 +791,7 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 	if dya == nil || ya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.activationLayout(false, s.N, s.C, s.Spatial, dyIn, yin, xin)
+	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, yin, xin)
 	dy, y, x := b.arrange(dya, lay), b.arrange(ya, lay), b.arrange(xa, lay)
 	dx, dSum := b.output(op, "dx", dxt, cnt, lay), b.output(op, "dSum", dSumt, cnt, lay)
 	if dx == 0 || dSum == 0 || dy == 0 || y == 0 || x == 0 {
@@ -795,10 +803,10 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_add_relu_bwd_partial_nhwc_f32", s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
+		b.launchNHWCPartial("bn_add_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
 			ptrArg(mean), ptrArg(inv), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		b.launchN("bn_add_relu_bwd_apply_nhwc_f32", cnt, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.launchN("bn_add_relu_bwd_apply_nhwc_"+storageSuffix(lay), cnt, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}

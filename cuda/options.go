@@ -6,7 +6,8 @@ import "fmt"
 type Options struct {
 	// Precision is how GEMMs and convolutions compute; "" means fp32.
 	// Everything else (tensors, batch norm, losses, optimizer state) is
-	// float32 at every precision.
+	// float32 at every precision, except the activations Layout
+	// "nhwc-bf16" stores as bf16.
 	//
 	//   - "fp32": true fp32. cuBLAS in CUBLAS_DEFAULT_MATH (SGEMM never
 	//     uses TF32 there), cuDNN convolutions in CUDNN_FMA_MATH.
@@ -45,6 +46,14 @@ type Options struct {
 	//     convolutions are fastest. Without cuDNN it cannot be (the
 	//     im2col path is NCHW) and Name says so.
 	//   - "nchw": NCHW throughout, the Backend interface's own order.
+	//   - "nhwc-bf16" (precision bf16 only): channels-last, and the
+	//     activations between convolutions and their gradients stored as
+	//     bf16 (layout.go), as PyTorch's autocast keeps them: half the
+	//     memory traffic of batch norm, ReLU, pooling and the residual
+	//     adds, and no conversion passes around cuDNN's bf16
+	//     convolutions. Results then differ from "nhwc" by bf16 rounding
+	//     of those activations; weights, statistics and optimizer state
+	//     stay float32.
 	Layout string
 }
 
@@ -53,16 +62,17 @@ const (
 	LayoutAuto = "auto"
 	NHWC       = "nhwc"
 	NCHW       = "nchw"
+	NHWCBF16   = "nhwc-bf16"
 )
 
 // CheckLayout says whether l is a value of Options.Layout ("" is auto)
 // and, if not, what is allowed.
 func CheckLayout(l string) error {
 	switch l {
-	case "", LayoutAuto, NHWC, NCHW:
+	case "", LayoutAuto, NHWC, NCHW, NHWCBF16:
 		return nil
 	}
-	return fmt.Errorf("layout %q is not known; use %s, %s or %s", l, LayoutAuto, NHWC, NCHW)
+	return fmt.Errorf("layout %q is not known; use %s, %s, %s or %s", l, LayoutAuto, NHWC, NCHW, NHWCBF16)
 }
 
 // The values of Options.Precision.
@@ -95,10 +105,14 @@ func (o Options) precision() (string, error) {
 	return o.Precision, nil
 }
 
-// layout returns the checked layout, "" resolved to auto.
+// layout returns the checked layout, "" resolved to auto; nhwc-bf16
+// needs precision bf16.
 func (o Options) layout() (string, error) {
 	if err := CheckLayout(o.Layout); err != nil {
 		return "", fmt.Errorf("cuda: Options.Layout: %w", err)
+	}
+	if o.Layout == NHWCBF16 && o.Precision != BF16 {
+		return "", fmt.Errorf("cuda: Options.Layout: %q stores activations as bf16, which needs precision %q, not %q", NHWCBF16, BF16, o.Precision)
 	}
 	if o.Layout == "" {
 		return LayoutAuto, nil

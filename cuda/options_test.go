@@ -37,13 +37,13 @@ func TestPrecisionValues(t *testing.T) {
 }
 
 func TestLayoutValues(t *testing.T) {
-	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW} {
+	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16} {
 		if err := cuda.CheckLayout(l); err != nil {
 			t.Errorf("CheckLayout(%q): %v", l, err)
 		}
 	}
 	for _, l := range []string{"NHWC", "channels_last", "nhcw"} {
-		want := `layout "` + l + `" is not known; use auto, nhwc or nchw`
+		want := `layout "` + l + `" is not known; use auto, nhwc, nchw or nhwc-bf16`
 		if err := cuda.CheckLayout(l); err == nil || err.Error() != want {
 			t.Errorf("CheckLayout(%q) = %v, want %q", l, err, want)
 		}
@@ -54,6 +54,21 @@ func TestLayoutValues(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "Options.Layout") || !strings.Contains(err.Error(), want) {
 			t.Errorf("New with layout %q: %v, want %q", l, err, want)
+		}
+	}
+}
+
+// bf16 storage is refused before any device is touched where the
+// precision is not bf16.
+func TestBF16StorageNeedsPrecisionBF16(t *testing.T) {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32} {
+		b, err := cuda.New(0, cuda.Options{Precision: p, Layout: cuda.NHWCBF16})
+		if err == nil {
+			b.Close()
+			t.Fatalf("New with layout nhwc-bf16 at precision %q succeeded", p)
+		}
+		if want := `"nhwc-bf16" stores activations as bf16, which needs precision "bf16"`; !strings.Contains(err.Error(), want) {
+			t.Errorf("New with layout nhwc-bf16 at precision %q: %v, want %q", p, err, want)
 		}
 	}
 }

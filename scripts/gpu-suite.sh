@@ -8,11 +8,12 @@
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
 #   3. a profile of ResNet-20 (float and binary) and ResNet-18 steps (tf32,
-#      bf16);
+#      bf16, and bf16 with activations stored as bf16);
 #   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), with the default layout (channels-last
 #      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
-#      the other one (--layout nchw or nhwc), and PyTorch's on the same
+#      the other one (--layout nchw or nhwc) and at bf16 also --layout
+#      nhwc-bf16 (activations stored as bf16), and PyTorch's on the same
 #      card (torch_anchor.py), with the ratio table last.
 # Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
 # profile.log, bench.log, bench-other-layout.log, anchor.log, summary.txt.
@@ -98,6 +99,14 @@ for p in tf32 bf16; do
   timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet18 --modes float \
       --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p resnet18: exit $?"
 done
+if [ "${GPU_SUITE_PROFILE:-1}" != 0 ]; then
+  l=$(limit 60)
+  if [ "$l" -lt 15 ]; then note "profile bf16 nhwc-bf16 resnet18: SKIPPED (deadline)"; else
+    echo "=== layout nhwc-bf16" >>"$O/profile.log"
+    timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision bf16 --layout nhwc-bf16 --models resnet18 --modes float \
+        --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile bf16 nhwc-bf16 resnet18: exit $?"
+  fi
+fi
 
 # 4. Throughput: iterbin per model and precision, then PyTorch on the same card.
 models=${GPU_SUITE_MODELS:-mlp300 vgg5 resnet20 resnet18}
@@ -110,17 +119,20 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
     rc=$?
     [ $rc = 0 ] || note "bench $m $p: exit $rc"
   done
-  other=nchw
-  [ $p = fp32 ] && other=nhwc
-  for m in $models; do
-    [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && break
-    [ $m = mlp300 ] && continue
-    l=$(limit 75)
-    if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
-    echo "=== $m $p $other (limit ${l}s)" >>"$O/bench-other-layout.log"
-    timeout -k 5 "$l" $B/bin/iterbin bench --device cuda --precision $p --layout $other --models $m --steps 30 --warmup 5 >>"$O/bench-other-layout.log" 2>&1
-    rc=$?
-    [ $rc = 0 ] || note "bench $m $p $other: exit $rc"
+  others=nchw
+  [ $p = fp32 ] && others=nhwc
+  [ $p = bf16 ] && others="nhwc-bf16 nchw"
+  for other in $others; do
+    for m in $models; do
+      [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && [ $other != nhwc-bf16 ] && break
+      [ $m = mlp300 ] && continue
+      l=$(limit 75)
+      if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
+      echo "=== $m $p $other (limit ${l}s)" >>"$O/bench-other-layout.log"
+      timeout -k 5 "$l" $B/bin/iterbin bench --device cuda --precision $p --layout $other --models $m --steps 30 --warmup 5 >>"$O/bench-other-layout.log" 2>&1
+      rc=$?
+      [ $rc = 0 ] || note "bench $m $p $other: exit $rc"
+    done
   done
   l=$(limit 150)
   if [ "$l" -lt 30 ]; then note "anchor $p: SKIPPED (deadline)"; continue; fi
@@ -128,23 +140,23 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
       --steps 30 --warmup 5 >>"$O/anchor.log" 2>&1 || note "anchor $p: exit $?"
 done
 
-# The table: iterbin's img/s (bench.log rows; the other layout's beside
-# them, from bench-other-layout.log: NHWC at fp32, NCHW at tf32 and bf16)
-# and PyTorch's (anchor.log JSON), with their ratio.
-rows() { awk '/^=== /{p=$3} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4}' "$1" 2>/dev/null; }
+# The table: iterbin's img/s (bench.log rows; beside them, from
+# bench-other-layout.log, the other layout's, NHWC at fp32 and NCHW at
+# tf32 and bf16, and at bf16 nhwc-bf16's) and PyTorch's (anchor.log
+# JSON), with the ratios of the default layout and of nhwc-bf16 to it.
+rows() { awk '/^=== /{p=$3; l=$4} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4, (l ~ /^\(/ ? "default" : l)}' "$1" 2>/dev/null; }
+ratio() { [ -n "$2" ] && [ "$1" != - ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}' || echo -; }
 {
   echo
-  echo "model mode precision iterbin_img_s other_layout_img_s pytorch_img_s ratio"
+  echo "model mode precision iterbin_img_s other_layout_img_s nhwc_bf16_img_s pytorch_img_s ratio nhwc_bf16_ratio"
   rows "$O/bench.log" |
-  while read -r m mode p ours; do
-    other_ips=$(rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" '$1==m && $2==mode && $3==p {print $4}' | head -1)
+  while read -r m mode p ours _; do
+    pick() { rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" -v l="$1" '$1==m && $2==mode && $3==p && (l=="" ? $5!="nhwc-bf16" : $5==l) {print $4}' | head -1; }
+    other_ips=$(pick "")
+    storage_ips=$(pick nhwc-bf16)
     theirs=$(grep -h "\"model\": \"$m\"" "$O/anchor.log" 2>/dev/null | grep "\"precision\": \"$p\"" | grep "\"mode\": \"$mode\"" |
              sed -n 's/.*"img_per_s": \([0-9.]*\).*/\1/p' | head -1)
-    if [ -n "$theirs" ]; then
-      echo "$m $mode $p $ours ${other_ips:--} $theirs $(awk -v a="$ours" -v b="$theirs" 'BEGIN{printf "%.2f", a/b}')"
-    else
-      echo "$m $mode $p $ours ${other_ips:--} - -"
-    fi
+    echo "$m $mode $p $ours ${other_ips:--} ${storage_ips:--} ${theirs:--} $(ratio "$ours" "$theirs") $(ratio "${storage_ips:--}" "$theirs")"
   done
-} | awk '{printf "%-9s %-7s %-9s %14s %18s %14s %6s\n", $1, $2, $3, $4, $5, $6, $7}' | tee -a "$summary"
+} | awk '{printf "%-9s %-7s %-9s %14s %18s %16s %14s %6s %15s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' | tee -a "$summary"
 note "suite took $((SECONDS - start))s"

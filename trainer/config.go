@@ -57,8 +57,9 @@ type RunConfig struct {
 	// Layout is the order CUDA stores convolutional activations in:
 	// "auto" (channels-last where cuDNN runs the convolutions at precision
 	// tf32 or bf16, else NCHW), "nhwc" or "nchw"; results are the same up
-	// to rounding. See
-	// cuda.Options.Layout. The CPU computes NCHW ("auto" or "nchw").
+	// to rounding. "nhwc-bf16" (precision bf16) is channels-last with the
+	// activations themselves stored as bf16. See cuda.Options.Layout. The
+	// CPU computes NCHW ("auto" or "nchw").
 	Layout string `toml:"layout"`
 	OutDir string `toml:"out_dir"`
 }
@@ -369,7 +370,7 @@ func (c *Config) Validate() error {
 	if err := checkPrecision(c.Run.Device, c.Run.Precision); err != nil {
 		bad("run.precision", "%v", err)
 	}
-	if err := checkLayout(c.Run.Device, c.Run.Layout); err != nil {
+	if err := checkLayout(c.Run.Device, c.Run.Precision, c.Run.Layout); err != nil {
 		bad("run.layout", "%v", err)
 	}
 	if c.Run.TF32 {
@@ -494,20 +495,23 @@ func checkPrecision(device, precision string) error {
 	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", precision, cuda.FP32, cuda.TF32, cuda.BF16)
 }
 
-// checkLayout checks a run.layout value for a device: auto and nchw
-// anywhere ("" is auto), nhwc only on CUDA. Its errors start with the
-// value.
-func checkLayout(device, layout string) error {
+// checkLayout checks a run.layout value for a device and precision: auto
+// and nchw anywhere ("" is auto), nhwc only on CUDA, nhwc-bf16 only on
+// CUDA at precision bf16. Its errors start with the value.
+func checkLayout(device, precision, layout string) error {
 	switch layout {
 	case "", cuda.LayoutAuto, cuda.NCHW:
 		return nil
-	case cuda.NHWC:
+	case cuda.NHWC, cuda.NHWCBF16:
 		if device == "cpu" {
 			return fmt.Errorf("%q is a CUDA option (channels-last activations for cuDNN); the CPU backend computes NCHW: use %q or %q, or device cuda", layout, cuda.LayoutAuto, cuda.NCHW)
 		}
+		if layout == cuda.NHWCBF16 && precision != cuda.BF16 {
+			return fmt.Errorf("%q stores activations as bf16, which needs run.precision = %q (not %q); or use %q", layout, cuda.BF16, precision, cuda.NHWC)
+		}
 		return nil
 	}
-	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", layout, cuda.LayoutAuto, cuda.NHWC, cuda.NCHW)
+	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s, %s", layout, cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16)
 }
 
 var devicePattern = regexp.MustCompile(`^(cpu|cuda|cuda:[0-9]+)$`)

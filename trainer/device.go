@@ -26,12 +26,12 @@ func OpenRunBackend(cfg *Config) (backend.Backend, error) {
 
 // openBackend opens device at precision ("fp32", or on CUDA "tf32" or
 // "bf16") with its convolutional activations in layout ("auto", "nchw",
-// or on CUDA "nhwc").
+// or on CUDA "nhwc", and at bf16 "nhwc-bf16").
 func openBackend(device, precision, layout string) (backend.Backend, error) {
 	if err := checkPrecision(device, precision); err != nil {
 		return nil, fmt.Errorf("precision %w", err)
 	}
-	if err := checkLayout(device, layout); err != nil {
+	if err := checkLayout(device, precision, layout); err != nil {
 		return nil, fmt.Errorf("layout %w", err)
 	}
 	opts := cuda.Options{Precision: precision, Layout: layout}

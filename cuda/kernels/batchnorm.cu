@@ -13,6 +13,8 @@
 // fused variants (bn_relu_*) apply ReLU after the affine transform, keep no
 // xhat, and recompute xhat and the ReLU mask in the backward pass from x.
 
+#include "storage.cuh"
+
 #define STATS_THREADS 256
 
 // block_sum2 returns the block's sums of a and b (every thread gets them);
@@ -111,17 +113,23 @@ extern "C" __global__ void bn_relu_apply_f32(float* y, const float* x, const flo
     }
 }
 
-extern "C" __global__ void bn_eval_f32(float* y, const float* x, const float* gamma, const float* beta,
-                                       const float* run_mean, const float* run_var,
-                                       int n, int c, int spatial, float eps) {
+// Evaluation, elementwise over N×C×spatial (NCHW), or in NHWC over
+// N·spatial rows of C with spatial = 1; x and y float32 or, NHWC, bf16.
+template <class T>
+__device__ void bn_eval(T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int n,
+                        int c, int spatial, float eps) {
     long long total = (long long)n * c * spatial;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
         int ch = (int)((i / spatial) % c);
         float inv = (float)(1.0 / sqrt((double)run_var[ch] + (double)eps));
         float scale = gamma[ch] * inv;
-        y[i] = x[i] * scale + (beta[ch] - run_mean[ch] * scale);
+        store(y, i, load(x, i) * scale + (beta[ch] - run_mean[ch] * scale));
     }
 }
+STORAGE_KERNELS(bn_eval,
+                (T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int n, int c,
+                 int spatial, float eps),
+                (y, x, gamma, beta, run_mean, run_var, n, c, spatial, eps))
 
 // partials[ch*P + p] = (Σdy, Σdy·xhat) over block (ch, p)'s rows.
 extern "C" __global__ void bn_bwd_partial_f32(double2* partials, const float* dy, const float* xhat, int n, int c, int spatial) {
@@ -217,7 +225,9 @@ extern "C" __global__ void bn_relu_bwd_apply_f32(float* dx, const float* dy, con
 // and the 8 sums per channel are added in warp order. The P partials of a
 // channel are then reduced by one warp in a fixed order (nhwc_final), so
 // here too no sum depends on timing. The elementwise passes are one thread
-// per element, channel i % c.
+// per element, channel i % c. The activations (x, y, xhat, dy, dx, skip,
+// dsum) are stored as float32 or bf16 (storage.cuh); parameters,
+// statistics and sums are float32 and double either way.
 
 #define NHWC_LANES 32
 #define NHWC_ROWS 8
@@ -273,46 +283,53 @@ __device__ int warp_channel(int c) {
     return ch < c ? ch : -1;
 }
 
-struct StatsTerms {
-    const float* x;
+template <class T> struct StatsTerms {
+    const T* x;
     __device__ double2 operator()(long long i, int) const {
-        double v = x[i];
+        double v = load(x, i);
         return make_double2(v, v * v);
     }
 };
 
-struct BwdTerms {
-    const float* dy;
-    const float* xhat;
+template <class T> struct BwdTerms {
+    const T* dy;
+    const T* xhat;
     __device__ double2 operator()(long long i, int) const {
-        double d = dy[i];
-        return make_double2(d, d * xhat[i]);
+        double d = load(dy, i);
+        return make_double2(d, d * load(xhat, i));
     }
 };
 
-struct ReLUBwdTerms {
-    const float *dy, *x, *mean, *inv_std, *gamma, *beta;
+template <class T> struct ReLUBwdTerms {
+    const T *dy, *x;
+    const float *mean, *inv_std, *gamma, *beta;
     __device__ double2 operator()(long long i, int ch) const {
-        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float h = (load(x, i) - mean[ch]) * inv_std[ch];
         float v = gamma[ch] * h + beta[ch];
-        double d = v > 0.0f ? dy[i] : 0.0f;
+        double d = v > 0.0f ? load(dy, i) : 0.0f;
         return make_double2(d, d * h);
     }
 };
 
-extern "C" __global__ void bn_stats_partial_nhwc_f32(double2* partials, const float* x, int m, int c) {
-    nhwc_partial(partials, m, c, StatsTerms{x});
+template <class T> __device__ void bn_stats_partial_nhwc(double2* partials, const T* x, int m, int c) {
+    nhwc_partial(partials, m, c, StatsTerms<T>{x});
 }
+STORAGE_KERNELS(bn_stats_partial_nhwc, (double2* partials, const T* x, int m, int c), (partials, x, m, c))
 
-extern "C" __global__ void bn_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* xhat, int m, int c) {
-    nhwc_partial(partials, m, c, BwdTerms{dy, xhat});
+template <class T> __device__ void bn_bwd_partial_nhwc(double2* partials, const T* dy, const T* xhat, int m, int c) {
+    nhwc_partial(partials, m, c, BwdTerms<T>{dy, xhat});
 }
+STORAGE_KERNELS(bn_bwd_partial_nhwc, (double2* partials, const T* dy, const T* xhat, int m, int c), (partials, dy, xhat, m, c))
 
-extern "C" __global__ void bn_relu_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* x,
-                                                        const float* mean, const float* inv_std,
-                                                        const float* gamma, const float* beta, int m, int c) {
-    nhwc_partial(partials, m, c, ReLUBwdTerms{dy, x, mean, inv_std, gamma, beta});
+template <class T>
+__device__ void bn_relu_bwd_partial_nhwc(double2* partials, const T* dy, const T* x, const float* mean, const float* inv_std,
+                                         const float* gamma, const float* beta, int m, int c) {
+    nhwc_partial(partials, m, c, ReLUBwdTerms<T>{dy, x, mean, inv_std, gamma, beta});
 }
+STORAGE_KERNELS(bn_relu_bwd_partial_nhwc,
+                (double2* partials, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                 const float* beta, int m, int c),
+                (partials, dy, x, mean, inv_std, gamma, beta, m, c))
 
 // bn_stats_final_f32 with a warp per channel.
 extern "C" __global__ void bn_stats_final_warp_f32(float* mean, float* inv_std, float* run_mean, float* run_var,
@@ -351,51 +368,70 @@ extern "C" __global__ void bias_grad_final_warp_f32(float* dbias, const double2*
     if (threadIdx.x % 32 == 0) dbias[ch] = (float)t.x;
 }
 
-extern "C" __global__ void bn_apply_nhwc_f32(float* y, float* xhat, const float* x, const float* mean, const float* inv_std,
-                                             const float* gamma, const float* beta, int c, int total) {
+template <class T>
+__device__ void bn_apply_nhwc(T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                              const float* beta, int c, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
-        float h = (x[i] - mean[ch]) * inv_std[ch];
-        xhat[i] = h;
-        y[i] = gamma[ch] * h + beta[ch];
+        float h = (load(x, i) - mean[ch]) * inv_std[ch];
+        store(xhat, i, h);
+        store(y, i, gamma[ch] * h + beta[ch]);
     }
 }
+STORAGE_KERNELS(bn_apply_nhwc,
+                (T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c,
+                 int total),
+                (y, xhat, x, mean, inv_std, gamma, beta, c, total))
 
-extern "C" __global__ void bn_relu_apply_nhwc_f32(float* y, const float* x, const float* mean, const float* inv_std,
-                                                  const float* gamma, const float* beta, int c, int total) {
+template <class T>
+__device__ void bn_relu_apply_nhwc(T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
+                                   int c, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
-        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float h = (load(x, i) - mean[ch]) * inv_std[ch];
         float v = gamma[ch] * h + beta[ch];
-        y[i] = v > 0.0f ? v : 0.0f;
+        store(y, i, v > 0.0f ? v : 0.0f);
     }
 }
+STORAGE_KERNELS(bn_relu_apply_nhwc,
+                (T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c, int total),
+                (y, x, mean, inv_std, gamma, beta, c, total))
 
-extern "C" __global__ void bn_bwd_apply_nhwc_f32(float* dx, const float* dy, const float* xhat, const float* inv_std,
-                                                 const float* gamma, const float* dgamma, const float* dbeta,
-                                                 int c, int total, int m) {
+// The backward passes read xhat (or x) as stored: where it is bf16, the
+// rounded value the forward pass kept.
+template <class T>
+__device__ void bn_bwd_apply_nhwc(T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
+                                  const float* dbeta, int c, int total, int m) {
     float fm = (float)m;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
         float k = gamma[ch] * inv_std[ch] / fm;
-        dx[i] = k * (fm * dy[i] - dbeta[ch] - xhat[i] * dgamma[ch]);
+        store(dx, i, k * (fm * load(dy, i) - dbeta[ch] - load(xhat, i) * dgamma[ch]));
     }
 }
+STORAGE_KERNELS(bn_bwd_apply_nhwc,
+                (T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
+                 const float* dbeta, int c, int total, int m),
+                (dx, dy, xhat, inv_std, gamma, dgamma, dbeta, c, total, m))
 
-extern "C" __global__ void bn_relu_bwd_apply_nhwc_f32(float* dx, const float* dy, const float* x, const float* mean,
-                                                      const float* inv_std, const float* gamma, const float* beta,
-                                                      const float* dgamma, const float* dbeta, int c, int total, int m) {
+template <class T>
+__device__ void bn_relu_bwd_apply_nhwc(T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                                       const float* beta, const float* dgamma, const float* dbeta, int c, int total, int m) {
     float fm = (float)m;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
         float inv = inv_std[ch], g = gamma[ch];
-        float h = (x[i] - mean[ch]) * inv;
+        float h = (load(x, i) - mean[ch]) * inv;
         float v = g * h + beta[ch];
-        float d = v > 0.0f ? dy[i] : 0.0f;
+        float d = v > 0.0f ? load(dy, i) : 0.0f;
         float k = g * inv / fm;
-        dx[i] = k * (fm * d - dbeta[ch] - h * dgamma[ch]);
+        store(dx, i, k * (fm * d - dbeta[ch] - h * dgamma[ch]));
     }
 }
+STORAGE_KERNELS(bn_relu_bwd_apply_nhwc,
+                (T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
+                 const float* dgamma, const float* dbeta, int c, int total, int m),
+                (dx, dy, x, mean, inv_std, gamma, beta, dgamma, dbeta, c, total, m))
 
 // A residual block's end (backend.FusedResidual): batch norm, the shortcut
 // skip added, then ReLU, keeping no xhat; and its backward pass, which
@@ -420,17 +456,21 @@ extern "C" __global__ void bn_add_relu_apply_f32(float* y, const float* x, const
     }
 }
 
-extern "C" __global__ void bn_add_relu_apply_nhwc_f32(float* y, const float* x, const float* skip, const float* mean,
-                                                      const float* inv_std, const float* gamma, const float* beta,
-                                                      int c, int total) {
+template <class T>
+__device__ void bn_add_relu_apply_nhwc(T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma,
+                                       const float* beta, int c, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
-        float h = (x[i] - mean[ch]) * inv_std[ch];
+        float h = (load(x, i) - mean[ch]) * inv_std[ch];
         float v = gamma[ch] * h + beta[ch];
-        v = v + skip[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        v = v + load(skip, i);
+        store(y, i, v > 0.0f ? v : 0.0f);
     }
 }
+STORAGE_KERNELS(bn_add_relu_apply_nhwc,
+                (T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma, const float* beta,
+                 int c, int total),
+                (y, x, skip, mean, inv_std, gamma, beta, c, total))
 
 // partials[ch*P + p] = (Σd, Σd·xhat) over block (ch, p)'s rows, d = dy
 // where y > 0, else 0.
@@ -454,19 +494,24 @@ extern "C" __global__ void bn_add_relu_bwd_partial_f32(double2* partials, const 
     if (threadIdx.x == 0) partials[ch * gridDim.y + blockIdx.y] = t;
 }
 
-struct AddReLUBwdTerms {
-    const float *dy, *y, *x, *mean, *inv_std;
+template <class T> struct AddReLUBwdTerms {
+    const T *dy, *y, *x;
+    const float *mean, *inv_std;
     __device__ double2 operator()(long long i, int ch) const {
-        float h = (x[i] - mean[ch]) * inv_std[ch];
-        double d = y[i] > 0.0f ? dy[i] : 0.0f;
+        float h = (load(x, i) - mean[ch]) * inv_std[ch];
+        double d = load(y, i) > 0.0f ? load(dy, i) : 0.0f;
         return make_double2(d, d * h);
     }
 };
 
-extern "C" __global__ void bn_add_relu_bwd_partial_nhwc_f32(double2* partials, const float* dy, const float* y, const float* x,
-                                                            const float* mean, const float* inv_std, int m, int c) {
-    nhwc_partial(partials, m, c, AddReLUBwdTerms{dy, y, x, mean, inv_std});
+template <class T>
+__device__ void bn_add_relu_bwd_partial_nhwc(double2* partials, const T* dy, const T* y, const T* x, const float* mean,
+                                             const float* inv_std, int m, int c) {
+    nhwc_partial(partials, m, c, AddReLUBwdTerms<T>{dy, y, x, mean, inv_std});
 }
+STORAGE_KERNELS(bn_add_relu_bwd_partial_nhwc,
+                (double2* partials, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, int m, int c),
+                (partials, dy, y, x, mean, inv_std, m, c))
 
 // One block per row: dsum = dy where y > 0, else 0; dx as bn_bwd_apply_f32
 // computes it from dsum and xhat.
@@ -487,17 +532,21 @@ extern "C" __global__ void bn_add_relu_bwd_apply_f32(float* dx, float* dsum, con
     }
 }
 
-extern "C" __global__ void bn_add_relu_bwd_apply_nhwc_f32(float* dx, float* dsum, const float* dy, const float* y, const float* x,
-                                                          const float* mean, const float* inv_std, const float* gamma,
-                                                          const float* dgamma, const float* dbeta, int c, int total, int m) {
+template <class T>
+__device__ void bn_add_relu_bwd_apply_nhwc(T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std,
+                                           const float* gamma, const float* dgamma, const float* dbeta, int c, int total, int m) {
     float fm = (float)m;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         int ch = i % c;
         float inv = inv_std[ch];
-        float h = (x[i] - mean[ch]) * inv;
-        float d = y[i] > 0.0f ? dy[i] : 0.0f;
+        float h = (load(x, i) - mean[ch]) * inv;
+        float d = load(y, i) > 0.0f ? load(dy, i) : 0.0f;
         float k = gamma[ch] * inv / fm;
-        dsum[i] = d;
-        dx[i] = k * (fm * d - dbeta[ch] - h * dgamma[ch]);
+        store(dsum, i, d);
+        store(dx, i, k * (fm * d - dbeta[ch] - h * dgamma[ch]));
     }
 }
+STORAGE_KERNELS(bn_add_relu_bwd_apply_nhwc,
+                (T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                 const float* dgamma, const float* dbeta, int c, int total, int m),
+                (dx, dsum, dy, y, x, mean, inv_std, gamma, dgamma, dbeta, c, total, m))

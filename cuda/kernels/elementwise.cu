@@ -2,35 +2,44 @@
 // gradient. One thread per element (grid-stride), bias_grad one block per
 // channel.
 
+#include "storage.cuh"
+
 extern "C" __global__ void fill_f32(float* t, float v, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) t[i] = v;
 }
 
-extern "C" __global__ void relu_fwd_f32(float* y, const float* x, int n) {
+// ReLU and the adds over activations stored as float32 or bf16
+// (storage.cuh).
+
+template <class T> __device__ void relu_fwd(T* y, const T* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        float v = load(x, i);
+        store(y, i, v > 0.0f ? v : 0.0f);
     }
 }
+STORAGE_KERNELS(relu_fwd, (T* y, const T* x, int n), (y, x, n))
 
 // dx = dy where the forward output y > 0.
-extern "C" __global__ void relu_bwd_f32(float* dx, const float* dy, const float* y, int n) {
+template <class T> __device__ void relu_bwd(T* dx, const T* dy, const T* y, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        store(dx, i, load(y, i) > 0.0f ? load(dy, i) : 0.0f);
     }
 }
+STORAGE_KERNELS(relu_bwd, (T* dx, const T* dy, const T* y, int n), (dx, dy, y, n))
 
-extern "C" __global__ void add_f32(float* y, const float* a, const float* b, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) y[i] = a[i] + b[i];
+template <class T> __device__ void add(T* y, const T* a, const T* b, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) store(y, i, load(a, i) + load(b, i));
 }
+STORAGE_KERNELS(add, (T* y, const T* a, const T* b, int n), (y, a, b, n))
 
 // y = max(a + b, 0): a residual block's sum and its ReLU in one pass.
-extern "C" __global__ void add_relu_f32(float* y, const float* a, const float* b, int n) {
+template <class T> __device__ void add_relu(T* y, const T* a, const T* b, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float v = a[i] + b[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        float v = load(a, i) + load(b, i);
+        store(y, i, v > 0.0f ? v : 0.0f);
     }
 }
+STORAGE_KERNELS(add_relu, (T* y, const T* a, const T* b, int n), (y, a, b, n))
 
 // y[n, c, s] += bias[c] over n×c×spatial.
 extern "C" __global__ void bias_add_f32(float* y, const float* bias, int n, int c, int spatial) {

@@ -5,7 +5,11 @@
 // their NCHW kernels with spatial = 1 (channel i % c).
 //
 // An NHWC tensor of N samples, C channels and S = H·W positions stores
-// element (n, c, s) at (n·S + s)·C + c; NCHW at (n·C + c)·S + s.
+// element (n, c, s) at (n·S + s)·C + c; NCHW at (n·C + c)·S + s. NHWC
+// activations may be stored as bf16 (storage.cuh): the transposes read
+// either and write float32, the NHWC kernels come in both.
+
+#include "storage.cuh"
 
 #define TILE 32
 #define TILE_ROWS 8
@@ -15,13 +19,13 @@
 // memory (padded against bank conflicts), so reads and writes are both
 // coalesced. NCHW → NHWC is rows = C, cols = S; NHWC → NCHW rows = S,
 // cols = C.
-extern "C" __global__ void transpose_batched_f32(float* dst, const float* src, int rows, int cols) {
+template <class T> __device__ void transpose_batched(float* dst, const T* src, int rows, int cols) {
     __shared__ float tile[TILE][TILE + 1];
     long long base = (long long)blockIdx.z * rows * cols;
     int c0 = blockIdx.x * TILE, r0 = blockIdx.y * TILE;
     for (int k = threadIdx.y; k < TILE; k += TILE_ROWS) {
         int r = r0 + k, c = c0 + threadIdx.x;
-        if (r < rows && c < cols) tile[k][threadIdx.x] = src[base + (long long)r * cols + c];
+        if (r < rows && c < cols) tile[k][threadIdx.x] = load(src, base + (long long)r * cols + c);
     }
     __syncthreads();
     for (int k = threadIdx.y; k < TILE; k += TILE_ROWS) {
@@ -29,6 +33,7 @@ extern "C" __global__ void transpose_batched_f32(float* dst, const float* src, i
         if (c < cols && r < rows) dst[base + (long long)c * rows + r] = tile[threadIdx.x][k];
     }
 }
+STORAGE_KERNELS(transpose_batched, (float* dst, const T* src, int rows, int cols), (dst, src, rows, cols))
 
 // Rows of fewer than 8 values (NCHW → NHWC of an image's 1 to 7 colour
 // channels): one thread per element of the output, reading src with a
@@ -37,24 +42,26 @@ extern "C" __global__ void transpose_batched_f32(float* dst, const float* src, i
 // index arithmetic is 32-bit unsigned, as in the kernels below: 64-bit
 // division costs several times as much, and these kernels are otherwise
 // bound by memory.
-extern "C" __global__ void transpose_narrow_f32(float* dst, const float* src, unsigned rows, unsigned cols, unsigned total) {
+template <class T> __device__ void transpose_narrow(float* dst, const T* src, unsigned rows, unsigned cols, unsigned total) {
     unsigned per = rows * cols;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         unsigned b = i / per, rem = i - b * per, j = rem / rows, r = rem - j * rows;
-        dst[i] = src[b * per + r * cols + j];
+        dst[i] = load(src, b * per + r * cols + j);
     }
 }
+STORAGE_KERNELS(transpose_narrow, (float* dst, const T* src, unsigned rows, unsigned cols, unsigned total), (dst, src, rows, cols, total))
 
 // maxpool_fwd_f32 on NHWC x, y and argmax; argmax still holds the index
 // iy*w + ix within the sample's H×W plane.
-extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const float* x, unsigned n, unsigned c, int h, int w,
-                                                int k, int stride, int pad, unsigned oh, unsigned ow) {
+template <class T>
+__device__ void maxpool_fwd_nhwc(T* y, float* argmax, const T* x, unsigned n, unsigned c, int h, int w, int k, int stride, int pad,
+                                 unsigned oh, unsigned ow) {
     unsigned total = n * oh * ow * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         unsigned pix = i / c, ch = i - pix * c;
         unsigned row = pix / ow, ox = pix - row * ow;
         unsigned smp = row / oh, oy = row - smp * oh;
-        const float* img = x + smp * (unsigned)(h * w) * c + ch;
+        const T* img = x + smp * (unsigned)(h * w) * c + ch;
         float best = 0.0f;
         int idx = -1;
         for (int ky = 0; ky < k; ky++) {
@@ -63,19 +70,23 @@ extern "C" __global__ void maxpool_fwd_nhwc_f32(float* y, float* argmax, const f
             for (int kx = 0; kx < k; kx++) {
                 int ix = (int)ox * stride - pad + kx;
                 if (ix < 0 || ix >= w) continue;
-                float v = img[(unsigned)(iy * w + ix) * c];
+                float v = load(img, (unsigned)(iy * w + ix) * c);
                 if (idx < 0 || v > best) { best = v; idx = iy * w + ix; }
             }
         }
-        y[i] = best;
+        store(y, i, best);
         argmax[i] = (float)idx;
     }
 }
+STORAGE_KERNELS(maxpool_fwd_nhwc,
+                (T* y, float* argmax, const T* x, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, unsigned oh, unsigned ow),
+                (y, argmax, x, n, c, h, w, k, stride, pad, oh, ow))
 
 // maxpool_bwd_f32 on NHWC dx, dy and argmax: the same gather, the same
 // order (output rows, then columns, ascending).
-extern "C" __global__ void maxpool_bwd_nhwc_f32(float* dx, const float* dy, const float* argmax, unsigned n, unsigned c, int h, int w,
-                                                int k, int stride, int pad, int oh, int ow) {
+template <class T>
+__device__ void maxpool_bwd_nhwc(T* dx, const T* dy, const float* argmax, unsigned n, unsigned c, int h, int w, int k, int stride, int pad,
+                                 int oh, int ow) {
     unsigned total = n * (unsigned)(h * w) * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         unsigned pix = i / c, ch = i - pix * c;
@@ -88,37 +99,43 @@ extern "C" __global__ void maxpool_bwd_nhwc_f32(float* dx, const float* dy, cons
         for (int oy = oy0; oy <= oy1; oy++) {
             for (int ox = ox0; ox <= ox1; ox++) {
                 unsigned o = ((smp * (unsigned)oh + (unsigned)oy) * (unsigned)ow + (unsigned)ox) * c + ch;
-                if (argmax[o] == here) s += dy[o];
+                if (argmax[o] == here) s += load(dy, o);
             }
         }
-        dx[i] = s;
+        store(dx, i, s);
     }
 }
+STORAGE_KERNELS(maxpool_bwd_nhwc,
+                (T* dx, const T* dy, const float* argmax, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, int oh, int ow),
+                (dx, dy, argmax, n, c, h, w, k, stride, pad, oh, ow))
 
 // y[n, c] = the mean over positions of NHWC x, summed in position order as
 // gap_fwd_f32 does; neighbouring threads read neighbouring channels.
-extern "C" __global__ void gap_fwd_nhwc_f32(float* y, const float* x, int n, int c, int spatial) {
+template <class T> __device__ void gap_fwd_nhwc(float* y, const T* x, int n, int c, int spatial) {
     int p = blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n * c) return;
     int smp = p / c, ch = p % c;
-    const float* img = x + (long long)smp * spatial * c + ch;
+    const T* img = x + (long long)smp * spatial * c + ch;
     float s = 0.0f;
-    for (int i = 0; i < spatial; i++) s += img[(long long)i * c];
+    for (int i = 0; i < spatial; i++) s += load(img, (long long)i * c);
     y[p] = s / (float)spatial;
 }
+STORAGE_KERNELS(gap_fwd_nhwc, (float* y, const T* x, int n, int c, int spatial), (y, x, n, c, spatial))
 
 // NHWC dx[n, s, c] = dy[n, c] / spatial.
-extern "C" __global__ void gap_bwd_nhwc_f32(float* dx, const float* dy, unsigned n, unsigned c, unsigned spatial) {
+template <class T> __device__ void gap_bwd_nhwc(T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial) {
     unsigned total = n * spatial * c, per = spatial * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
         unsigned smp = i / per;
-        dx[i] = dy[smp * c + i % c] / (float)spatial;
+        store(dx, i, dy[smp * c + i % c] / (float)spatial);
     }
 }
+STORAGE_KERNELS(gap_bwd_nhwc, (T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial), (dx, dy, n, c, spatial))
 
 // shortcut_a_fwd_f32 on NHWC x and y.
-extern "C" __global__ void shortcut_a_fwd_nhwc_f32(float* y, const float* x, unsigned n, int c, unsigned h, unsigned w,
-                                                   unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+template <class T>
+__device__ void shortcut_a_fwd_nhwc(T* y, const T* x, unsigned n, int c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh,
+                                    unsigned ow) {
     int pad = ((int)oc - c) / 2;
     unsigned total = n * oh * ow * oc;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
@@ -126,13 +143,17 @@ extern "C" __global__ void shortcut_a_fwd_nhwc_f32(float* y, const float* x, uns
         unsigned row = pix / ow, ox = pix - row * ow;
         unsigned smp = row / oh, oy = row - smp * oh;
         int ch = (int)o - pad;
-        y[i] = (ch >= 0 && ch < c) ? x[((smp * h + oy * stride) * w + ox * stride) * (unsigned)c + (unsigned)ch] : 0.0f;
+        store(y, i, (ch >= 0 && ch < c) ? load(x, ((smp * h + oy * stride) * w + ox * stride) * (unsigned)c + (unsigned)ch) : 0.0f);
     }
 }
+STORAGE_KERNELS(shortcut_a_fwd_nhwc,
+                (T* y, const T* x, unsigned n, int c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow),
+                (y, x, n, c, h, w, oc, stride, oh, ow))
 
 // shortcut_a_bwd_f32 on NHWC dx and dy.
-extern "C" __global__ void shortcut_a_bwd_nhwc_f32(float* dx, const float* dy, unsigned n, unsigned c, unsigned h, unsigned w,
-                                                   unsigned oc, unsigned stride, unsigned oh, unsigned ow) {
+template <class T>
+__device__ void shortcut_a_bwd_nhwc(T* dx, const T* dy, unsigned n, unsigned c, unsigned h, unsigned w, unsigned oc, unsigned stride,
+                                    unsigned oh, unsigned ow) {
     unsigned pad = (oc - c) / 2;
     unsigned total = n * h * w * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
@@ -141,8 +162,11 @@ extern "C" __global__ void shortcut_a_bwd_nhwc_f32(float* dx, const float* dy, u
         unsigned smp = row / h, iy = row - smp * h;
         float v = 0.0f;
         if (iy % stride == 0 && ix % stride == 0) {
-            v = dy[((smp * oh + iy / stride) * ow + ix / stride) * oc + ch + pad];
+            v = load(dy, ((smp * oh + iy / stride) * ow + ix / stride) * oc + ch + pad);
         }
-        dx[i] = v;
+        store(dx, i, v);
     }
 }
+STORAGE_KERNELS(shortcut_a_bwd_nhwc,
+                (T* dx, const T* dy, unsigned n, unsigned c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow),
+                (dx, dy, n, c, h, w, oc, stride, oh, ow))

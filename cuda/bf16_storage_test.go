@@ -1,0 +1,272 @@
+//go:build cuda
+
+// bf16 storage (Options.Layout nhwc-bf16, layout.go): the activations of
+// convolutional layers held as bf16, channels-last. Like every test here
+// these need an NVIDIA GPU (parity_test.go) and skip where cuDNN does not
+// load (without it there is no channels-last).
+//
+// Every input of these cases is rounded to bf16 on the host, so the CPU
+// and the GPU start from the same values, and the activation inputs are
+// then stored as bf16 on the GPU (cuda.ToChannelsLastBF16, which is exact
+// on such values). What the GPU then adds is one rounding of each bf16
+// output to nearest even (at most 2⁻⁹ of it, bf16Unit/2), on sums the
+// kernels form in float32 or double as the float32 ones do. Each case
+// also names the outputs that must end stored as bf16: the proof that
+// the bf16 kernels ran, not the float32 fallback that widens its inputs.
+
+package cuda_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"iterbin/backend"
+	"iterbin/backend/cpu"
+	"iterbin/cuda"
+)
+
+// storageCase is an op over inputs stored as bf16 NHWC (its activations);
+// bf16Out are the outputs that must be stored as bf16 after it.
+type storageCase struct {
+	opCase
+	bf16Out []int
+}
+
+// The tolerances under maxError's |got−want| / (1+|want|): an output that
+// only moves values is exact; one rounding of a float32 result is within
+// bf16Unit/2 of it; a backward pass that also reads a rounded forward
+// output (xhat, y) sees it through a few more terms.
+const (
+	storedOnce  = bf16Unit
+	storedTwice = 4 * bf16Unit
+)
+
+func storageCases() []storageCase {
+	var cases []storageCase
+	add := func(c opCase, bf16Out ...int) { cases = append(cases, storageCase{c, bf16Out}) }
+	positive := func(i int) func(int, *rand.Rand, int) []float32 {
+		return func(j int, rng *rand.Rand, n int) []float32 {
+			if j != i {
+				return nil
+			}
+			v := make([]float32, n)
+			for k := range v {
+				v[k] = 0.5 + rng.Float32()
+			}
+			return v
+		}
+	}
+	// Batch norm: more channels than one NHWC block (32), rows for
+	// several parts, and positions below 8 (the narrow transpose on the
+	// way back to flat).
+	for _, s := range []backend.BNShape{{N: 5, C: 8, Spatial: 9}, {N: 8, C: 40, Spatial: 49}, {N: 16, C: 72, Spatial: 256}, {N: 6, C: 16, Spatial: 4}} {
+		cnt, c := s.Count(), s.C
+		act := func(is ...int) []activationInput {
+			var a []activationInput
+			for _, i := range is {
+				a = append(a, activationInput{i, s.N, s.C, s.Spatial})
+			}
+			return a
+		}
+		add(opCase{name: fmt.Sprintf("BatchNormTrain %+v", s), tol: storedOnce, inputs: []int{cnt, c, c}, outputs: []int{cnt, cnt, c, c, c, c},
+			activations: act(0), run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Fill(out[5], 1, c)
+				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
+			}}, 0, 1)
+		add(opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: storedTwice, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c},
+			activations: act(0, 3), run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
+				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
+			}}, 0, 1, 6)
+		add(opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: storedOnce, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c},
+			activations: act(0), run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Fill(out[4], 1, c)
+				b.(backend.Fused).BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
+			}}, 0)
+		add(opCase{name: fmt.Sprintf("BatchNormReLUBackward %+v", s), tol: storedTwice, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, c, c, c, c, cnt, c, c},
+			activations: act(0, 3), run: func(b backend.Backend, in, out []backend.Tensor) {
+				f := b.(backend.Fused)
+				b.Fill(out[4], 1, c)
+				f.BatchNormReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], s, 0.1, 1e-5)
+				f.BatchNormReLUBackward(out[5], out[6], out[7], in[3], in[0], out[1], out[2], in[1], in[2], s)
+			}}, 0, 5)
+		add(opCase{name: fmt.Sprintf("BatchNormAddReLUTrain %+v", s), tol: storedOnce, inputs: []int{cnt, cnt, c, c}, outputs: []int{cnt, c, c, c, c},
+			activations: act(0, 1), run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Fill(out[4], 1, c)
+				b.(backend.FusedResidual).BatchNormAddReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], in[3], s, 0.1, 1e-5)
+			}}, 0)
+		add(opCase{name: fmt.Sprintf("BatchNormAddReLUBackward %+v", s), tol: storedTwice, inputs: []int{cnt, cnt, c, c, cnt},
+			outputs: []int{cnt, c, c, c, c, cnt, c, c, cnt}, activations: act(0, 1, 4), run: func(b backend.Backend, in, out []backend.Tensor) {
+				f := b.(backend.FusedResidual)
+				b.Fill(out[4], 1, c)
+				f.BatchNormAddReLUTrain(out[0], out[1], out[2], out[3], out[4], in[0], in[1], in[2], in[3], s, 0.1, 1e-5)
+				f.BatchNormAddReLUBackward(out[5], out[6], out[7], out[8], in[4], out[0], in[0], out[1], out[2], in[2], s)
+			}}, 0, 5, 8)
+		add(opCase{name: fmt.Sprintf("BatchNormEval %+v", s), tol: storedOnce, inputs: []int{cnt, c, c, c, c}, outputs: []int{cnt},
+			activations: act(0), gen: positive(4), run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.BatchNormEval(out[0], in[0], in[1], in[2], in[3], in[4], s, 1e-5)
+			}}, 0)
+		// No bf16 kernel: dy is widened to float32 in place, exactly.
+		add(opCase{name: fmt.Sprintf("BiasGrad %+v (dy widened)", s), tol: 1e-4, inputs: []int{cnt}, outputs: []int{c},
+			activations: act(0), run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], s.N, s.C, s.Spatial) }})
+	}
+	const n = 216 // 3×8×9
+	a := func(is ...int) []activationInput {
+		var acts []activationInput
+		for _, i := range is {
+			acts = append(acts, activationInput{i, 3, 8, 9})
+		}
+		return acts
+	}
+	add(opCase{name: "ReLUForward 3x8x9 (exact)", inputs: []int{n}, outputs: []int{n}, activations: a(0),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUForward(out[0], in[0], n) }}, 0)
+	add(opCase{name: "ReLUBackward 3x8x9 (exact)", inputs: []int{n, n}, outputs: []int{n}, activations: a(0, 1),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.ReLUBackward(out[0], in[0], in[1], n) }}, 0)
+	add(opCase{name: "Copy 3x8x9 (exact)", inputs: []int{n}, outputs: []int{n}, activations: a(0),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.Copy(out[0], in[0], n) }}, 0)
+	add(opCase{name: "Add 3x8x9", tol: storedOnce, inputs: []int{n, n}, outputs: []int{n}, activations: a(0, 1),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }}, 0)
+	add(opCase{name: "AddReLU 3x8x9", tol: storedOnce, inputs: []int{n, n}, outputs: []int{n}, activations: a(0, 1),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.(backend.Fused).AddReLU(out[0], in[0], in[1], n) }}, 0)
+	// One input in float32 (flat): the bf16 one is widened, the sum is
+	// float32, exact against the CPU's.
+	add(opCase{name: "Add 3x8x9, one input float32", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, activations: a(0),
+		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }})
+	// Writes over part of a tensor stored as bf16 leave the rest as it
+	// was: an op in place over the first 2 of 4 samples (the last two go
+	// back to flat float32 from byte 2·144), an upload of the first of 2.
+	add(opCase{name: "AddReLU in place over 2 of 4 bf16 samples", tol: storedOnce, inputs: []int{288, 144}, outputs: []int{288},
+		run: func(b backend.Backend, in, out []backend.Tensor) {
+			b.Copy(out[0], in[0], 288)
+			cuda.ToChannelsLastBF16(b, out[0], 4, 8, 9)
+			cuda.ToChannelsLastBF16(b, in[1], 2, 8, 9)
+			b.(backend.Fused).AddReLU(out[0], out[0], in[1], 144)
+		}}, 0)
+	add(opCase{name: "Upload over 1 of 2 bf16 samples (exact)", inputs: []int{144}, outputs: []int{144},
+		run: func(b backend.Backend, in, out []backend.Tensor) {
+			first := make([]float32, 72)
+			for i := range first {
+				first[i] = float32(i)
+			}
+			b.Copy(out[0], in[0], 144)
+			cuda.ToChannelsLastBF16(b, out[0], 2, 8, 9)
+			b.Upload(out[0], first)
+		}})
+	for _, s := range []backend.PoolShape{{N: 3, C: 8, H: 9, W: 9, Kernel: 3, Stride: 2, Pad: 1}, {N: 2, C: 16, H: 4, W: 4, Kernel: 2, Stride: 2}} {
+		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
+		x, dy := activationInput{0, s.N, s.C, s.H * s.W}, activationInput{1, s.N, s.C, s.OutH() * s.OutW()}
+		add(opCase{name: fmt.Sprintf("MaxPool2DForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out, out}, activations: []activationInput{x},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.MaxPool2DForward(o[0], o[1], i[0], s) }}, 0)
+		add(opCase{name: fmt.Sprintf("MaxPool2DBackward %+v", s), tol: storedOnce, inputs: []int{in, out}, outputs: []int{out, out, in},
+			activations: []activationInput{x, dy}, run: func(b backend.Backend, i, o []backend.Tensor) {
+				b.MaxPool2DForward(o[0], o[1], i[0], s)
+				b.MaxPool2DBackward(o[2], i[1], o[1], s)
+			}}, 0, 2)
+	}
+	add(opCase{name: "GlobalAvgPoolForward 3x8x49", tol: 1e-6, inputs: []int{1176}, outputs: []int{24}, activations: []activationInput{{0, 3, 8, 49}},
+		run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolForward(o[0], i[0], 3, 8, 49) }})
+	add(opCase{name: "GlobalAvgPoolBackward 3x8x49", tol: storedOnce, inputs: []int{24}, outputs: []int{1176},
+		run: func(b backend.Backend, i, o []backend.Tensor) { b.GlobalAvgPoolBackward(o[0], i[0], 3, 8, 49) }}, 0)
+	for _, s := range []backend.ShortcutShape{{N: 2, C: 8, H: 8, W: 6, OC: 16, Stride: 2}, {N: 1, C: 16, H: 32, W: 32, OC: 32, Stride: 2}} {
+		in, out := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW()
+		add(opCase{name: fmt.Sprintf("ShortcutAForward %+v (exact)", s), inputs: []int{in}, outputs: []int{out}, activations: []activationInput{{0, s.N, s.C, s.H * s.W}},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutAForward(o[0], i[0], s) }}, 0)
+		add(opCase{name: fmt.Sprintf("ShortcutABackward %+v (exact)", s), inputs: []int{out}, outputs: []int{in}, activations: []activationInput{{0, s.N, s.OC, s.OutH() * s.OutW()}},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutABackward(o[0], i[0], s) }}, 0)
+	}
+	// Convolutions on cuDNN in NHWC: bf16 activation inputs read as they
+	// are, activation outputs written as bf16, the filter gradient
+	// float32. The filters are bf16 values too, so the products are exact
+	// and only the float32 sums' order and the output's rounding differ.
+	for _, s := range []backend.ConvShape{{N: 4, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
+		{N: 3, C: 8, H: 9, W: 7, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1}, {N: 5, C: 32, H: 6, W: 6, OC: 16, KH: 1, KW: 1, Stride: 2}} {
+		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
+		x, y := activationInput{0, s.N, s.C, s.H * s.W}, activationInput{0, s.N, s.OC, s.OutH() * s.OutW()}
+		dyAt1 := activationInput{1, s.N, s.OC, s.OutH() * s.OutW()}
+		tol := 8 * bf16Unit // sums of up to a few hundred exact products, then one rounding
+		add(opCase{name: fmt.Sprintf("Conv2DForward %+v", s), tol: tol, inputs: []int{in, w}, outputs: []int{out}, activations: []activationInput{x},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DForward(o[0], i[0], i[1], s) }}, 0)
+		add(opCase{name: fmt.Sprintf("Conv2DBackwardData %+v", s), tol: tol, inputs: []int{out, w}, outputs: []int{in}, activations: []activationInput{y},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardData(o[0], i[0], i[1], s) }}, 0)
+		add(opCase{name: fmt.Sprintf("Conv2DBackwardFilter %+v", s), tol: tol, inputs: []int{in, out}, outputs: []int{w}, activations: []activationInput{x, dyAt1},
+			run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DBackwardFilter(o[0], i[1], i[0], s) }})
+		add(opCase{name: fmt.Sprintf("Conv2DBackwardDataAdd %+v", s), tol: 2 * tol, inputs: []int{out, w, in}, outputs: []int{in},
+			activations: []activationInput{y, {2, s.N, s.C, s.H * s.W}}, run: func(b backend.Backend, i, o []backend.Tensor) {
+				b.Copy(o[0], i[2], in)
+				b.(backend.FusedResidual).Conv2DBackwardDataAdd(o[0], i[0], i[1], s)
+			}}, 0)
+	}
+	return cases
+}
+
+// Every op with bf16 kernels, and a few without, on activations stored as
+// bf16, against the CPU on the same (bf16) values; and the outputs each
+// case names must be stored as bf16 after it.
+func TestBF16StorageOpParity(t *testing.T) {
+	gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, Layout: cuda.NHWCBF16, CuDNNOnly: true}, true)
+	defer gpu.Close()
+	if !strings.Contains(gpu.Name(), "bf16 activations") {
+		t.Fatalf("layout nhwc-bf16 is not in use: %s", gpu.Name())
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "\n%-90s %12s %10s  %s\n", "op", "max err", "tolerance", "")
+	failed := 0
+	for _, sc := range storageCases() {
+		c := sc.opCase
+		hostIn := mapAll(caseInputs(c), roundBF16)
+		var layouts []string
+		run, acts := c.run, c.activations
+		c.run = func(b backend.Backend, in, out []backend.Tensor) {
+			for _, a := range acts {
+				cuda.ToChannelsLastBF16(b, in[a.i], a.n, a.c, a.s)
+			}
+			run(b, in, out)
+			layouts = layouts[:0]
+			for _, t := range out {
+				layouts = append(layouts, cuda.TensorLayout(t))
+			}
+		}
+		ref := cpu.New()
+		want, err := runCase(ref, c, hostIn)
+		ref.Close()
+		if err != nil {
+			t.Fatalf("%s on the CPU: %v", c.name, err)
+		}
+		got, err := runCase(gpu, c, hostIn)
+		if err != nil {
+			t.Fatalf("%s on the GPU: %v", c.name, err)
+		}
+		worst, status := maxError(got, want), "ok"
+		if worst > c.tol {
+			status = "FAIL"
+		}
+		for _, o := range sc.bf16Out {
+			if !strings.HasPrefix(layouts[o], "NHWC bf16") {
+				status = fmt.Sprintf("FAIL: output %d is stored %s, not as bf16", o, layouts[o])
+			}
+		}
+		if status != "ok" {
+			failed++
+		}
+		fmt.Fprintf(&table, "%-90s %12.3g %10.3g  %s\n", c.name, worst, c.tol, status)
+	}
+	t.Log(table.String())
+	t.Logf("GPU backend after the cases: %s", gpu.Name())
+	if failed > 0 {
+		t.Fatalf("%d ops on bf16 activations differ from the CPU beyond their tolerance or did not store bf16", failed)
+	}
+}
+
+// mapAll applies f to every value of every input.
+func mapAll(in [][]float32, f func(float32) float32) [][]float32 {
+	out := make([][]float32, len(in))
+	for i, v := range in {
+		out[i] = make([]float32, len(v))
+		for j, x := range v {
+			out[i][j] = f(x)
+		}
+	}
+	return out
+}

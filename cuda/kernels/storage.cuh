@@ -1,0 +1,25 @@
+// Activations stored as float32 or bf16 (Options.Layout nhwc-bf16,
+// layout.go). Kernels over activations are templates on their storage
+// type T and compute in float32 either way: load widens (exactly), store
+// rounds to nearest even. STORAGE_KERNELS instantiates such a template as
+// two kernels, name_f32 and name_bf16, whose parameter lists name the
+// storage type T.
+
+#pragma once
+
+#include <cuda_bf16.h>
+
+template <class I> __device__ __forceinline__ float load(const float* p, I i) { return p[i]; }
+template <class I> __device__ __forceinline__ float load(const __nv_bfloat16* p, I i) { return __bfloat162float(p[i]); }
+template <class I> __device__ __forceinline__ void store(float* p, I i, float v) { p[i] = v; }
+template <class I> __device__ __forceinline__ void store(__nv_bfloat16* p, I i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+#define STORAGE_KERNELS(name, params, args)                                                     \
+    namespace storage_f32 {                                                                     \
+    typedef float T;                                                                            \
+    extern "C" __global__ void name##_f32 params { name<T> args; }                              \
+    }                                                                                           \
+    namespace storage_bf16 {                                                                    \
+    typedef __nv_bfloat16 T;                                                                    \
+    extern "C" __global__ void name##_bf16 params { name<T> args; }                             \
+    }
