@@ -9,10 +9,14 @@
 // and the GPU start from the same values, and the activation inputs are
 // then stored as bf16 on the GPU (cuda.ToChannelsLastBF16, which is exact
 // on such values). What the GPU then adds is one rounding of each bf16
-// output to nearest even (at most 2⁻⁹ of it, bf16Unit/2), on sums the
-// kernels form in float32 or double as the float32 ones do. Each case
-// also names the outputs that must end stored as bf16: the proof that
-// the bf16 kernels ran, not the float32 fallback that widens its inputs.
+// output to nearest even (at most bf16Unit of it), on sums the kernels
+// form in float32 or double as the float32 ones do; where a later op of a
+// case reads such an output (batch norm's xhat), the CPU's copy is
+// rounded too (roundOnCPU). Each case also names the outputs that must
+// end stored as bf16, and its activation inputs must still be bf16 after
+// it: the proof that the bf16 kernels ran, not the float32 fallback that
+// widens its inputs. The cases that test that fallback say so (widens)
+// and must leave those inputs float32.
 
 package cuda_test
 
@@ -28,10 +32,28 @@ import (
 )
 
 // storageCase is an op over inputs stored as bf16 NHWC (its activations);
-// bf16Out are the outputs that must be stored as bf16 after it.
+// bf16Out are the outputs that must be stored as bf16 after it. The
+// activation inputs must still be bf16 after it, or, where widens is set,
+// float32.
 type storageCase struct {
 	opCase
 	bf16Out []int
+	widens  bool
+}
+
+// roundOnCPU rounds the first n values of t to bf16 on the CPU backend,
+// where the GPU stores them as bf16 and a later op reads them; on the GPU
+// it does nothing.
+func roundOnCPU(b backend.Backend, t backend.Tensor, n int) {
+	if _, ok := b.(*cpu.Backend[float32]); !ok {
+		return
+	}
+	v := make([]float32, n)
+	b.Download(v, t)
+	for i := range v {
+		v[i] = roundBF16(v[i])
+	}
+	b.Upload(t, v)
 }
 
 // The tolerances under maxError's |got−want| / (1+|want|): an output that
@@ -45,7 +67,8 @@ const (
 
 func storageCases() []storageCase {
 	var cases []storageCase
-	add := func(c opCase, bf16Out ...int) { cases = append(cases, storageCase{c, bf16Out}) }
+	add := func(c opCase, bf16Out ...int) { cases = append(cases, storageCase{c, bf16Out, false}) }
+	addWidening := func(c opCase) { cases = append(cases, storageCase{c, nil, true}) }
 	positive := func(i int) func(int, *rand.Rand, int) []float32 {
 		return func(j int, rng *rand.Rand, n int) []float32 {
 			if j != i {
@@ -78,6 +101,7 @@ func storageCases() []storageCase {
 		add(opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: storedTwice, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c},
 			activations: act(0, 3), run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
+				roundOnCPU(b, out[1], cnt) // the GPU keeps xhat as bf16
 				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
 			}}, 0, 1, 6)
 		add(opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: storedOnce, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c},
@@ -109,7 +133,7 @@ func storageCases() []storageCase {
 				b.BatchNormEval(out[0], in[0], in[1], in[2], in[3], in[4], s, 1e-5)
 			}}, 0)
 		// No bf16 kernel: dy is widened to float32 in place, exactly.
-		add(opCase{name: fmt.Sprintf("BiasGrad %+v (dy widened)", s), tol: 1e-4, inputs: []int{cnt}, outputs: []int{c},
+		addWidening(opCase{name: fmt.Sprintf("BiasGrad %+v (dy widened)", s), tol: 1e-4, inputs: []int{cnt}, outputs: []int{c},
 			activations: act(0), run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], s.N, s.C, s.Spatial) }})
 	}
 	const n = 216 // 3×8×9
@@ -132,11 +156,12 @@ func storageCases() []storageCase {
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.(backend.Fused).AddReLU(out[0], in[0], in[1], n) }}, 0)
 	// One input in float32 (flat): the bf16 one is widened, the sum is
 	// float32, exact against the CPU's.
-	add(opCase{name: "Add 3x8x9, one input float32", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, activations: a(0),
+	addWidening(opCase{name: "Add 3x8x9, one input float32", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, activations: a(0),
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }})
 	// Writes over part of a tensor stored as bf16 leave the rest as it
 	// was: an op in place over the first 2 of 4 samples (the last two go
-	// back to flat float32 from byte 2·144), an upload of the first of 2.
+	// back to flat float32 from byte 2·144, prepareWrite's tail), an upload
+	// of the first of 2 (all of it back to flat first).
 	add(opCase{name: "AddReLU in place over 2 of 4 bf16 samples", tol: storedOnce, inputs: []int{288, 144}, outputs: []int{288},
 		run: func(b backend.Backend, in, out []backend.Tensor) {
 			b.Copy(out[0], in[0], 288)
@@ -216,16 +241,19 @@ func TestBF16StorageOpParity(t *testing.T) {
 	for _, sc := range storageCases() {
 		c := sc.opCase
 		hostIn := mapAll(caseInputs(c), roundBF16)
-		var layouts []string
+		var layouts, inLayouts []string
 		run, acts := c.run, c.activations
 		c.run = func(b backend.Backend, in, out []backend.Tensor) {
 			for _, a := range acts {
 				cuda.ToChannelsLastBF16(b, in[a.i], a.n, a.c, a.s)
 			}
 			run(b, in, out)
-			layouts = layouts[:0]
+			layouts, inLayouts = layouts[:0], inLayouts[:0]
 			for _, t := range out {
 				layouts = append(layouts, cuda.TensorLayout(t))
+			}
+			for _, a := range acts {
+				inLayouts = append(inLayouts, cuda.TensorLayout(in[a.i]))
 			}
 		}
 		ref := cpu.New()
@@ -245,6 +273,11 @@ func TestBF16StorageOpParity(t *testing.T) {
 		for _, o := range sc.bf16Out {
 			if !strings.HasPrefix(layouts[o], "NHWC bf16") {
 				status = fmt.Sprintf("FAIL: output %d is stored %s, not as bf16", o, layouts[o])
+			}
+		}
+		for k, a := range acts {
+			if bf16 := strings.HasPrefix(inLayouts[k], "NHWC bf16"); bf16 == sc.widens {
+				status = fmt.Sprintf("FAIL: input %d is stored %s after the op (widens: %v)", a.i, inLayouts[k], sc.widens)
 			}
 		}
 		if status != "ok" {

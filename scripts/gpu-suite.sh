@@ -23,7 +23,7 @@
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
 #   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
-#   layout; GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated)
+#   layout (not those of nhwc-bf16 at bf16); GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated)
 #   narrow the benchmarks, for a short call.
 set -u
 cd "$(dirname "$0")/.."
