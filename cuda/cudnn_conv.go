@@ -5,8 +5,9 @@ package cuda
 // Convolutions on cuDNN (bindings in cudnn.go). Each convolution shape gets
 // a plan per direction the first time that direction runs: descriptors, an
 // algorithm chosen by timing every algorithm cuDNN has for it (Find…Ex, on
-// the op's own buffers and the backend's one workspace), and the workspace
-// size that algorithm needs. Plans live until Close; the workspace is the
+// the op's own buffers and the backend's one workspace; for a convolution
+// that takes under 2 ms, the fastest few again over several runs, algo.go),
+// and the workspace size that algorithm needs. Plans live until Close; the workspace is the
 // one the im2col path also uses (scratch), grown to the largest need.
 //
 // Semantics are the CPU backend's: cross-correlation, zero padding,
@@ -44,14 +45,6 @@ import (
 // 1 GiB the im2col path may use. Algorithms that need more are not timed.
 const maxWorkspaceBytes = 4 * maxWorkspaceFloats
 
-// A deterministic algorithm is preferred to the fastest one when it is at
-// most deterministicSlack times as slow, or deterministicSlackMs slower
-// (timings of tiny convolutions are noise).
-const (
-	deterministicSlack   = 1.10
-	deterministicSlackMs = 0.01
-)
-
 // dnnConvKey identifies a convolution: its shape and the data type of its
 // tensors.
 type dnnConvKey struct {
@@ -80,41 +73,6 @@ type dnnPlan struct {
 	// raced says the im2col path was timed against cuDNN's choice.
 	raced bool
 	dnnResult
-}
-
-// dnnResult is one timed algorithm (a cudnnConvolution…AlgoPerf_t).
-type dnnResult struct {
-	algo          int
-	status        int
-	ms            float32
-	workspace     int // bytes
-	deterministic bool
-	mathType      int
-}
-
-// chooseAlgo returns the fastest usable result, except that the fastest
-// deterministic one wins when it is within the slack: cuDNN's
-// nondeterministic algorithms (backward data and filter ALGO_0 and
-// BWD_FILTER_ALGO_3 sum with atomics) make two runs of the same step
-// differ, which neither the CPU backend nor the im2col path ever do.
-func chooseAlgo(results []dnnResult, usable func(dnnResult) bool) (dnnResult, bool) {
-	var fastest, fastestDeterministic dnnResult
-	found, foundDeterministic := false, false
-	for _, r := range results {
-		if !usable(r) {
-			continue
-		}
-		if !found || r.ms < fastest.ms {
-			fastest, found = r, true
-		}
-		if r.deterministic && (!foundDeterministic || r.ms < fastestDeterministic.ms) {
-			fastestDeterministic, foundDeterministic = r, true
-		}
-	}
-	if foundDeterministic && fastestDeterministic.ms <= max(fastest.ms*deterministicSlack, fastest.ms+deterministicSlackMs) {
-		return fastestDeterministic, true
-	}
-	return fastest, found
 }
 
 // useCudnn says whether convolution s runs on cuDNN. At precision bf16 its
@@ -287,9 +245,15 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 		return err
 	}
 	dt := c.key.dtype
-	best, ok := chooseAlgo(results, func(r dnnResult) bool {
+	usable := func(r dnnResult) bool {
 		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType)
-	})
+	}
+	if set := retimeSet(results, usable); len(set) > 0 {
+		if results, err = b.retime(dir, c, results, set, in1, in2, out, limit); err != nil || b.err != nil {
+			return err
+		}
+	}
+	best, ok := chooseAlgo(results, usable)
 	if !ok {
 		// Unsupported only if every algorithm was refused as such or
 		// left out by the limits here (one that needs more workspace
@@ -324,6 +288,51 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 	}
 	p.dnnResult, p.chosen = best, true
 	return nil
+}
+
+// retime times the results at set again (retimeSet) on the op's buffers,
+// each retimeRuns runs after an untimed one with its own math type and a
+// workspace of at least limit bytes, and returns them with those times
+// (the mean of the runs), the only candidates for chooseAlgo.
+func (b *Backend) retime(dir dnnDirection, c *dnnConv, results []dnnResult, set []int, in1, in2, out cu.DevicePtr, limit int) ([]dnnResult, error) {
+	d := b.dnn
+	p := &c.plans[dir]
+	var timed []dnnResult
+	for _, i := range set {
+		r := results[i]
+		need, err := d.workspaceBytes(dir, c, r.algo)
+		if err != nil {
+			return nil, err
+		}
+		p.algo, p.workspace = r.algo, max(need, limit)
+		ws := b.scratchBytes(p.workspace)
+		if b.err != nil {
+			return nil, nil
+		}
+		if d.mathType(c.key.dtype) != dnnFMAMath {
+			if err := d.setMathType(p.conv, r.mathType); err != nil {
+				return nil, err
+			}
+		}
+		var runErr error
+		run := func() {
+			if err := d.convolve(dir, c, 1, 0, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws)); err != nil && runErr == nil {
+				runErr = err
+			}
+		}
+		run()
+		ms := b.timeOnStream(func() {
+			for range retimeRuns {
+				run()
+			}
+		})
+		if runErr != nil || b.err != nil {
+			return nil, runErr
+		}
+		r.ms = float32(ms / retimeRuns)
+		timed = append(timed, r)
+	}
+	return timed, nil
 }
 
 func (dir dnnDirection) String() string {
