@@ -259,20 +259,6 @@ func (b *Backend) loadKernels() error {
 	return nil
 }
 
-// ptxEntries lists the kernel names a PTX module defines.
-func ptxEntries(ptx string) []string {
-	var names []string
-	for _, line := range strings.Split(ptx, "\n") {
-		line = strings.TrimSpace(line)
-		if rest, ok := strings.CutPrefix(line, ".visible .entry "); ok {
-			if i := strings.IndexAny(rest, "( "); i > 0 {
-				names = append(names, rest[:i])
-			}
-		}
-	}
-	return names
-}
-
 // Name says which device, libraries, precision and paths are active. It
 // also counts the convolution directions cuDNN does not support (in
 // practice some shapes in bf16), which run on the im2col path, once there
