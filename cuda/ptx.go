@@ -1,7 +1,7 @@
 package cuda
 
 // The kernels' PTX (kernels/*.ptx, embedded and loaded by backend.go),
-// read without a GPU too (kernel_names_test.go).
+// read without a GPU too (kernel_launch_test.go).
 
 import "strings"
 
