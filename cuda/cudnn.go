@@ -325,6 +325,9 @@ type cudnn struct {
 	// im2colFaster counts the convolution directions the im2col path
 	// timed faster on (convolve).
 	im2colFaster int
+	// accumulated counts the convolutions that added their output to
+	// their output tensor's values in place (beta = 1, convolveAdd).
+	accumulated int
 }
 
 // noteFallback records n convolution directions cuDNN refused: refused

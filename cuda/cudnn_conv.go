@@ -120,6 +120,10 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 // and a float32 output is written as bf16 into scratch and widened into
 // it.
 //
+// beta = 1 adds the result to what out holds (convolveAdd: out must then
+// be bf16 at precision bf16, and the plan chosen already); beta = 0
+// overwrites it.
+//
 // Errors are recorded, except that a convolution cuDNN does not support
 // (a descriptor or every algorithm refused with a "bad parameter" or "not
 // supported" status, dnnUnsupported; in practice some shapes in bf16)
@@ -127,7 +131,7 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 // then and every later time (Name counts these). Anything else (out of memory,
 // an internal or execution error, an earlier CUDA error) is a failure,
 // never a fallback.
-func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, operands [3]dnnOperand) bool {
+func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, operands [3]dnnOperand, beta float32) bool {
 	if b.err != nil {
 		return true
 	}
@@ -180,6 +184,10 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 			in2 = h2
 		}
 		if copies[2] > 0 {
+			if beta != 0 {
+				b.fail(fmt.Errorf("cuda: internal error: a bf16 convolution adding to a float32 output (%+v)", s))
+				return true
+			}
 			out, widen = h3, copies[2]
 		}
 	}
@@ -201,7 +209,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 	if b.err != nil {
 		return true
 	}
-	if err := d.convolve(dir, c, 1, 0, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws)); err != nil {
+	if err := d.convolve(dir, c, 1, beta, uintptr(in1), uintptr(in2), uintptr(out), uintptr(ws)); err != nil {
 		b.fail(fmt.Errorf("cuda: cuDNN convolution %+v (%s), algorithm %d: %w", s, key.dtype, p.algo, err))
 		return true
 	}
@@ -465,15 +473,7 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 	lay := func(i int, nhwc bool) layout { return layoutIf(nhwc, shapes[i][0], shapes[i][1], shapes[i][2]) }
 	out := shapes[2][0] * shapes[2][1] * shapes[2][2]
 	if b.channelsLast && b.useCudnn(s) && transposable(s) && !b.dnnRefused(dir, s, true) {
-		var ops [3]dnnOperand
-		for i := range 2 {
-			// At precision bf16 an input stored as bf16 is read as it is.
-			l := lay(i, true)
-			if b16 := l.inBF16(); b.bf16 && b16.bf16 && ts[i].lay.holds(b16) {
-				l = b16
-			}
-			ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), bf16: l.bf16}
-		}
+		ops := b.dnnInputsNHWC(ts, shapes)
 		// With bf16 storage, activation outputs (not filter gradients)
 		// are written as cuDNN computes them, in bf16.
 		outLay := lay(2, true)
@@ -482,7 +482,7 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 		}
 		b.noteWrite(ts[2], out, outLay)
 		ops[2] = dnnOperand{ptr: ts[2].ptr, bf16: outLay.bf16}
-		if b.err != nil || b.dnnConvolve(dir, s, true, ops) {
+		if b.err != nil || b.dnnConvolve(dir, s, true, ops, 0) {
 			return
 		}
 	}
@@ -492,6 +492,62 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 	if b.err == nil {
 		b.convolveNCHW(dir, s, p[0], p[1], p[2])
 	}
+}
+
+// dnnInputsNHWC arranges the inputs of a convolution (ts[0] and ts[1],
+// of shapes as convOperandShapes gives) for cuDNN in NHWC: at precision
+// bf16 one stored as bf16 is read as it is, others are float32 NHWC.
+func (b *Backend) dnnInputsNHWC(ts [3]*tensor, shapes [3][3]int) (ops [3]dnnOperand) {
+	for i := range 2 {
+		l := nhwcLayout(shapes[i][0], shapes[i][1], shapes[i][2])
+		if b16 := l.inBF16(); b.bf16 && b16.bf16 && ts[i].lay.holds(b16) {
+			l = b16
+		}
+		ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), bf16: l.bf16}
+	}
+	return ops
+}
+
+// convolveAdd runs direction dir of convolution s for op, as convolve
+// does, but adds its output to the values the output tensor holds (cuDNN's
+// beta = 1), where that can run in place: with bf16 storage, the output
+// held as bf16 NHWC, on cuDNN in NHWC, whose plan for the direction has
+// its algorithm already (choosing one times the algorithms on the output
+// buffer, which would lose its values). Otherwise it does nothing and
+// returns false, for the caller to convolve into scratch and add. A
+// write of no samples is done (true).
+func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, operands [3]convOperand) bool {
+	if !b.bf16Storage || !convShapeOK(s) || !b.useCudnn(s) || !transposable(s) || dir == dnnBackwardFilter {
+		return false
+	}
+	c, ok := b.dnn.convs[b.dnnKey(s, true)]
+	if !ok || !c.plans[dir].chosen || c.plans[dir].im2col != "" {
+		return false
+	}
+	shapes := convOperandShapes(dir, s)
+	var ts [3]*tensor
+	for i, o := range operands {
+		sh := shapes[i]
+		if ts[i] = b.tensorArg(op, o.name, o.t, sh[0]*sh[1]*sh[2]); ts[i] == nil {
+			return true
+		}
+	}
+	outLay := nhwcLayout(shapes[2][0], shapes[2][1], shapes[2][2]).inBF16()
+	if s.N == 0 {
+		return true
+	}
+	if !outLay.bf16 || !ts[2].lay.holds(outLay) {
+		return false
+	}
+	ops := b.dnnInputsNHWC(ts, shapes)
+	ops[2] = dnnOperand{ptr: ts[2].ptr, bf16: true}
+	if b.err != nil {
+		return true
+	}
+	// The plan exists and is chosen: this runs on cuDNN or fails.
+	b.dnnConvolve(dir, s, true, ops, 1)
+	b.dnn.accumulated++
+	return true
 }
 
 // transposable says whether every operand of s is small enough for the
@@ -520,7 +576,7 @@ func (b *Backend) dnnRefused(dir dnnDirection, s backend.ConvShape, nhwc bool) b
 // three input channels.
 func (b *Backend) convolveNCHW(dir dnnDirection, s backend.ConvShape, in1, in2, out cu.DevicePtr) {
 	operands := float32Operands(in1, in2, out)
-	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, false, operands) {
+	if !b.useCudnn(s) || !b.dnnConvolve(dir, s, false, operands, 0) {
 		b.convIm2col(dir, s, in1, in2, out)
 		return
 	}
@@ -532,7 +588,7 @@ func (b *Backend) convolveNCHW(dir dnnDirection, s backend.ConvShape, in1, in2, 
 		return
 	}
 	p.raced = true
-	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, false, operands) })
+	dnnMs := b.timeOnStream(func() { b.dnnConvolve(dir, s, false, operands, 0) })
 	b.convIm2col(dir, s, in1, in2, out)
 	im2colMs := b.timeOnStream(func() { b.convIm2col(dir, s, in1, in2, out) })
 	if b.err == nil && im2colMs < dnnMs {

@@ -23,6 +23,15 @@ func ConvPlans(gpu backend.Backend, s backend.ConvShape) []ConvPlan {
 	return gpu.(*Backend).convPlans(s)
 }
 
+// ConvAccumulations is how many convolutions on gpu added their output
+// to their output tensor in place (bf16 storage's Conv2DBackwardDataAdd).
+func ConvAccumulations(gpu backend.Backend) int {
+	if b := gpu.(*Backend); b.dnn != nil {
+		return b.dnn.accumulated
+	}
+	return 0
+}
+
 // ConvFallbacks is how many convolution directions run on im2col on gpu
 // because cuDNN does not support them, and why the first does.
 func ConvFallbacks(gpu backend.Backend) (int, string) { return gpu.(*Backend).convFallbacks() }

@@ -823,9 +823,14 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 
 // Conv2DBackwardDataAdd adds the input gradient of a convolution to dx
 // (backend.FusedResidual): Conv2DBackwardData into the backend's
-// gradient scratch, then Add, the same values as the pair.
+// gradient scratch, then Add, the same values as the pair. With bf16
+// storage, where dx is bf16 already, cuDNN adds it in place instead
+// (convolveAdd): one rounding of the sum, not two, and no pass of Add.
 func (b *Backend) Conv2DBackwardDataAdd(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardDataAdd"
+	if b.convolveAdd(op, dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx", dxt}}) {
+		return
+	}
 	n := s.N * s.C * s.H * s.W
 	if n == 0 { // checks the arguments, writes nothing
 		b.convolve(op, dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx", dxt}})
