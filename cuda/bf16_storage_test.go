@@ -259,16 +259,7 @@ func TestBF16StorageOpParity(t *testing.T) {
 				inLayouts = append(inLayouts, cuda.TensorLayout(in[a.i]))
 			}
 		}
-		ref := cpu.New()
-		want, err := runCase(ref, c, hostIn)
-		ref.Close()
-		if err != nil {
-			t.Fatalf("%s on the CPU: %v", c.name, err)
-		}
-		got, err := runCase(gpu, c, hostIn)
-		if err != nil {
-			t.Fatalf("%s on the GPU: %v", c.name, err)
-		}
+		got, want := runBoth(t, gpu, c, hostIn)
 		worst, status := maxError(got, want), "ok"
 		if worst > c.tol {
 			status = "FAIL"

@@ -18,91 +18,31 @@ import (
 	"testing"
 )
 
-// launchedKernels lists the kernel names in the package's Go source: every
-// string literal that names a kernel (ending in _f32 or _bf16), and every
-// literal prefix a storage suffix is added to ("relu_fwd_"+suffix), with
-// each suffix.
-func launchedKernels(t *testing.T) map[string]string {
+// packageSources parses the package's Go files, tests left out.
+func packageSources(t *testing.T) (*token.FileSet, []*ast.File) {
 	t.Helper()
-	kernelName := regexp.MustCompile(`^[a-z][a-z0-9_]*_(f32|bf16)$`)
-	files, err := filepath.Glob("*.go")
+	paths, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]string{} // name → where
 	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
+	var files []*ast.File
+	for _, p := range paths {
+		if strings.HasSuffix(p, "_test.go") {
 			continue
 		}
-		file, err := parser.ParseFile(fset, f, nil, 0)
+		file, err := parser.ParseFile(fset, p, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		literal := func(e ast.Expr) (string, bool) {
-			lit, ok := e.(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return "", false
-			}
-			s, err := strconv.Unquote(lit.Value)
-			return s, err == nil
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			switch e := n.(type) {
-			case *ast.BinaryExpr:
-				if prefix, ok := literal(e.X); ok && e.Op == token.ADD && strings.HasSuffix(prefix, "_") && kernelName.MatchString(prefix+"f32") {
-					for _, suffix := range []string{"f32", "bf16"} {
-						names[prefix+suffix] = fset.Position(e.Pos()).String()
-					}
-					return false
-				}
-			case *ast.BasicLit:
-				if s, ok := literal(e); ok && kernelName.MatchString(s) {
-					names[s] = fset.Position(e.Pos()).String()
-				}
-			}
-			return true
-		})
+		files = append(files, file)
 	}
-	return names
+	return fset, files
 }
 
-func TestLaunchedKernelsExist(t *testing.T) {
-	entries := map[string]bool{}
-	ptx, err := filepath.Glob("kernels/*.ptx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range ptx {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, name := range ptxEntries(string(data)) {
-			entries[name] = true
-		}
-	}
-	names := launchedKernels(t)
-	// The backend launches about fifty kernels; far fewer means the scan
-	// no longer sees them.
-	if len(names) < 40 || len(entries) < len(names) {
-		t.Fatalf("found %d kernel names in the source and %d entries in the PTX", len(names), len(entries))
-	}
-	for name, where := range names {
-		if !entries[name] {
-			t.Errorf("%s: kernel %s is not in kernels/*.ptx", where, name)
-		}
-	}
-}
-
-// launchConfigArgs is how many arguments each launch helper takes between
-// the kernel's name and the kernel's own arguments.
-var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 2}
-
-// argKinds are the PTX parameter types the argument helpers write.
-var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32"}
-
-// ptxParams returns each kernel's parameter types in the PTX.
+// ptxParams returns each kernel's parameter types in kernels/*.ptx, and
+// checks that ptxEntries, which the backend loads them by, lists the
+// same kernels.
 func ptxParams(t *testing.T) map[string][]string {
 	t.Helper()
 	params := map[string][]string{}
@@ -110,6 +50,7 @@ func ptxParams(t *testing.T) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := 0
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -128,26 +69,87 @@ func ptxParams(t *testing.T) map[string][]string {
 				kernel = ""
 			}
 		}
+		for _, name := range ptxEntries(string(data)) {
+			if _, ok := params[name]; !ok {
+				t.Errorf("%s: ptxEntries lists %s, which is not a kernel there", p, name)
+			}
+			entries++
+		}
+	}
+	if entries != len(params) {
+		t.Errorf("ptxEntries lists %d kernels, the PTX has %d", entries, len(params))
 	}
 	return params
 }
 
+// stringLiteral is the value of a string literal expression.
+func stringLiteral(e ast.Expr) (string, bool) {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	s, err := strconv.Unquote(lit.Value)
+	return s, err == nil
+}
+
+var kernelName = regexp.MustCompile(`^[a-z][a-z0-9_]*_(f32|bf16)$`)
+
+// kernelNames are the kernels an expression names: a literal that names
+// one (ending in _f32 or _bf16), or a literal prefix a storage suffix is
+// added to ("relu_fwd_"+suffix), with each suffix.
+func kernelNames(e ast.Expr) []string {
+	if s, ok := stringLiteral(e); ok && kernelName.MatchString(s) {
+		return []string{s}
+	}
+	if b, ok := e.(*ast.BinaryExpr); ok && b.Op == token.ADD {
+		if prefix, ok := stringLiteral(b.X); ok && strings.HasSuffix(prefix, "_") && kernelName.MatchString(prefix+"f32") {
+			return []string{prefix + "f32", prefix + "bf16"}
+		}
+	}
+	return nil
+}
+
+// Every kernel name in the source (wherever it is, a launch's argument
+// or a variable's value) is in the PTX.
+func TestLaunchedKernelsExist(t *testing.T) {
+	params := ptxParams(t)
+	fset, files := packageSources(t)
+	found := 0
+	for _, file := range files {
+		ast.Inspect(file, func(n ast.Node) bool {
+			e, ok := n.(ast.Expr)
+			if !ok {
+				return true
+			}
+			names := kernelNames(e)
+			for _, name := range names {
+				found++
+				if _, ok := params[name]; !ok {
+					t.Errorf("%s: kernel %s is not in kernels/*.ptx", fset.Position(e.Pos()), name)
+				}
+			}
+			return len(names) == 0
+		})
+	}
+	// The backend names about ninety kernels; far fewer means the scan no
+	// longer sees them.
+	if found < 60 {
+		t.Fatalf("found %d kernel names in the source", found)
+	}
+}
+
+// launchConfigArgs is how many arguments each launch helper takes between
+// the kernel's name and the kernel's own arguments.
+var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 2}
+
+// argKinds are the PTX parameter types the argument helpers write.
+var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32"}
+
 func TestLaunchArgumentsMatchKernels(t *testing.T) {
 	params := ptxParams(t)
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
+	fset, files := packageSources(t)
 	checked := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, file := range files {
 		ast.Inspect(file, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
 			if !ok || call.Ellipsis.IsValid() || len(call.Args) == 0 {
@@ -161,19 +163,8 @@ func TestLaunchArgumentsMatchKernels(t *testing.T) {
 			if !ok {
 				return true
 			}
-			var kernels []string
-			switch e := call.Args[0].(type) {
-			case *ast.BasicLit:
-				name, _ := strconv.Unquote(e.Value)
-				kernels = []string{name}
-			case *ast.BinaryExpr:
-				if lit, ok := e.X.(*ast.BasicLit); ok {
-					prefix, _ := strconv.Unquote(lit.Value)
-					kernels = []string{prefix + "f32", prefix + "bf16"}
-				}
-			}
 			args := call.Args[1+min(config, len(call.Args)-1):]
-			for _, k := range kernels {
+			for _, k := range kernelNames(call.Args[0]) {
 				want, ok := params[k]
 				if !ok {
 					continue // TestLaunchedKernelsExist reports it

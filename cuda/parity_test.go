@@ -409,16 +409,7 @@ func checkParity(t *testing.T, gpu backend.Backend, cases []opCase) {
 	failed := 0
 	for _, c := range cases {
 		hostIn := caseInputs(c)
-		ref := cpu.New()
-		want, err := runCase(ref, c, hostIn)
-		ref.Close()
-		if err != nil {
-			t.Fatalf("%s on the CPU: %v", c.name, err)
-		}
-		got, err := runCase(gpu, c, hostIn)
-		if err != nil {
-			t.Fatalf("%s on the GPU: %v", c.name, err)
-		}
+		got, want := runBoth(t, gpu, c, hostIn)
 		worst, tol, unit := maxError(got, want), c.tol, ""
 		if c.products > 0 {
 			scale, err := convScale(c, hostIn)
@@ -438,6 +429,22 @@ func checkParity(t *testing.T, gpu backend.Backend, cases []opCase) {
 	if failed > 0 {
 		t.Fatalf("%d ops differ from the CPU backend beyond their tolerance", failed)
 	}
+}
+
+// runBoth runs c over hostIn on a fresh CPU backend, then on gpu, and
+// returns the GPU's outputs and the CPU's.
+func runBoth(t *testing.T, gpu backend.Backend, c opCase, hostIn [][]float32) (got, want [][]float32) {
+	t.Helper()
+	ref := cpu.New()
+	want, err := runCase(ref, c, hostIn)
+	ref.Close()
+	if err != nil {
+		t.Fatalf("%s on the CPU: %v", c.name, err)
+	}
+	if got, err = runCase(gpu, c, hostIn); err != nil {
+		t.Fatalf("%s on the GPU: %v", c.name, err)
+	}
+	return got, want
 }
 
 // A label that is not a class is reported by Sync, as the CPU backend
