@@ -13,7 +13,8 @@ package cuda
 // Semantics are the CPU backend's: cross-correlation, zero padding,
 // weights OC×C×KH×KW, no bias; every direction overwrites its output
 // (beta = 0), as the Backend interface requires of Conv2DBackwardData and
-// Conv2DBackwardFilter. With channels-last on (layout.go) a convolution
+// Conv2DBackwardFilter, except where Conv2DBackwardDataAdd adds to its
+// output in place (beta = 1, convolveAdd). With channels-last on (layout.go) a convolution
 // runs on NHWC tensors and OC×KH×KW×C filters, its operands transposed
 // there first where they are not; a direction cuDNN does not support so
 // runs on NCHW tensors, as every convolution does otherwise. A shape has
@@ -301,14 +302,24 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 // retime times the results at set again (retimeSet) on the op's buffers,
 // each retimeRuns runs after an untimed one with its own math type and a
 // workspace of at least limit bytes, and returns them with those times
-// (the mean of the runs), the only candidates for chooseAlgo.
+// (the mean of the runs), the only candidates for chooseAlgo. A candidate
+// cuDNN refuses as unsupported now (dnnUnsupported) is left out; where
+// that leaves none, results are returned as they are.
 func (b *Backend) retime(dir dnnDirection, c *dnnConv, results []dnnResult, set []int, in1, in2, out cu.DevicePtr, limit int) ([]dnnResult, error) {
 	d := b.dnn
 	p := &c.plans[dir]
 	var timed []dnnResult
 	for _, i := range set {
 		r := results[i]
+		if d.mathType(c.key.dtype) != dnnFMAMath {
+			if err := d.setMathType(p.conv, r.mathType); err != nil {
+				return nil, err
+			}
+		}
 		need, err := d.workspaceBytes(dir, c, r.algo)
+		if dnnUnsupported(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -316,11 +327,6 @@ func (b *Backend) retime(dir dnnDirection, c *dnnConv, results []dnnResult, set 
 		ws := b.scratchBytes(p.workspace)
 		if b.err != nil {
 			return nil, nil
-		}
-		if d.mathType(c.key.dtype) != dnnFMAMath {
-			if err := d.setMathType(p.conv, r.mathType); err != nil {
-				return nil, err
-			}
 		}
 		var runErr error
 		run := func() {
@@ -334,11 +340,17 @@ func (b *Backend) retime(dir dnnDirection, c *dnnConv, results []dnnResult, set 
 				run()
 			}
 		})
+		if dnnUnsupported(runErr) && b.err == nil {
+			continue
+		}
 		if runErr != nil || b.err != nil {
 			return nil, runErr
 		}
 		r.ms = float32(ms / retimeRuns)
 		timed = append(timed, r)
+	}
+	if len(timed) == 0 {
+		return results, nil
 	}
 	return timed, nil
 }
@@ -518,7 +530,7 @@ func (b *Backend) dnnInputsNHWC(ts [3]*tensor, shapes [3][3]int) (ops [3]dnnOper
 // write of no samples is done (true).
 func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, operands [3]convOperand) bool {
 	if !b.bf16Storage || !convShapeOK(s) || !b.useCudnn(s) || !transposable(s) || dir == dnnBackwardFilter {
-		return false
+		return false // useCudnn also says there are samples
 	}
 	c, ok := b.dnn.convs[b.dnnKey(s, true)]
 	if !ok || !c.plans[dir].chosen || c.plans[dir].im2col != "" {
@@ -532,11 +544,10 @@ func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, 
 			return true
 		}
 	}
+	// The output must hold bf16 NHWC already, and be neither input (which
+	// cuDNN would read as it writes, and which arranging could reorder).
 	outLay := nhwcLayout(shapes[2][0], shapes[2][1], shapes[2][2]).inBF16()
-	if s.N == 0 {
-		return true
-	}
-	if !outLay.bf16 || !ts[2].lay.holds(outLay) {
+	if !outLay.bf16 || !ts[2].lay.holds(outLay) || ts[2] == ts[0] || ts[2] == ts[1] {
 		return false
 	}
 	ops := b.dnnInputsNHWC(ts, shapes)
@@ -546,7 +557,9 @@ func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, 
 	}
 	// The plan exists and is chosen: this runs on cuDNN or fails.
 	b.dnnConvolve(dir, s, true, ops, 1)
-	b.dnn.accumulated++
+	if b.err == nil {
+		b.dnn.accumulated++
+	}
 	return true
 }
 
