@@ -158,27 +158,11 @@ func storageCases() []storageCase {
 	// float32, exact against the CPU's.
 	addWidening(opCase{name: "Add 3x8x9, one input float32", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, activations: a(0),
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }})
-	// Writes over part of a tensor stored as bf16 leave the rest as it
-	// was: an op in place over the first 2 of 4 samples (the last two go
-	// back to flat float32 from byte 2·144, prepareWrite's tail), an upload
-	// of the first of 2 (all of it back to flat first).
-	add(opCase{name: "AddReLU in place over 2 of 4 bf16 samples", tol: storedOnce, inputs: []int{288, 144}, outputs: []int{288},
-		run: func(b backend.Backend, in, out []backend.Tensor) {
-			b.Copy(out[0], in[0], 288)
-			cuda.ToChannelsLastBF16(b, out[0], 4, 8, 9)
-			cuda.ToChannelsLastBF16(b, in[1], 2, 8, 9)
-			b.(backend.Fused).AddReLU(out[0], out[0], in[1], 144)
-		}}, 0)
-	add(opCase{name: "Upload over 1 of 2 bf16 samples (exact)", inputs: []int{144}, outputs: []int{144},
-		run: func(b backend.Backend, in, out []backend.Tensor) {
-			first := make([]float32, 72)
-			for i := range first {
-				first[i] = float32(i)
-			}
-			b.Copy(out[0], in[0], 144)
-			cuda.ToChannelsLastBF16(b, out[0], 2, 8, 9)
-			b.Upload(out[0], first)
-		}})
+	// Writes over part of a tensor stored as bf16 (the tail's bf16 read
+	// from byte 2·144 by prepareWrite's reordering).
+	partial := partialWriteCases("bf16", cuda.ToChannelsLastBF16, storedOnce)
+	add(partial[0], 0)
+	add(partial[1])
 	for _, s := range []backend.PoolShape{{N: 3, C: 8, H: 9, W: 9, Kernel: 3, Stride: 2, Pad: 1}, {N: 2, C: 16, H: 4, W: 4, Kernel: 2, Stride: 2}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
 		x, dy := activationInput{0, s.N, s.C, s.H * s.W}, activationInput{1, s.N, s.C, s.OutH() * s.OutW()}

@@ -256,27 +256,8 @@ func parityCases() []opCase {
 			}},
 		opCase{name: "SignScaled 16x72 (a 16x8x3x3 filter)", tol: 1e-6, inputs: []int{1152}, outputs: []int{1152},
 			activations: []activationInput{{0, 16, 8, 9}}, run: func(b backend.Backend, in, out []backend.Tensor) { b.SignScaled(out[0], in[0], 16, 72) }},
-		// Writes over part of a tensor stored NHWC leave the rest as it
-		// was: an op in place over the first 2 of 4 samples, an upload of
-		// the first of 2.
-		opCase{name: "AddReLU in place over 2 of 4 NHWC samples", tol: 1e-7, inputs: []int{288, 144}, outputs: []int{288},
-			run: func(b backend.Backend, in, out []backend.Tensor) {
-				b.Copy(out[0], in[0], 288)
-				cuda.ToChannelsLast(b, out[0], 4, 8, 9)
-				cuda.ToChannelsLast(b, in[1], 2, 8, 9)
-				b.(backend.Fused).AddReLU(out[0], out[0], in[1], 144)
-			}},
-		opCase{name: "Upload over 1 of 2 NHWC samples", inputs: []int{144}, outputs: []int{144},
-			run: func(b backend.Backend, in, out []backend.Tensor) {
-				first := make([]float32, 72)
-				for i := range first {
-					first[i] = float32(i)
-				}
-				b.Copy(out[0], in[0], 144)
-				cuda.ToChannelsLast(b, out[0], 2, 8, 9)
-				b.Upload(out[0], first)
-			}},
 	)
+	cases = append(cases, partialWriteCases("NHWC", cuda.ToChannelsLast, 1e-7)...)
 	for _, s := range []backend.PoolShape{{N: 2, C: 3, H: 6, W: 5, Kernel: 2, Stride: 2}, {N: 1, C: 2, H: 7, W: 7, Kernel: 3, Stride: 2, Pad: 1},
 		{N: 3, C: 8, H: 9, W: 9, Kernel: 3, Stride: 2, Pad: 1}, {N: 2, C: 16, H: 4, W: 4, Kernel: 2, Stride: 2}} {
 		in, out := s.N*s.C*s.H*s.W, s.N*s.C*s.OutH()*s.OutW()
@@ -316,6 +297,33 @@ func parityCases() []opCase {
 		)
 	}
 	return cases
+}
+
+// partialWriteCases check that writes over part of a tensor stored NHWC
+// (store puts it so, its kind named by kind) leave the rest as it was: an
+// op in place over the first 2 of 4 samples (the last two go back to flat
+// float32 first, prepareWrite's tail), an upload of the first of 2 (all of
+// it back to flat first). tol is the op's.
+func partialWriteCases(kind string, store func(b backend.Backend, t backend.Tensor, n, c, s int), tol float64) []opCase {
+	return []opCase{
+		{name: "AddReLU in place over 2 of 4 " + kind + " samples", tol: tol, inputs: []int{288, 144}, outputs: []int{288},
+			run: func(b backend.Backend, in, out []backend.Tensor) {
+				b.Copy(out[0], in[0], 288)
+				store(b, out[0], 4, 8, 9)
+				store(b, in[1], 2, 8, 9)
+				b.(backend.Fused).AddReLU(out[0], out[0], in[1], 144)
+			}},
+		{name: "Upload over 1 of 2 " + kind + " samples", inputs: []int{144}, outputs: []int{144},
+			run: func(b backend.Backend, in, out []backend.Tensor) {
+				first := make([]float32, 72)
+				for i := range first {
+					first[i] = float32(i)
+				}
+				b.Copy(out[0], in[0], 144)
+				store(b, out[0], 2, 8, 9)
+				b.Upload(out[0], first)
+			}},
+	}
 }
 
 // Every op against the CPU, in each layout: with layout nhwc the ops
