@@ -60,6 +60,8 @@ func storageSuffix(lay layout) string {
 	return "f32"
 }
 
+// elementwiseIn is elementwise, in bf16 too where bf16OK (the op has
+// bf16 kernels); lay is the layout the op runs in.
 func (b *Backend) elementwiseIn(op string, n int, bf16OK bool, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, lay layout, ok bool) {
 	if len(args) > maxElementwiseArgs {
 		b.fail(fmt.Errorf("cuda: %s: %d tensor arguments, at most %d", op, len(args), maxElementwiseArgs))

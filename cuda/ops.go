@@ -181,6 +181,12 @@ func (b *Backend) bnStats(mean, inv, rm, rv, x cu.DevicePtr, s backend.BNShape, 
 }
 
 // statsThreads is the block size of the partial-sum kernels
+// bnLayout is the layout a batch-norm op over s runs in, given its
+// activation inputs (storedLayout): its outputs have its inputs' shape.
+func (b *Backend) bnLayout(s backend.BNShape, inputs ...activation) layout {
+	return b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, inputs...)
+}
+
 // (STATS_THREADS in batchnorm.cu).
 const statsThreads = 256
 
@@ -196,7 +202,7 @@ func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, x
 	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
+	lay := b.bnLayout(s, xin)
 	x := b.arrange(xa, lay)
 	y, xhat := b.output(op, "y", yt, cnt, lay), b.output(op, "xhat", xhatt, cnt, lay)
 	if y == 0 || xhat == 0 || x == 0 {
@@ -225,7 +231,7 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 	if xa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
+	lay := b.bnLayout(s, xin)
 	x := b.arrange(xa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 {
@@ -253,7 +259,7 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 	if xa == nil || gamma == 0 || beta == 0 || rm == 0 || rv == 0 {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin)
+	lay := b.bnLayout(s, xin)
 	x := b.arrange(xa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 {
@@ -279,7 +285,7 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 	if dya == nil || xhata == nil || dg == 0 || db == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, xhatIn)
+	lay := b.bnLayout(s, dyIn, xhatIn)
 	dy, xhat := b.arrange(dya, lay), b.arrange(xhata, lay)
 	dx := b.output(op, "dx", dxt, cnt, lay)
 	if dx == 0 || dy == 0 || xhat == 0 {
@@ -321,7 +327,7 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 	if dya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, xin)
+	lay := b.bnLayout(s, dyIn, xin)
 	dy, x := b.arrange(dya, lay), b.arrange(xa, lay)
 	dx := b.output(op, "dx", dxt, cnt, lay)
 	if dx == 0 || dy == 0 || x == 0 {
@@ -760,7 +766,7 @@ func (b *Backend) BatchNormAddReLUTrain(yt, meant, invStdt, runMeant, runVart, x
 	if xa == nil || skipa == nil || mean == 0 || inv == 0 || rm == 0 || rv == 0 || gamma == 0 || beta == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, xin, skipIn)
+	lay := b.bnLayout(s, xin, skipIn)
 	x, skip := b.arrange(xa, lay), b.arrange(skipa, lay)
 	y := b.output(op, "y", yt, cnt, lay)
 	if y == 0 || x == 0 || skip == 0 {
@@ -791,7 +797,7 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 	if dya == nil || ya == nil || xa == nil || dg == 0 || db == 0 || mean == 0 || inv == 0 || gamma == 0 || !b.bnCheck(op, s) {
 		return
 	}
-	lay := b.storedLayout(false, [][3]int{{s.N, s.C, s.Spatial}}, s.N, s.C, s.Spatial, dyIn, yin, xin)
+	lay := b.bnLayout(s, dyIn, yin, xin)
 	dy, y, x := b.arrange(dya, lay), b.arrange(ya, lay), b.arrange(xa, lay)
 	dx, dSum := b.output(op, "dx", dxt, cnt, lay), b.output(op, "dSum", dSumt, cnt, lay)
 	if dx == 0 || dSum == 0 || dy == 0 || y == 0 || x == 0 {

@@ -111,8 +111,8 @@ func (o Options) layout() (string, error) {
 	if err := CheckLayout(o.Layout); err != nil {
 		return "", fmt.Errorf("cuda: Options.Layout: %w", err)
 	}
-	if o.Layout == NHWCBF16 && o.Precision != BF16 {
-		return "", fmt.Errorf("cuda: Options.Layout: %q stores activations as bf16, which needs precision %q, not %q", NHWCBF16, BF16, o.Precision)
+	if p, _ := o.precision(); o.Layout == NHWCBF16 && p != BF16 {
+		return "", fmt.Errorf("cuda: Options.Layout: %q stores activations as bf16, which needs precision %q, not %q", NHWCBF16, BF16, p)
 	}
 	if o.Layout == "" {
 		return LayoutAuto, nil
