@@ -248,8 +248,8 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 		ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(s.Spatial))
 }
 
-// BatchNormEval normalizes with the running statistics; in NHWC it is
-// the same kernel over N·Spatial rows of C.
+// BatchNormEval normalizes with the running statistics; in NHWC where x
+// is, as bf16 where x is.
 func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend.Tensor, s backend.BNShape, eps float32) {
 	const op = "BatchNormEval"
 	cnt := s.Count()
@@ -265,12 +265,13 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 	if y == 0 || x == 0 {
 		return
 	}
-	n, spatial := s.N, s.Spatial
 	if lay.nhwc {
-		n, spatial = n*spatial, 1
+		b.launchN("bn_eval_nhwc_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
+			intArg(s.C), intArg(cnt), floatArg(eps))
+		return
 	}
-	b.launchN("bn_eval_"+storageSuffix(lay), cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
-		intArg(n), intArg(s.C), intArg(spatial), floatArg(eps))
+	b.launchN("bn_eval_f32", cnt, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
+		intArg(s.N), intArg(s.C), intArg(s.Spatial), floatArg(eps))
 }
 
 // BatchNormBackward computes dx, dGamma, dBeta; in NHWC where dy or xhat

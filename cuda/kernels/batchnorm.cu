@@ -113,23 +113,18 @@ extern "C" __global__ void bn_relu_apply_f32(float* y, const float* x, const flo
     }
 }
 
-// Evaluation, elementwise over N×C×spatial (NCHW), or in NHWC over
-// N·spatial rows of C with spatial = 1; x and y float32 or, NHWC, bf16.
-template <class T>
-__device__ void bn_eval(T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int n,
-                        int c, int spatial, float eps) {
+// Evaluation, elementwise over N×C×spatial (NCHW; bn_eval_nhwc below).
+extern "C" __global__ void bn_eval_f32(float* y, const float* x, const float* gamma, const float* beta,
+                                       const float* run_mean, const float* run_var,
+                                       int n, int c, int spatial, float eps) {
     long long total = (long long)n * c * spatial;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
         int ch = (int)((i / spatial) % c);
         float inv = (float)(1.0 / sqrt((double)run_var[ch] + (double)eps));
         float scale = gamma[ch] * inv;
-        store(y, i, load(x, i) * scale + (beta[ch] - run_mean[ch] * scale));
+        y[i] = x[i] * scale + (beta[ch] - run_mean[ch] * scale);
     }
 }
-STORAGE_KERNELS(bn_eval,
-                (T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int n, int c,
-                 int spatial, float eps),
-                (y, x, gamma, beta, run_mean, run_var, n, c, spatial, eps))
 
 // partials[ch*P + p] = (Σdy, Σdy·xhat) over block (ch, p)'s rows.
 extern "C" __global__ void bn_bwd_partial_f32(double2* partials, const float* dy, const float* xhat, int n, int c, int spatial) {
@@ -225,7 +220,9 @@ extern "C" __global__ void bn_relu_bwd_apply_f32(float* dx, const float* dy, con
 // and the 8 sums per channel are added in warp order. The P partials of a
 // channel are then reduced by one warp in a fixed order (nhwc_final), so
 // here too no sum depends on timing. The elementwise passes are one thread
-// per element, channel i % c. The activations (x, y, xhat, dy, dx, skip,
+// per element in a grid-stride loop whose step is a multiple of c
+// (nhwc_span), so each thread keeps one channel and its parameters in
+// registers instead of dividing for every element. The activations (x, y, xhat, dy, dx, skip,
 // dsum) are stored as float32 or bf16 (storage.cuh); parameters,
 // statistics and sums are float32 and double either way.
 
@@ -281,6 +278,28 @@ __device__ double2 nhwc_final(const double2* partials, int parts, int ch) {
 __device__ int warp_channel(int c) {
     int ch = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32);
     return ch < c ? ch : -1;
+}
+
+// nhwc_span is a thread's share of an elementwise pass over an NHWC tensor
+// of c channels: elements first, first + step, … below the total, all of
+// channel ch. step is the largest multiple of c the grid's threads cover;
+// the threads past it (fewer than c) have none (active false). A grid of
+// at least c threads covers every element.
+struct NHWCSpan {
+    unsigned first, step;
+    int ch;
+    bool active;
+};
+
+__device__ NHWCSpan nhwc_span(int c) {
+    unsigned threads = gridDim.x * blockDim.x, t = blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned step = threads / (unsigned)c * (unsigned)c;
+    NHWCSpan sp;
+    sp.first = t;
+    sp.step = step;
+    sp.ch = (int)(t % (unsigned)c);
+    sp.active = t < step;
+    return sp;
 }
 
 template <class T> struct StatsTerms {
@@ -371,11 +390,13 @@ extern "C" __global__ void bias_grad_final_warp_f32(float* dbias, const double2*
 template <class T>
 __device__ void bn_apply_nhwc(T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma,
                               const float* beta, int c, int total) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float h = (load(x, i) - mean[ch]) * inv_std[ch];
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
+    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        float h = (load(x, i) - mu) * inv;
         store(xhat, i, h);
-        store(y, i, gamma[ch] * h + beta[ch]);
+        store(y, i, g * h + b);
     }
 }
 STORAGE_KERNELS(bn_apply_nhwc,
@@ -386,10 +407,12 @@ STORAGE_KERNELS(bn_apply_nhwc,
 template <class T>
 __device__ void bn_relu_apply_nhwc(T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
                                    int c, int total) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float h = (load(x, i) - mean[ch]) * inv_std[ch];
-        float v = gamma[ch] * h + beta[ch];
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
+    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        float h = (load(x, i) - mu) * inv;
+        float v = g * h + b;
         store(y, i, v > 0.0f ? v : 0.0f);
     }
 }
@@ -397,16 +420,33 @@ STORAGE_KERNELS(bn_relu_apply_nhwc,
                 (T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c, int total),
                 (y, x, mean, inv_std, gamma, beta, c, total))
 
+// bn_eval_f32 over NHWC x and y, stored as float32 or bf16.
+template <class T>
+__device__ void bn_eval_nhwc(T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int c,
+                             int total, float eps) {
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
+    float inv = (float)(1.0 / sqrt((double)run_var[sp.ch] + (double)eps));
+    float scale = gamma[sp.ch] * inv;
+    float shift = beta[sp.ch] - run_mean[sp.ch] * scale;
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) store(y, i, load(x, i) * scale + shift);
+}
+STORAGE_KERNELS(bn_eval_nhwc,
+                (T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int c, int total,
+                 float eps),
+                (y, x, gamma, beta, run_mean, run_var, c, total, eps))
+
 // The backward passes read xhat (or x) as stored: where it is bf16, the
 // rounded value the forward pass kept.
 template <class T>
 __device__ void bn_bwd_apply_nhwc(T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
                                   const float* dbeta, int c, int total, int m) {
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
     float fm = (float)m;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float k = gamma[ch] * inv_std[ch] / fm;
-        store(dx, i, k * (fm * load(dy, i) - dbeta[ch] - load(xhat, i) * dgamma[ch]));
+    float k = gamma[sp.ch] * inv_std[sp.ch] / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        store(dx, i, k * (fm * load(dy, i) - fs - load(xhat, i) * fsx));
     }
 }
 STORAGE_KERNELS(bn_bwd_apply_nhwc,
@@ -417,15 +457,16 @@ STORAGE_KERNELS(bn_bwd_apply_nhwc,
 template <class T>
 __device__ void bn_relu_bwd_apply_nhwc(T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
                                        const float* beta, const float* dgamma, const float* dbeta, int c, int total, int m) {
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
     float fm = (float)m;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float inv = inv_std[ch], g = gamma[ch];
-        float h = (load(x, i) - mean[ch]) * inv;
-        float v = g * h + beta[ch];
+    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
+    float k = g * inv / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        float h = (load(x, i) - mu) * inv;
+        float v = g * h + b;
         float d = v > 0.0f ? load(dy, i) : 0.0f;
-        float k = g * inv / fm;
-        store(dx, i, k * (fm * d - dbeta[ch] - h * dgamma[ch]));
+        store(dx, i, k * (fm * d - fs - h * fsx));
     }
 }
 STORAGE_KERNELS(bn_relu_bwd_apply_nhwc,
@@ -459,10 +500,12 @@ extern "C" __global__ void bn_add_relu_apply_f32(float* y, const float* x, const
 template <class T>
 __device__ void bn_add_relu_apply_nhwc(T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma,
                                        const float* beta, int c, int total) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float h = (load(x, i) - mean[ch]) * inv_std[ch];
-        float v = gamma[ch] * h + beta[ch];
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
+    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        float h = (load(x, i) - mu) * inv;
+        float v = g * h + b;
         v = v + load(skip, i);
         store(y, i, v > 0.0f ? v : 0.0f);
     }
@@ -535,15 +578,16 @@ extern "C" __global__ void bn_add_relu_bwd_apply_f32(float* dx, float* dsum, con
 template <class T>
 __device__ void bn_add_relu_bwd_apply_nhwc(T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std,
                                            const float* gamma, const float* dgamma, const float* dbeta, int c, int total, int m) {
+    NHWCSpan sp = nhwc_span(c);
+    if (!sp.active) return;
     float fm = (float)m;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        int ch = i % c;
-        float inv = inv_std[ch];
-        float h = (load(x, i) - mean[ch]) * inv;
+    float mu = mean[sp.ch], inv = inv_std[sp.ch];
+    float k = gamma[sp.ch] * inv / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
+    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
+        float h = (load(x, i) - mu) * inv;
         float d = load(y, i) > 0.0f ? load(dy, i) : 0.0f;
-        float k = gamma[ch] * inv / fm;
         store(dsum, i, d);
-        store(dx, i, k * (fm * d - dbeta[ch] - h * dgamma[ch]));
+        store(dx, i, k * (fm * d - fs - h * fsx));
     }
 }
 STORAGE_KERNELS(bn_add_relu_bwd_apply_nhwc,

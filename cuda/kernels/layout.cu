@@ -1,8 +1,8 @@
 // Channels-last (NHWC) activations: the transpose between NCHW and NHWC,
 // and the NHWC twins of the pooling and shortcut kernels (pool.cu,
 // shortcut.cu), which compute the same values in the same order. Batch
-// norm's are in batchnorm.cu; bias add and batch norm in evaluation reuse
-// their NCHW kernels with spatial = 1 (channel i % c).
+// norm's are in batchnorm.cu; bias add reuses its NCHW kernel with
+// spatial = 1 (channel i % c).
 //
 // An NHWC tensor of N samples, C channels and S = H·W positions stores
 // element (n, c, s) at (n·S + s)·C + c; NCHW at (n·C + c)·S + s. NHWC
