@@ -638,6 +638,11 @@ func ptrArg(p cu.DevicePtr) arg { return uint64(p) }
 func intArg(v int) arg          { return uint64(uint32(int32(v))) }
 func floatArg(v float32) arg    { return uint64(math.Float32bits(v)) }
 
+// divMul and divShift are the two kernel arguments with which a kernel
+// divides by d (divide.go, kernels/divide.cuh).
+func divMul(d int) arg   { m, _ := divider(d); return uint64(m) }
+func divShift(d int) arg { _, s := divider(d); return uint64(s) }
+
 // launch runs kernel name on a grid of blocks×threads with the arguments.
 func (b *Backend) launch(name string, blocks, threads, shared int, args ...arg) {
 	b.launchGrid(name, blocks, 1, threads, shared, args...)

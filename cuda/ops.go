@@ -605,11 +605,12 @@ func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolSh
 	}
 	if lay.nhwc {
 		b.launchN("maxpool_fwd_nhwc_"+storageSuffix(lay), s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow),
+			divMul(s.C), divShift(s.C), divMul(ow), divShift(ow), divMul(oh), divShift(oh))
 		return
 	}
 	b.launchN("maxpool_fwd_f32", s.N*s.C*oh*ow, ptrArg(y), ptrArg(arg), ptrArg(x), intArg(s.N*s.C), intArg(s.H), intArg(s.W),
-		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow), divMul(ow), divShift(ow), divMul(oh), divShift(oh))
 }
 
 // MaxPool2DBackward routes dy to the arg-max positions; in NHWC where dy
@@ -634,11 +635,13 @@ func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.Poo
 	}
 	if lay.nhwc {
 		b.launchN("maxpool_bwd_nhwc_"+storageSuffix(lay), s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+			intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow),
+			divMul(s.C), divShift(s.C), divMul(s.W), divShift(s.W), divMul(s.H), divShift(s.H), divMul(s.Stride), divShift(s.Stride))
 		return
 	}
 	b.launchN("maxpool_bwd_f32", s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), ptrArg(arg), intArg(s.N*s.C), intArg(s.H), intArg(s.W),
-		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow))
+		intArg(s.Kernel), intArg(s.Stride), intArg(s.Pad), intArg(oh), intArg(ow),
+		divMul(s.W), divShift(s.W), divMul(s.H), divShift(s.H), divMul(s.Stride), divShift(s.Stride))
 }
 
 // GlobalAvgPoolForward averages each plane; reads NHWC x as it is.

@@ -9,6 +9,7 @@
 // activations may be stored as bf16 (storage.cuh): the transposes read
 // either and write float32, the NHWC kernels come in both.
 
+#include "divide.cuh"
 #include "storage.cuh"
 
 #define TILE 32
@@ -55,12 +56,12 @@ STORAGE_KERNELS(transpose_narrow, (float* dst, const T* src, unsigned rows, unsi
 // iy*w + ix within the sample's H×W plane.
 template <class T>
 __device__ void maxpool_fwd_nhwc(T* y, float* argmax, const T* x, unsigned n, unsigned c, int h, int w, int k, int stride, int pad,
-                                 unsigned oh, unsigned ow) {
+                                 unsigned oh, unsigned ow, Divisor by_c, Divisor by_ow, Divisor by_oh) {
     unsigned total = n * oh * ow * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned pix = i / c, ch = i - pix * c;
-        unsigned row = pix / ow, ox = pix - row * ow;
-        unsigned smp = row / oh, oy = row - smp * oh;
+        unsigned pix = by_c.div(i), ch = i - pix * c;
+        unsigned row = by_ow.div(pix), ox = pix - row * ow;
+        unsigned smp = by_oh.div(row), oy = row - smp * oh;
         const T* img = x + smp * (unsigned)(h * w) * c + ch;
         float best = 0.0f;
         int idx = -1;
@@ -79,22 +80,24 @@ __device__ void maxpool_fwd_nhwc(T* y, float* argmax, const T* x, unsigned n, un
     }
 }
 STORAGE_KERNELS(maxpool_fwd_nhwc,
-                (T* y, float* argmax, const T* x, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, unsigned oh, unsigned ow),
-                (y, argmax, x, n, c, h, w, k, stride, pad, oh, ow))
+                (T* y, float* argmax, const T* x, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, unsigned oh, unsigned ow,
+                 unsigned c_mul, unsigned c_shift, unsigned ow_mul, unsigned ow_shift, unsigned oh_mul, unsigned oh_shift),
+                (y, argmax, x, n, c, h, w, k, stride, pad, oh, ow, Divisor{c_mul, c_shift}, Divisor{ow_mul, ow_shift},
+                 Divisor{oh_mul, oh_shift}))
 
 // maxpool_bwd_f32 on NHWC dx, dy and argmax: the same gather, the same
 // order (output rows, then columns, ascending).
 template <class T>
 __device__ void maxpool_bwd_nhwc(T* dx, const T* dy, const float* argmax, unsigned n, unsigned c, int h, int w, int k, int stride, int pad,
-                                 int oh, int ow) {
+                                 int oh, int ow, Divisor by_c, Divisor by_w, Divisor by_h, Divisor by_stride) {
     unsigned total = n * (unsigned)(h * w) * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned pix = i / c, ch = i - pix * c;
-        unsigned row = pix / (unsigned)w, smp = row / (unsigned)h;
+        unsigned pix = by_c.div(i), ch = i - pix * c;
+        unsigned row = by_w.div(pix), smp = by_h.div(row);
         int ix = (int)(pix - row * (unsigned)w), iy = (int)(row - smp * (unsigned)h);
         int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
-        int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
-        int ox0 = tx <= 0 ? 0 : (tx + stride - 1) / stride, ox1 = min(ow - 1, (ix + pad) / stride);
+        int oy0 = ty <= 0 ? 0 : (int)by_stride.div(ty + stride - 1), oy1 = min(oh - 1, (int)by_stride.div(iy + pad));
+        int ox0 = tx <= 0 ? 0 : (int)by_stride.div(tx + stride - 1), ox1 = min(ow - 1, (int)by_stride.div(ix + pad));
         float here = (float)(iy * w + ix), s = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++) {
             for (int ox = ox0; ox <= ox1; ox++) {
@@ -106,8 +109,11 @@ __device__ void maxpool_bwd_nhwc(T* dx, const T* dy, const float* argmax, unsign
     }
 }
 STORAGE_KERNELS(maxpool_bwd_nhwc,
-                (T* dx, const T* dy, const float* argmax, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, int oh, int ow),
-                (dx, dy, argmax, n, c, h, w, k, stride, pad, oh, ow))
+                (T* dx, const T* dy, const float* argmax, unsigned n, unsigned c, int h, int w, int k, int stride, int pad, int oh, int ow,
+                 unsigned c_mul, unsigned c_shift, unsigned w_mul, unsigned w_shift, unsigned h_mul, unsigned h_shift, unsigned stride_mul,
+                 unsigned stride_shift),
+                (dx, dy, argmax, n, c, h, w, k, stride, pad, oh, ow, Divisor{c_mul, c_shift}, Divisor{w_mul, w_shift},
+                 Divisor{h_mul, h_shift}, Divisor{stride_mul, stride_shift}))
 
 // y[n, c] = the mean over positions of NHWC x, summed in position order as
 // gap_fwd_f32 does; neighbouring threads read neighbouring channels.

@@ -3,13 +3,18 @@
 
 // Index arithmetic is 32-bit unsigned: launchN keeps every index below
 // 2³¹, and 64-bit division costs several times as much (these kernels
-// would otherwise be bound by it rather than by memory).
+// would otherwise be bound by it rather than by memory); max pooling's
+// divisions are multiply-shifts (divide.cuh), for the same reason.
+
+#include "divide.cuh"
 extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float* x, unsigned planes, int h, int w,
-                                           int k, int stride, int pad, unsigned oh, unsigned ow) {
+                                           int k, int stride, int pad, unsigned oh, unsigned ow,
+                                           unsigned ow_mul, unsigned ow_shift, unsigned oh_mul, unsigned oh_shift) {
+    Divisor by_ow = {ow_mul, ow_shift}, by_oh = {oh_mul, oh_shift};
     unsigned total = planes * oh * ow;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned row = i / ow, ox = i - row * ow;
-        unsigned p = row / oh, oy = row - p * oh;
+        unsigned row = by_ow.div(i), ox = i - row * ow;
+        unsigned p = by_oh.div(row), oy = row - p * oh;
         const float* plane = x + p * (unsigned)(h * w);
         float best = 0.0f;
         int idx = -1;
@@ -32,15 +37,18 @@ extern "C" __global__ void maxpool_fwd_f32(float* y, float* argmax, const float*
 // gathered per input element (no atomics: a fixed order, output rows then
 // columns ascending, as the CPU adds them).
 extern "C" __global__ void maxpool_bwd_f32(float* dx, const float* dy, const float* argmax, unsigned planes, int h, int w,
-                                           int k, int stride, int pad, int oh, int ow) {
+                                           int k, int stride, int pad, int oh, int ow, unsigned w_mul, unsigned w_shift,
+                                           unsigned h_mul, unsigned h_shift, unsigned stride_mul, unsigned stride_shift) {
+    Divisor by_w = {w_mul, w_shift}, by_h = {h_mul, h_shift}, by_stride = {stride_mul, stride_shift};
     unsigned total = planes * (unsigned)(h * w);
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned row = i / (unsigned)w, p = row / (unsigned)h;
+        unsigned row = by_w.div(i), p = by_h.div(row);
         int ix = (int)(i - row * (unsigned)w), iy = (int)(row - p * (unsigned)h);
-        // Windows oy cover iy when oy*stride - pad <= iy <= oy*stride - pad + k - 1.
+        // Windows oy cover iy when oy*stride - pad <= iy <= oy*stride - pad + k - 1
+        // (every numerator divided below is positive).
         int ty = iy + pad - k + 1, tx = ix + pad - k + 1;
-        int oy0 = ty <= 0 ? 0 : (ty + stride - 1) / stride, oy1 = min(oh - 1, (iy + pad) / stride);
-        int ox0 = tx <= 0 ? 0 : (tx + stride - 1) / stride, ox1 = min(ow - 1, (ix + pad) / stride);
+        int oy0 = ty <= 0 ? 0 : (int)by_stride.div(ty + stride - 1), oy1 = min(oh - 1, (int)by_stride.div(iy + pad));
+        int ox0 = tx <= 0 ? 0 : (int)by_stride.div(tx + stride - 1), ox1 = min(ow - 1, (int)by_stride.div(ix + pad));
         float here = (float)(iy * w + ix), s = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++) {
             for (int ox = ox0; ox <= ox1; ox++) {
