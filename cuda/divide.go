@@ -10,7 +10,7 @@ package cuda
 // method of Granlund and Montgomery, as PyTorch's IntDivider has it):
 // shift is the smallest with 2^shift ≥ d, and mul = ⌊2³²·(2^shift − d)/d⌋ + 1,
 // which fits 32 bits. d must be in [1, 2³¹); a smaller one is taken as 1
-// (the ops check their shapes before they launch).
+// (the max-pooling ops, its users, check their shapes first).
 func divider(d int) (mul, shift uint32) {
 	d = max(d, 1)
 	for shift < 32 && 1<<shift < d {

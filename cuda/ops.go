@@ -583,15 +583,25 @@ func (b *Backend) conv2DBackwardFilterIm2col(dw, dy, x cu.DevicePtr, s backend.C
 	}
 }
 
+// poolShapeOK checks a max-pooling shape (recording the error where it is
+// bad): windows and strides of at least 1, padding of at most half a
+// window, an output of at least one position.
+func (b *Backend) poolShapeOK(op string, s backend.PoolShape) bool {
+	if s.Kernel < 1 || s.Stride < 1 || s.Pad < 0 || 2*s.Pad > s.Kernel || s.OutH() < 1 || s.OutW() < 1 {
+		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+		return false
+	}
+	return true
+}
+
 // MaxPool2DForward takes window maxima and their positions; in NHWC
 // where x is (argmax then too, still holding positions within a plane).
 func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolShape) {
 	const op = "MaxPool2DForward"
-	oh, ow := s.OutH(), s.OutW()
-	if s.Kernel < 1 || s.Stride < 1 || s.Pad < 0 || oh < 1 || ow < 1 || 2*s.Pad > s.Kernel {
-		b.fail(fmt.Errorf("backend: %s: bad shape %+v", op, s))
+	if !b.poolShapeOK(op, s) {
 		return
 	}
+	oh, ow := s.OutH(), s.OutW()
 	xa, xin := b.activationIn(op, "x", xt, s.N, s.C, s.H*s.W)
 	if xa == nil {
 		return
@@ -617,6 +627,9 @@ func (b *Backend) MaxPool2DForward(yt, argt, xt backend.Tensor, s backend.PoolSh
 // or argmax is.
 func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.PoolShape) {
 	const op = "MaxPool2DBackward"
+	if !b.poolShapeOK(op, s) {
+		return
+	}
 	oh, ow := s.OutH(), s.OutW()
 	dya, dyIn := b.activationIn(op, "dy", dyt, s.N, s.C, oh*ow)
 	arga, argIn := b.activationIn(op, "argmax", argt, s.N, s.C, oh*ow)
