@@ -300,3 +300,44 @@ func mapAll(in [][]float32, f func(float32) float32) [][]float32 {
 	}
 	return out
 }
+
+// The reorderings alone, on the device: an activation stored as bf16 NHWC
+// (with float32 elements after it) reads back exactly, whether Download
+// transposes it to flat float32 (the tiled transpose for 8 positions or
+// more, the narrow one below) or an op first widens it in place to
+// float32 NHWC. Failures here are the bookkeeping's, not an op's.
+func TestBF16StorageReorders(t *testing.T) {
+	gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, Layout: cuda.NHWCBF16}, true)
+	defer gpu.Close()
+	const tail = 17
+	for _, sh := range [][3]int{{2, 8, 9}, {3, 5, 4}, {4, 3, 10}, {2, 64, 49}, {5, 16, 1}} {
+		n, c, s := sh[0], sh[1], sh[2]
+		values := make([]float32, n*c*s+tail)
+		for i := range values {
+			values[i] = float32(i%251 - 125) // integers bf16 holds exactly
+		}
+		for _, widen := range []bool{false, true} {
+			tensor := gpu.Alloc(len(values))
+			gpu.Upload(tensor, values)
+			cuda.ToChannelsLastBF16(gpu, tensor, n, c, s)
+			stored := cuda.TensorLayout(tensor)
+			if widen {
+				cuda.ToChannelsLast(gpu, tensor, n, c, s)
+			}
+			widened := cuda.TensorLayout(tensor)
+			got := make([]float32, len(values))
+			gpu.Download(got, tensor)
+			if err := gpu.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			gpu.Free(tensor)
+			for i := range values {
+				if got[i] != values[i] {
+					t.Errorf("%d×%d×%d, stored %s, then %s: element %d reads %v, want %v", n, c, s, stored, widened, i, got[i], values[i])
+					break
+				}
+			}
+			t.Logf("%d×%d×%d: stored %s, then %s, read back exactly", n, c, s, stored, widened)
+		}
+	}
+}
