@@ -567,7 +567,7 @@ func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int,
 	if rows < 8 {
 		total := batch * rows * cols
 		b.launch("transpose_narrow_"+from, min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
-			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), intArg(total))
+			ptrArg(dst), ptrArg(src), intArg(rows), intArg(cols), intArg(total), divMul(rows*cols), divShift(rows*cols), divMul(rows), divShift(rows))
 		return
 	}
 	gx, gy := (cols+tile-1)/tile, (rows+tile-1)/tile

@@ -145,51 +145,87 @@ var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "
 // argKinds are the PTX parameter types the argument helpers write.
 var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32", "divMul": ".u32", "divShift": ".u32"}
 
+// namesHeld maps each variable of fn that is given a kernel name
+// (name := "…_f32", name = "…_nhwc_" + suffix) to every name it is given.
+func namesHeld(fn *ast.FuncDecl) map[string][]string {
+	held := map[string][]string{}
+	ast.Inspect(fn, func(n ast.Node) bool {
+		if as, ok := n.(*ast.AssignStmt); ok && len(as.Lhs) == len(as.Rhs) {
+			for i, lhs := range as.Lhs {
+				if id, ok := lhs.(*ast.Ident); ok {
+					held[id.Name] = append(held[id.Name], kernelNames(as.Rhs[i])...)
+				}
+			}
+		}
+		return true
+	})
+	return held
+}
+
 func TestLaunchArgumentsMatchKernels(t *testing.T) {
 	params := ptxParams(t)
 	fset, files := packageSources(t)
 	checked := 0
 	for _, file := range files {
-		ast.Inspect(file, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || call.Ellipsis.IsValid() || len(call.Args) == 0 {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
+		for _, decl := range file.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
 			if !ok {
-				return true
+				continue
 			}
-			config, ok := launchConfigArgs[sel.Sel.Name]
-			if !ok {
-				return true
-			}
-			args := call.Args[1+min(config, len(call.Args)-1):]
-			for _, k := range kernelNames(call.Args[0]) {
-				want, ok := params[k]
-				if !ok {
-					continue // TestLaunchedKernelsExist reports it
-				}
-				where := fset.Position(call.Pos())
-				if len(args) != len(want) {
-					t.Errorf("%s: %s gets %d arguments, the kernel takes %d (%v)", where, k, len(args), len(want), want)
-					continue
-				}
-				for i, a := range args {
-					helper, ok := a.(*ast.CallExpr)
-					if !ok {
-						continue
-					}
-					if id, ok := helper.Fun.(*ast.Ident); ok && argKinds[id.Name] != "" && argKinds[id.Name] != want[i] {
-						t.Errorf("%s: %s argument %d is %s (%s), the kernel takes %s", where, k, i, id.Name, argKinds[id.Name], want[i])
-					}
-				}
-				checked++
-			}
-			return true
-		})
+			checked += checkLaunches(t, fset, fn, params)
+		}
 	}
 	if checked < 40 {
 		t.Fatalf("checked %d launches; the scan no longer sees them", checked)
 	}
 	t.Logf("%d launches checked", checked)
+}
+
+// checkLaunches checks the launches in fn against the kernels' parameters
+// and returns how many it checked.
+func checkLaunches(t *testing.T, fset *token.FileSet, fn *ast.FuncDecl, params map[string][]string) (checked int) {
+	t.Helper()
+	held := namesHeld(fn)
+	ast.Inspect(fn, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || call.Ellipsis.IsValid() || len(call.Args) == 0 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		config, ok := launchConfigArgs[sel.Sel.Name]
+		if !ok {
+			return true
+		}
+		args := call.Args[1+min(config, len(call.Args)-1):]
+		kernels := kernelNames(call.Args[0])
+		if id, ok := call.Args[0].(*ast.Ident); ok {
+			kernels = held[id.Name]
+		}
+		for _, k := range kernels {
+			want, ok := params[k]
+			if !ok {
+				continue // TestLaunchedKernelsExist reports it
+			}
+			where := fset.Position(call.Pos())
+			if len(args) != len(want) {
+				t.Errorf("%s: %s gets %d arguments, the kernel takes %d (%v)", where, k, len(args), len(want), want)
+				continue
+			}
+			for i, a := range args {
+				helper, ok := a.(*ast.CallExpr)
+				if !ok {
+					continue
+				}
+				if id, ok := helper.Fun.(*ast.Ident); ok && argKinds[id.Name] != "" && argKinds[id.Name] != want[i] {
+					t.Errorf("%s: %s argument %d is %s (%s), the kernel takes %s", where, k, i, id.Name, argKinds[id.Name], want[i])
+				}
+			}
+			checked++
+		}
+		return true
+	})
+	return checked
 }

@@ -688,7 +688,8 @@ func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial i
 		return
 	}
 	if lay.nhwc {
-		b.launchN("gap_bwd_nhwc_"+storageSuffix(lay), n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
+		b.launchN("gap_bwd_nhwc_"+storageSuffix(lay), n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n), intArg(c), intArg(spatial),
+			divMul(spatial*c), divShift(spatial*c), divMul(c), divShift(c))
 		return
 	}
 	b.launchN("gap_bwd_f32", n*c*spatial, ptrArg(dx), ptrArg(dy), intArg(n*c), intArg(spatial))
@@ -739,7 +740,7 @@ func (b *Backend) ShortcutAForward(yt, xt backend.Tensor, s backend.ShortcutShap
 		name = "shortcut_a_fwd_nhwc_" + storageSuffix(lay)
 	}
 	b.launchN(name, s.N*s.OC*oh*ow, ptrArg(y), ptrArg(x), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow), divMul(s.OC), divShift(s.OC), divMul(ow), divShift(ow), divMul(oh), divShift(oh))
 }
 
 // ShortcutABackward is its transpose; in NHWC where dy is.
@@ -765,7 +766,8 @@ func (b *Backend) ShortcutABackward(dxt, dyt backend.Tensor, s backend.ShortcutS
 		name = "shortcut_a_bwd_nhwc_" + storageSuffix(lay)
 	}
 	b.launchN(name, s.N*s.C*s.H*s.W, ptrArg(dx), ptrArg(dy), intArg(s.N), intArg(s.C), intArg(s.H), intArg(s.W),
-		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow))
+		intArg(s.OC), intArg(s.Stride), intArg(oh), intArg(ow),
+		divMul(s.C), divShift(s.C), divMul(s.W), divShift(s.W), divMul(s.H), divShift(s.H), divMul(s.Stride), divShift(s.Stride))
 }
 
 var _ backend.FusedResidual = (*Backend)(nil)

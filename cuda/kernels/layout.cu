@@ -40,17 +40,21 @@ STORAGE_KERNELS(transpose_batched, (float* dst, const T* src, int rows, int cols
 // channels): one thread per element of the output, reading src with a
 // stride of cols, which the cache absorbs since a warp's 32 reads fall in
 // `rows` lines. total = batch·rows·cols, below 2³¹ (launchN), so the
-// index arithmetic is 32-bit unsigned, as in the kernels below: 64-bit
-// division costs several times as much, and these kernels are otherwise
-// bound by memory.
-template <class T> __device__ void transpose_narrow(float* dst, const T* src, unsigned rows, unsigned cols, unsigned total) {
+// index arithmetic is 32-bit unsigned, as in the kernels below, and its
+// divisions are multiply-shifts (divide.cuh): a division costs several
+// times as much, and these kernels are otherwise bound by memory.
+template <class T>
+__device__ void transpose_narrow(float* dst, const T* src, unsigned rows, unsigned cols, unsigned total, Divisor by_per, Divisor by_rows) {
     unsigned per = rows * cols;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned b = i / per, rem = i - b * per, j = rem / rows, r = rem - j * rows;
+        unsigned b = by_per.div(i), rem = i - b * per, j = by_rows.div(rem), r = rem - j * rows;
         dst[i] = load(src, b * per + r * cols + j);
     }
 }
-STORAGE_KERNELS(transpose_narrow, (float* dst, const T* src, unsigned rows, unsigned cols, unsigned total), (dst, src, rows, cols, total))
+STORAGE_KERNELS(transpose_narrow,
+                (float* dst, const T* src, unsigned rows, unsigned cols, unsigned total, unsigned per_mul, unsigned per_shift,
+                 unsigned rows_mul, unsigned rows_shift),
+                (dst, src, rows, cols, total, Divisor{per_mul, per_shift}, Divisor{rows_mul, rows_shift}))
 
 // maxpool_fwd_f32 on NHWC x, y and argmax; argmax still holds the index
 // iy*w + ix within the sample's H×W plane.
@@ -129,50 +133,59 @@ template <class T> __device__ void gap_fwd_nhwc(float* y, const T* x, int n, int
 STORAGE_KERNELS(gap_fwd_nhwc, (float* y, const T* x, int n, int c, int spatial), (y, x, n, c, spatial))
 
 // NHWC dx[n, s, c] = dy[n, c] / spatial.
-template <class T> __device__ void gap_bwd_nhwc(T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial) {
-    unsigned total = n * spatial * c, per = spatial * c;
+template <class T>
+__device__ void gap_bwd_nhwc(T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial, Divisor by_per, Divisor by_c) {
+    unsigned total = n * spatial * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned smp = i / per;
-        store(dx, i, dy[smp * c + i % c] / (float)spatial);
+        unsigned smp = by_per.div(i), ch = i - by_c.div(i) * c;
+        store(dx, i, dy[smp * c + ch] / (float)spatial);
     }
 }
-STORAGE_KERNELS(gap_bwd_nhwc, (T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial), (dx, dy, n, c, spatial))
+STORAGE_KERNELS(gap_bwd_nhwc,
+                (T* dx, const float* dy, unsigned n, unsigned c, unsigned spatial, unsigned per_mul, unsigned per_shift, unsigned c_mul,
+                 unsigned c_shift),
+                (dx, dy, n, c, spatial, Divisor{per_mul, per_shift}, Divisor{c_mul, c_shift}))
 
 // shortcut_a_fwd_f32 on NHWC x and y.
 template <class T>
 __device__ void shortcut_a_fwd_nhwc(T* y, const T* x, unsigned n, int c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh,
-                                    unsigned ow) {
+                                    unsigned ow, Divisor by_oc, Divisor by_ow, Divisor by_oh) {
     int pad = ((int)oc - c) / 2;
     unsigned total = n * oh * ow * oc;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned pix = i / oc, o = i - pix * oc;
-        unsigned row = pix / ow, ox = pix - row * ow;
-        unsigned smp = row / oh, oy = row - smp * oh;
+        unsigned pix = by_oc.div(i), o = i - pix * oc;
+        unsigned row = by_ow.div(pix), ox = pix - row * ow;
+        unsigned smp = by_oh.div(row), oy = row - smp * oh;
         int ch = (int)o - pad;
         store(y, i, (ch >= 0 && ch < c) ? load(x, ((smp * h + oy * stride) * w + ox * stride) * (unsigned)c + (unsigned)ch) : 0.0f);
     }
 }
 STORAGE_KERNELS(shortcut_a_fwd_nhwc,
-                (T* y, const T* x, unsigned n, int c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow),
-                (y, x, n, c, h, w, oc, stride, oh, ow))
+                (T* y, const T* x, unsigned n, int c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow,
+                 unsigned oc_mul, unsigned oc_shift, unsigned ow_mul, unsigned ow_shift, unsigned oh_mul, unsigned oh_shift),
+                (y, x, n, c, h, w, oc, stride, oh, ow, Divisor{oc_mul, oc_shift}, Divisor{ow_mul, ow_shift}, Divisor{oh_mul, oh_shift}))
 
 // shortcut_a_bwd_f32 on NHWC dx and dy.
 template <class T>
 __device__ void shortcut_a_bwd_nhwc(T* dx, const T* dy, unsigned n, unsigned c, unsigned h, unsigned w, unsigned oc, unsigned stride,
-                                    unsigned oh, unsigned ow) {
+                                    unsigned oh, unsigned ow, Divisor by_c, Divisor by_w, Divisor by_h, Divisor by_stride) {
     unsigned pad = (oc - c) / 2;
     unsigned total = n * h * w * c;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-        unsigned pix = i / c, ch = i - pix * c;
-        unsigned row = pix / w, ix = pix - row * w;
-        unsigned smp = row / h, iy = row - smp * h;
+        unsigned pix = by_c.div(i), ch = i - pix * c;
+        unsigned row = by_w.div(pix), ix = pix - row * w;
+        unsigned smp = by_h.div(row), iy = row - smp * h;
+        unsigned qy = by_stride.div(iy), qx = by_stride.div(ix);
         float v = 0.0f;
-        if (iy % stride == 0 && ix % stride == 0) {
-            v = load(dy, ((smp * oh + iy / stride) * ow + ix / stride) * oc + ch + pad);
+        if (qy * stride == iy && qx * stride == ix) {
+            v = load(dy, ((smp * oh + qy) * ow + qx) * oc + ch + pad);
         }
         store(dx, i, v);
     }
 }
 STORAGE_KERNELS(shortcut_a_bwd_nhwc,
-                (T* dx, const T* dy, unsigned n, unsigned c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow),
-                (dx, dy, n, c, h, w, oc, stride, oh, ow))
+                (T* dx, const T* dy, unsigned n, unsigned c, unsigned h, unsigned w, unsigned oc, unsigned stride, unsigned oh, unsigned ow,
+                 unsigned c_mul, unsigned c_shift, unsigned w_mul, unsigned w_shift, unsigned h_mul, unsigned h_shift, unsigned stride_mul,
+                 unsigned stride_shift),
+                (dx, dy, n, c, h, w, oc, stride, oh, ow, Divisor{c_mul, c_shift}, Divisor{w_mul, w_shift}, Divisor{h_mul, h_shift},
+                 Divisor{stride_mul, stride_shift}))
