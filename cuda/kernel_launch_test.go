@@ -204,6 +204,11 @@ func checkLaunches(t *testing.T, fset *token.FileSet, fn *ast.FuncDecl, params m
 		if id, ok := call.Args[0].(*ast.Ident); ok {
 			kernels = held[id.Name]
 		}
+		if len(kernels) == 0 {
+			// The launch helpers pass a name on with args..., skipped
+			// above; any other launch must name its kernels so.
+			t.Errorf("%s: %s launches a kernel whose name the test cannot follow", fset.Position(call.Pos()), sel.Sel.Name)
+		}
 		for _, k := range kernels {
 			want, ok := params[k]
 			if !ok {

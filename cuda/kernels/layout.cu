@@ -39,7 +39,7 @@ STORAGE_KERNELS(transpose_batched, (float* dst, const T* src, int rows, int cols
 // Rows of fewer than 8 values (NCHW → NHWC of an image's 1 to 7 colour
 // channels): one thread per element of the output, reading src with a
 // stride of cols, which the cache absorbs since a warp's 32 reads fall in
-// `rows` lines. total = batch·rows·cols, below 2³¹ (launchN), so the
+// `rows` lines. total = batch·rows·cols, below 2³¹ (reorderAt), so the
 // index arithmetic is 32-bit unsigned, as in the kernels below, and its
 // divisions are multiply-shifts (divide.cuh): a division costs several
 // times as much, and these kernels are otherwise bound by memory.
