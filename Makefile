@@ -5,8 +5,9 @@ BENCHTIME ?= 1s
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 PTX_ARCH ?= compute_80
 KERNELS := $(wildcard cuda/kernels/*.cu)
+EMULATOR := build/cuda-emulator
 
-.PHONY: build run test bench vet check data clean build-cuda ptx ptx-check cuda-check test-cuda gpu-bundle gpu-bench
+.PHONY: build run test bench vet check data clean build-cuda ptx ptx-check cuda-check test-cuda cuda-emulator test-cuda-emulated gpu-bundle gpu-bench
 
 build: ## the pure-Go binary (CPU backend), CGO not needed
 	CGO_ENABLED=0 $(GO) build -o bin/iterbin ./cmd/iterbin
@@ -58,7 +59,13 @@ cuda-check: ptx-check build-cuda ## what CI checks without a GPU: PTX, the Docke
 	$(GO) test -tags cuda -c -o /dev/null ./cuda/
 	$(GO) test -tags cuda -c -o /dev/null ./trainer/
 
-test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
+cuda-emulator: ## the CPU emulation of the CUDA driver (with the kernels), cuBLAS and cuDNN: cuda/emulator
+	cuda/emulator/build.sh $(EMULATOR)
+
+test-cuda-emulated: cuda-emulator ## the CUDA backend's tests without a GPU, on the CPU emulation
+	LD_LIBRARY_PATH=$(abspath $(EMULATOR)) $(GO) test -tags cuda -count=1 -timeout 60m ./cuda/
+
+test-cuda: ## the GPU parity tests; they need an NVIDIA GPU; they need an NVIDIA GPU
 	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \
 	else echo "SKIP test-cuda: no NVIDIA GPU (nvidia-smi lists none); gorgonia.org/cu exits at start-up without one, so the cuda test binary cannot run here"; fi
 
@@ -74,4 +81,4 @@ gpu-bundle: ## cross-build the cuda test binary and iterbin for the lent GPU mac
 	chmod -R u+w .gpubundle/mnist
 
 clean:
-	rm -rf bin
+	rm -rf bin build

@@ -474,32 +474,45 @@ func TestNameReportsPrecision(t *testing.T) {
 // mean bf16 never ran. The conv nets also train with their activations
 // stored as bf16 (layout nhwc-bf16), which adds a rounding of each
 // activation and gradient between convolutions, as PyTorch's autocast
-// does, within the same bounds.
+// does, within the same bounds. In ResNet-20 that must change the losses
+// against plain bf16 (a residual sum of two bf16 values is rounded again).
+// In VGG-5 it need not: every value stored as bf16 there is either one
+// plain bf16 also rounds before its next GEMM or convolution, or one that
+// only ReLU, max pooling or a copy touches first, and those commute with
+// rounding — so the losses may equal plain bf16's bit for bit.
 func TestBF16TrainingTracksFP32(t *testing.T) {
 	models := map[string]trainer.BenchModel{}
 	for _, m := range trainer.BenchModels() {
 		models[m.Name] = m
 	}
 	plainBF16 := map[string][]float64{} // layout auto's bf16 losses, by model and mode
+	fp32 := map[string][]float64{}      // the fp32 losses, by model and mode
 	for _, c := range []struct {
 		model  string
 		mode   string
 		steps  int
 		layout string
+		// storageChanges: bf16 storage must change the losses against
+		// plain bf16.
+		storageChanges bool
 	}{
-		{"mlp300", "float", 30, cuda.LayoutAuto},
-		{"mlp300", "binary", 30, cuda.LayoutAuto},
-		{"resnet20", "float", 5, cuda.LayoutAuto},
-		{"resnet20", "binary", 5, cuda.LayoutAuto},
-		{"resnet20", "float", 5, cuda.NHWCBF16},
-		{"resnet20", "binary", 5, cuda.NHWCBF16},
-		{"vgg5", "float", 5, cuda.NHWCBF16},
+		{"mlp300", "float", 30, cuda.LayoutAuto, false},
+		{"mlp300", "binary", 30, cuda.LayoutAuto, false},
+		{"resnet20", "float", 5, cuda.LayoutAuto, false},
+		{"resnet20", "binary", 5, cuda.LayoutAuto, false},
+		{"resnet20", "float", 5, cuda.NHWCBF16, true},
+		{"resnet20", "binary", 5, cuda.NHWCBF16, true},
+		{"vgg5", "float", 5, cuda.NHWCBF16, false},
 	} {
 		key := c.model + " " + c.mode
 		const firstTol, tol = 1e-2, 5e-2
-		want, _, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, cuda.LayoutAuto, c.steps)
-		if err != nil {
-			t.Fatal(err)
+		want, ok := fp32[key]
+		if !ok {
+			var err error
+			if want, _, err = trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.FP32, cuda.LayoutAuto, c.steps); err != nil {
+				t.Fatal(err)
+			}
+			fp32[key] = want
 		}
 		got, name, err := trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, c.layout, c.steps)
 		if err != nil {
@@ -514,8 +527,7 @@ func TestBF16TrainingTracksFP32(t *testing.T) {
 		if c.layout == cuda.NHWCBF16 && !strings.Contains(name, "bf16 activations") {
 			t.Fatalf("the nhwc-bf16 run's backend is %q", name)
 		}
-		if c.layout == cuda.NHWCBF16 {
-			// Storing activations as bf16 must change something.
+		if c.storageChanges {
 			plain, ok := plainBF16[key]
 			if !ok {
 				if plain, _, err = trainer.StepLosses(models[c.model], c.mode, "cuda", cuda.BF16, cuda.LayoutAuto, c.steps); err != nil {

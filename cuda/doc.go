@@ -26,7 +26,10 @@
 // The backend exists only in builds with -tags cuda; the default build is
 // pure Go and never links gorgonia.org/cu (whose package init exits the
 // process when no GPU is present). Without the tag, New returns an error
-// saying how to rebuild. The API is the same under both tags.
+// saying how to rebuild. The API is the same under both tags. Without a
+// GPU, the tests run on emulator/: a CPU stand-in for the driver library
+// with these kernels compiled by g++, and test doubles of cuBLAS and
+// cuDNN (make test-cuda-emulated).
 //
 // A Backend owns one context on one device, made current on the OS thread
 // of the goroutine that called New, which stays locked to that thread

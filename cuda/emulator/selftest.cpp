@@ -1,0 +1,214 @@
+// Checks of the emulator itself, run by build.sh against the libcuda.so.1
+// it just built: barriers and shuffles give CUDA's results (with 2-D
+// blocks and several warps), the launch errors a GPU gives are given, a
+// barrier or shuffle that cannot complete fails the launch instead of
+// hanging, new memory reads as NaN, and reading past an allocation's end
+// faults.
+
+#include <cuda.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "registry.h"
+
+extern "C" __global__ void block_sum(float* out, const float* x) {
+    __shared__ float part[256];
+    unsigned t = threadIdx.x + blockDim.x * threadIdx.y;
+    part[t] = x[blockIdx.x * 256 + t];
+    __syncthreads();
+    for (unsigned k = 128; k > 0; k >>= 1) {
+        if (t < k) part[t] += part[t + k];
+        __syncthreads();
+    }
+    if (t == 0) out[blockIdx.x] = part[0];
+}
+
+// out[t] = (sum of the warp by shuffle-down, max by xor, lane 3's value).
+extern "C" __global__ void warp_ops(float* out, const float* x) {
+    unsigned t = threadIdx.x + blockDim.x * threadIdx.y;
+    float v = x[t], s = v, m = v;
+    for (int k = 16; k > 0; k >>= 1) s += __shfl_down_sync(0xffffffffu, s, k);
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+    float third = __shfl_sync(0xffffffffu, v, 3);
+    out[3 * t] = s;
+    out[3 * t + 1] = m;
+    out[3 * t + 2] = third;
+}
+
+// Lanes 0-15 and 16-31 shuffle in separate groups: out[t] = x of lane t^1.
+extern "C" __global__ void split_warp(float* out, const float* x) {
+    unsigned t = threadIdx.x;
+    unsigned mask = t < 16 ? 0x0000ffffu : 0xffff0000u;
+    out[t] = __shfl_xor_sync(mask, x[t], 1);
+}
+
+extern "C" __global__ void divergent_barrier(float* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    else out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+
+extern "C" __global__ void shuffle_with_exited(float* out) {
+    if (threadIdx.x == 5) return;
+    out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+
+extern "C" __global__ void copy(float* out, const float* x, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) out[i] = x[i];
+}
+
+EMU_KERNEL(block_sum)
+EMU_KERNEL(warp_ops)
+EMU_KERNEL(split_warp)
+EMU_KERNEL(divergent_barrier)
+EMU_KERNEL(shuffle_with_exited)
+EMU_KERNEL(copy)
+
+namespace {
+
+const char* ptx = R"(.version 7.8
+.target sm_80
+.visible .entry block_sum(.param .u64 a, .param .u64 b) { ret; }
+.visible .entry warp_ops(.param .u64 a, .param .u64 b) { ret; }
+.visible .entry split_warp(.param .u64 a, .param .u64 b) { ret; }
+.visible .entry divergent_barrier(.param .u64 a) { ret; }
+.visible .entry shuffle_with_exited(.param .u64 a) { ret; }
+.visible .entry copy(.param .u64 a, .param .u64 b, .param .u32 n, .param .u32 extra) { ret; }
+)";
+
+int failures, checks;
+
+void check(bool ok, const std::string& what) {
+    checks++;
+    if (!ok) {
+        failures++;
+        fprintf(stderr, "emulator self-test FAILED: %s\n", what.c_str());
+    }
+}
+
+CUdeviceptr upload(const std::vector<float>& v) {
+    CUdeviceptr p;
+    cuMemAlloc(&p, v.size() * 4);
+    cuMemcpyHtoD(p, v.data(), v.size() * 4);
+    return p;
+}
+
+std::vector<float> download(CUdeviceptr p, size_t n) {
+    std::vector<float> v(n);
+    cuMemcpyDtoH(v.data(), p, n * 4);
+    return v;
+}
+
+CUfunction function(CUmodule m, const char* name) {
+    CUfunction f = nullptr;
+    check(cuModuleGetFunction(&f, m, name) == CUDA_SUCCESS, std::string("cuModuleGetFunction ") + name);
+    return f;
+}
+
+}  // namespace
+
+int main() {
+    cuInit(0);
+    CUdevice dev;
+    CUcontext ctx;
+    cuDeviceGet(&dev, 0);
+    cuCtxCreate(&ctx, 0, dev);
+    CUmodule m;
+    check(cuModuleLoadData(&m, ptx) == CUDA_SUCCESS, "cuModuleLoadData");
+
+    {  // block reduction over a 64×4 block, three blocks
+        std::vector<float> x(3 * 256);
+        for (size_t i = 0; i < x.size(); i++) x[i] = (float)(i % 97);
+        CUdeviceptr dx = upload(x), out;
+        cuMemAlloc(&out, 3 * 4);
+        void* args[] = {&out, &dx};
+        check(cuLaunchKernel(function(m, "block_sum"), 3, 1, 1, 64, 4, 1, 0, nullptr, args, nullptr) == CUDA_SUCCESS, "block_sum launch");
+        std::vector<float> got = download(out, 3);
+        for (int b = 0; b < 3; b++) {
+            float want = 0;
+            for (int i = 0; i < 256; i++) want += x[b * 256 + i];
+            check(got[b] == want, "block_sum block " + std::to_string(b));
+        }
+    }
+    {  // shuffles over a 16×4 block: two warps, each spanning two rows
+        std::vector<float> x(64);
+        for (int i = 0; i < 64; i++) x[i] = (float)((i * 37) % 64);
+        CUdeviceptr dx = upload(x), out;
+        cuMemAlloc(&out, 3 * 64 * 4);
+        void* args[] = {&out, &dx};
+        check(cuLaunchKernel(function(m, "warp_ops"), 1, 1, 1, 16, 4, 1, 0, nullptr, args, nullptr) == CUDA_SUCCESS, "warp_ops launch");
+        std::vector<float> got = download(out, 3 * 64);
+        for (int t = 0; t < 64; t++) {
+            int w = t / 32 * 32, lane = t % 32;
+            // Shuffle-down sums reach lane 0 in full; lane L holds a partial sum
+            // over lanes L, L+1, ... of the doubling tree, computed here the same way.
+            std::vector<float> s(x.begin() + w, x.begin() + w + 32);
+            for (int k = 16; k > 0; k >>= 1) {
+                std::vector<float> next(s);
+                for (int l = 0; l < 32; l++) next[l] = s[l] + (l + k < 32 ? s[l + k] : s[l]);
+                s = next;
+            }
+            float mx = x[w];
+            for (int l = 1; l < 32; l++) mx = fmaxf(mx, x[w + l]);
+            check(got[3 * t] == s[lane], "shuffle-down sum, thread " + std::to_string(t));
+            check(got[3 * t + 1] == mx, "xor max, thread " + std::to_string(t));
+            check(got[3 * t + 2] == x[w + 3], "shuffle from lane 3, thread " + std::to_string(t));
+        }
+    }
+    {  // disjoint shuffle groups in one warp
+        std::vector<float> x(32);
+        for (int i = 0; i < 32; i++) x[i] = (float)i;
+        CUdeviceptr dx = upload(x), out;
+        cuMemAlloc(&out, 32 * 4);
+        void* args[] = {&out, &dx};
+        check(cuLaunchKernel(function(m, "split_warp"), 1, 1, 1, 32, 1, 1, 0, nullptr, args, nullptr) == CUDA_SUCCESS, "split_warp launch");
+        std::vector<float> got = download(out, 32);
+        for (int t = 0; t < 32; t++) check(got[t] == (float)(t ^ 1), "split warp, lane " + std::to_string(t));
+    }
+    CUdeviceptr scratch;
+    cuMemAlloc(&scratch, 1024 * 4);
+    {  // what must fail
+        void* one[] = {&scratch};
+        fprintf(stderr, "emulator self-test: the next four errors are expected\n");
+        check(cuLaunchKernel(function(m, "divergent_barrier"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
+              "a barrier half the block skips fails the launch");
+        check(cuLaunchKernel(function(m, "shuffle_with_exited"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
+              "a shuffle naming an exited lane fails the launch");
+        check(cuLaunchKernel(function(m, "divergent_barrier"), 1, 1, 1, 2048, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_INVALID_VALUE,
+              "2048 threads a block is refused");
+        CUfunction f = nullptr;
+        check(cuModuleGetFunction(&f, m, "copy") == CUDA_ERROR_INVALID_PTX, "a kernel whose PTX has another parameter count is refused");
+    }
+    {  // fresh memory is NaN; a grid-stride copy reaches every element
+        CUdeviceptr fresh;
+        cuMemAlloc(&fresh, 10 * 4);
+        std::vector<float> got = download(fresh, 10);
+        bool nan = true;
+        for (float v : got) nan = nan && std::isnan(v);
+        check(nan, "a new allocation reads as NaN");
+    }
+    {  // reading one float past an allocation's end faults
+        CUdeviceptr p;
+        cuMemAlloc(&p, 16 * 4);
+        pid_t child = fork();
+        if (child == 0) {
+            volatile float* f = (volatile float*)(uintptr_t)p;
+            float v = f[16];
+            _exit(v == v ? 0 : 0);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        check(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "reading past an allocation's end faults");
+    }
+    if (failures) {
+        fprintf(stderr, "emulator self-test: %d of %d checks failed\n", failures, checks);
+        return 1;
+    }
+    printf("emulator self-test: %d checks passed\n", checks);
+    return 0;
+}
