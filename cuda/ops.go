@@ -370,12 +370,16 @@ func (b *Backend) LogSoftmax(yt, xt backend.Tensor, rows, cols int) {
 	}
 }
 
-// NLLLoss accumulates the summed loss and the correct count; a label that
-// is not a class is reported by the next Sync.
+// nllThreads is nll_f32's one block (NLL_THREADS in kernels/loss.cu).
+const nllThreads = 1024
+
+// NLLLoss accumulates the summed loss and the correct count, in a fixed
+// order (one block); a label that is not a class is reported by the next
+// Sync.
 func (b *Backend) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) {
 	sums, logp, labels := b.dev("NLLLoss", "sums", sumst, 3), b.dev("NLLLoss", "logp", logpt, rows*cols), b.dev("NLLLoss", "labels", labelst, rows)
 	if sums != 0 && logp != 0 && labels != 0 {
-		b.launch("nll_f32", warpBlocks(rows), blockSize, 0, ptrArg(sums), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), ptrArg(b.badLabel))
+		b.launch("nll_f32", 1, nllThreads, 0, ptrArg(sums), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), ptrArg(b.badLabel))
 	}
 }
 

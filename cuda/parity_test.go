@@ -1,10 +1,12 @@
 //go:build cuda
 
-// These tests need an NVIDIA GPU. gorgonia.org/cu's package init exits the
-// process when the driver finds no device, so a test binary built with
-// -tags cuda cannot start (let alone skip) without one: `make test-cuda`
-// checks for a GPU with nvidia-smi first and prints why it skips; CI only
-// compiles these tests.
+// These tests need an NVIDIA GPU, or the CPU emulation of the driver,
+// cuBLAS and cuDNN in emulator/ first on LD_LIBRARY_PATH (`make
+// test-cuda-emulated`, which CI runs). gorgonia.org/cu's package init
+// exits the process when the driver finds no device, so a test binary
+// built with -tags cuda cannot start (let alone skip) without one: `make
+// test-cuda` checks for a GPU with nvidia-smi first and prints why it
+// skips.
 
 package cuda_test
 
@@ -510,6 +512,61 @@ func TestTrainingLossesMatchCPU(t *testing.T) {
 				}
 			}
 			t.Logf("%s %s, layout %s: %d steps, CPU losses %.4f…%.4f, GPU %.4f…%.4f", c.model, c.mode, layout, c.steps, want[0], want[len(want)-1], got[0], got[len(got)-1])
+		}
+	}
+}
+
+// emulatorOrder is the variable that makes the CPU emulation (emulator/)
+// run blocks, and threads between barriers, last to first.
+const emulatorOrder = "ITERBIN_EMULATOR_ORDER"
+
+// The same training steps give the same losses bit for bit, run after run:
+// every sum on the GPU is taken in a fixed order, none by atomics in the
+// order threads happen to reach them. On the CPU emulation the second run
+// executes blocks, and threads between barriers, in reverse order, which
+// changes the result of any kernel that depends on that order. The conv
+// nets run only there: on a GPU each backend times cuDNN's algorithms
+// afresh and may pick one that sums in another order.
+func TestTrainingIsDeterministic(t *testing.T) {
+	models := map[string]trainer.BenchModel{}
+	for _, m := range trainer.BenchModels() {
+		models[m.Name] = m
+	}
+	emulated := false
+	for _, c := range []struct {
+		model, mode, precision, layout string
+		conv                           bool
+	}{
+		{"mlp300", "binary", cuda.FP32, cuda.LayoutAuto, false},
+		{"mlp300", "float", cuda.BF16, cuda.LayoutAuto, false},
+		{"resnet20", "binary", cuda.BF16, cuda.NHWCBF16, true},
+		{"resnet20", "float", cuda.FP32, cuda.LayoutAuto, true},
+		{"vgg5", "binary", cuda.TF32, cuda.NCHW, true},
+	} {
+		if c.conv && !emulated {
+			t.Logf("%s: skipped on a GPU (cuDNN's algorithm choice is timed per backend)", c.model)
+			continue
+		}
+		t.Setenv(emulatorOrder, "forward")
+		first, firstName, err := trainer.StepLosses(models[c.model], c.mode, "cuda", c.precision, c.layout, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		emulated = strings.Contains(firstName, "CPU emulator")
+		t.Setenv(emulatorOrder, "reverse")
+		second, secondName, err := trainer.StepLosses(models[c.model], c.mode, "cuda", c.precision, c.layout, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if firstName != secondName {
+			// The race between cuDNN and im2col went the other way.
+			t.Logf("%s %s: the two runs chose different paths, not compared:\n%s\n%s", c.model, c.mode, firstName, secondName)
+			continue
+		}
+		for i := range first {
+			if math.Float64bits(first[i]) != math.Float64bits(second[i]) {
+				t.Errorf("%s %s, %s, layout %s, step %d: loss %v, then %v", c.model, c.mode, c.precision, c.layout, i, first[i], second[i])
+			}
 		}
 	}
 }
