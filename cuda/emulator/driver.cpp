@@ -45,11 +45,18 @@ namespace {
 
 constexpr size_t total_memory = size_t(80) << 30;
 
+// An allocation of bytes at the device pointer that keys it, inside a
+// mapping of length bytes from base whose last page faults. The rest of
+// the mapping around the buffer (at least a page before it, under 16 bytes
+// after it) is a canary: it holds all bits set, and a launch that changes
+// it wrote outside a buffer it was given.
 struct mapping {
     void* base;
     size_t length;
     size_t bytes;
 };
+
+constexpr unsigned char canary = 0xff;
 
 std::mutex memory_lock;
 std::map<uintptr_t, mapping> allocations;  // by device pointer
@@ -102,15 +109,59 @@ std::map<std::string, int> ptx_entries(const char* ptx) {
     return entries;
 }
 
+// allocation_of returns the allocation p points into (its end included,
+// where an empty slice may point), or allocations.end(). Hold memory_lock.
+std::map<uintptr_t, mapping>::const_iterator allocation_of(uintptr_t p) {
+    auto it = allocations.upper_bound(p);
+    if (it == allocations.begin()) return allocations.end();
+    --it;
+    return p <= it->first + it->second.bytes ? it : allocations.end();
+}
+
 bool valid_pointer(CUdeviceptr p, size_t bytes) {
     std::lock_guard<std::mutex> hold(memory_lock);
-    auto it = allocations.upper_bound((uintptr_t)p);
-    if (it == allocations.begin()) return false;
-    --it;
-    return (uintptr_t)p + bytes <= it->first + it->second.bytes;
+    auto it = allocation_of((uintptr_t)p);
+    return it != allocations.end() && (uintptr_t)p + bytes <= it->first + it->second.bytes;
+}
+
+// clobbered says where a canary of the allocation at start no longer
+// holds, or "" if both are intact. Hold memory_lock.
+std::string clobbered(uintptr_t start, const mapping& m) {
+    const unsigned char* base = static_cast<const unsigned char*>(m.base);
+    const unsigned char* buffer = reinterpret_cast<const unsigned char*>(start);
+    const unsigned char* end = base + m.length - (size_t)sysconf(_SC_PAGESIZE);
+    for (const unsigned char* q = base; q < buffer; q++) {
+        if (*q != canary) return std::to_string(buffer - q) + " bytes before";
+    }
+    for (const unsigned char* q = buffer + m.bytes; q < end; q++) {
+        if (*q != canary) return std::to_string(q - buffer - m.bytes) + " bytes after the end of";
+    }
+    return "";
+}
+
+// reset_canaries sets the canaries of the allocation at start again (so a
+// clobbered one is reported once). Hold memory_lock.
+void reset_canaries(uintptr_t start, const mapping& m) {
+    unsigned char* base = static_cast<unsigned char*>(m.base);
+    unsigned char* buffer = reinterpret_cast<unsigned char*>(start);
+    unsigned char* end = base + m.length - (size_t)sysconf(_SC_PAGESIZE);
+    memset(base, canary, (size_t)(buffer - base));
+    memset(buffer + m.bytes, canary, (size_t)(end - buffer - m.bytes));
+}
+
+bool initialized;  // cuInit was called
+
+// need_context says why the calling thread cannot make a call on memory,
+// streams, events, modules or launches: no cuInit, or no current context.
+
+CUresult need_context(const char* call) {
+    if (!initialized) return report(CUDA_ERROR_NOT_INITIALIZED, call, "cuInit was not called");
+    if (context_stack.empty() || !context_stack.back()) return report(CUDA_ERROR_INVALID_CONTEXT, call, "no context is current on this thread");
+    return CUDA_SUCCESS;
 }
 
 CUresult check_range(const char* call, CUdeviceptr p, size_t bytes) {
+    if (CUresult r = need_context(call)) return r;
     if (bytes == 0 || valid_pointer(p, bytes)) return CUDA_SUCCESS;
     char buf[128];
     snprintf(buf, sizeof buf, "%zu bytes at 0x%llx are not inside one allocation", bytes, (unsigned long long)p);
@@ -126,6 +177,7 @@ extern "C" {
 
 CUresult cuInit(unsigned int flags) {
     if (flags != 0) return report(CUDA_ERROR_INVALID_VALUE, "cuInit", "flags must be 0");
+    initialized = true;
     return CUDA_SUCCESS;
 }
 
@@ -135,11 +187,13 @@ CUresult cuDriverGetVersion(int* version) {
 }
 
 CUresult cuDeviceGetCount(int* count) {
+    if (!initialized) return report(CUDA_ERROR_NOT_INITIALIZED, "cuDeviceGetCount", "cuInit was not called");
     *count = 1;
     return CUDA_SUCCESS;
 }
 
 CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+    if (!initialized) return report(CUDA_ERROR_NOT_INITIALIZED, "cuDeviceGet", "cuInit was not called");
     if (ordinal != 0) return report(CUDA_ERROR_INVALID_DEVICE, "cuDeviceGet", "the emulator has one device, 0");
     *device = 0;
     return CUDA_SUCCESS;
@@ -195,8 +249,13 @@ CUresult cuCtxPopCurrent(CUcontext* ctx) {
 }
 
 CUresult cuCtxSetCurrent(CUcontext ctx) {
-    if (context_stack.empty()) context_stack.push_back(ctx);
-    else context_stack.back() = ctx;
+    if (!ctx) {
+        if (!context_stack.empty()) context_stack.pop_back();
+    } else if (context_stack.empty()) {
+        context_stack.push_back(ctx);
+    } else {
+        context_stack.back() = ctx;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -214,17 +273,18 @@ CUresult cuCtxGetDevice(CUdevice* device) {
 CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 
 CUresult cuMemAlloc(CUdeviceptr* dptr, size_t bytes) {
+    if (CUresult r = need_context("cuMemAlloc")) return r;
     if (bytes == 0) return report(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc", "0 bytes");
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t padded = (bytes + 15) / 16 * 16;
-    size_t length = (padded + page - 1) / page * page + page;
+    size_t length = page + (padded + page - 1) / page * page + page;  // canary page, buffer, guard page
     std::lock_guard<std::mutex> hold(memory_lock);
     if (allocated + bytes > total_memory) return report(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc", std::to_string(bytes) + " bytes");
     void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) return report(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc", "mmap of " + std::to_string(length) + " bytes failed");
     mprotect((char*)base + length - page, page, PROT_NONE);
     char* p = (char*)base + length - page - padded;
-    memset(p, 0xff, padded);
+    memset(base, canary, length - page);
     allocations[(uintptr_t)p] = mapping{base, length, bytes};
     allocated += bytes;
     *dptr = (CUdeviceptr)(uintptr_t)p;
@@ -232,6 +292,7 @@ CUresult cuMemAlloc(CUdeviceptr* dptr, size_t bytes) {
 }
 
 CUresult cuMemFree(CUdeviceptr dptr) {
+    if (CUresult r = need_context("cuMemFree")) return r;
     std::lock_guard<std::mutex> hold(memory_lock);
     auto it = allocations.find((uintptr_t)dptr);
     if (it == allocations.end()) return report(CUDA_ERROR_INVALID_VALUE, "cuMemFree", "not an allocation's start");
@@ -249,6 +310,7 @@ CUresult cuMemGetInfo(size_t* free_bytes, size_t* total) {
 }
 
 CUresult cuMemAllocHost(void** p, size_t bytes) {
+    if (CUresult r = need_context("cuMemAllocHost")) return r;
     *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     return *p ? CUDA_SUCCESS : report(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocHost", std::to_string(bytes) + " bytes");
 }
@@ -273,6 +335,8 @@ CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t bytes) {
 CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     if (CUresult r = check_range("cuMemcpyDtoD", dst, bytes)) return r;
     if (CUresult r = check_range("cuMemcpyDtoD", src, bytes)) return r;
+    if (dst != src && dst < src + bytes && src < dst + bytes)
+        return report(CUDA_ERROR_INVALID_VALUE, "cuMemcpyDtoD", "the source and destination overlap (undefined in CUDA)");
     memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
@@ -305,6 +369,7 @@ CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream) {
 
 // Streams are handles to nothing: work runs when it is issued.
 CUresult cuStreamCreate(CUstream* stream, unsigned int) {
+    if (CUresult r = need_context("cuStreamCreate")) return r;
     *stream = reinterpret_cast<CUstream>(new char);
     return CUDA_SUCCESS;
 }
@@ -324,6 +389,7 @@ CUresult cuStreamWaitEvent(CUstream, CUevent ev, unsigned int) {
 }
 
 CUresult cuEventCreate(CUevent* ev, unsigned int flags) {
+    if (CUresult r = need_context("cuEventCreate")) return r;
     *ev = reinterpret_cast<CUevent>(new event{flags, false, {}});
     return CUDA_SUCCESS;
 }
@@ -363,6 +429,7 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
 }
 
 CUresult cuModuleLoadDataEx(CUmodule* mod, const void* image, unsigned int, CUjit_option*, void**) {
+    if (CUresult r = need_context("cuModuleLoadDataEx")) return r;
     const char* ptx = static_cast<const char*>(image);
     if (!strstr(ptx, ".version") || !strstr(ptx, ".target"))
         return report(CUDA_ERROR_INVALID_PTX, "cuModuleLoadDataEx", "the image is not PTX text");
@@ -378,6 +445,7 @@ CUresult cuModuleUnload(CUmodule mod) {
 }
 
 CUresult cuModuleGetFunction(CUfunction* fn, CUmodule mod, const char* name) {
+    if (CUresult r = need_context("cuModuleGetFunction")) return r;
     const module* m = reinterpret_cast<const module*>(mod);
     auto entry = m->entries.find(name);
     if (entry == m->entries.end()) return report(CUDA_ERROR_NOT_FOUND, "cuModuleGetFunction", std::string(name) + " is not in the module's PTX");
@@ -407,8 +475,38 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned
     if (shared_bytes != 0) return report(CUDA_ERROR_INVALID_VALUE, call.c_str(), "dynamic shared memory is not emulated");
     if (extra) return report(CUDA_ERROR_INVALID_VALUE, call.c_str(), "the extra parameter array is not emulated");
     if (fn->kernel->params > 0 && !params) return report(CUDA_ERROR_INVALID_VALUE, call.c_str(), "no parameters");
+    if (CUresult r = need_context(call.c_str())) return r;
+    // Every pointer the kernel gets must point into a live allocation (a
+    // host pointer, a freed buffer, or arguments out of order are illegal
+    // addresses on a GPU); the canaries around those are checked after.
+    std::vector<uintptr_t> buffers;
+    {
+        std::lock_guard<std::mutex> hold(memory_lock);
+        for (int i = 0; i < fn->kernel->params; i++) {
+            if (!(fn->kernel->pointers >> i & 1)) continue;
+            uintptr_t p = *static_cast<const uintptr_t*>(params[i]);
+            if (p == 0) continue;
+            auto it = allocation_of(p);
+            if (it == allocations.end()) {
+                char buf[160];
+                snprintf(buf, sizeof buf, "parameter %d (0x%llx) is not inside a device allocation", i, (unsigned long long)p);
+                return report(CUDA_ERROR_ILLEGAL_ADDRESS, call.c_str(), buf);
+            }
+            buffers.push_back(it->first);
+        }
+    }
     std::string error = run_grid(*fn->kernel, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
     if (!error.empty()) return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(), std::string(dims) + ": " + error);
+    std::lock_guard<std::mutex> hold(memory_lock);
+    for (uintptr_t start : buffers) {
+        auto it = allocations.find(start);
+        std::string where = it == allocations.end() ? "" : clobbered(start, it->second);
+        if (!where.empty()) {
+            reset_canaries(start, it->second);
+            return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(),
+                          std::string(dims) + ": wrote " + where + " the " + std::to_string(it->second.bytes) + "-byte buffer it was given");
+        }
+    }
     return CUDA_SUCCESS;
 }
 

@@ -50,13 +50,19 @@ struct thread_state {
 
 extern thread_local thread_state* current_thread;
 
-// sync_block waits until every live thread of the block has called it.
+// sync_block waits until every thread of the block has called it (one
+// that exited first makes the launch fail).
 void sync_block();
 
 // exchange publishes this lane's value to the lanes of its warp named in
-// mask, waits until each of them has published its own, and returns the
-// value published by lane source (which mask must name).
-uint64_t exchange(unsigned mask, uint64_t value, unsigned source);
+// mask, waits until each of them that has not exited has published its
+// own at the same kind of shuffle (shuffle: kind, width and value size),
+// and returns the value published by lane source.
+uint64_t exchange(unsigned mask, uint64_t value, unsigned source, unsigned shuffle);
+
+enum shuffle_kind : unsigned { shuffle_idx = 1, shuffle_down = 2, shuffle_xor = 3 };
+
+inline unsigned shuffle_of(shuffle_kind kind, int width, unsigned size) { return (unsigned)kind << 16 | (unsigned)width << 8 | size; }
 
 inline unsigned lane() {
     const thread_state* t = current_thread;
@@ -77,13 +83,8 @@ template <class T> T from_bits(uint64_t u) {
     return v;
 }
 
-// source_lane is the lane a shuffle reads: src_in_segment within this
-// lane's segment of width lanes, or this lane if that falls outside it.
-inline unsigned source_lane(unsigned self, int src_in_segment, int width) {
-    unsigned segment = self / (unsigned)width * (unsigned)width;
-    if (src_in_segment < 0 || src_in_segment >= width) return self;
-    return segment + (unsigned)src_in_segment;
-}
+// segment_start is the first lane of lane's segment of width lanes.
+inline unsigned segment_start(unsigned lane, int width) { return lane / (unsigned)width * (unsigned)width; }
 
 }  // namespace emu
 
@@ -94,24 +95,27 @@ inline unsigned source_lane(unsigned self, int src_in_segment, int width) {
 
 inline void __syncthreads() { emu::sync_block(); }
 
+// The shuffles, as the CUDA Programming Guide defines them for width a
+// power of two up to 32: a source past the end of this lane's segment
+// (down) or in a later segment (xor) gives this lane's own value; idx
+// reads src_lane modulo width within the segment.
 template <class T> T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     unsigned self = emu::lane();
-    int in_segment = (int)(self % (unsigned)width) + (int)delta;
-    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), emu::source_lane(self, in_segment, width)));
+    unsigned source = self % (unsigned)width + delta < (unsigned)width ? self + delta : self;
+    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), source, emu::shuffle_of(emu::shuffle_down, width, sizeof(T))));
 }
 
 template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
     unsigned self = emu::lane();
-    int in_segment = (int)((self ^ (unsigned)lane_mask) % 32u);
-    // A partner outside this lane's segment reads this lane's own value.
-    if ((self ^ (unsigned)lane_mask) / (unsigned)width != self / (unsigned)width) in_segment = -1;
-    else in_segment = (int)(in_segment % width);
-    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), emu::source_lane(self, in_segment, width)));
+    unsigned partner = (self ^ (unsigned)lane_mask) & 31u;
+    unsigned source = partner / (unsigned)width > self / (unsigned)width ? self : partner;
+    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), source, emu::shuffle_of(emu::shuffle_xor, width, sizeof(T))));
 }
 
 template <class T> T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
     unsigned self = emu::lane();
-    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), emu::source_lane(self, src_lane % width, width)));
+    unsigned source = emu::segment_start(self, width) + ((unsigned)src_lane & (unsigned)(width - 1));
+    return emu::from_bits<T>(emu::exchange(mask, emu::to_bits(v), source, emu::shuffle_of(emu::shuffle_idx, width, sizeof(T))));
 }
 
 // CUDA's global min and max overloads.

@@ -73,6 +73,7 @@ struct fiber {
     waiting wait;
     unsigned mask;      // at a shuffle: the lanes it names
     unsigned source;    // at a shuffle: the lane it reads
+    unsigned shuffle;   // at a shuffle: its kind, width and value size (emu::shuffle_of)
     uint64_t value;     // at a shuffle: the value it publishes
     uint64_t received;  // after a shuffle: the value it read
 };
@@ -158,10 +159,12 @@ std::string describe(const thread_state& t) {
     return buf;
 }
 
-// release_shuffles lets through every group of lanes of one warp that all
-// wait at a shuffle with the same mask naming exactly them. It returns how
-// many lanes it released, or -1 with r.error set when a shuffle can never
-// complete.
+// release_shuffles lets through every group of lanes of one warp that
+// wait at the same shuffle (mask, kind, width, size) once every lane of
+// the mask that has not exited (or does not exist) waits there. A lane
+// that reads one that is not in its group gets no defined value in CUDA:
+// that is an error (-1, with r.error set). It returns how many lanes it
+// released.
 int release_shuffles(block_run& r) {
     int released = 0;
     size_t n = r.fibers.size();
@@ -170,38 +173,28 @@ int release_shuffles(block_run& r) {
         fiber* w = &r.fibers[warp * 32];
         for (size_t l = 0; l < lanes; l++) {
             if (w[l].wait != waiting::warp) continue;
-            unsigned mask = w[l].mask;
+            unsigned mask = w[l].mask, shuffle = w[l].shuffle, group = 0;
             bool complete = true;
-            for (size_t m = 0; m < 32; m++) {
-                if (!(mask >> m & 1)) continue;
-                if (m >= lanes) {
-                    r.error = describe(w[l].state) + ": shuffle mask names lane " + std::to_string(m) + ", beyond the block";
-                    return -1;
-                }
-                if (w[m].wait == waiting::warp && w[m].mask != mask) {
-                    r.error = describe(w[m].state) + " and " + describe(w[l].state) + " wait at shuffles with different masks";
-                    return -1;
-                }
-                if (w[m].wait == waiting::done) {
-                    r.error = describe(w[l].state) + ": shuffle mask names lane " + std::to_string(m) + ", which has exited";
-                    return -1;
-                }
-                if (w[m].wait != waiting::warp) complete = false;
+            for (size_t m = 0; m < lanes && complete; m++) {
+                if (!(mask >> m & 1) || w[m].wait == waiting::done) continue;
+                complete = w[m].wait == waiting::warp && w[m].mask == mask && w[m].shuffle == shuffle;
+                group |= 1u << m;
             }
             if (!complete) continue;
-            for (size_t m = 0; m < 32; m++) {
-                if (!(mask >> m & 1)) continue;
+            for (size_t m = 0; m < lanes; m++) {
+                if (!(group >> m & 1)) continue;
                 fiber& f = w[m];
-                if (!(mask >> f.source & 1)) {
-                    r.error = describe(f.state) + ": shuffle reads lane " + std::to_string(f.source) + ", not named in its mask";
+                if (!(group >> f.source & 1)) {
+                    r.error = describe(f.state) + ": shuffle reads lane " + std::to_string(f.source) +
+                              (mask >> f.source & 1 ? ", which has exited or is beyond the block" : ", not named in its mask");
                     return -1;
                 }
                 f.received = w[f.source].value;
             }
-            for (size_t m = 0; m < 32; m++) {
-                if (mask >> m & 1) w[m].wait = waiting::no;
+            for (size_t m = 0; m < lanes; m++) {
+                if (group >> m & 1) w[m].wait = waiting::no;
             }
-            released += __builtin_popcount(mask);
+            released += __builtin_popcount(group);
         }
     }
     return released;
@@ -241,6 +234,11 @@ bool run_block(block_run& r, bool reverse) {
         int released = release_shuffles(r);
         if (released < 0) return false;
         if (released > 0) continue;
+        if (at_barrier > 0 && done > 0 && at_barrier + done == r.fibers.size()) {
+            r.error = std::to_string(at_barrier) + " threads wait at __syncthreads that " + std::to_string(done) +
+                      " threads of the block exited before reaching (a barrier in code the whole block must take)";
+            return false;
+        }
         if (at_barrier + done == r.fibers.size()) {
             for (fiber& f : r.fibers) {
                 if (f.wait == waiting::block) f.wait = waiting::no;
@@ -248,7 +246,8 @@ bool run_block(block_run& r, bool reverse) {
             continue;
         }
         r.error = "deadlock: " + std::to_string(at_barrier) + " threads wait at __syncthreads while " +
-                  std::to_string(r.fibers.size() - at_barrier - done) + " wait at shuffles that cannot complete";
+                  std::to_string(r.fibers.size() - at_barrier - done) +
+                  " wait at shuffles that cannot complete (lanes of a mask at different barriers or shuffles)";
         return false;
     }
 }
@@ -261,13 +260,14 @@ void sync_block() {
     yield(f);
 }
 
-uint64_t exchange(unsigned mask, uint64_t value, unsigned source) {
+uint64_t exchange(unsigned mask, uint64_t value, unsigned source, unsigned shuffle) {
     fiber* f = current_run->running;
     unsigned l = lane();
     if (!(mask >> l & 1)) fail(f, describe(f->state) + ": shuffles with a mask that does not name its own lane");
     f->mask = mask;
     f->value = value;
     f->source = source;
+    f->shuffle = shuffle;
     f->wait = waiting::warp;
     yield(f);
     return f->received;

@@ -5,6 +5,7 @@
 
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -23,6 +24,7 @@ struct kernel_entry {
     void* fn;
     void (*invoke)(void* fn, void** params);
     int params;
+    uint64_t pointers;  // bit i: parameter i is a pointer (device memory)
 };
 
 // kernels holds every registered kernel (defined in driver.cpp).
@@ -41,7 +43,11 @@ template <class... A> void invoke(void* fn, void** params) {
 }
 
 template <class... A> kernel_entry entry_for(void (*f)(A...)) {
-    return kernel_entry{reinterpret_cast<void*>(f), &invoke<A...>, (int)sizeof...(A)};
+    static_assert(sizeof...(A) <= 64, "at most 64 kernel parameters");
+    bool is_pointer[] = {std::is_pointer<A>::value..., false};
+    uint64_t pointers = 0;
+    for (std::size_t i = 0; i < sizeof...(A); i++) pointers |= uint64_t(is_pointer[i]) << i;
+    return kernel_entry{reinterpret_cast<void*>(f), &invoke<A...>, (int)sizeof...(A), pointers};
 }
 
 }  // namespace emu

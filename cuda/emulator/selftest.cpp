@@ -58,6 +58,34 @@ extern "C" __global__ void shuffle_with_exited(float* out) {
     out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
 }
 
+// Width-16 xor reads an earlier segment (lane 20 ^ 16 = lane 4) but not a
+// later one (lane 4 keeps its own); then lanes 16-31 shuffle among
+// themselves before the whole warp shuffles, and lane 31 exits before a
+// full-mask shuffle no lane reads it in.
+extern "C" __global__ void shuffle_rules(float* out, const float* x) {
+    unsigned t = threadIdx.x;
+    float v = x[t];
+    out[t] = __shfl_xor_sync(0xffffffffu, v, 16, 16);
+    if (t >= 16) v = __shfl_xor_sync(0xffff0000u, v, 1);
+    out[32 + t] = __shfl_sync(0xffffffffu, v, 17);
+    if (t == 31) return;
+    out[64 + t] = __shfl_sync(0xffffffffu, v, 0);
+}
+
+extern "C" __global__ void mixed_shuffles(float* out) {
+    unsigned t = threadIdx.x;
+    out[t] = t < 16 ? __shfl_xor_sync(0xffffffffu, 1.0f, 1) : __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+
+extern "C" __global__ void barrier_after_exit(float* out) {
+    if (threadIdx.x == 3) return;
+    __syncthreads();
+    out[threadIdx.x] = 1.0f;
+}
+
+// Writes one float before the buffer it is given.
+extern "C" __global__ void write_before(float* out) { out[-1] = 0.0f; }
+
 extern "C" __global__ void copy(float* out, const float* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) out[i] = x[i];
 }
@@ -67,6 +95,10 @@ EMU_KERNEL(warp_ops)
 EMU_KERNEL(split_warp)
 EMU_KERNEL(divergent_barrier)
 EMU_KERNEL(shuffle_with_exited)
+EMU_KERNEL(shuffle_rules)
+EMU_KERNEL(mixed_shuffles)
+EMU_KERNEL(barrier_after_exit)
+EMU_KERNEL(write_before)
 EMU_KERNEL(copy)
 
 namespace {
@@ -78,6 +110,10 @@ const char* ptx = R"(.version 7.8
 .visible .entry split_warp(.param .u64 a, .param .u64 b) { ret; }
 .visible .entry divergent_barrier(.param .u64 a) { ret; }
 .visible .entry shuffle_with_exited(.param .u64 a) { ret; }
+.visible .entry shuffle_rules(.param .u64 a, .param .u64 b) { ret; }
+.visible .entry mixed_shuffles(.param .u64 a) { ret; }
+.visible .entry barrier_after_exit(.param .u64 a) { ret; }
+.visible .entry write_before(.param .u64 a) { ret; }
 .visible .entry copy(.param .u64 a, .param .u64 b, .param .u32 n, .param .u32 extra) { ret; }
 )";
 
@@ -170,11 +206,25 @@ int main() {
         std::vector<float> got = download(out, 32);
         for (int t = 0; t < 32; t++) check(got[t] == (float)(t ^ 1), "split warp, lane " + std::to_string(t));
     }
+    {  // shuffle rules
+        std::vector<float> x(32);
+        for (int i = 0; i < 32; i++) x[i] = (float)(100 + i);
+        CUdeviceptr dx = upload(x), out;
+        cuMemAlloc(&out, 96 * 4);
+        void* args[] = {&out, &dx};
+        check(cuLaunchKernel(function(m, "shuffle_rules"), 1, 1, 1, 32, 1, 1, 0, nullptr, args, nullptr) == CUDA_SUCCESS, "shuffle_rules launch");
+        std::vector<float> got = download(out, 96);
+        for (int t = 0; t < 32; t++) {
+            check(got[t] == x[t < 16 ? t : t - 16], "width-16 xor, lane " + std::to_string(t));
+            check(got[32 + t] == x[16], "full shuffle after a half-warp one, lane " + std::to_string(t));
+            if (t < 31) check(got[64 + t] == x[0], "full shuffle with an exited lane, lane " + std::to_string(t));
+        }
+    }
     CUdeviceptr scratch;
     cuMemAlloc(&scratch, 1024 * 4);
     {  // what must fail
         void* one[] = {&scratch};
-        fprintf(stderr, "emulator self-test: the next four errors are expected\n");
+        fprintf(stderr, "emulator self-test: the next ten errors are expected\n");
         check(cuLaunchKernel(function(m, "divergent_barrier"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
               "a barrier half the block skips fails the launch");
         check(cuLaunchKernel(function(m, "shuffle_with_exited"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
@@ -183,6 +233,30 @@ int main() {
               "2048 threads a block is refused");
         CUfunction f = nullptr;
         check(cuModuleGetFunction(&f, m, "copy") == CUDA_ERROR_INVALID_PTX, "a kernel whose PTX has another parameter count is refused");
+        check(cuLaunchKernel(function(m, "mixed_shuffles"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
+              "lanes of one mask at different kinds of shuffle fail the launch");
+        check(cuLaunchKernel(function(m, "barrier_after_exit"), 1, 1, 1, 32, 1, 1, 0, nullptr, one, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
+              "a barrier some threads exited before fails the launch");
+        CUdeviceptr middle = scratch + 4;
+        void* at_middle[] = {&middle};
+        check(cuLaunchKernel(function(m, "write_before"), 1, 1, 1, 1, 1, 1, 0, nullptr, at_middle, nullptr) == CUDA_SUCCESS,
+              "a write inside the buffer it is given is fine");
+        void* at_start[] = {&scratch};
+        check(cuLaunchKernel(function(m, "write_before"), 1, 1, 1, 1, 1, 1, 0, nullptr, at_start, nullptr) == CUDA_ERROR_LAUNCH_FAILED,
+              "a write before the buffer fails the launch");
+        std::vector<float> host(4);
+        CUdeviceptr host_pointer = (CUdeviceptr)(uintptr_t)host.data();
+        void* at_host[] = {&host_pointer};
+        check(cuLaunchKernel(function(m, "write_before"), 1, 1, 1, 1, 1, 1, 0, nullptr, at_host, nullptr) == CUDA_ERROR_ILLEGAL_ADDRESS,
+              "a host pointer as a kernel argument is refused");
+        check(cuMemcpyDtoD(scratch + 4, scratch, 64) == CUDA_ERROR_INVALID_VALUE, "an overlapping device copy is refused");
+    }
+    {  // no context on a thread: memory calls fail
+        CUcontext popped;
+        cuCtxPopCurrent(&popped);
+        CUdeviceptr p;
+        check(cuMemAlloc(&p, 16) == CUDA_ERROR_INVALID_CONTEXT, "cuMemAlloc without a current context is refused");
+        cuCtxPushCurrent(popped);
     }
     {  // fresh memory is NaN; a grid-stride copy reaches every element
         CUdeviceptr fresh;
