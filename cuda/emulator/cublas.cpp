@@ -15,6 +15,7 @@
 // cuBLAS documents and print one line to stderr naming the call.
 
 #include "bf16.h"
+#include "diagnostic.h"
 
 #include <algorithm>
 #include <cmath>
@@ -46,12 +47,10 @@ constexpr int kTensorOpMath = 1, kTF32TensorOpMath = 3, kDisallowReducedPrecisio
 constexpr int kGemmDefault = -1;
 
 int fail(int status, const char* fn, const char* fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    emu::report_status("cuBLAS", status, fn, fmt, ap);
     va_end(ap);
-    std::fprintf(stderr, "cuBLAS emulator: %s: %s (status %d)\n", fn, msg, status);
     return status;
 }
 

@@ -17,6 +17,7 @@
 // Errors return cuDNN's status and print one line to stderr.
 
 #include "bf16.h"
+#include "diagnostic.h"
 
 #include <algorithm>
 #include <chrono>
@@ -49,12 +50,10 @@ constexpr size_t kWorkspace[3] = {0, 1024, 4096};             // bytes each emul
 const char* const kDirName[3] = {"forward", "backward data", "backward filter"};
 
 int fail(int status, const char* fn, const char* fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    emu::report_status("cuDNN", status, fn, fmt, ap);
     va_end(ap);
-    std::fprintf(stderr, "cuDNN emulator: %s: %s (status %d)\n", fn, msg, status);
     return status;
 }
 
