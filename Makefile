@@ -65,7 +65,7 @@ cuda-emulator: ## the CPU emulation of the CUDA driver (with the kernels), cuBLA
 test-cuda-emulated: cuda-emulator ## the CUDA backend's tests without a GPU, on the CPU emulation
 	LD_LIBRARY_PATH=$(abspath $(EMULATOR)) $(GO) test -tags cuda -count=1 -timeout 60m ./cuda/
 
-test-cuda: ## the GPU parity tests; they need an NVIDIA GPU; they need an NVIDIA GPU
+test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
 	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \
 	else echo "SKIP test-cuda: no NVIDIA GPU (nvidia-smi lists none); gorgonia.org/cu exits at start-up without one, so the cuda test binary cannot run here"; fi
 
