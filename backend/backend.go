@@ -23,7 +23,8 @@
 // and a residual block's end in one pass, which layers use when a backend
 // has them), AsyncDownloader (small downloads
 // that do not wait for later work, which the trainer uses to read each
-// step's loss one step late) and Float64Host.
+// step's loss one step late), LossScaler (dynamic loss scaling, which the
+// trainer's optimizer drives) and Float64Host.
 package backend
 
 import "fmt"
@@ -282,3 +283,57 @@ type AsyncDownloader interface {
 
 // MaxAsyncDownload is the most values one DownloadAsync copies.
 const MaxAsyncDownload = 64
+
+// LossScaler is implemented by backends whose precision needs dynamic loss
+// scaling: the CUDA backend at precision fp16, whose format flushes
+// gradients below 2^-24 to zero and overflows above 65504. Such a backend
+// multiplies the loss gradient (LogSoftmaxNLLBackward) by a scale S it
+// keeps on the device, so every gradient computed from it is S times the
+// true one. AdamStep and SGDStep divide S back out, and change nothing in
+// a step where a gradient given to CheckGradient was not finite. This is
+// PyTorch's GradScaler without its host synchronization: the optimizer
+// calls CheckGradient for every gradient before a step's first update and
+// EndStep after its last.
+type LossScaler interface {
+	// ScalesLoss says whether the backend scales the loss at the
+	// precision it runs; where it does not, the other methods do nothing
+	// and LossScaleState is nil.
+	ScalesLoss() bool
+	// CheckGradient records on the device whether any of the first n
+	// values of g is NaN or ±Inf.
+	CheckGradient(g Tensor, n int)
+	// EndStep adjusts the scale after a step's updates: halved after a
+	// step with a non-finite gradient (which the updates skipped), doubled
+	// after LossScaleGrowthInterval steps in a row without one.
+	EndStep()
+	// LossScaleState is the scaler's state, LossScaleStateLen values
+	// indexed by the LossScale constants. The backend owns it (Free
+	// ignores it); checkpoints download and upload it like any tensor.
+	LossScaleState() Tensor
+}
+
+// The values of LossScaler.LossScaleState.
+const (
+	LossScale        = 0 // S, a power of two
+	LossScaleFound   = 1 // nonzero once a gradient of this step was not finite
+	LossScaleGood    = 2 // steps in a row without a non-finite gradient
+	LossScaleSkipped = 3 // steps skipped (not applied) since the state was set
+	// LossScaleStateLen is the state's length.
+	LossScaleStateLen = 4
+)
+
+// The dynamic loss scaling rule, PyTorch's GradScaler defaults: the scale
+// starts at LossScaleInitial, halves after a step with a non-finite
+// gradient and doubles after LossScaleGrowthInterval steps in a row
+// without one.
+const (
+	LossScaleInitial        = 65536
+	LossScaleGrowthInterval = 2000
+)
+
+// InitialLossScaleState is a LossScaler's state before its first step.
+func InitialLossScaleState() []float32 {
+	st := make([]float32, LossScaleStateLen)
+	st[LossScale] = LossScaleInitial
+	return st
+}

@@ -56,7 +56,8 @@ func (t *OpTimes) Add(op string, d time.Duration) {
 // profiled step is slower than a real one; the table says where a step's
 // time goes, not how fast it is. The result implements Fused exactly when
 // b does, and FusedResidual exactly when b does, so layers take the same
-// path as on b.
+// path as on b. It is a LossScaler whose ScalesLoss is b's (false where b
+// is none).
 func Profile(b Backend) (Backend, *OpTimes) {
 	times := &OpTimes{byOp: map[string]*OpTime{}}
 	p := &profiled{Backend: b, times: times}
@@ -189,6 +190,34 @@ func (p *profiled) AdamStep(w, g, m, v Tensor, n int, a AdamParams) {
 func (p *profiled) SGDStep(w, g, buf Tensor, n int, s SGDParams) {
 	p.timed("SGDStep", func() { p.Backend.SGDStep(w, g, buf, n, s) })
 }
+
+// lossScaler is the profiled backend's LossScaler, nil where it scales no
+// loss.
+func (p *profiled) lossScaler() LossScaler {
+	if ls, ok := p.Backend.(LossScaler); ok && ls.ScalesLoss() {
+		return ls
+	}
+	return nil
+}
+func (p *profiled) ScalesLoss() bool { return p.lossScaler() != nil }
+func (p *profiled) CheckGradient(g Tensor, n int) {
+	if ls := p.lossScaler(); ls != nil {
+		p.timed("CheckGradient", func() { ls.CheckGradient(g, n) })
+	}
+}
+func (p *profiled) EndStep() {
+	if ls := p.lossScaler(); ls != nil {
+		p.timed("EndStep", ls.EndStep)
+	}
+}
+func (p *profiled) LossScaleState() Tensor {
+	if ls := p.lossScaler(); ls != nil {
+		return ls.LossScaleState()
+	}
+	return nil
+}
+
+var _ LossScaler = (*profiled)(nil)
 
 type profiledFused struct {
 	*profiled

@@ -72,3 +72,46 @@ func TestProfileTimesEveryOpAndKeepsResults(t *testing.T) {
 		t.Fatalf("%d rows after Reset", n)
 	}
 }
+
+// fakeScaler is a CPU backend that says it scales the loss and counts the
+// scaler's calls.
+type fakeScaler struct {
+	backend.Backend
+	state         backend.Tensor
+	checks, steps int
+}
+
+func (f *fakeScaler) ScalesLoss() bool                      { return true }
+func (f *fakeScaler) CheckGradient(g backend.Tensor, n int) { f.checks++ }
+func (f *fakeScaler) EndStep()                              { f.steps++ }
+func (f *fakeScaler) LossScaleState() backend.Tensor        { return f.state }
+
+// A profiled backend passes the loss scaler on, timing its calls, and
+// scales nothing where the backend does not.
+func TestProfilePassesTheLossScalerOn(t *testing.T) {
+	be, _ := backend.Profile(cpu.New())
+	defer be.Close()
+	if ls, ok := be.(backend.LossScaler); !ok || ls.ScalesLoss() || ls.LossScaleState() != nil {
+		t.Error("the profiled CPU backend scales the loss")
+	}
+	inner := cpu.New()
+	f := &fakeScaler{Backend: inner, state: inner.Alloc(backend.LossScaleStateLen)}
+	wrapped, times := backend.Profile(f)
+	defer wrapped.Close()
+	ls, ok := wrapped.(backend.LossScaler)
+	if !ok || !ls.ScalesLoss() || ls.LossScaleState() != f.state {
+		t.Fatal("the profiled backend hides its loss scaler")
+	}
+	ls.CheckGradient(f.state, 4)
+	ls.EndStep()
+	if f.checks != 1 || f.steps != 1 {
+		t.Errorf("the scaler got %d checks and %d step ends, want 1 and 1", f.checks, f.steps)
+	}
+	names := map[string]bool{}
+	for _, r := range times.Rows() {
+		names[r.Op] = true
+	}
+	if !names["CheckGradient"] || !names["EndStep"] {
+		t.Errorf("profile rows %v lack the scaler's calls", names)
+	}
+}

@@ -59,17 +59,21 @@ type Backend struct {
 	// dnn runs the convolutions when cuDNN loaded (nil: im2col+cuBLAS).
 	dnn *cudnn
 	err error
-	// precision is the checked Options.Precision; bf16 says it is "bf16"
-	// (bf16.go).
+	// precision is the checked Options.Precision; half is its 16-bit
+	// format at bf16 and fp16 (half.go).
 	precision string
-	bf16      bool
+	half      halfFormat
+	// lossScale is the loss scaler's state at precision fp16
+	// (lossscale.go); nil otherwise.
+	lossScale *tensor
 
 	// workspace holds im2col columns or cuDNN's workspace, grown as
 	// needed.
 	workspace     cu.DevicePtr
 	workspaceSize int
-	// halves holds the bf16 copies of GEMM and convolution operands at
-	// precision bf16 (bf16.go), grown as needed; halvesSize is in bytes.
+	// halves holds the 16-bit copies of GEMM and convolution operands at
+	// precision bf16 and fp16 (half.go), grown as needed; halvesSize is in
+	// bytes.
 	halves     cu.DevicePtr
 	halvesSize int
 	// bnPartials holds batch norm's per-block partial sums (double2,
@@ -155,7 +159,10 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	if ordinal < 0 || ordinal >= n {
 		return nil, fmt.Errorf("cuda: device cuda:%d does not exist; this machine has %d CUDA devices", ordinal, n)
 	}
-	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}, precision: precision, bf16: precision == BF16, cudnnOnly: opts.CuDNNOnly}
+	b := &Backend{ordinal: ordinal, fns: map[string]cu.Function{}, precision: precision, cudnnOnly: opts.CuDNNOnly}
+	if precision == BF16 || precision == FP16 {
+		b.half = halfFormat(precision)
+	}
 	if b.device, err = cu.GetDevice(ordinal); err != nil {
 		return nil, fmt.Errorf("cuda: cuDeviceGet(%d): %v", ordinal, err)
 	}
@@ -187,6 +194,10 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	if err := cu.MemsetD32Async(b.badLabel, 0, 1, b.stream); err != nil {
 		b.release()
 		return nil, fmt.Errorf("cuda: cuMemsetD32Async: %v", err)
+	}
+	if err := b.openLossScale(); err != nil {
+		b.release()
+		return nil, fmt.Errorf("cuda: the loss scaler: %w", err)
 	}
 	convolutions := "im2col+cuBLAS convolutions"
 	if opts.NoCuDNN {
@@ -222,10 +233,10 @@ func (b *Backend) describePrecision() string {
 		return "precision tf32: TF32 tensor-core GEMMs and convolutions, fp32 accumulation"
 	case b.bf16Storage:
 		return "precision bf16: GEMM and convolution inputs in bf16, fp32 accumulation; float32 GEMM outputs and filter gradients, convolutions' activations kept in bf16"
-	case b.bf16 && b.dnn != nil:
-		return "precision bf16: GEMM and convolution inputs rounded to bf16, fp32 accumulation; float32 GEMM outputs, cuDNN's bf16 convolution outputs widened to float32"
-	case b.bf16:
-		return "precision bf16: GEMM and convolution inputs rounded to bf16, fp32 accumulation, float32 outputs"
+	case b.half.on() && b.dnn != nil:
+		return fmt.Sprintf("precision %[1]s: GEMM and convolution inputs rounded to %[1]s, fp32 accumulation; float32 GEMM outputs, cuDNN's %[1]s convolution outputs widened to float32%[2]s", b.half, b.describeLossScale())
+	case b.half.on():
+		return fmt.Sprintf("precision %[1]s: GEMM and convolution inputs rounded to %[1]s, fp32 accumulation, float32 outputs%[2]s", b.half, b.describeLossScale())
 	}
 	return "precision fp32: true fp32 GEMMs and convolutions"
 }
@@ -381,6 +392,11 @@ func (b *Backend) release() {
 		if b.blas != nil {
 			b.blas.close()
 		}
+		if b.lossScale != nil { // Free ignores the backend's own tensor
+			cu.MemFree(b.lossScale.ptr)
+			b.lossScale.ptr, b.lossScale.freed = 0, true
+			b.lossScale = nil
+		}
 		for _, p := range []*cu.DevicePtr{&b.workspace, &b.halves, &b.bnPartials, &b.layoutScratch, &b.gradScratch.ptr, &b.badLabel} {
 			if *p != 0 {
 				cu.MemFree(*p)
@@ -431,7 +447,7 @@ func (b *Backend) Alloc(n int) backend.Tensor {
 // Free releases a device buffer.
 func (b *Backend) Free(t backend.Tensor) {
 	ct, ok := t.(*tensor)
-	if !ok || ct == nil || ct.freed || ct.owner != b {
+	if !ok || ct == nil || ct.freed || ct.owner != b || ct == b.lossScale {
 		return
 	}
 	if ct.ptr != 0 {

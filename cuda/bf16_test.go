@@ -44,7 +44,20 @@ func roundBF16(f float32) float32 {
 	return math.Float32frombits(u &^ 0xffff)
 }
 
-// bf16Case is a GEMM or a convolution for the bf16 parity table. run is
+// halfFormat is a 16-bit format of mixed precision as the tests see it:
+// the precision that uses it, its rounding of a float32 (nearest even)
+// and its unit roundoff u, the most rounding moves a value by, relative
+// to itself (for values in its normal range).
+type halfFormat struct {
+	precision string
+	round     func(float32) float32
+	unit      float64
+}
+
+// bf16Format is bf16: 8 significant bits, u = 2⁻⁸.
+var bf16Format = halfFormat{precision: cuda.BF16, round: roundBF16, unit: bf16Unit}
+
+// bf16Case is a GEMM or a convolution for the 16-bit parity tables. run is
 // the op; its inputs 0 and 1 are the operands cuda rounds to bf16, any
 // further input (a GEMM's C) stays float32. The op's output is
 // alpha·Σ in0·in1 over k products, plus terms in the further inputs;
@@ -131,25 +144,25 @@ func runOn(t *testing.T, b backend.Backend, c opCase, in [][]float32) []float32 
 	return out[0]
 }
 
-// checkBF16 runs every case on a bf16 backend and checks each output
-// against two CPU references, per output i:
+// checkHalf runs every case on a backend at format f's precision and
+// checks each output against two CPU references, per output i:
 //
-//	(a) the CPU on the operands rounded to bf16 (the same products, summed
+//	(a) the CPU on the operands rounded to f (the same products, summed
 //	    in another order): |got − ref| ≤ alpha·accTol·Σ|aᵢbᵢ|, plus, on the
-//	    cuDNN path, u·|ref| for the bf16 output. This is tight: it fails
+//	    cuDNN path, u·|ref| for the 16-bit output. This is tight: it fails
 //	    if the operands were not rounded, or rounded otherwise than to
 //	    nearest even, wherever k is below a few hundred.
-//	(b) the CPU in fp32 on the operands as they are: bf16 rounding moves
-//	    each product aᵢbᵢ by at most 2u|aᵢbᵢ|, by independent amounts of
+//	(b) the CPU in fp32 on the operands as they are: rounding moves each
+//	    product aᵢbᵢ by at most 2u|aᵢbᵢ|, by independent amounts of
 //	    either sign with a standard deviation of at most u·√(2/3)·|aᵢbᵢ|,
-//	    so the sum is off by about u·√(2/3)·√(Σaᵢ²bᵢ²) (≈ 2⁻⁸·√k for unit
+//	    so the sum is off by about u·√(2/3)·√(Σaᵢ²bᵢ²) (≈ u·√k for unit
 //	    normal data); six times u·√(Σaᵢ²bᵢ²) leaves over 7σ for the
 //	    largest of thousands of outputs. Plus the accTol and cuDNN output
 //	    terms of (a).
 //
 // Each output also gets 1e-5·(1+|ref|) for the float32 terms outside the
 // product (a GEMM's beta·C).
-func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Case) {
+func checkHalf(t *testing.T, gpu backend.Backend, f halfFormat, cudnnPath bool, cases []bf16Case) {
 	t.Helper()
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n%-80s %6s %14s %14s %14s  %s\n", "op", "k", "(a) err/bound", "(b) err/bound", "(b) err/(u·S)", "")
@@ -158,7 +171,7 @@ func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Ca
 		hostIn := caseInputs(c.opCase)
 		ref := cpu.New()
 		want := runOn(t, ref, c.opCase, hostIn)
-		wantR := runOn(t, ref, c.opCase, mapInputs(hostIn, roundBF16))
+		wantR := runOn(t, ref, c.opCase, mapInputs(hostIn, f.round))
 		bil := opCase{name: c.name + " (scale)", inputs: c.inputs[:2], outputs: c.outputs, run: c.bilinear}
 		sq := runOn(t, ref, bil, mapInputs(hostIn, func(v float32) float32 { return v * v }))
 		l1 := runOn(t, ref, bil, mapInputs(hostIn, func(v float32) float32 { return float32(math.Abs(float64(v))) }))
@@ -170,20 +183,20 @@ func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Ca
 			s2, s1 := math.Sqrt(float64(sq[i])), float64(l1[i])
 			out := func(w float64) float64 { // the cuDNN output rounding
 				if cudnnPath && c.conv {
-					return bf16Unit * math.Abs(w)
+					return f.unit * math.Abs(w)
 				}
 				return 0
 			}
 			wr, w := float64(wantR[i]), float64(want[i])
 			boundA := c.alpha*accTol*s1 + out(wr) + 1e-5*(1+math.Abs(wr))
-			boundB := c.alpha*(6*bf16Unit*s2+accTol*s1) + out(w) + 1e-5*(1+math.Abs(w))
+			boundB := c.alpha*(6*f.unit*s2+accTol*s1) + out(w) + 1e-5*(1+math.Abs(w))
 			ea, eb := math.Abs(g-wr)/boundA, math.Abs(g-w)/boundB
 			if math.IsNaN(g) {
 				ea, eb = math.Inf(1), math.Inf(1)
 			}
 			worstA, worstB = math.Max(worstA, ea), math.Max(worstB, eb)
 			if s2 > 0 {
-				sigmas = math.Max(sigmas, math.Abs(g-w)/(c.alpha*bf16Unit*s2))
+				sigmas = math.Max(sigmas, math.Abs(g-w)/(c.alpha*f.unit*s2))
 			}
 		}
 		status := "ok"
@@ -195,7 +208,7 @@ func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Ca
 	}
 	t.Log(table.String())
 	if failed > 0 {
-		t.Fatalf("%d bf16 ops exceed their error bounds (a ratio above 1)", failed)
+		t.Fatalf("%d %s ops exceed their error bounds (a ratio above 1)", failed, f.precision)
 	}
 }
 
@@ -203,19 +216,22 @@ func checkBF16(t *testing.T, gpu backend.Backend, cudnnPath bool, cases []bf16Ca
 // cuDNN path, the shapes cuDNN certainly runs in bf16 (cudnnMustRunBF16)
 // must have run there, not on im2col, or the test would check im2col
 // twice.
-func TestBF16ParityWithCPU(t *testing.T) {
+func TestBF16ParityWithCPU(t *testing.T) { checkHalfParity(t, bf16Format) }
+
+// checkHalfParity is TestBF16ParityWithCPU for format f.
+func checkHalfParity(t *testing.T, f halfFormat) {
 	for _, path := range []struct {
 		name    string
 		noCuDNN bool
 	}{{"cuDNN", false}, {"im2col", true}} {
 		t.Run(path.name, func(t *testing.T) {
-			gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
+			gpu := openGPU(t, cuda.Options{Precision: f.precision, NoCuDNN: path.noCuDNN, CuDNNOnly: !path.noCuDNN}, !path.noCuDNN)
 			defer gpu.Close()
 			cases := bf16ConvCases()
 			if path.noCuDNN { // GEMMs never use cuDNN: once is enough
 				cases = append(bf16GemmCases(), cases...)
 			}
-			checkBF16(t, gpu, !path.noCuDNN, cases)
+			checkHalf(t, gpu, f, !path.noCuDNN, cases)
 			t.Logf("GPU backend after the cases (it counts any convolution cuDNN does not support): %s", gpu.Name())
 			if !path.noCuDNN {
 				checkCudnnPlans(t, gpu, convShapes, cudnnMustRunBF16(t, gpu))
@@ -446,7 +462,7 @@ func TestBF16ExactCases(t *testing.T) {
 
 // Name says the precision, and New refuses one it does not know.
 func TestNameReportsPrecision(t *testing.T) {
-	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16} {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16, cuda.FP16} {
 		gpu, err := cuda.New(0, cuda.Options{Precision: p})
 		if err != nil {
 			t.Fatal(err)

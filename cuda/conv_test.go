@@ -249,14 +249,17 @@ func checkChannelsLast(t *testing.T, gpu backend.Backend, shapes []backend.ConvS
 // path that timed faster; the results match the CPU on the first run
 // (which times both paths) and on later ones.
 func TestConvRaceMatchesCPU(t *testing.T) {
-	for _, precision := range []string{cuda.FP32, cuda.BF16} {
+	for _, precision := range []string{cuda.FP32, cuda.BF16, cuda.FP16} {
 		// The race is on NCHW tensors only.
 		gpu := openGPU(t, cuda.Options{Precision: precision, Layout: cuda.NCHW}, true)
 		for round := range 2 {
 			t.Logf("%s, round %d", precision, round)
-			if precision == cuda.BF16 {
-				checkBF16(t, gpu, true, bf16ConvCases()) // either path: allow cuDNN's bf16 output
-			} else {
+			switch precision {
+			case cuda.BF16:
+				checkHalf(t, gpu, bf16Format, true, bf16ConvCases()) // either path: allow cuDNN's bf16 output
+			case cuda.FP16:
+				checkHalf(t, gpu, fp16Format, true, bf16ConvCases())
+			default:
 				checkParity(t, gpu, convCases(false))
 			}
 		}

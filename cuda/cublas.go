@@ -110,6 +110,7 @@ const (
 	cublasTF32TensorMath = 3 // CUBLAS_TF32_TENSOR_OP_MATH
 
 	cudaR32F          = 0  // CUDA_R_32F
+	cudaR16F          = 2  // CUDA_R_16F
 	cudaR16BF         = 14 // CUDA_R_16BF
 	cublasCompute32F  = 68 // CUBLAS_COMPUTE_32F: float accumulation and scale type
 	cublasGemmDefault = -1 // CUBLAS_GEMM_DEFAULT: cuBLAS's heuristic picks the kernel
@@ -123,17 +124,18 @@ type cublas struct {
 	handle                               C.uintptr_t
 	create, destroy, setStream, mathMode unsafe.Pointer
 	sgemm, sgemmStrided                  unsafe.Pointer
-	// gemmEx and gemmStridedEx run the bf16 GEMMs (only looked up for
-	// precision bf16).
+	// gemmEx and gemmStridedEx run the 16-bit GEMMs (only looked up for
+	// precision bf16 and fp16), whose A and B are of cudaDataType half.
 	gemmEx, gemmStridedEx unsafe.Pointer
+	half                  C.int
 }
 
 // openCublas loads the newest cuBLAS found and creates a handle bound to
 // stream, in the math mode of precision (a checked Options.Precision).
-// fp32 and bf16 keep CUBLAS_DEFAULT_MATH: SGEMMs stay true fp32, and the
-// bf16 GemmEx calls use tensor cores in it (their compute type,
-// CUBLAS_COMPUTE_32F, only asks for fp32 accumulation, which bf16 tensor
-// cores give).
+// fp32, bf16 and fp16 keep CUBLAS_DEFAULT_MATH: SGEMMs stay true fp32,
+// and the 16-bit GemmEx calls use tensor cores in it (their compute type,
+// CUBLAS_COMPUTE_32F, only asks for fp32 accumulation, which bf16 and
+// fp16 tensor cores give).
 func openCublas(stream uintptr, precision string) (*cublas, error) {
 	var tried []string
 	b := &cublas{}
@@ -158,7 +160,11 @@ func openCublas(stream uintptr, precision string) (*cublas, error) {
 		{&b.create, "cublasCreate_v2"}, {&b.destroy, "cublasDestroy_v2"}, {&b.setStream, "cublasSetStream_v2"},
 		{&b.mathMode, "cublasSetMathMode"}, {&b.sgemm, "cublasSgemm_v2"}, {&b.sgemmStrided, "cublasSgemmStridedBatched"},
 	}
-	if precision == BF16 {
+	if precision == BF16 || precision == FP16 {
+		b.half = cudaR16BF
+		if precision == FP16 {
+			b.half = cudaR16F
+		}
 		symbols = append(symbols, symbolRef{&b.gemmEx, "cublasGemmEx"}, symbolRef{&b.gemmStridedEx, "cublasGemmStridedBatchedEx"})
 	}
 	for _, s := range symbols {
@@ -233,10 +239,11 @@ func (b *cublas) gemmStrided(transA, transB bool, m, n, k int, alpha float32, a 
 	return nil
 }
 
-// gemmBF16 is gemm with A and B in bf16 (CUDA_R_16BF) and C in float32,
-// accumulating in float32 (CUBLAS_COMPUTE_32F): the bf16 tensor-core
-// GEMM. Leading dimensions are gemm's.
-func (b *cublas) gemmBF16(transA, transB bool, m, n, k int, alpha float32, a, bb uintptr, beta float32, c uintptr) error {
+// gemmHalf is gemm with A and B in the precision's 16-bit format (CUDA_R_16BF
+// or CUDA_R_16F) and C in float32, accumulating in float32
+// (CUBLAS_COMPUTE_32F): the 16-bit tensor-core GEMM. Leading dimensions
+// are gemm's.
+func (b *cublas) gemmHalf(transA, transB bool, m, n, k int, alpha float32, a, bb uintptr, beta float32, c uintptr) error {
 	lda, ldb := k, n
 	if transA {
 		lda = m
@@ -245,17 +252,17 @@ func (b *cublas) gemmBF16(transA, transB bool, m, n, k int, alpha float32, a, bb
 		ldb = k
 	}
 	st := C.iterbin_cublas_gemm_ex(b.gemmEx, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
-		C.uintptr_t(bb), cudaR16BF, C.int(ldb), C.uintptr_t(a), cudaR16BF, C.int(lda), C.float(beta),
+		C.uintptr_t(bb), b.half, C.int(ldb), C.uintptr_t(a), b.half, C.int(lda), C.float(beta),
 		C.uintptr_t(c), cudaR32F, C.int(n), cublasCompute32F, cublasGemmDefault)
 	if st != 0 {
-		return fmt.Errorf("cublasGemmEx(bf16 %d×%d×%d, transA %v, transB %v): status %d", m, n, k, transA, transB, int(st))
+		return fmt.Errorf("cublasGemmEx(%s %d×%d×%d, transA %v, transB %v): status %d", b.halfName(), m, n, k, transA, transB, int(st))
 	}
 	return nil
 }
 
-// gemmStridedBF16 is gemmStrided with A and B in bf16 and C in float32
-// (strides in elements of each).
-func (b *cublas) gemmStridedBF16(transA, transB bool, m, n, k int, alpha float32, a uintptr, strideA int, bb uintptr, strideB int, beta float32, c uintptr, strideC, batch int) error {
+// gemmStridedHalf is gemmStrided with A and B in the 16-bit format and C
+// in float32 (strides in elements of each).
+func (b *cublas) gemmStridedHalf(transA, transB bool, m, n, k int, alpha float32, a uintptr, strideA int, bb uintptr, strideB int, beta float32, c uintptr, strideC, batch int) error {
 	lda, ldb := k, n
 	if transA {
 		lda = m
@@ -264,12 +271,20 @@ func (b *cublas) gemmStridedBF16(transA, transB bool, m, n, k int, alpha float32
 		ldb = k
 	}
 	st := C.iterbin_cublas_gemm_strided_ex(b.gemmStridedEx, b.handle, op(transB), op(transA), C.int(n), C.int(m), C.int(k), C.float(alpha),
-		C.uintptr_t(bb), cudaR16BF, C.int(ldb), C.longlong(strideB), C.uintptr_t(a), cudaR16BF, C.int(lda), C.longlong(strideA),
+		C.uintptr_t(bb), b.half, C.int(ldb), C.longlong(strideB), C.uintptr_t(a), b.half, C.int(lda), C.longlong(strideA),
 		C.float(beta), C.uintptr_t(c), cudaR32F, C.int(n), C.longlong(strideC), C.int(batch), cublasCompute32F, cublasGemmDefault)
 	if st != 0 {
-		return fmt.Errorf("cublasGemmStridedBatchedEx(bf16 %d×%d×%d ×%d): status %d", m, n, k, batch, int(st))
+		return fmt.Errorf("cublasGemmStridedBatchedEx(%s %d×%d×%d ×%d): status %d", b.halfName(), m, n, k, batch, int(st))
 	}
 	return nil
+}
+
+// halfName names the 16-bit format in errors.
+func (b *cublas) halfName() string {
+	if b.half == cudaR16F {
+		return "fp16"
+	}
+	return "bf16"
 }
 
 func op(trans bool) C.int {

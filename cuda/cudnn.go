@@ -229,10 +229,11 @@ const (
 )
 
 // dnnDataType is a cudnnDataType_t (cudnn_graph.h / cudnn_ops_infer.h).
-// Convolutions run on float data, or on bfloat16 copies at precision bf16
-// (cudnn_conv.go, bf16.go): cuDNN's bf16 configuration has x, w and y all
-// bfloat16 with a float compute type, the one PyTorch's cuDNN descriptors
-// use (aten/src/ATen/cudnn/Descriptors.h). Half is listed, never used.
+// Convolutions run on float data, or on bfloat16 or half copies at
+// precision bf16 or fp16 (cudnn_conv.go, half.go): cuDNN's 16-bit
+// configurations have x, w and y all 16-bit with a float compute type,
+// the ones PyTorch's cuDNN descriptors use (aten/src/ATen/cudnn/
+// Descriptors.h).
 type dnnDataType int
 
 const (
@@ -529,6 +530,7 @@ func (d *cudnn) mathType(dt dnnDataType) int {
 // used for data type dt: strict fp32 takes FMA (or default math, which
 // cuDNN may report for kernels that use no tensor cores) only; no data
 // (float, or bf16 at precision bf16) is ever down-converted to FP16.
+// (Half data is FP16 already.)
 func (d *cudnn) allowsMath(dt dnnDataType, m int) bool {
 	if dt == dnnFloat && !d.tf32 {
 		return m == dnnFMAMath || m == dnnDefaultMath

@@ -69,14 +69,15 @@ type dnnPlan struct {
 	chosen bool    // whether the algorithm below was chosen yet
 	// im2col says why this direction runs on the im2col path instead:
 	// cuDNN does not support it (dnnUnsupported), e.g. some shapes in
-	// bf16, or im2col timed faster (raced).
+	// 16-bit formats, or im2col timed faster (raced).
 	im2col string
 	// raced says the im2col path was timed against cuDNN's choice.
 	raced bool
 	dnnResult
 }
 
-// useCudnn says whether convolution s runs on cuDNN. At precision bf16 its
+// useCudnn says whether convolution s runs on cuDNN. At precision bf16 or
+// fp16 its
 // operands and output also go through the conversion kernels whole, which
 // launchN limits to maxLaunchN elements; larger convolutions take the
 // im2col path, which converts them a chunk of samples at a time.
@@ -84,7 +85,7 @@ func (b *Backend) useCudnn(s backend.ConvShape) bool {
 	if b.dnn == nil || !dnnShapeOK(s) {
 		return false
 	}
-	if b.bf16 {
+	if b.half.on() {
 		x, w, y := dnnOperandSizes(dnnForward, s)
 		return max(x, w, y) <= maxLaunchN
 	}
@@ -100,10 +101,11 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 }
 
 // dnnOperand is a device buffer an operand of a cuDNN convolution is in,
-// float32 or (bf16) bf16.
+// float32 or (half) in the precision's 16-bit format: bf16 activations
+// stored so (Options.Layout nhwc-bf16).
 type dnnOperand struct {
 	ptr  cu.DevicePtr
-	bf16 bool
+	half bool
 }
 
 // float32Operands are the operands of a convolution whose buffers are all
@@ -114,12 +116,12 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 
 // dnnConvolve runs direction dir of convolution s (NHWC tensors where nhwc
 // says so, else NCHW) on cuDNN: operands in1, in2 → out as dnnDirection
-// lists them, float32 unless an operand says it is bf16. At precision
-// bf16 it runs cuDNN's bf16 configuration (x, w and y all
-// CUDNN_DATA_BFLOAT16, compute type float; the legacy API has no bf16-in,
-// float-out one): inputs held in float32 are rounded into bf16 copies,
-// and a float32 output is written as bf16 into scratch and widened into
-// it.
+// lists them, float32 unless an operand says it is 16-bit. At precision
+// bf16 or fp16 it runs cuDNN's 16-bit configuration (x, w and y all
+// CUDNN_DATA_BFLOAT16 or CUDNN_DATA_HALF, compute type float; the legacy
+// API has no 16-bit-in, float-out one): inputs held in float32 are
+// rounded into 16-bit copies, and a float32 output is written as 16-bit
+// into scratch and widened into it.
 //
 // beta = 1 adds the result to what out holds (convolveAdd: out must then
 // be bf16 at precision bf16, and the plan chosen already); beta = 0
@@ -127,7 +129,8 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 //
 // Errors are recorded, except that a convolution cuDNN does not support
 // (a descriptor or every algorithm refused with a "bad parameter" or "not
-// supported" status, dnnUnsupported; in practice some shapes in bf16)
+// supported" status, dnnUnsupported; in practice some shapes in 16-bit
+// formats)
 // returns false, for the caller to run it in NCHW or on the im2col path,
 // then and every later time (Name counts these). Anything else (out of memory,
 // an internal or execution error, an earlier CUDA error) is a failure,
@@ -163,30 +166,30 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 	}
 	in1, in2, out := operands[0].ptr, operands[1].ptr, operands[2].ptr
 	out32, widen := out, 0
-	if b.bf16 {
+	if b.half.on() {
 		var sizes [3]int
 		sizes[0], sizes[1], sizes[2] = dnnOperandSizes(dir, s)
-		var copies [3]int // the bf16 copies each operand needs: none where it is bf16
+		var copies [3]int // the 16-bit copies each operand needs: none where it is 16-bit
 		for i, o := range operands {
-			if !o.bf16 {
+			if !o.half {
 				copies[i] = sizes[i]
 			}
 		}
-		h1, h2, h3 := b.bf16Scratch(copies[0], copies[1], copies[2])
+		h1, h2, h3 := b.halfScratch(copies[0], copies[1], copies[2])
 		if b.err != nil {
 			return true
 		}
 		if copies[0] > 0 {
-			b.toBF16(h1, in1, copies[0])
+			b.toHalf(h1, in1, copies[0])
 			in1 = h1
 		}
 		if copies[1] > 0 {
-			b.toBF16(h2, in2, copies[1])
+			b.toHalf(h2, in2, copies[1])
 			in2 = h2
 		}
 		if copies[2] > 0 {
 			if beta != 0 {
-				b.fail(fmt.Errorf("cuda: internal error: a bf16 convolution adding to a float32 output (%+v)", s))
+				b.fail(fmt.Errorf("cuda: internal error: a %s convolution adding to a float32 output (%+v)", b.half, s))
 				return true
 			}
 			out, widen = h3, copies[2]
@@ -215,7 +218,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 		return true
 	}
 	if widen > 0 {
-		b.fromBF16(out32, out, widen)
+		b.fromHalf(out32, out, widen)
 	}
 	return true
 }
@@ -493,7 +496,7 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 			outLay = outLay.inBF16()
 		}
 		b.noteWrite(ts[2], out, outLay)
-		ops[2] = dnnOperand{ptr: ts[2].ptr, bf16: outLay.bf16}
+		ops[2] = dnnOperand{ptr: ts[2].ptr, half: outLay.bf16}
 		if b.err != nil || b.dnnConvolve(dir, s, true, ops, 0) {
 			return
 		}
@@ -512,10 +515,10 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 func (b *Backend) dnnInputsNHWC(ts [3]*tensor, shapes [3][3]int) (ops [3]dnnOperand) {
 	for i := range 2 {
 		l := nhwcLayout(shapes[i][0], shapes[i][1], shapes[i][2])
-		if b16 := l.inBF16(); b.bf16 && b16.bf16 && ts[i].lay.holds(b16) {
+		if b16 := l.inBF16(); b.half == BF16 && b16.bf16 && ts[i].lay.holds(b16) {
 			l = b16
 		}
-		ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), bf16: l.bf16}
+		ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), half: l.bf16}
 	}
 	return ops
 }
@@ -551,7 +554,7 @@ func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, 
 		return false
 	}
 	ops := b.dnnInputsNHWC(ts, shapes)
-	ops[2] = dnnOperand{ptr: ts[2].ptr, bf16: true}
+	ops[2] = dnnOperand{ptr: ts[2].ptr, half: true}
 	if b.err != nil {
 		return true
 	}
@@ -626,8 +629,8 @@ func (b *Backend) convIm2col(dir dnnDirection, s backend.ConvShape, in1, in2, ou
 // dnnKey is convolution s's key in cuDNN's plans at the backend's
 // precision, in NHWC (nhwc) or NCHW.
 func (b *Backend) dnnKey(s backend.ConvShape, nhwc bool) dnnConvKey {
-	if b.bf16 {
-		return dnnConvKey{shape: s, dtype: dnnBFloat16, nhwc: nhwc}
+	if b.half.on() {
+		return dnnConvKey{shape: s, dtype: b.half.dnnType(), nhwc: nhwc}
 	}
 	return dnnConvKey{shape: s, dtype: dnnFloat, nhwc: nhwc}
 }

@@ -19,9 +19,11 @@
 // (layout.go).
 //
 // Options.Precision picks how GEMMs and convolutions compute: true fp32
-// (the default), TF32 tensor cores, or bf16 mixed precision, where their
-// operands are rounded to bf16 and accumulated in fp32 while every tensor
-// stays float32 (bf16.go). Name says which.
+// (the default), TF32 tensor cores, or bf16 or fp16 mixed precision, where
+// their operands are rounded to the 16-bit format and accumulated in fp32
+// while every tensor stays float32 (half.go). At fp16 the backend scales
+// the loss dynamically, on the device (backend.LossScaler, lossscale.go).
+// Name says which.
 //
 // The backend exists only in builds with -tags cuda; the default build is
 // pure Go and never links gorgonia.org/cu (whose package init exits the

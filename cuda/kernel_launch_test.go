@@ -92,10 +92,10 @@ func stringLiteral(e ast.Expr) (string, bool) {
 	return s, err == nil
 }
 
-var kernelName = regexp.MustCompile(`^[a-z][a-z0-9_]*_(f32|bf16)$`)
+var kernelName = regexp.MustCompile(`^[a-z][a-z0-9_]*_(f32|bf16|f16)$`)
 
 // kernelNames are the kernels an expression names: a literal that names
-// one (ending in _f32 or _bf16), or a literal prefix a storage suffix is
+// one (ending in _f32, _bf16 or _f16), or a literal prefix a storage suffix is
 // added to ("relu_fwd_"+suffix), with each suffix.
 func kernelNames(e ast.Expr) []string {
 	if s, ok := stringLiteral(e); ok && kernelName.MatchString(s) {

@@ -49,8 +49,8 @@ func (b *Backend) Copy(dst, src backend.Tensor, n int) {
 	}
 }
 
-// Gemm runs cuBLAS SGEMM, or at precision bf16 a GemmEx on bf16 copies of
-// A and B (bf16.go).
+// Gemm runs cuBLAS SGEMM, or at precision bf16 or fp16 a GemmEx on 16-bit
+// copies of A and B (half.go).
 func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt backend.Tensor, beta float32, ct backend.Tensor) {
 	a, bb := b.dev("Gemm", "A", at, m*k), b.dev("Gemm", "B", bt, k*n)
 	var c cu.DevicePtr
@@ -66,8 +66,8 @@ func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, at, bt b
 		b.fail(errors.New("cuda: Gemm with k = 0 is not supported"))
 		return
 	}
-	if b.bf16 {
-		b.gemmBF16(transA, transB, m, n, k, alpha, a, bb, beta, c)
+	if b.half.on() {
+		b.gemmHalf(transA, transB, m, n, k, alpha, a, bb, beta, c)
 		return
 	}
 	b.fail(b.blas.gemm(transA, transB, m, n, k, alpha, uintptr(a), uintptr(bb), beta, uintptr(c)))
@@ -383,12 +383,13 @@ func (b *Backend) NLLLoss(sumst, logpt, labelst backend.Tensor, rows, cols int) 
 	}
 }
 
-// LogSoftmaxNLLBackward sets dx = scale·(softmax − onehot).
+// LogSoftmaxNLLBackward sets dx = scale·(softmax − onehot), times the loss
+// scale at precision fp16 (lossscale.go).
 func (b *Backend) LogSoftmaxNLLBackward(dxt, logpt, labelst backend.Tensor, rows, cols int, scale float32) {
 	const op = "LogSoftmaxNLLBackward"
 	dx, logp, labels := b.dev(op, "dx", dxt, rows*cols), b.dev(op, "logp", logpt, rows*cols), b.dev(op, "labels", labelst, rows)
 	if dx != 0 && logp != 0 && labels != 0 {
-		b.launchN("log_softmax_nll_bwd_f32", rows*cols, ptrArg(dx), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), floatArg(scale), ptrArg(b.badLabel))
+		b.launchN("log_softmax_nll_bwd_f32", rows*cols, ptrArg(dx), ptrArg(logp), ptrArg(labels), intArg(rows), intArg(cols), floatArg(scale), ptrArg(b.badLabel), ptrArg(b.lossScalePtr()))
 	}
 }
 
@@ -435,6 +436,7 @@ func (b *Backend) Clip(tt backend.Tensor, lo, hi float32, n int) {
 }
 
 // AdamStep performs one Adam update; bias corrections are computed here.
+// At precision fp16 g is the scaled gradient (lossscale.go).
 func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
 	d, ok := b.elementwise("AdamStep", n, readWritten("w", wt), read("g", gt), readWritten("m", mt), readWritten("v", vt))
 	w, g, m, v := d[0], d[1], d[2], d[3]
@@ -448,10 +450,11 @@ func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamP
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	b.launchN("adam_f32", n, ptrArg(w), ptrArg(g), ptrArg(m), ptrArg(v), intArg(n), floatArg(p.Beta1), floatArg(p.Beta2),
-		floatArg(p.Eps), floatArg(p.WeightDecay), floatArg(float32(float64(p.LR)/bc1)), floatArg(float32(math.Sqrt(bc2))))
+		floatArg(p.Eps), floatArg(p.WeightDecay), floatArg(float32(float64(p.LR)/bc1)), floatArg(float32(math.Sqrt(bc2))), ptrArg(b.lossScalePtr()))
 }
 
-// SGDStep performs one SGD update.
+// SGDStep performs one SGD update; at precision fp16 of the scaled
+// gradient (lossscale.go).
 func (b *Backend) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParams) {
 	d, ok := b.elementwise("SGDStep", n, readWritten("w", wt), read("g", gt), readWritten("buf", buft))
 	w, g, buf := d[0], d[1], d[2]
@@ -462,7 +465,7 @@ func (b *Backend) SGDStep(wt, gt, buft backend.Tensor, n int, p backend.SGDParam
 	if p.Nesterov {
 		nesterov = 1
 	}
-	b.launchN("sgd_f32", n, ptrArg(w), ptrArg(g), ptrArg(buf), intArg(n), floatArg(p.LR), floatArg(p.Momentum), floatArg(p.WeightDecay), intArg(nesterov))
+	b.launchN("sgd_f32", n, ptrArg(w), ptrArg(g), ptrArg(buf), intArg(n), floatArg(p.LR), floatArg(p.Momentum), floatArg(p.WeightDecay), intArg(nesterov), ptrArg(b.lossScalePtr()))
 }
 
 // convShapeOK says whether s is a convolution: positive sizes, and a
@@ -492,8 +495,8 @@ func (b *Backend) im2col(cols, x cu.DevicePtr, s backend.ConvShape, n int) {
 
 // Conv2DForward runs on cuDNN where it loaded (cudnn_conv.go), in NHWC
 // with channels-last on; otherwise im2col for a chunk of samples, then
-// one strided-batched GEMM y[n] = W·cols[n] (at precision bf16 on bf16
-// copies, bf16.go).
+// one strided-batched GEMM y[n] = W·cols[n] (at precision bf16 or fp16 on
+// 16-bit copies, half.go).
 func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) {
 	b.convolve("Conv2DForward", dnnForward, s, [3]convOperand{{"x", xt}, {"w", wt}, {"y", yt}})
 }
@@ -501,8 +504,8 @@ func (b *Backend) Conv2DForward(yt, xt, wt backend.Tensor, s backend.ConvShape) 
 // conv2DForwardIm2col is Conv2DForward on the im2col path.
 func (b *Backend) conv2DForwardIm2col(y, x, w cu.DevicePtr, s backend.ConvShape) {
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if b.bf16 {
-		b.conv2DForwardBF16(y, x, w, s)
+	if b.half.on() {
+		b.conv2DForwardHalf(y, x, w, s)
 		return
 	}
 	chunk := convChunk(s)
@@ -523,8 +526,8 @@ func (b *Backend) conv2DForwardIm2col(y, x, w cu.DevicePtr, s backend.ConvShape)
 }
 
 // Conv2DBackwardData runs on cuDNN where it loaded; otherwise
-// cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16
-// the GEMM's inputs are bf16 copies).
+// cols[n] = Wᵀ·dy[n] (strided-batched), then col2im (at precision bf16 or
+// fp16 the GEMM's inputs are 16-bit copies).
 func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	b.convolve("Conv2DBackwardData", dnnBackwardData, s, [3]convOperand{{"w", wt}, {"dy", dyt}, {"dx", dxt}})
 }
@@ -532,8 +535,8 @@ func (b *Backend) Conv2DBackwardData(dxt, dyt, wt backend.Tensor, s backend.Conv
 // conv2DBackwardDataIm2col is Conv2DBackwardData on the im2col path.
 func (b *Backend) conv2DBackwardDataIm2col(dx, dy, w cu.DevicePtr, s backend.ConvShape) {
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if b.bf16 {
-		b.conv2DBackwardDataBF16(dx, dy, w, s)
+	if b.half.on() {
+		b.conv2DBackwardDataHalf(dx, dy, w, s)
 		return
 	}
 	chunk := convChunk(s)
@@ -555,7 +558,8 @@ func (b *Backend) conv2DBackwardDataIm2col(dx, dy, w cu.DevicePtr, s backend.Con
 
 // Conv2DBackwardFilter runs on cuDNN where it loaded; otherwise
 // dw = Σ_n dy[n]·cols[n]ᵀ, one GEMM per sample accumulating in sample
-// order (at precision bf16 on bf16 copies of dy and the columns).
+// order (at precision bf16 or fp16 on 16-bit copies of dy and the
+// columns).
 func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.ConvShape) {
 	b.convolve("Conv2DBackwardFilter", dnnBackwardFilter, s, [3]convOperand{{"x", xt}, {"dy", dyt}, {"dw", dwt}})
 }
@@ -563,8 +567,8 @@ func (b *Backend) Conv2DBackwardFilter(dwt, dyt, xt backend.Tensor, s backend.Co
 // conv2DBackwardFilterIm2col is Conv2DBackwardFilter on the im2col path.
 func (b *Backend) conv2DBackwardFilterIm2col(dw, dy, x cu.DevicePtr, s backend.ConvShape) {
 	in, out, k, p := s.C*s.H*s.W, s.OC*s.OutH()*s.OutW(), s.C*s.KH*s.KW, s.OutH()*s.OutW()
-	if b.bf16 {
-		b.conv2DBackwardFilterBF16(dw, dy, x, s)
+	if b.half.on() {
+		b.conv2DBackwardFilterHalf(dw, dy, x, s)
 		return
 	}
 	chunk := convChunk(s)

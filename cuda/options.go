@@ -22,7 +22,10 @@ type Options struct {
 	//     bf16 convolutions write bf16 (cuDNN has no bf16-in, float-out
 	//     configuration), which is widened back to float32. Binary weights
 	//     (±1) are exact in bf16.
-	//   - "fp16" is not implemented (it needs loss scaling): use bf16.
+	//   - "fp16": mixed precision as bf16, in IEEE half precision: three
+	//     more mantissa bits, five exponent bits. Its range needs dynamic
+	//     loss scaling (backend.LossScaler, lossscale.go), which the
+	//     trainer's optimizer drives. Binary weights (±1) are exact.
 	Precision string
 	// NoCuDNN keeps convolutions on im2col + cuBLAS GEMMs even where cuDNN
 	// loads (by default cuDNN runs them when libcudnn.so.9 or .so.8 is
@@ -39,7 +42,7 @@ type Options struct {
 	// rounding of the algorithms cuDNN picks.
 	//
 	//   - "" or "auto": channels-last where cuDNN runs the convolutions on
-	//     tensor cores (precision tf32 or bf16), else NCHW. Strict fp32
+	//     tensor cores (precision tf32, bf16 or fp16), else NCHW. Strict fp32
 	//     convolutions gain little from NHWC and are not certain to have
 	//     cuDNN kernels in it for every direction.
 	//   - "nhwc": channels-last (NHWC), where cuDNN's tensor-core
@@ -80,18 +83,17 @@ const (
 	FP32 = "fp32"
 	TF32 = "tf32"
 	BF16 = "bf16"
+	FP16 = "fp16"
 )
 
 // CheckPrecision says whether p is a value of Options.Precision ("" is
 // fp32) and, if not, what is allowed.
 func CheckPrecision(p string) error {
 	switch p {
-	case "", FP32, TF32, BF16:
+	case "", FP32, TF32, BF16, FP16:
 		return nil
-	case "fp16":
-		return fmt.Errorf("precision %q is not implemented: use %q (fp16 needs loss scaling; bf16 has float32's exponent range and needs none)", p, BF16)
 	}
-	return fmt.Errorf("precision %q is not known; use %s, %s or %s", p, FP32, TF32, BF16)
+	return fmt.Errorf("precision %q is not known; use %s, %s, %s or %s", p, FP32, TF32, BF16, FP16)
 }
 
 // precision returns the checked precision, "" resolved to fp32.

@@ -12,15 +12,15 @@ import (
 )
 
 func TestPrecisionValues(t *testing.T) {
-	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16} {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16, cuda.FP16} {
 		if err := cuda.CheckPrecision(p); err != nil {
 			t.Errorf("CheckPrecision(%q): %v", p, err)
 		}
 	}
 	for p, want := range map[string]string{
-		"fp16": `precision "fp16" is not implemented: use "bf16"`,
-		"FP32": `precision "FP32" is not known; use fp32, tf32 or bf16`,
-		"fp64": `precision "fp64" is not known; use fp32, tf32 or bf16`,
+		"FP32": `precision "FP32" is not known; use fp32, tf32, bf16 or fp16`,
+		"fp64": `precision "fp64" is not known; use fp32, tf32, bf16 or fp16`,
+		"FP16": `precision "FP16" is not known; use fp32, tf32, bf16 or fp16`,
 	} {
 		if err := cuda.CheckPrecision(p); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("CheckPrecision(%q) = %v, want %q", p, err, want)
@@ -61,7 +61,7 @@ func TestLayoutValues(t *testing.T) {
 // bf16 storage is refused before any device is touched where the
 // precision is not bf16.
 func TestBF16StorageNeedsPrecisionBF16(t *testing.T) {
-	for _, p := range []string{"", cuda.FP32, cuda.TF32} {
+	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.FP16} {
 		b, err := cuda.New(0, cuda.Options{Precision: p, Layout: cuda.NHWCBF16})
 		if err == nil {
 			b.Close()

@@ -24,7 +24,8 @@
 #   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
 #   layout (not those of nhwc-bf16 at bf16); GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated)
-#   narrow the benchmarks, for a short call.
+#   narrow the benchmarks, for a short call. GPU_SUITE_PRECISIONS may name
+#   fp16, which the PyTorch anchor lacks (its autocast is bf16 only).
 set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
@@ -134,6 +135,7 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
       [ $rc = 0 ] || note "bench $m $p $other: exit $rc"
     done
   done
+  if [ $p = fp16 ]; then note "anchor fp16: none (the anchor's autocast is bf16 only)"; continue; fi
   l=$(limit 150)
   if [ "$l" -lt 30 ]; then note "anchor $p: SKIPPED (deadline)"; continue; fi
   timeout -k 5 "$l" $PY -u $B/torch_anchor.py --models "$(echo $models | tr ' ' ,)" --precisions $p \

@@ -56,8 +56,9 @@ type BenchResult struct {
 // BenchStep times whole training steps (batch fill, upload, forward,
 // backward, optimizer, binarization) of a model on synthetic data, in
 // "float" mode or "binary" (every layer binary), at precision "fp32", or
-// on CUDA "tf32" (TF32 tensor cores) or "bf16" (bf16 GEMM and convolution
-// inputs, fp32 accumulation); see cuda.Options.Precision. Batches are
+// on CUDA "tf32" (TF32 tensor cores), "bf16" (bf16 GEMM and convolution
+// inputs, fp32 accumulation) or "fp16" (the same in fp16, loss scaled);
+// see cuda.Options.Precision. Batches are
 // filled and augmented one step ahead on another goroutine, as in
 // training.
 func BenchStep(m BenchModel, mode, device, precision, layout string, warmup, steps int) (BenchResult, error) {
@@ -200,8 +201,15 @@ func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, s
 // loss and the backend's name: the same sequence on every backend, up to
 // rounding, which the CUDA parity tests compare.
 func StepLosses(m BenchModel, mode, device, precision, layout string, steps int) (losses []float64, backendName string, err error) {
+	return StepLossesWrapped(m, mode, device, precision, layout, steps, nil)
+}
+
+// StepLossesWrapped is StepLosses on the backend wrap returns for the one
+// it opens (nil: that one): a test's way to set a backend's state before
+// the model is built or to read it when the run closes the backend.
+func StepLossesWrapped(m BenchModel, mode, device, precision, layout string, steps int, wrap func(backend.Backend) backend.Backend) (losses []float64, backendName string, err error) {
 	data := loaders.Synthetic(m.Batch*steps, m.Channels, m.Side, m.classes(), 2)
-	s, err := benchSession(m, mode, device, precision, layout, data, 0.01, nil)
+	s, err := benchSession(m, mode, device, precision, layout, data, 0.01, wrap)
 	if err != nil {
 		return nil, "", err
 	}

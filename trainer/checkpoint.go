@@ -46,6 +46,9 @@ type CheckpointHeader struct {
 type TensorEntry struct {
 	Name string `json:"name"`
 	Len  int    `json:"len"`
+	// Optional says a reader that has no such tensor skips it
+	// (NamedTensor.Optional).
+	Optional bool `json:"optional,omitempty"`
 }
 
 // WriteCheckpoint writes the tensors and header to path atomically: the
@@ -54,7 +57,7 @@ type TensorEntry struct {
 func WriteCheckpoint(path string, be backend.Backend, hdr CheckpointHeader, tensors []NamedTensor) error {
 	hdr.Tensors = hdr.Tensors[:0]
 	for _, t := range tensors {
-		hdr.Tensors = append(hdr.Tensors, TensorEntry{Name: t.Name, Len: t.Len})
+		hdr.Tensors = append(hdr.Tensors, TensorEntry{Name: t.Name, Len: t.Len, Optional: t.Optional})
 	}
 	js, err := json.Marshal(hdr)
 	if err != nil {
@@ -166,26 +169,46 @@ func LoadCheckpointFile(path string) (*CheckpointHeader, [][]float32, error) {
 }
 
 // ReadCheckpoint reads and verifies path and uploads its tensors into the
-// given ones, which must match the stored names and sizes exactly.
+// given ones, which must match the stored names and sizes exactly, in
+// order, apart from optional tensors either side lacks (the loss scaler's
+// state, which only an fp16 run has).
 func ReadCheckpoint(path string, be backend.Backend, tensors []NamedTensor) (*CheckpointHeader, error) {
 	hdr, values, err := LoadCheckpointFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(hdr.Tensors) != len(tensors) {
-		return nil, fmt.Errorf("checkpoint %s holds %d tensors, this model has %d: it was written for a different model", path, len(hdr.Tensors), len(tensors))
-	}
-	for i, e := range hdr.Tensors {
-		want := tensors[i]
-		if e.Name != want.Name || e.Len != want.Len {
-			return nil, fmt.Errorf("checkpoint %s: tensor %d is %s (%d values), this model expects %s (%d values): it was written for a different model", path, i, e.Name, e.Len, want.Name, want.Len)
+	stored, i, j := hdr.Tensors, 0, 0
+	for i < len(stored) || j < len(tensors) {
+		switch {
+		case i < len(stored) && j < len(tensors) && stored[i].Name == tensors[j].Name && stored[i].Len == tensors[j].Len:
+			be.Upload(tensors[j].T, values[i])
+			i, j = i+1, j+1
+		case i < len(stored) && stored[i].Optional && (j == len(tensors) || stored[i].Name != tensors[j].Name):
+			i++
+		case j < len(tensors) && tensors[j].Optional && (i == len(stored) || stored[i].Name != tensors[j].Name):
+			j++
+		case i < len(stored) && j < len(tensors):
+			return nil, fmt.Errorf("checkpoint %s: tensor %d is %s (%d values), this model expects %s (%d values): it was written for a different model", path, i, stored[i].Name, stored[i].Len, tensors[j].Name, tensors[j].Len)
+		default:
+			return nil, fmt.Errorf("checkpoint %s holds %d tensors, this model has %d: it was written for a different model", path,
+				required(stored, func(e TensorEntry) bool { return e.Optional }), required(tensors, func(t NamedTensor) bool { return t.Optional }))
 		}
-		be.Upload(want.T, values[i])
 	}
 	if err := be.Sync(); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	return hdr, nil
+}
+
+// required counts the elements of xs that optional does not mark.
+func required[T any](xs []T, optional func(T) bool) int {
+	n := 0
+	for _, x := range xs {
+		if !optional(x) {
+			n++
+		}
+	}
+	return n
 }
 
 // errCheckpointMissing is wrapped when a run folder has no checkpoint.

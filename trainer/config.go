@@ -46,9 +46,11 @@ type RunConfig struct {
 	Seed   uint64 `toml:"seed"`
 	Device string `toml:"device"`
 	// Precision is how CUDA GEMMs and convolutions compute: "fp32" (true
-	// fp32), "tf32" (TF32 tensor cores) or "bf16" (operands rounded to
+	// fp32), "tf32" (TF32 tensor cores), "bf16" (operands rounded to
 	// bf16, fp32 accumulation; tensors, batch norm and optimizer state stay
-	// float32). See cuda.Options.Precision. The CPU computes in fp32 only.
+	// float32) or "fp16" (the same in IEEE half precision, with dynamic
+	// loss scaling). See cuda.Options.Precision. The CPU computes in fp32
+	// only.
 	Precision string `toml:"precision"`
 	// TF32 is the old spelling of precision = "tf32". Configurations
 	// written by earlier versions carry tf32 = false, which is accepted;
@@ -56,7 +58,7 @@ type RunConfig struct {
 	TF32 bool `toml:"tf32,omitempty"`
 	// Layout is the order CUDA stores convolutional activations in:
 	// "auto" (channels-last where cuDNN runs the convolutions at precision
-	// tf32 or bf16, else NCHW), "nhwc" or "nchw"; results are the same up
+	// tf32, bf16 or fp16, else NCHW), "nhwc" or "nchw"; results are the same up
 	// to rounding. "nhwc-bf16" (precision bf16) is channels-last with the
 	// activations themselves stored as bf16. See cuda.Options.Layout. The
 	// CPU computes NCHW ("auto" or "nchw").
@@ -474,25 +476,24 @@ func (s ScheduleConfig) check(section string, bad func(string, string, ...any), 
 }
 
 // checkPrecision checks a run.precision value for a device: fp32
-// anywhere; tf32 and bf16 only on CUDA; fp16 is not implemented. Its
-// errors start with the value.
+// anywhere; tf32, bf16 and fp16 only on CUDA. Its errors start with the
+// value.
 func checkPrecision(device, precision string) error {
 	switch precision {
 	case cuda.FP32:
 		return nil
-	case cuda.TF32, cuda.BF16:
+	case cuda.TF32, cuda.BF16, cuda.FP16:
 		if device == "cpu" {
-			what := "TF32 tensor-core GEMMs and convolutions"
-			if precision == cuda.BF16 {
-				what = "bf16 GEMM and convolution inputs, fp32 accumulation"
-			}
+			what := map[string]string{
+				cuda.TF32: "TF32 tensor-core GEMMs and convolutions",
+				cuda.BF16: "bf16 GEMM and convolution inputs, fp32 accumulation",
+				cuda.FP16: "fp16 GEMM and convolution inputs, fp32 accumulation, loss scaling",
+			}[precision]
 			return fmt.Errorf("%q is a CUDA option (%s); the CPU backend computes in fp32: use %q, or device cuda", precision, what, cuda.FP32)
 		}
 		return nil
-	case "fp16":
-		return fmt.Errorf("%q is not implemented: use %q (fp16 needs loss scaling; bf16 has float32's exponent range and needs none)", precision, cuda.BF16)
 	}
-	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s", precision, cuda.FP32, cuda.TF32, cuda.BF16)
+	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s, %s", precision, cuda.FP32, cuda.TF32, cuda.BF16, cuda.FP16)
 }
 
 // checkLayout checks a run.layout value for a device and precision: auto

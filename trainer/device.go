@@ -24,8 +24,8 @@ func OpenRunBackend(cfg *Config) (backend.Backend, error) {
 	return openBackend(cfg.Run.Device, cfg.Run.Precision, cfg.Run.Layout)
 }
 
-// openBackend opens device at precision ("fp32", or on CUDA "tf32" or
-// "bf16") with its convolutional activations in layout ("auto", "nchw",
+// openBackend opens device at precision ("fp32", or on CUDA "tf32",
+// "bf16" or "fp16") with its convolutional activations in layout ("auto", "nchw",
 // or on CUDA "nhwc", and at bf16 "nhwc-bf16").
 func openBackend(device, precision, layout string) (backend.Backend, error) {
 	if err := checkPrecision(device, precision); err != nil {

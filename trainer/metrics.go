@@ -32,6 +32,11 @@ type EpochMetrics struct {
 	Layers    []LayerStat `json:"layers,omitempty"`
 	// UnreadableImages counts the distinct image files skipped so far.
 	UnreadableImages int `json:"unreadable_images,omitempty"`
+	// LossScale is the loss scale at the epoch's end, and SkippedSteps
+	// the steps skipped so far in the run because a gradient was not
+	// finite: at precision fp16 only (backend.LossScaler).
+	LossScale    float64 `json:"loss_scale,omitempty"`
+	SkippedSteps int     `json:"skipped_steps,omitempty"`
 }
 
 // LayerStat describes one binarizable layer's latent weights at the end of

@@ -7,10 +7,17 @@ import (
 
 // Optimizer updates every parameter of a model from its gradient. One
 // optimizer serves the whole run: its state is never reset when a layer
-// becomes binary.
+// becomes binary. On a backend that scales the loss (backend.LossScaler:
+// CUDA at precision fp16) it drives the scaler: every gradient is checked
+// before the step's updates, which the backend skips when one is not
+// finite, and the scale is adjusted after them. A skipped step still
+// counts in Steps, and so in Adam's bias correction (PyTorch's GradScaler
+// skips optimizer.step(), which does not count it); the difference fades
+// as 1−β^t nears 1, and skips are rare once the scale has settled.
 type Optimizer struct {
 	be     backend.Backend
-	kind   string // adam or sgd
+	scaler backend.LossScaler // nil where the loss is not scaled
+	kind   string             // adam or sgd
 	params []*models.Param
 	// state holds, per parameter, Adam's two moments or SGD's momentum.
 	state [][]backend.Tensor
@@ -19,9 +26,15 @@ type Optimizer struct {
 	cfg   TrainConfig
 }
 
-// NewOptimizer allocates zeroed state for each parameter.
+// NewOptimizer allocates zeroed state for each parameter and, on a
+// backend that scales the loss, sets the scaler to its initial state: each
+// run (a sensitivity run, the main run) starts from the same scale.
 func NewOptimizer(be backend.Backend, params []*models.Param, cfg TrainConfig) *Optimizer {
 	o := &Optimizer{be: be, kind: cfg.Optimizer, params: params, cfg: cfg}
+	if ls, ok := be.(backend.LossScaler); ok && ls.ScalesLoss() {
+		o.scaler = ls
+		be.Upload(ls.LossScaleState(), backend.InitialLossScaleState())
+	}
 	per := 1
 	if o.kind == "adam" {
 		per = 2
@@ -40,6 +53,11 @@ func NewOptimizer(be backend.Backend, params []*models.Param, cfg TrainConfig) *
 func (o *Optimizer) Step(lr float64) {
 	o.Steps++
 	c := o.cfg
+	if o.scaler != nil {
+		for _, p := range o.params {
+			o.scaler.CheckGradient(p.Grad, p.Len())
+		}
+	}
 	for i, p := range o.params {
 		st := o.state[i]
 		switch o.kind {
@@ -52,9 +70,18 @@ func (o *Optimizer) Step(lr float64) {
 				LR: float32(lr), Momentum: float32(c.Momentum), WeightDecay: float32(c.WeightDecay), Nesterov: c.Nesterov})
 		}
 	}
+	if o.scaler != nil {
+		o.scaler.EndStep()
+	}
 }
 
-// StateTensors names the optimizer's state tensors, for checkpoints.
+// LossScaleName is the loss scaler's state in checkpoints.
+const LossScaleName = "loss_scale"
+
+// StateTensors names the optimizer's state tensors, for checkpoints: the
+// moments or momentum of each parameter, and the loss scaler's state
+// where there is one (optional: a checkpoint without it leaves the state
+// as it is, and one with it is read where there is none).
 func (o *Optimizer) StateTensors() []NamedTensor {
 	suffix := []string{"sgd_momentum"}
 	if o.kind == "adam" {
@@ -65,6 +92,9 @@ func (o *Optimizer) StateTensors() []NamedTensor {
 		for j, t := range o.state[i] {
 			out = append(out, NamedTensor{Name: p.Name + "." + suffix[j], Len: p.Len(), T: t})
 		}
+	}
+	if o.scaler != nil {
+		out = append(out, NamedTensor{Name: LossScaleName, Len: backend.LossScaleStateLen, T: o.scaler.LossScaleState(), Optional: true})
 	}
 	return out
 }
@@ -83,4 +113,19 @@ type NamedTensor struct {
 	Name string
 	Len  int
 	T    backend.Tensor
+	// Optional says a checkpoint may lack it (reading one leaves T as it
+	// is) and a reader that has no such tensor skips it.
+	Optional bool
+}
+
+// LossScale returns the loss scaler's state (indexed by backend.LossScale
+// and the other constants) and true, or false where the loss is not
+// scaled. It waits for the device.
+func (o *Optimizer) LossScale() ([]float32, bool) {
+	if o.scaler == nil {
+		return nil, false
+	}
+	state := make([]float32, backend.LossScaleStateLen)
+	o.be.Download(state, o.scaler.LossScaleState())
+	return state, true
 }

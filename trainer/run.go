@@ -375,6 +375,10 @@ func printEpoch(w io.Writer, m EpochMetrics, layers int) {
 	case len(bin) > 18:
 		bin = fmt.Sprintf("%d/%d", len(m.BinaryLayers), layers)
 	}
-	fmt.Fprintf(w, "%5d  %-18s %9.3g  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %7.1f %8.0f\n", m.Epoch, bin, m.LR,
-		m.TrainLoss, 100*m.TrainAcc, m.ValLoss, 100*m.ValAcc, m.TestLoss, 100*m.TestAcc, m.Seconds, m.ImgPerSec)
+	scaling := ""
+	if m.LossScale > 0 {
+		scaling = fmt.Sprintf("  loss scale %g, %d steps skipped so far", m.LossScale, m.SkippedSteps)
+	}
+	fmt.Fprintf(w, "%5d  %-18s %9.3g  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %8.4f  %7.2f%%  %7.1f %8.0f%s\n", m.Epoch, bin, m.LR,
+		m.TrainLoss, 100*m.TrainAcc, m.ValLoss, 100*m.ValAcc, m.TestLoss, 100*m.TestAcc, m.Seconds, m.ImgPerSec, scaling)
 }

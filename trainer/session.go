@@ -347,6 +347,9 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 		AllBinary: s.sched.AllBinaryAt(e, len(s.model.Binarizable())),
 		TrainLoss: float64(s.sumsHost[0]) / float64(done), TrainAcc: float64(s.sumsHost[1]) / float64(done),
 		ImgPerSec: float64(done) / trainSecs}
+	if st, ok := s.opt.LossScale(); ok {
+		m.LossScale, m.SkippedSteps = float64(st[backend.LossScale]), int(st[backend.LossScaleSkipped])
+	}
 	if s.cfg.Binarize.ResetLatentEachEpoch {
 		s.model.ResetLatentToSign()
 	}

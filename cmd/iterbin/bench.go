@@ -39,8 +39,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	device := fs.String("device", "cpu", "device to benchmark")
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
-	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores) or bf16 (bf16 GEMM and convolution inputs, fp32 accumulation); passed to the anchor as --precisions")
-	layout := fs.String("layout", "auto", "on CUDA, how convolutional activations are stored: auto (channels-last where cuDNN runs at tf32 or bf16), nhwc, nchw, or at precision bf16 nhwc-bf16 (channels-last, stored as bf16)")
+	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores), bf16 (bf16 GEMM and convolution inputs, fp32 accumulation) or fp16 (the same in fp16, with dynamic loss scaling); passed to the anchor as --precisions (fp16 has no anchor)")
+	layout := fs.String("layout", "auto", "on CUDA, how convolutional activations are stored: auto (channels-last where cuDNN runs at tf32, bf16 or fp16), nhwc, nchw, or at precision bf16 nhwc-bf16 (channels-last, stored as bf16)")
 	steps := fs.Int("steps", 0, "timed steps per model and mode (default: 200 for the MLPs, whose steps take milliseconds, 20 for the others)")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
@@ -114,6 +114,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		if *anchor == "" {
+			continue
+		}
+		if *precision == "fp16" {
+			// The anchor's autocast is bf16 only: at fp16 it would time fp32.
+			torchNote = "PyTorch: not measured: the anchor script has no fp16 (its autocast is bf16 only)"
+			*anchor = ""
 			continue
 		}
 		// One anchor run per step count, so PyTorch times as many steps.

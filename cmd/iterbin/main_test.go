@@ -98,10 +98,10 @@ func TestBenchPrintsATable(t *testing.T) {
 	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "bf16", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "CUDA option") {
 		t.Errorf("bf16 on the CPU: %v", err)
 	}
-	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "fp16", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "not implemented: use \"bf16\"") {
-		t.Errorf("fp16: %v", err)
+	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "fp16", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "CUDA option (fp16 GEMM") {
+		t.Errorf("fp16 on the CPU: %v", err)
 	}
-	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "fp64", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "fp32, tf32, bf16") {
+	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "fp64", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "fp32, tf32, bf16, fp16") {
 		t.Errorf("fp64: %v", err)
 	}
 }

@@ -38,7 +38,7 @@ constexpr int kSuccess = 0, kNotInitialized = 1, kAllocFailed = 3, kInvalidValue
 // cublasOperation_t
 constexpr int kOpN = 0, kOpT = 1, kOpC = 2;
 // cudaDataType (library_types.h)
-constexpr int kR32F = 0, kR16BF = 14;
+constexpr int kR32F = 0, kR16F = 2, kR16BF = 14;
 // cublasComputeType_t
 constexpr int k32F = 68, k32FPedantic = 69, k32FFast16F = 74, k32FFast16BF = 75, k32FFastTF32 = 77;
 // cublasMath_t; CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION is a flag
@@ -103,10 +103,12 @@ uint16_t bf16_from_double(double d) {
     return emu::bf16_bits(f);
 }
 
-size_t elem_size(int type) { return type == kR16BF ? 2 : 4; }
+size_t elem_size(int type) { return type == kR16BF || type == kR16F ? 2 : 4; }
 
 float read(const void* p, int type, size_t i) {
-    return type == kR16BF ? emu::bf16_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+    if (type == kR16BF) return emu::bf16_float(static_cast<const uint16_t*>(p)[i]);
+    if (type == kR16F) return emu::f16_float(static_cast<const uint16_t*>(p)[i]);
+    return static_cast<const float*>(p)[i];
 }
 
 // parallel_for runs f(lo, hi) over [0, n) on the host's cores when work
@@ -178,7 +180,7 @@ int gemm(const char* fn, void* hv, int ta, int tb, int m, int n, int k, const fl
     if (!alpha || !beta) return fail(kInvalidValue, fn, "alpha or beta is NULL");
     if (at != bt) return fail(kNotSupported, fn, "Atype %d differs from Btype %d", at, bt);
     // CUBLAS_COMPUTE_32F follows the math mode for float inputs; bf16
-    // inputs are exact, and so are products of them.
+    // and fp16 inputs are exact, and so are products of them.
     int mode = h->math & ~kDisallowReducedPrecisionReduction;
     Rounding r = kExact;
     if (compute == k32F && at == kR32F) r = mode == kTF32TensorOpMath ? kTF32 : mode == kTensorOpMath ? kF16 : kExact;
@@ -186,9 +188,9 @@ int gemm(const char* fn, void* hv, int ta, int tb, int m, int n, int k, const fl
     switch (compute) {
     case k32F:
     case k32FPedantic:
-        if (!all32 && !(at == kR16BF && (ct == kR32F || ct == kR16BF)))
+        if (!all32 && !(at == kR16BF && (ct == kR32F || ct == kR16BF)) && !(at == kR16F && ct == kR32F))
             return fail(kNotSupported, fn, "types A/B %d, C %d not supported with compute type %d (emulated: "
-                        "32F/32F/32F, 16BF/16BF/32F, 16BF/16BF/16BF)", at, ct, compute);
+                        "32F/32F/32F, 16BF/16BF/32F, 16BF/16BF/16BF, 16F/16F/32F)", at, ct, compute);
         break;
     case k32FFast16F:
     case k32FFast16BF:

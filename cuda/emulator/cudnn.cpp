@@ -40,7 +40,7 @@ namespace {
 // cudnnStatus_t, cuDNN 9 numbering
 constexpr int kSuccess = 0, kBadParam = 2000, kNotSupported = 3000, kHostAllocFailed = 4003,
               kDeviceAllocFailed = 4004;
-constexpr int kFloat = 0, kBF16 = 9;                          // cudnnDataType_t
+constexpr int kFloat = 0, kHalf = 2, kBF16 = 9;                        // cudnnDataType_t
 constexpr int kNCHW = 0, kNHWC = 1, kNCHWVectC = 2;           // cudnnTensorFormat_t
 constexpr int kCrossCorrelation = 1;                          // cudnnConvolutionMode_t (CUDNN_CONVOLUTION = 0)
 constexpr int kDefaultMath = 0, kFMAMath = 3;                 // cudnnMathType_t (TENSOR_OP 1, ALLOW_CONVERSION 2)
@@ -152,8 +152,8 @@ int validate(const char* fn, int dir, void* handle, void* d1, void* d2, void* cd
         return fail(kNotSupported, fn, "only CUDNN_CROSS_CORRELATION is emulated (mode %d)", c->mode);
     if (x->dtype != w->dtype || x->dtype != y->dtype)
         return fail(kBadParam, fn, "x, w and y have non-matching data types %d, %d, %d", x->dtype, w->dtype, y->dtype);
-    if (x->dtype != kFloat && x->dtype != kBF16)
-        return fail(kNotSupported, fn, "data type %d is not emulated (FLOAT and BFLOAT16 are)", x->dtype);
+    if (x->dtype != kFloat && x->dtype != kHalf && x->dtype != kBF16)
+        return fail(kNotSupported, fn, "data type %d is not emulated (FLOAT, HALF and BFLOAT16 are)", x->dtype);
     if (c->compute != kFloat)
         return fail(kNotSupported, fn, "compute type %d (emulated: CUDNN_DATA_FLOAT)", c->compute);
     for (const Obj* o : {x, w, y})
@@ -197,23 +197,29 @@ void each(const Obj& d, F f) {
 std::vector<float> load(const Obj& d, const void* p, bool tf32) {
     std::vector<float> v((size_t)d.n * d.h * d.w * d.c);
     each(d, [&](size_t j, size_t i) {
-        float f = d.dtype == kBF16 ? emu::bf16_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+        float f = d.dtype == kBF16   ? emu::bf16_float(static_cast<const uint16_t*>(p)[i])
+                  : d.dtype == kHalf ? emu::f16_float(static_cast<const uint16_t*>(p)[i])
+                                     : static_cast<const float*>(p)[i];
         v[j] = tf32 ? emu::tf32_round(f) : f;
     });
     return v;
 }
 
-// bf16_from_double rounds d to bf16 once (to float rounding to odd, then
-// to nearest even).
-uint16_t bf16_from_double(double d) {
+// half_from_double rounds d once to bf16 or (dtype kHalf) fp16: to float
+// rounding to odd, which keeps what the 16-bit round to nearest even
+// needs, then to the 16-bit type.
+uint16_t half_from_double(double d, int dtype) {
     float f = (float)d;
     if (std::isfinite(f) && (double)f != d) {
         uint32_t u = emu::float_bits(f);
         if (std::fabs((double)f) > std::fabs(d)) u -= 1;
         f = emu::bits_float(u | 1u);
     }
-    return emu::bf16_bits(f);
+    return dtype == kHalf ? emu::f16_bits(f) : emu::bf16_bits(f);
 }
+
+// half_float widens a bf16 or (dtype kHalf) fp16 value.
+float half_float(uint16_t h, int dtype) { return dtype == kHalf ? emu::f16_float(h) : emu::bf16_float(h); }
 
 // store writes out = alpha·acc + beta·out (out unread where beta = 0),
 // acc channels-last.
@@ -222,8 +228,8 @@ void store(const Obj& d, void* p, const std::vector<double>& acc, double alpha, 
     float* q32 = static_cast<float*>(p);
     each(d, [&](size_t j, size_t i) {
         double v = alpha * acc[j];
-        if (d.dtype == kBF16)
-            q16[i] = bf16_from_double(beta != 0 ? v + beta * emu::bf16_float(q16[i]) : v);
+        if (d.dtype == kBF16 || d.dtype == kHalf)
+            q16[i] = half_from_double(beta != 0 ? v + beta * half_float(q16[i], d.dtype) : v, d.dtype);
         else
             q32[i] = (float)(beta != 0 ? v + beta * q32[i] : v);
     });
@@ -403,7 +409,7 @@ int find(int dir, const char* fn, void* handle, void* d1, const void* in1, void*
         // Find leaves the output undefined (it is a timing buffer to
         // cuDNN): all bits set, so a caller that read it would see NaN.
         const Obj& o = dir == 0 ? *p.y : dir == 1 ? *p.x : *p.w;
-        std::memset(out, 0xff, (size_t)o.n * o.c * o.h * o.w * (o.dtype == kBF16 ? 2 : 4));
+        std::memset(out, 0xff, (size_t)o.n * o.c * o.h * o.w * (o.dtype == kBF16 || o.dtype == kHalf ? 2 : 4));
     }
     std::stable_sort(results.begin(), results.end(), [](const Perf& a, const Perf& b) {
         if ((a.status == kSuccess) != (b.status == kSuccess)) return a.status == kSuccess;

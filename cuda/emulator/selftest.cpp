@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16.h"
 #include "registry.h"
 
 extern "C" __global__ void block_sum(float* out, const float* x) {
@@ -257,6 +258,32 @@ int main() {
         CUdeviceptr p;
         check(cuMemAlloc(&p, 16) == CUDA_ERROR_INVALID_CONTEXT, "cuMemAlloc without a current context is refused");
         cuCtxPushCurrent(popped);
+    }
+    {  // fp16 rounding: every finite fp16 value, its neighbours' midpoints, the edges
+        // f16_value is fp16 bits h's value by exponent arithmetic (h finite, positive).
+        auto f16_value = [](int h) {
+            int e = h >> 10, m = h & 0x3ff;
+            return e == 0 ? std::ldexp((double)m, -24) : std::ldexp((double)(1024 + m), e - 25);
+        };
+        bool widen = true, exact = true, ties = true, between = true;
+        for (int h = 0; h <= 0x7bff; h++) {
+            double v = f16_value(h);
+            widen = widen && emu::f16_float((uint16_t)h) == (float)v && emu::f16_float((uint16_t)(h | 0x8000)) == -(float)v;
+            exact = exact && emu::f16_bits((float)v) == h && emu::f16_bits(-(float)v) == (h | 0x8000);
+            double next = h == 0x7bff ? 65536.0 : f16_value(h + 1);  // 65536: where Inf begins
+            float mid = (float)((v + next) / 2);
+            int even = (h & 1) == 0 ? h : h + 1;
+            ties = ties && emu::f16_bits(mid) == even;
+            between = between && emu::f16_bits(std::nextafter(mid, 0.0f)) == h && emu::f16_bits(std::nextafter(mid, 1e30f)) == h + 1;
+        }
+        check(widen, "fp16 widening of every finite value");
+        check(exact, "fp16 rounding keeps every fp16 value");
+        check(ties, "fp16 rounding sends midpoints to the even neighbour (65520 to Inf)");
+        check(between, "fp16 rounding sends values beside a midpoint to the nearer neighbour");
+        check(emu::f16_bits(INFINITY) == 0x7c00 && emu::f16_bits(-INFINITY) == 0xfc00 && emu::f16_bits(1e6f) == 0x7c00, "fp16 overflow is Inf");
+        check(std::isnan(emu::f16_float(emu::f16_bits(NAN))) && std::isinf(emu::f16_float(0x7c00)), "fp16 NaN and Inf widen as such");
+        check(emu::f16_bits(1e-9f) == 0 && emu::f16_bits(std::ldexp(1.0f, -25)) == 0 && emu::f16_bits(std::ldexp(1.5f, -25)) == 1,
+              "fp16 underflow rounds to zero or the smallest subnormal");
     }
     {  // fresh memory is NaN; a grid-stride copy reaches every element
         CUdeviceptr fresh;

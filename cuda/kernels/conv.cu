@@ -1,10 +1,11 @@
 // im2col and col2im for convolutions as GEMMs, over a batch: cols holds,
 // per sample, C*KH*KW rows of OH*OW columns. col2im gathers (each input
 // element sums its own contributions), so it needs no atomics and its sum
-// order is fixed. im2col_bf16 writes the columns rounded to bf16 (nearest
-// even) for the bf16 GEMMs of Options.Precision = "bf16".
+// order is fixed. im2col_bf16 and im2col_f16 write the columns rounded
+// to bf16 or fp16 (nearest even) for the 16-bit GEMMs of
+// Options.Precision "bf16" and "fp16".
 
-#include <cuda_bf16.h>
+#include "storage.cuh"
 
 // im2col_at is element i of the columns of a batch (zero in the padding).
 __device__ __forceinline__ float im2col_at(const float* x, long long i, long long per, int c, int h, int w,
@@ -19,22 +20,30 @@ __device__ __forceinline__ float im2col_at(const float* x, long long i, long lon
     return 0.0f;
 }
 
-extern "C" __global__ void im2col_f32(float* cols, const float* x, int n, int c, int h, int w,
-                                      int kh, int kw, int stride, int pad, int oh, int ow) {
+// im2col writes the columns of a batch, rounded to T.
+template <class T>
+__device__ __forceinline__ void im2col(T* cols, const float* x, int n, int c, int h, int w, int kh, int kw, int stride, int pad,
+                                       int oh, int ow) {
     long long per = (long long)c * kh * kw * oh * ow;
     long long total = per * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        cols[i] = im2col_at(x, i, per, c, h, w, kh, kw, stride, pad, oh, ow);
+        store(cols, i, im2col_at(x, i, per, c, h, w, kh, kw, stride, pad, oh, ow));
     }
 }
 
-extern "C" __global__ void im2col_bf16(__nv_bfloat16* cols, const float* x, int n, int c, int h, int w,
-                                       int kh, int kw, int stride, int pad, int oh, int ow) {
-    long long per = (long long)c * kh * kw * oh * ow;
-    long long total = per * n;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
-        cols[i] = __float2bfloat16_rn(im2col_at(x, i, per, c, h, w, kh, kw, stride, pad, oh, ow));
-    }
+extern "C" __global__ void im2col_f32(float* cols, const float* x, int n, int c, int h, int w, int kh, int kw, int stride,
+                                      int pad, int oh, int ow) {
+    im2col(cols, x, n, c, h, w, kh, kw, stride, pad, oh, ow);
+}
+
+extern "C" __global__ void im2col_bf16(__nv_bfloat16* cols, const float* x, int n, int c, int h, int w, int kh, int kw,
+                                       int stride, int pad, int oh, int ow) {
+    im2col(cols, x, n, c, h, w, kh, kw, stride, pad, oh, ow);
+}
+
+extern "C" __global__ void im2col_f16(__half* cols, const float* x, int n, int c, int h, int w, int kh, int kw, int stride,
+                                      int pad, int oh, int ow) {
+    im2col(cols, x, n, c, h, w, kh, kw, stride, pad, oh, ow);
 }
 
 extern "C" __global__ void col2im_f32(float* dx, const float* cols, int n, int c, int h, int w,

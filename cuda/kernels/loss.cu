@@ -4,6 +4,8 @@
 // log_softmax_f32 runs blocks of whole warps, nll_f32 one block); the
 // backward is one thread per element.
 
+#include "lossscale.cuh"
+
 // warp_sum adds v over the warp; every lane gets the total.
 __device__ double warp_sum(double v) {
     for (int k = 16; k > 0; k >>= 1) v += __shfl_down_sync(0xffffffffu, v, k);
@@ -82,10 +84,13 @@ extern "C" __global__ void nll_f32(float* sums, const float* logp, const float* 
     }
 }
 
-// dx = scale * (exp(logp) - onehot(label)); a label outside [0, cols)
-// sets *bad_label as nll_f32 does.
+// dx = scale * (exp(logp) - onehot(label)), scale times the loss scale
+// where there is a loss scaler (lossscale.cuh; null otherwise); a label
+// outside [0, cols) sets *bad_label as nll_f32 does.
 extern "C" __global__ void log_softmax_nll_bwd_f32(float* dx, const float* logp, const float* labels,
-                                                   int rows, int cols, float scale, unsigned int* bad_label) {
+                                                   int rows, int cols, float scale, unsigned int* bad_label,
+                                                   const float* scaler) {
+    if (scaler != nullptr) scale *= scaler[LOSS_SCALE];
     long long total = (long long)rows * cols;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
         int r = (int)(i / cols), col = (int)(i % cols);

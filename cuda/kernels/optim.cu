@@ -1,11 +1,26 @@
 // Optimizer updates, PyTorch semantics. step_size = lr / (1 - beta1^t) and
-// bc2_sqrt = sqrt(1 - beta2^t) are computed on the host.
+// bc2_sqrt = sqrt(1 - beta2^t) are computed on the host. With a loss
+// scaler (Options.Precision "fp16", lossscale.cuh; null otherwise) g is
+// the scaled gradient: it is divided by the scale, and a step whose flag
+// says a gradient was not finite changes nothing.
+
+#include "lossscale.cuh"
+
+// unscaling returns the factor that undoes the loss scale, or 0 where the
+// step is skipped.
+__device__ __forceinline__ float unscaling(const float* scaler) {
+    if (scaler == nullptr) return 1.0f;
+    if (scaler[LOSS_SCALE_FOUND] != 0.0f) return 0.0f;
+    return 1.0f / scaler[LOSS_SCALE];
+}
 
 extern "C" __global__ void adam_f32(float* w, const float* g, float* m, float* v, int n,
                                     float beta1, float beta2, float eps, float wd,
-                                    float step_size, float bc2_sqrt) {
+                                    float step_size, float bc2_sqrt, const float* scaler) {
+    float unscale = unscaling(scaler);
+    if (unscale == 0.0f) return;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float gi = g[i];
+        float gi = g[i] * unscale;
         if (wd != 0.0f) gi += wd * w[i];
         float mi = beta1 * m[i] + (1.0f - beta1) * gi;
         float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
@@ -16,9 +31,11 @@ extern "C" __global__ void adam_f32(float* w, const float* g, float* m, float* v
 }
 
 extern "C" __global__ void sgd_f32(float* w, const float* g, float* buf, int n,
-                                   float lr, float momentum, float wd, int nesterov) {
+                                   float lr, float momentum, float wd, int nesterov, const float* scaler) {
+    float unscale = unscaling(scaler);
+    if (unscale == 0.0f) return;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float gi = g[i];
+        float gi = g[i] * unscale;
         if (wd != 0.0f) gi += wd * w[i];
         if (momentum != 0.0f) {
             float b = momentum * buf[i] + gi;

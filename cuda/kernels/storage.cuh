@@ -3,16 +3,20 @@
 // type T and compute in float32 either way: load widens (exactly), store
 // rounds to nearest even. STORAGE_KERNELS instantiates such a template as
 // two kernels, name_f32 and name_bf16, whose parameter lists name the
-// storage type T.
+// storage type T. load and store also take fp16 (__half), which only the
+// operand conversions of precision fp16 write (convert.cu, conv.cu).
 
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 template <class I> __device__ __forceinline__ float load(const float* p, I i) { return p[i]; }
 template <class I> __device__ __forceinline__ float load(const __nv_bfloat16* p, I i) { return __bfloat162float(p[i]); }
 template <class I> __device__ __forceinline__ void store(float* p, I i, float v) { p[i] = v; }
 template <class I> __device__ __forceinline__ void store(__nv_bfloat16* p, I i, float v) { p[i] = __float2bfloat16_rn(v); }
+template <class I> __device__ __forceinline__ float load(const __half* p, I i) { return __half2float(p[i]); }
+template <class I> __device__ __forceinline__ void store(__half* p, I i, float v) { p[i] = __float2half_rn(v); }
 
 #define STORAGE_KERNELS(name, params, args)                                                     \
     namespace storage_f32 {                                                                     \
