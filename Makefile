@@ -62,8 +62,13 @@ cuda-check: ptx-check build-cuda ## what CI checks without a GPU: PTX, the Docke
 cuda-emulator: ## the CPU emulation of the CUDA driver (with the kernels), cuBLAS and cuDNN: cuda/emulator
 	cuda/emulator/build.sh $(EMULATOR)
 
-test-cuda-emulated: cuda-emulator ## the CUDA backend's tests without a GPU, on the CPU emulation
-	LD_LIBRARY_PATH=$(abspath $(EMULATOR)) $(GO) test -tags cuda -count=1 -timeout 60m ./cuda/
+# The tests of the backend's own stream order, run again with the upload
+# stream ahead of the compute stream (cuda/emulator/README.md).
+STREAM_ORDER_TESTS := TestLargeUploadsKeepStreamOrder|TestAsyncDownloadKeepsTheValuesWhenQueued|TestBadLabelIsReported
+
+test-cuda-emulated: cuda-emulator ## the CUDA backend's tests without a GPU, on the CPU emulation: all with stream work as late as CUDA allows, the stream-order tests again with the upload stream ahead
+	ITERBIN_EMULATOR_STREAMS=lazy LD_LIBRARY_PATH=$(abspath $(EMULATOR)) $(GO) test -tags cuda -count=1 -timeout 60m ./cuda/
+	ITERBIN_EMULATOR_STREAMS=alternate LD_LIBRARY_PATH=$(abspath $(EMULATOR)) $(GO) test -tags cuda -count=1 -timeout 20m -run '^($(STREAM_ORDER_TESTS))$$' ./cuda/
 
 test-cuda: ## the GPU parity tests; they need an NVIDIA GPU
 	@if nvidia-smi -L >/dev/null 2>&1; then $(GO) test -tags cuda -v -count=1 ./cuda/; \

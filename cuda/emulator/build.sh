@@ -36,6 +36,7 @@ g++ "${flags[@]}" -c "$here/driver.cpp" -o "$out/obj/driver.o"
 g++ -shared -Wl,-soname,libcuda.so.1 -Wl,-z,defs -o "$out/libcuda.so.1" "$out"/obj/*.o
 g++ "${flags[@]}" -Wno-sign-compare -o "$out/obj/selftest" "$here/selftest.cpp" -L"$out" -l:libcuda.so.1 -Wl,-rpath,"$out"
 "$out/obj/selftest"
+ITERBIN_EMULATOR_STREAMS=lazy "$out/obj/selftest" lazy
 g++ "${flags[@]}" -shared -Wl,-soname,libcublas.so.13 -Wl,-z,defs -o "$out/libcublas.so.13" "$here/cublas.cpp"
 g++ "${flags[@]}" -shared -Wl,-soname,libcudnn.so.9 -Wl,-z,defs -o "$out/libcudnn.so.9" "$here/cudnn.cpp"
 echo "CUDA emulator built in $out"

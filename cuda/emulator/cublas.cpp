@@ -2,8 +2,9 @@
 // backend's tests (go test -tags cuda ./cuda/) can run without a GPU. It
 // exports the entry points cuda/cublas.go looks up with dlsym, with the
 // signatures, enum values and status codes of cublas_api.h and
-// library_types.h. Device pointers are host pointers and streams are
-// ignored: every call finishes before it returns.
+// library_types.h. Device pointers are host pointers; every call
+// finishes before it returns, after the work the emulated driver queued
+// on the handle's stream (stream.h).
 //
 // GEMMs are column-major, C = alpha·op(A)·op(B) + beta·C, each dot product
 // summed in double and rounded once to C's type. beta = 0 leaves C unread
@@ -16,6 +17,7 @@
 
 #include "bf16.h"
 #include "diagnostic.h"
+#include "stream.h"
 
 #include <algorithm>
 #include <cmath>
@@ -207,6 +209,7 @@ int gemm(const char* fn, void* hv, int ta, int tb, int m, int n, int k, const fl
     if (!(algo == kGemmDefault || (algo >= 0 && algo <= 23) || (algo >= 99 && algo <= 115)))
         return fail(kNotSupported, fn, "invalid cublasGemmAlgo_t %d", algo);
     if (m == 0 || n == 0 || batch == 0) return kSuccess;
+    emu::drain_stream(h->stream);
     double al = *alpha, be = *beta;
     bool use_ab = k > 0 && al != 0;  // otherwise C = beta·C, A and B unread
     if ((use_ab && (!A || !B)) || !C) return fail(kInvalidValue, fn, "NULL matrix pointer (A %p, B %p, C %p)", A, B, C);
@@ -268,7 +271,7 @@ EXPORT int cublasDestroy_v2(void* handle) {
 EXPORT int cublasSetStream_v2(void* handle, void* stream) {
     Handle* h = lookup(handle);
     if (!h) return fail(kNotInitialized, "cublasSetStream_v2", "handle %p is not live", handle);
-    h->stream = stream;  // everything runs synchronously; kept only to be faithful
+    h->stream = stream;
     return kSuccess;
 }
 

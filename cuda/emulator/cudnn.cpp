@@ -3,11 +3,12 @@
 // exports the legacy convolution API cuda/cudnn.go looks up with dlsym,
 // with the signatures, enum values and cuDNN 9 status codes of
 // cudnn_graph.h, cudnn_ops.h and cudnn_cnn.h. Device pointers are host
-// pointers; streams are ignored (every call finishes before it returns).
+// pointers; every call finishes before it returns, after the work the
+// emulated driver queued on the handle's stream (stream.h).
 //
 // Convolutions are 2-d cross-correlations (padding, stride, dilation) of
-// NCHW or NHWC tensors (filters K×C×R×S or K×R×S×C), float or bfloat16
-// with a float compute type: forward, backward data and backward filter,
+// NCHW or NHWC tensors (filters K×C×R×S or K×R×S×C), float, half or
+// bfloat16 with a float compute type: forward, backward data and backward filter,
 // out = alpha·result + beta·out, out unread where beta = 0. Sums are taken
 // in double and rounded once to the output type. Float data runs as TF32
 // (inputs rounded to 10 mantissa bits) unless the math type is
@@ -18,6 +19,7 @@
 
 #include "bf16.h"
 #include "diagnostic.h"
+#include "stream.h"
 
 #include <algorithm>
 #include <chrono>
@@ -68,6 +70,7 @@ struct Obj {
     int dtype = 0, format = 0, n = 0, c = 0, h = 0, w = 0;
     int pad_h = 0, pad_w = 0, u = 0, v = 0, dil_h = 0, dil_w = 0, mode = 0, compute = 0;
     int math = kDefaultMath;  // a new convolution descriptor's cudnnMathType_t
+    void* stream = nullptr;   // a handle's stream (cudnnSetStream)
 };
 
 std::mutex live_mu;
@@ -354,6 +357,7 @@ int convolve(int dir, const char* fn, void* handle, const void* alpha, void* d1,
     if (n > 0 && (!ws || ws_bytes < (size_t)n))
         return fail(kBadParam, fn, "%s algorithm %d needs %ld bytes of workspace, got %zu at %p", kDirName[dir], algo, n,
                     ws_bytes, ws);
+    emu::drain_stream(lookup(handle, kHandle)->stream);
     try {
         compute(dir, p, in1, in2, out, *static_cast<const float*>(alpha), *static_cast<const float*>(beta));
     } catch (const std::bad_alloc&) {
@@ -373,6 +377,7 @@ int find(int dir, const char* fn, void* handle, void* d1, const void* in1, void*
         return fail(kBadParam, fn, "NULL pointer (operands %p %p, output %p, returnedAlgoCount %p, perfResults %p)", in1,
                     in2, out, (void*)returned, (void*)perf);
     if (requested <= 0) return fail(kBadParam, fn, "requestedAlgoCount %d", requested);
+    emu::drain_stream(lookup(handle, kHandle)->stream);
     // The convolution runs once, timed; each algorithm reports that time
     // scaled by 1 + algo/20, so the list has a fixed order and spread
     // without computing the same output once per algorithm (and the
@@ -457,8 +462,11 @@ EXPORT int cudnnCnnVersionCheck(void) { return kSuccess; }
 
 EXPORT int cudnnCreate(void** h) { return create(h, kHandle, "cudnnCreate"); }
 EXPORT int cudnnDestroy(void* h) { return destroy(h, kHandle, "cudnnDestroy"); }
-EXPORT int cudnnSetStream(void* h, void*) {  // the stream is ignored: everything runs synchronously
-    return lookup(h, kHandle) ? kSuccess : fail(kBadParam, "cudnnSetStream", "handle %p is not live", h);
+EXPORT int cudnnSetStream(void* h, void* stream) {
+    Obj* o = lookup(h, kHandle);
+    if (!o) return fail(kBadParam, "cudnnSetStream", "handle %p is not live", h);
+    o->stream = stream;
+    return kSuccess;
 }
 
 EXPORT int cudnnCreateTensorDescriptor(void** d) { return create(d, kTensor, "cudnnCreateTensorDescriptor"); }

@@ -5,8 +5,23 @@
 //
 // It implements the driver calls gorgonia.org/cu and the backend make,
 // declared by the toolkit's cuda.h. Device memory is host memory: a
-// device pointer is the address. Every call runs to completion before it
-// returns, which is one valid order of the work on the streams.
+// device pointer is the address. By default every call runs to completion
+// before it returns, which is one valid order of the work on the streams.
+// ITERBIN_EMULATOR_STREAMS (read once, at the first call that needs it)
+// picks others:
+//   - lazy: work queued on a stream runs as late as CUDA allows: at a
+//     synchronization (cuStreamSynchronize, cuEventSynchronize,
+//     cuCtxSynchronize, a copy to or from pageable memory, cuMemFree),
+//     when a stream reaches a cuStreamWaitEvent on it, or when cuBLAS or
+//     cuDNN (the test doubles call iterbin_emulator_drain) run on the
+//     stream. A host that reads a pinned buffer before waiting for the
+//     copy into it, writes one before the copy out of it has run, or a
+//     stream that uses what another wrote without waiting for its event,
+//     then sees stale data.
+//   - alternate: the first stream created is lazy, the second runs its
+//     work when issued (as soon as the events it waits for allow), and so
+//     on: a producer stream far ahead of its consumer, which overwrites a
+//     buffer the consumer has not read unless it waits for an event.
 //
 // What it checks that a careless emulation would not:
 //   - each allocation ends at a page that faults on access, so reading or
@@ -27,7 +42,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -76,11 +94,143 @@ struct function {
     const kernel_entry* kernel;
 };
 
+struct stream_state;
+
+// An event; where its last record was queued on a lazy stream, stream
+// and seq say which of the stream's operations it is, and ran turns true
+// when that has run (after which stream may be gone).
 struct event {
-    unsigned flags;
-    bool recorded;
+    unsigned flags = 0;
+    bool recorded = false;
     std::chrono::steady_clock::time_point at;
+    stream_state* stream = nullptr;
+    uint64_t seq = 0;
+    std::shared_ptr<bool> ran;
 };
+
+// pending_record says whether e's last record is queued and has not run.
+bool pending_record(const event* e) { return e->ran && !*e->ran; }
+
+// A stream: the operations queued on it and not yet run, where it is lazy.
+// queued counts every operation ever queued, done those run; running says
+// its operations are being run (a wait on it from inside them is a cycle).
+struct stream_state {
+    bool blocking = true;  // created without CU_STREAM_NON_BLOCKING: synchronizes with the legacy stream
+    bool lazy = false;     // its work waits until it must run (ITERBIN_EMULATOR_STREAMS)
+    std::deque<std::function<CUresult()>> ops;
+    uint64_t queued = 0, done = 0;
+    bool running = false;
+};
+
+// stream_lock guards every stream's queue, the list of streams and the
+// pinned host buffers; it is recursive because running one stream's
+// operations may run another's.
+std::recursive_mutex stream_lock;
+std::vector<stream_state*> streams;
+std::map<uintptr_t, size_t> pinned;  // cuMemAllocHost buffers: start → bytes
+// pending is the first error a queued operation returned since the last
+// synchronization reported one.
+CUresult pending = CUDA_SUCCESS;
+
+// The modes of ITERBIN_EMULATOR_STREAMS.
+enum class streams_mode { immediate, lazy, alternate };
+
+streams_mode mode() {
+    static const streams_mode m = [] {
+        const char* v = getenv("ITERBIN_EMULATOR_STREAMS");
+        if (v != nullptr && strcmp(v, "lazy") == 0) return streams_mode::lazy;
+        if (v != nullptr && strcmp(v, "alternate") == 0) return streams_mode::alternate;
+        return streams_mode::immediate;
+    }();
+    return m;
+}
+
+bool lazy_streams() { return mode() != streams_mode::immediate; }
+int streams_created;  // how many cuStreamCreate made, for alternate
+
+// stream_of is the queue of a stream handle; nullptr for the legacy and
+// per-thread default streams, whose work runs when it is issued.
+stream_state* stream_of(CUstream s) {
+    uintptr_t h = reinterpret_cast<uintptr_t>(s);
+    if (h == 0 || h == (uintptr_t)CU_STREAM_LEGACY || h == (uintptr_t)CU_STREAM_PER_THREAD) return nullptr;
+    return reinterpret_cast<stream_state*>(s);
+}
+
+CUresult report(CUresult code, const char* call, const std::string& message);
+
+// run_until runs s's queued operations in order until done reaches upto.
+void run_until(stream_state* s, uint64_t upto) {
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    if (s->done >= upto) return;
+    if (s->running) {
+        report(CUDA_ERROR_LAUNCH_FAILED, "cuStreamWaitEvent", "streams wait on each other's later work (a deadlock on a GPU)");
+        if (pending == CUDA_SUCCESS) pending = CUDA_ERROR_LAUNCH_FAILED;
+        return;
+    }
+    s->running = true;
+    while (s->done < upto && !s->ops.empty()) {
+        std::function<CUresult()> op = std::move(s->ops.front());
+        s->ops.pop_front();
+        CUresult r = op();
+        s->done++;
+        if (r != CUDA_SUCCESS && pending == CUDA_SUCCESS) pending = r;
+    }
+    s->running = false;
+}
+
+void drain(stream_state* s) { run_until(s, s->queued); }
+
+// drain_blocking runs the streams the legacy default stream waits for.
+void drain_blocking() {
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    for (stream_state* s : streams)
+        if (s->blocking) drain(s);
+}
+
+void drain_all() {
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    for (stream_state* s : streams) drain(s);
+}
+
+// take_pending returns the error queued work returned, once.
+CUresult take_pending() {
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    CUresult r = pending;
+    pending = CUDA_SUCCESS;
+    return r;
+}
+
+// enqueue runs op now, or queues it on stream st where that is lazy (work
+// on the legacy stream first waits for the blocking streams, then runs
+// now).
+CUresult enqueue(CUstream st, std::function<CUresult()> op) {
+    stream_state* s = stream_of(st);
+    if (!lazy_streams()) return op();
+    if (!s) {
+        drain_blocking();
+        return op();
+    }
+    if (!s->lazy) {
+        CUresult r = op();
+        std::lock_guard<std::recursive_mutex> hold(stream_lock);
+        s->queued++, s->done++;
+        return r;
+    }
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    s->ops.push_back(std::move(op));
+    s->queued++;
+    return CUDA_SUCCESS;
+}
+
+// is_pinned says whether bytes at p lie in a cuMemAllocHost buffer.
+bool is_pinned(const void* p, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = pinned.upper_bound(a);
+    if (it == pinned.begin()) return false;
+    --it;
+    return a + bytes <= it->first + it->second;
+}
 
 struct context {
     CUdevice device;
@@ -168,6 +318,25 @@ CUresult check_range(const char* call, CUdeviceptr p, size_t bytes) {
     return report(CUDA_ERROR_INVALID_VALUE, call, buf);
 }
 
+// check_copy checks a device-to-device copy's ranges.
+CUresult check_copy(const char* call, CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    if (CUresult r = check_range(call, dst, bytes)) return r;
+    if (CUresult r = check_range(call, src, bytes)) return r;
+    if (dst != src && dst < src + bytes && src < dst + bytes)
+        return report(CUDA_ERROR_INVALID_VALUE, call, "the source and destination overlap (undefined in CUDA)");
+    return CUDA_SUCCESS;
+}
+
+// fill sets n elements of type T at dst to v, on stream st (nullptr: the
+// legacy stream, synchronously).
+template <class T> CUresult fill(const char* call, CUdeviceptr dst, T v, size_t n, CUstream st) {
+    if (CUresult r = check_range(call, dst, sizeof(T) * n)) return r;
+    return enqueue(st, [=] {
+        for (size_t i = 0; i < n; i++) reinterpret_cast<T*>((uintptr_t)dst)[i] = v;
+        return CUDA_SUCCESS;
+    });
+}
+
 }  // namespace
 }  // namespace emu
 
@@ -231,6 +400,7 @@ CUresult cuCtxCreate(CUcontext* ctx, unsigned int, CUdevice device) {
 
 CUresult cuCtxDestroy(CUcontext ctx) {
     if (!ctx) return report(CUDA_ERROR_INVALID_VALUE, "cuCtxDestroy", "null context");
+    drain_all();
     for (auto it = context_stack.begin(); it != context_stack.end();) it = *it == ctx ? context_stack.erase(it) : it + 1;
     delete reinterpret_cast<context*>(ctx);
     return CUDA_SUCCESS;
@@ -270,7 +440,10 @@ CUresult cuCtxGetDevice(CUdevice* device) {
     return CUDA_SUCCESS;
 }
 
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() {
+    drain_all();
+    return take_pending();
+}
 
 CUresult cuMemAlloc(CUdeviceptr* dptr, size_t bytes) {
     if (CUresult r = need_context("cuMemAlloc")) return r;
@@ -293,6 +466,7 @@ CUresult cuMemAlloc(CUdeviceptr* dptr, size_t bytes) {
 
 CUresult cuMemFree(CUdeviceptr dptr) {
     if (CUresult r = need_context("cuMemFree")) return r;
+    drain_all();  // like cudaFree, it waits for the device
     std::lock_guard<std::mutex> hold(memory_lock);
     auto it = allocations.find((uintptr_t)dptr);
     if (it == allocations.end()) return report(CUDA_ERROR_INVALID_VALUE, "cuMemFree", "not an allocation's start");
@@ -312,109 +486,197 @@ CUresult cuMemGetInfo(size_t* free_bytes, size_t* total) {
 CUresult cuMemAllocHost(void** p, size_t bytes) {
     if (CUresult r = need_context("cuMemAllocHost")) return r;
     *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    return *p ? CUDA_SUCCESS : report(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocHost", std::to_string(bytes) + " bytes");
+    if (!*p) return report(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocHost", std::to_string(bytes) + " bytes");
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    pinned[reinterpret_cast<uintptr_t>(*p)] = bytes;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuMemFreeHost(void* p) {
+    drain_all();
+    {
+        std::lock_guard<std::recursive_mutex> hold(stream_lock);
+        pinned.erase(reinterpret_cast<uintptr_t>(p));
+    }
     free(p);
     return CUDA_SUCCESS;
 }
 
+// The synchronous copies and sets run on the legacy default stream: they
+// wait for the blocking streams (never for CU_STREAM_NON_BLOCKING ones)
+// and return an error queued work left.
 CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t bytes) {
     if (CUresult r = check_range("cuMemcpyHtoD", dst, bytes)) return r;
+    drain_blocking();
     memcpy((void*)(uintptr_t)dst, src, bytes);
-    return CUDA_SUCCESS;
+    return take_pending();
 }
 
 CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t bytes) {
     if (CUresult r = check_range("cuMemcpyDtoH", src, bytes)) return r;
+    drain_blocking();
     memcpy(dst, (const void*)(uintptr_t)src, bytes);
-    return CUDA_SUCCESS;
+    return take_pending();
 }
 
 CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
-    if (CUresult r = check_range("cuMemcpyDtoD", dst, bytes)) return r;
-    if (CUresult r = check_range("cuMemcpyDtoD", src, bytes)) return r;
-    if (dst != src && dst < src + bytes && src < dst + bytes)
-        return report(CUDA_ERROR_INVALID_VALUE, "cuMemcpyDtoD", "the source and destination overlap (undefined in CUDA)");
+    if (CUresult r = check_copy("cuMemcpyDtoD", dst, src, bytes)) return r;
+    drain_blocking();
     memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
-    return CUDA_SUCCESS;
+    return take_pending();
 }
 
-CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t bytes, CUstream) { return cuMemcpyHtoD(dst, src, bytes); }
-CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t bytes, CUstream) { return cuMemcpyDtoH(dst, src, bytes); }
-CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream) { return cuMemcpyDtoD(dst, src, bytes); }
-
-CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) {
-    if (CUresult r = check_range("cuMemsetD8", dst, n)) return r;
-    memset((void*)(uintptr_t)dst, v, n);
-    return CUDA_SUCCESS;
+// The asynchronous copies follow CUDA's rules for host memory: to or from
+// pinned memory (cuMemAllocHost) they run in stream order, reading or
+// writing the host buffer when they run; a copy from pageable memory
+// first waits for the stream and takes the data at once, and a copy to
+// pageable memory returns when it is done.
+CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t bytes, CUstream st) {
+    if (CUresult r = check_range("cuMemcpyHtoDAsync", dst, bytes)) return r;
+    if (lazy_streams() && !is_pinned(src, bytes)) {
+        if (stream_state* s = stream_of(st)) drain(s);
+        return enqueue(nullptr, [=] { memcpy((void*)(uintptr_t)dst, src, bytes); return CUDA_SUCCESS; });
+    }
+    return enqueue(st, [=] {
+        memcpy((void*)(uintptr_t)dst, src, bytes);
+        return CUDA_SUCCESS;
+    });
 }
 
-CUresult cuMemsetD16(CUdeviceptr dst, unsigned short v, size_t n) {
-    if (CUresult r = check_range("cuMemsetD16", dst, 2 * n)) return r;
-    for (size_t i = 0; i < n; i++) ((unsigned short*)(uintptr_t)dst)[i] = v;
-    return CUDA_SUCCESS;
+CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t bytes, CUstream st) {
+    if (CUresult r = check_range("cuMemcpyDtoHAsync", src, bytes)) return r;
+    if (lazy_streams() && !is_pinned(dst, bytes)) {
+        if (stream_state* s = stream_of(st)) drain(s);
+        return enqueue(nullptr, [=] { memcpy(dst, (const void*)(uintptr_t)src, bytes); return CUDA_SUCCESS; });
+    }
+    return enqueue(st, [=] {
+        memcpy(dst, (const void*)(uintptr_t)src, bytes);
+        return CUDA_SUCCESS;
+    });
 }
 
-CUresult cuMemsetD32(CUdeviceptr dst, unsigned int v, size_t n) {
-    if (CUresult r = check_range("cuMemsetD32", dst, 4 * n)) return r;
-    for (size_t i = 0; i < n; i++) ((unsigned int*)(uintptr_t)dst)[i] = v;
-    return CUDA_SUCCESS;
+CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream st) {
+    if (CUresult r = check_copy("cuMemcpyDtoDAsync", dst, src, bytes)) return r;
+    return enqueue(st, [=] {
+        memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
+        return CUDA_SUCCESS;
+    });
 }
 
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) { return cuMemsetD8(dst, v, n); }
-CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, CUstream) { return cuMemsetD16(dst, v, n); }
-CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream) { return cuMemsetD32(dst, v, n); }
+CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) { return fill("cuMemsetD8", dst, v, n, nullptr); }
+CUresult cuMemsetD16(CUdeviceptr dst, unsigned short v, size_t n) { return fill("cuMemsetD16", dst, v, n, nullptr); }
+CUresult cuMemsetD32(CUdeviceptr dst, unsigned int v, size_t n) { return fill("cuMemsetD32", dst, v, n, nullptr); }
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream st) { return fill("cuMemsetD8Async", dst, v, n, st); }
+CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, CUstream st) { return fill("cuMemsetD16Async", dst, v, n, st); }
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream st) { return fill("cuMemsetD32Async", dst, v, n, st); }
 
-// Streams are handles to nothing: work runs when it is issued.
-CUresult cuStreamCreate(CUstream* stream, unsigned int) {
+// A stream is its queue (used in lazy mode only).
+CUresult cuStreamCreate(CUstream* stream, unsigned int flags) {
     if (CUresult r = need_context("cuStreamCreate")) return r;
-    *stream = reinterpret_cast<CUstream>(new char);
+    stream_state* s = new stream_state;
+    s->blocking = (flags & CU_STREAM_NON_BLOCKING) == 0;
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    s->lazy = mode() == streams_mode::lazy || (mode() == streams_mode::alternate && streams_created % 2 == 0);
+    streams_created++;
+    streams.push_back(s);
+    *stream = reinterpret_cast<CUstream>(s);
     return CUDA_SUCCESS;
 }
 
 CUresult cuStreamCreateWithPriority(CUstream* stream, unsigned int flags, int) { return cuStreamCreate(stream, flags); }
 
+// cuStreamDestroy lets the stream's work finish (CUDA returns at once and
+// finishes it later).
 CUresult cuStreamDestroy(CUstream stream) {
-    delete reinterpret_cast<char*>(stream);
+    stream_state* s = stream_of(stream);
+    if (!s) return report(CUDA_ERROR_INVALID_HANDLE, "cuStreamDestroy", "not a stream cuStreamCreate made");
+    drain(s);
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    for (auto it = streams.begin(); it != streams.end();) it = *it == s ? streams.erase(it) : it + 1;
+    delete s;
     return CUDA_SUCCESS;
 }
 
-CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamWaitEvent(CUstream, CUevent ev, unsigned int) {
+CUresult cuStreamSynchronize(CUstream stream) {
+    if (stream_state* s = stream_of(stream)) drain(s);
+    else drain_blocking();
+    return take_pending();
+}
+
+// cuStreamQuery lets the stream's work finish, as time passing would.
+CUresult cuStreamQuery(CUstream stream) { return cuStreamSynchronize(stream); }
+
+// cuStreamWaitEvent makes stream's later work wait for the work queued
+// before the event's last record (nothing, if it was never recorded).
+CUresult cuStreamWaitEvent(CUstream stream, CUevent ev, unsigned int) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuStreamWaitEvent", "null event");
-    return CUDA_SUCCESS;
+    event* e = reinterpret_cast<event*>(ev);
+    if (!pending_record(e)) return CUDA_SUCCESS;
+    stream_state* on = e->stream;
+    uint64_t seq = e->seq;
+    std::shared_ptr<bool> ran = e->ran;
+    return enqueue(stream, [=] {
+        if (!*ran) run_until(on, seq);
+        return CUDA_SUCCESS;
+    });
 }
 
 CUresult cuEventCreate(CUevent* ev, unsigned int flags) {
     if (CUresult r = need_context("cuEventCreate")) return r;
-    *ev = reinterpret_cast<CUevent>(new event{flags, false, {}});
+    event* e = new event;
+    e->flags = flags;
+    e->recorded = false;
+    *ev = reinterpret_cast<CUevent>(e);
     return CUDA_SUCCESS;
 }
 
+// cuEventDestroy waits for the event's record, which points at it.
 CUresult cuEventDestroy(CUevent ev) {
-    delete reinterpret_cast<event*>(ev);
+    if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventDestroy", "null event");
+    event* e = reinterpret_cast<event*>(ev);
+    if (pending_record(e)) run_until(e->stream, e->seq);
+    delete e;
     return CUDA_SUCCESS;
 }
 
-CUresult cuEventRecord(CUevent ev, CUstream) {
+CUresult cuEventRecord(CUevent ev, CUstream stream) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventRecord", "null event");
     event* e = reinterpret_cast<event*>(ev);
-    e->recorded = true;
-    e->at = std::chrono::steady_clock::now();
-    return CUDA_SUCCESS;
+    stream_state* s = stream_of(stream);
+    if (!lazy_streams() || !s) {  // the legacy stream, or work that runs when issued
+        if (lazy_streams()) drain_blocking();
+        e->stream = nullptr;
+        e->ran = nullptr;
+        e->recorded = true;
+        e->at = std::chrono::steady_clock::now();
+        return CUDA_SUCCESS;
+    }
+    std::lock_guard<std::recursive_mutex> hold(stream_lock);
+    std::shared_ptr<bool> ran = std::make_shared<bool>(false);
+    e->recorded = false;
+    e->stream = s;
+    e->seq = s->queued + 1;
+    e->ran = ran;
+    return enqueue(stream, [e, ran] {
+        *ran = true;
+        e->recorded = true;
+        e->at = std::chrono::steady_clock::now();
+        return CUDA_SUCCESS;
+    });
 }
 
 CUresult cuEventSynchronize(CUevent ev) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventSynchronize", "null event");
-    return CUDA_SUCCESS;
+    event* e = reinterpret_cast<event*>(ev);
+    if (pending_record(e)) run_until(e->stream, e->seq);
+    return take_pending();
 }
 
+// cuEventQuery lets the work before the event finish, as time passing
+// would.
 CUresult cuEventQuery(CUevent ev) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventQuery", "null event");
-    return CUDA_SUCCESS;
+    return cuEventSynchronize(ev);
 }
 
 CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
@@ -423,6 +685,7 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
     if (!a || !b) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "null event");
     if ((a->flags | b->flags) & CU_EVENT_DISABLE_TIMING)
         return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event was created with CU_EVENT_DISABLE_TIMING");
+    if (pending_record(a) || pending_record(b)) return CUDA_ERROR_NOT_READY;
     if (!a->recorded || !b->recorded) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event was never recorded");
     *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
     return CUDA_SUCCESS;
@@ -461,7 +724,7 @@ CUresult cuModuleGetFunction(CUfunction* fn, CUmodule mod, const char* name) {
 }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
-                        unsigned int bz, unsigned int shared_bytes, CUstream, void** params, void** extra) {
+                        unsigned int bz, unsigned int shared_bytes, CUstream stream, void** params, void** extra) {
     if (!f) return report(CUDA_ERROR_INVALID_HANDLE, "cuLaunchKernel", "null function");
     const function* fn = reinterpret_cast<const function*>(f);
     std::string call = "cuLaunchKernel(" + fn->name + ")";
@@ -495,19 +758,40 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned
             buffers.push_back(it->first);
         }
     }
-    std::string error = run_grid(*fn->kernel, params, dim3{gx, gy, gz}, dim3{bx, by, bz});
-    if (!error.empty()) return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(), std::string(dims) + ": " + error);
-    std::lock_guard<std::mutex> hold(memory_lock);
-    for (uintptr_t start : buffers) {
-        auto it = allocations.find(start);
-        std::string where = it == allocations.end() ? "" : clobbered(start, it->second);
-        if (!where.empty()) {
-            reset_canaries(start, it->second);
-            return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(),
-                          std::string(dims) + ": wrote " + where + " the " + std::to_string(it->second.bytes) + "-byte buffer it was given");
-        }
+    // The launch takes its parameters' values now, as CUDA does: the
+    // caller may reuse the memory they are in once the call returns.
+    std::vector<std::vector<unsigned char>> values(fn->kernel->params);
+    for (int i = 0; i < fn->kernel->params; i++) {
+        const unsigned char* v = static_cast<const unsigned char*>(params[i]);
+        values[i].assign(v, v + fn->kernel->sizes[i]);
     }
-    return CUDA_SUCCESS;
+    const kernel_entry* kernel = fn->kernel;
+    std::string where(dims);
+    return enqueue(stream, [=]() mutable {
+        std::vector<void*> args(values.size());
+        for (size_t i = 0; i < values.size(); i++) args[i] = values[i].data();
+        std::string error = run_grid(*kernel, args.data(), dim3{gx, gy, gz}, dim3{bx, by, bz});
+        if (!error.empty()) return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(), where + ": " + error);
+        std::lock_guard<std::mutex> hold(memory_lock);
+        for (uintptr_t start : buffers) {
+            auto it = allocations.find(start);
+            std::string clobber = it == allocations.end() ? "" : clobbered(start, it->second);
+            if (!clobber.empty()) {
+                reset_canaries(start, it->second);
+                return report(CUDA_ERROR_LAUNCH_FAILED, call.c_str(),
+                              where + ": wrote " + clobber + " the " + std::to_string(it->second.bytes) + "-byte buffer it was given");
+            }
+        }
+        return CUDA_SUCCESS;
+    });
+}
+
+// iterbin_emulator_drain runs the work queued on stream (lazy mode): the
+// test doubles of cuBLAS and cuDNN call it before they compute, on their
+// handle's stream, so their work follows what was queued before it.
+__attribute__((visibility("default"))) void iterbin_emulator_drain(CUstream stream) {
+    if (stream_state* s = stream_of(stream)) drain(s);
+    else drain_blocking();
 }
 
 CUresult cuGetErrorString(CUresult, const char** s) {

@@ -25,6 +25,7 @@ struct kernel_entry {
     void (*invoke)(void* fn, void** params);
     int params;
     uint64_t pointers;  // bit i: parameter i is a pointer (device memory)
+    uint8_t sizes[64];  // each parameter's size in bytes
 };
 
 // kernels holds every registered kernel (defined in driver.cpp).
@@ -47,7 +48,10 @@ template <class... A> kernel_entry entry_for(void (*f)(A...)) {
     bool is_pointer[] = {std::is_pointer<A>::value..., false};
     uint64_t pointers = 0;
     for (std::size_t i = 0; i < sizeof...(A); i++) pointers |= uint64_t(is_pointer[i]) << i;
-    return kernel_entry{reinterpret_cast<void*>(f), &invoke<A...>, (int)sizeof...(A), pointers};
+    kernel_entry e{reinterpret_cast<void*>(f), &invoke<A...>, (int)sizeof...(A), pointers, {}};
+    std::size_t sizes[] = {sizeof(A)..., 0};
+    for (std::size_t i = 0; i < sizeof...(A); i++) e.sizes[i] = (uint8_t)sizes[i];
+    return e;
 }
 
 }  // namespace emu

@@ -3,7 +3,11 @@
 // blocks and several warps), the launch errors a GPU gives are given, a
 // barrier or shuffle that cannot complete fails the launch instead of
 // hanging, new memory reads as NaN, and reading past an allocation's end
-// faults.
+// faults. It also checks the host's fp16 rounding (bf16.h, what
+// __float2half_rn gives the kernels here) against values computed apart.
+// Run as `selftest lazy` with ITERBIN_EMULATOR_STREAMS=lazy, it checks the
+// lazy streams instead: work runs in stream order, when CUDA's rules say
+// it must have, and not before.
 
 #include <cuda.h>
 #include <sys/wait.h>
@@ -102,6 +106,12 @@ EMU_KERNEL(barrier_after_exit)
 EMU_KERNEL(write_before)
 EMU_KERNEL(copy)
 
+// out[i] = x[i] + add for i < n.
+extern "C" __global__ void add_n(float* out, const float* x, float add, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) out[i] = x[i] + add;
+}
+EMU_KERNEL(add_n)
+
 namespace {
 
 const char* ptx = R"(.version 7.8
@@ -116,6 +126,7 @@ const char* ptx = R"(.version 7.8
 .visible .entry barrier_after_exit(.param .u64 a) { ret; }
 .visible .entry write_before(.param .u64 a) { ret; }
 .visible .entry copy(.param .u64 a, .param .u64 b, .param .u32 n, .param .u32 extra) { ret; }
+.visible .entry add_n(.param .u64 a, .param .u64 b, .param .f32 add, .param .u32 n) { ret; }
 )";
 
 int failures, checks;
@@ -149,7 +160,100 @@ CUfunction function(CUmodule m, const char* name) {
 
 }  // namespace
 
-int main() {
+// lazy_checks checks the lazy streams (ITERBIN_EMULATOR_STREAMS=lazy).
+void lazy_checks(CUmodule m) {
+    CUstream a, b;
+    check(cuStreamCreate(&a, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS && cuStreamCreate(&b, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS,
+          "cuStreamCreate");
+    CUevent ev;
+    cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+    float* host = nullptr;
+    cuMemAllocHost((void**)&host, 4 * 4);
+    CUdeviceptr x = upload({1, 2, 3, 4}), y = upload({0, 0, 0, 0});
+    {  // a copy into pinned memory lands when the stream is synchronized
+        host[0] = -1;
+        cuMemcpyDtoHAsync(host, x, 16, a);
+        check(host[0] == -1, "a copy to pinned memory waits for a synchronization");
+        cuStreamSynchronize(a);
+        check(host[0] == 1 && host[3] == 4, "a copy to pinned memory lands at cuStreamSynchronize");
+    }
+    {  // a copy from pinned memory reads it when it runs; from pageable memory, when issued
+        host[0] = 10;
+        cuMemcpyHtoDAsync(x, host, 4, a);
+        host[0] = 20;  // too early: the copy has not run
+        cuStreamSynchronize(a);
+        check(download(x, 1)[0] == 20, "a copy from pinned memory reads it when it runs");
+        float pageable[1] = {30};
+        cuMemcpyHtoDAsync(x, pageable, 4, a);
+        pageable[0] = 40;
+        cuStreamSynchronize(a);
+        check(download(x, 1)[0] == 30, "a copy from pageable memory takes the data when issued");
+    }
+    {  // a launch takes its parameters when issued and runs in stream order
+        float add = 100;
+        int n = 4;
+        void* args[] = {&y, &x, &add, &n};
+        cuMemsetD32Async(x, 0x3f800000u, 4, a);  // 1.0f
+        check(cuLaunchKernel(function(m, "add_n"), 1, 1, 1, 32, 1, 1, 0, a, args, nullptr) == CUDA_SUCCESS, "add_n launch");
+        add = 0, n = 1;
+        check(download(y, 1)[0] == 0, "a launch waits for a synchronization");
+        cuStreamSynchronize(a);
+        std::vector<float> got = download(y, 4);
+        check(got[0] == 101 && got[3] == 101, "a launch runs after the set before it, with the parameters it was given");
+    }
+    {  // another stream's work is seen only through an event
+        cuMemsetD32Async(x, 0x40000000u, 4, a);  // 2.0f
+        cuEventRecord(ev, a);
+        float add = 0;
+        int n = 4;
+        void* args[] = {&y, &x, &add, &n};
+        cuLaunchKernel(function(m, "add_n"), 1, 1, 1, 32, 1, 1, 0, b, args, nullptr);
+        cuStreamSynchronize(b);
+        check(download(y, 1)[0] == 1, "a stream does not wait for another without an event");
+        cuStreamWaitEvent(b, ev, 0);
+        cuLaunchKernel(function(m, "add_n"), 1, 1, 1, 32, 1, 1, 0, b, args, nullptr);
+        cuStreamSynchronize(b);
+        check(download(y, 1)[0] == 2, "cuStreamWaitEvent makes a stream wait for the event's work");
+        cuMemsetD32Async(x, 0x40400000u, 4, a);  // 3.0f, after the event
+        cuEventRecord(ev, a);
+        cuEventSynchronize(ev);
+        check(download(x, 1)[0] == 3, "cuEventSynchronize waits for the work before the event");
+    }
+    {  // timing events read before their stream ran are not ready
+        CUevent t0, t1;
+        cuEventCreate(&t0, 0);
+        cuEventCreate(&t1, 0);
+        cuEventRecord(t0, a);
+        cuEventRecord(t1, a);
+        float ms = 0;
+        check(cuEventElapsedTime(&ms, t0, t1) == CUDA_ERROR_NOT_READY, "cuEventElapsedTime before the events ran");
+        cuEventSynchronize(t1);
+        check(cuEventElapsedTime(&ms, t0, t1) == CUDA_SUCCESS && ms >= 0, "cuEventElapsedTime after them");
+    }
+    {  // a failed launch is reported by the next synchronization
+        void* args[] = {&x};
+        check(cuLaunchKernel(function(m, "write_before"), 1, 1, 1, 1, 1, 1, 0, a, args, nullptr) == CUDA_SUCCESS,
+              "a failing launch is only queued");
+        check(cuStreamSynchronize(a) == CUDA_ERROR_LAUNCH_FAILED, "cuStreamSynchronize reports the failed launch");
+        check(cuStreamSynchronize(a) == CUDA_SUCCESS, "and only once");
+    }
+    {  // an event outlives the stream it was recorded on
+        CUstream c;
+        cuStreamCreate(&c, CU_STREAM_NON_BLOCKING);
+        cuMemsetD32Async(x, 0x40800000u, 4, c);  // 4.0f
+        cuEventRecord(ev, c);
+        cuStreamDestroy(c);
+        check(download(x, 1)[0] == 4, "cuStreamDestroy lets the stream's work finish");
+        cuStreamWaitEvent(a, ev, 0);
+        check(cuEventSynchronize(ev) == CUDA_SUCCESS && cuStreamSynchronize(a) == CUDA_SUCCESS,
+              "an event of a destroyed stream can still be waited for");
+    }
+    cuMemFreeHost(host);
+    cuStreamDestroy(a);
+    cuStreamDestroy(b);
+}
+
+int main(int argc, char** argv) {
     cuInit(0);
     CUdevice dev;
     CUcontext ctx;
@@ -157,6 +261,15 @@ int main() {
     cuCtxCreate(&ctx, 0, dev);
     CUmodule m;
     check(cuModuleLoadData(&m, ptx) == CUDA_SUCCESS, "cuModuleLoadData");
+    if (argc > 1 && std::string(argv[1]) == "lazy") {
+        lazy_checks(m);
+        if (failures) {
+            fprintf(stderr, "emulator self-test, lazy streams: %d of %d checks failed\n", failures, checks);
+            return 1;
+        }
+        printf("emulator self-test, lazy streams: %d checks passed\n", checks);
+        return 0;
+    }
 
     {  // block reduction over a 64×4 block, three blocks
         std::vector<float> x(3 * 256);
