@@ -290,10 +290,14 @@ const MaxAsyncDownload = 64
 // multiplies the loss gradient (LogSoftmaxNLLBackward) by a scale S it
 // keeps on the device, so every gradient computed from it is S times the
 // true one. AdamStep and SGDStep divide S back out, and change nothing in
-// a step where a gradient given to CheckGradient was not finite. This is
+// a step where a gradient given to CheckGradient was not finite; Adam's
+// bias corrections count the steps applied (AdamParams.Step less the
+// steps skipped since the state was set). This is
 // PyTorch's GradScaler without its host synchronization: the optimizer
 // calls CheckGradient for every gradient before a step's first update and
-// EndStep after its last.
+// EndStep after its last. A backend that wraps one (backend.Profile) must
+// pass the interface on, or the steps go unchecked and the scale never
+// changes.
 type LossScaler interface {
 	// ScalesLoss says whether the backend scales the loss at the
 	// precision it runs; where it does not, the other methods do nothing

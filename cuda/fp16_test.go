@@ -176,7 +176,7 @@ func TestLossScaling(t *testing.T) {
 	// Scaled gradients update as the CPU's true ones do.
 	w0 := [][]float32{{0.5, -0.25, 1, 2}, {-1, 0.125, 3}}
 	g0 := [][]float32{{0.1, -0.2, 0.3, 0.05}, {1e-3, -4, 0.5}}
-	adam := backend.AdamParams{LR: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-4, Step: 1}
+	adam := backend.AdamParams{LR: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-4}
 	sgd := backend.SGDParams{LR: 0.1, Momentum: 0.9, WeightDecay: 1e-4}
 	type param struct{ w, g, m, v backend.Tensor }
 	params := func(be backend.Backend, gradScale float32) []param {
@@ -190,7 +190,11 @@ func TestLossScaling(t *testing.T) {
 		}
 		return ps
 	}
+	// step makes one update on be, the t-th there (Adam's step count).
+	steps := map[backend.Backend]int{}
 	step := func(be backend.Backend, ps []param, check bool) {
+		steps[be]++
+		adam.Step = steps[be]
 		if check {
 			for _, p := range ps {
 				ls.CheckGradient(p.g, p.g.Len())
@@ -236,6 +240,27 @@ func TestLossScaling(t *testing.T) {
 		if st := scalerState(t, ls, gpu); !slices.Equal(st, wantSt) {
 			t.Errorf("gradient %g: state %v after a skipped step, want %v", bad, st, wantSt)
 		}
+	}
+
+	// The next good step is Adam's second applied one: its bias
+	// corrections count the three skipped steps out, as PyTorch's
+	// GradScaler does by not calling them.
+	now := scalerState(t, ls, gpu)[backend.LossScale] // halved by each skip
+	for i := range onGPU {
+		g := download(ref, onCPU[i].g)
+		for j := range g {
+			g[j] *= now
+		}
+		gpu.Upload(onGPU[i].g, g)
+	}
+	step(gpu, onGPU, true)
+	step(ref, onCPU, false)
+	if steps[gpu] != 5 || steps[ref] != 2 {
+		t.Fatalf("%d steps on the GPU and %d on the CPU, want 5 and 2", steps[gpu], steps[ref])
+	}
+	for i := range onGPU {
+		near("weights after skipped steps", download(gpu, onGPU[i].w), download(ref, onCPU[i].w), 1e-6)
+		near("moments after skipped steps", download(gpu, onGPU[i].m), download(ref, onCPU[i].m), 1e-6)
 	}
 
 	// Growth after the interval, and the limits of the scale.

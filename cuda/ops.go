@@ -435,8 +435,9 @@ func (b *Backend) Clip(tt backend.Tensor, lo, hi float32, n int) {
 	}
 }
 
-// AdamStep performs one Adam update; bias corrections are computed here.
-// At precision fp16 g is the scaled gradient (lossscale.go).
+// AdamStep performs one Adam update; bias corrections are computed here,
+// or at precision fp16, where g is the scaled gradient and t counts only
+// the steps not skipped, by the kernel (lossscale.go).
 func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamParams) {
 	d, ok := b.elementwise("AdamStep", n, readWritten("w", wt), read("g", gt), readWritten("m", mt), readWritten("v", vt))
 	w, g, m, v := d[0], d[1], d[2], d[3]
@@ -450,7 +451,8 @@ func (b *Backend) AdamStep(wt, gt, mt, vt backend.Tensor, n int, p backend.AdamP
 	bc1 := 1 - math.Pow(float64(p.Beta1), float64(p.Step))
 	bc2 := 1 - math.Pow(float64(p.Beta2), float64(p.Step))
 	b.launchN("adam_f32", n, ptrArg(w), ptrArg(g), ptrArg(m), ptrArg(v), intArg(n), floatArg(p.Beta1), floatArg(p.Beta2),
-		floatArg(p.Eps), floatArg(p.WeightDecay), floatArg(float32(float64(p.LR)/bc1)), floatArg(float32(math.Sqrt(bc2))), ptrArg(b.lossScalePtr()))
+		floatArg(p.Eps), floatArg(p.WeightDecay), floatArg(float32(float64(p.LR)/bc1)), floatArg(float32(math.Sqrt(bc2))),
+		floatArg(p.LR), intArg(p.Step), ptrArg(b.lossScalePtr()))
 }
 
 // SGDStep performs one SGD update; at precision fp16 of the scaled

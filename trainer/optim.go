@@ -10,10 +10,9 @@ import (
 // becomes binary. On a backend that scales the loss (backend.LossScaler:
 // CUDA at precision fp16) it drives the scaler: every gradient is checked
 // before the step's updates, which the backend skips when one is not
-// finite, and the scale is adjusted after them. A skipped step still
-// counts in Steps, and so in Adam's bias correction (PyTorch's GradScaler
-// skips optimizer.step(), which does not count it); the difference fades
-// as 1−β^t nears 1, and skips are rare once the scale has settled.
+// finite, and the scale is adjusted after them. A skipped step counts in
+// Steps; the backend leaves it out of Adam's bias correction, as
+// PyTorch's GradScaler does by not calling optimizer.step().
 type Optimizer struct {
 	be     backend.Backend
 	scaler backend.LossScaler // nil where the loss is not scaled

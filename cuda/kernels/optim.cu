@@ -2,7 +2,12 @@
 // bc2_sqrt = sqrt(1 - beta2^t) are computed on the host. With a loss
 // scaler (Options.Precision "fp16", lossscale.cuh; null otherwise) g is
 // the scaled gradient: it is divided by the scale, and a step whose flag
-// says a gradient was not finite changes nothing.
+// says a gradient was not finite changes nothing. Adam's t then counts
+// only the steps applied, as under PyTorch's GradScaler (which does not
+// call a skipped step's optimizer.step()): the host's step less the
+// scaler's skipped steps, and the bias corrections are computed here, in
+// double as on the host (two pow per thread: small beside the update's
+// memory traffic).
 
 #include "lossscale.cuh"
 
@@ -16,9 +21,14 @@ __device__ __forceinline__ float unscaling(const float* scaler) {
 
 extern "C" __global__ void adam_f32(float* w, const float* g, float* m, float* v, int n,
                                     float beta1, float beta2, float eps, float wd,
-                                    float step_size, float bc2_sqrt, const float* scaler) {
+                                    float step_size, float bc2_sqrt, float lr, int step, const float* scaler) {
     float unscale = unscaling(scaler);
     if (unscale == 0.0f) return;
+    if (scaler != nullptr) {
+        int t = max(step - (int)scaler[LOSS_SCALE_SKIPPED], 1);  // at least 1 for a state set by hand
+        step_size = (float)((double)lr / (1.0 - pow((double)beta1, t)));
+        bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, t));
+    }
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
         float gi = g[i] * unscale;
         if (wd != 0.0f) gi += wd * w[i];
