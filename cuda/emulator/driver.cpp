@@ -96,20 +96,26 @@ struct function {
 
 struct stream_state;
 
-// An event; where its last record was queued on a lazy stream, stream
-// and seq say which of the stream's operations it is, and ran turns true
-// when that has run (after which stream may be gone).
+// One cuEventRecord: ran turns true, and at is set, when it has run. A
+// queued record holds it, never the event, which may be destroyed or
+// recorded again before the record runs.
+struct record {
+    bool ran = false;
+    std::chrono::steady_clock::time_point at;
+};
+
+// An event and its last record (none before the first); where that was
+// queued on a lazy stream, stream and seq say which of the stream's
+// operations it is (stream may be gone once the record has run).
 struct event {
     unsigned flags = 0;
-    bool recorded = false;
-    std::chrono::steady_clock::time_point at;
+    std::shared_ptr<record> last;
     stream_state* stream = nullptr;
     uint64_t seq = 0;
-    std::shared_ptr<bool> ran;
 };
 
 // pending_record says whether e's last record is queued and has not run.
-bool pending_record(const event* e) { return e->ran && !*e->ran; }
+bool pending_record(const event* e) { return e->last && !e->last->ran; }
 
 // A stream: the operations queued on it and not yet run, where it is lazy.
 // queued counts every operation ever queued, done those run; running says
@@ -614,9 +620,9 @@ CUresult cuStreamWaitEvent(CUstream stream, CUevent ev, unsigned int) {
     if (!pending_record(e)) return CUDA_SUCCESS;
     stream_state* on = e->stream;
     uint64_t seq = e->seq;
-    std::shared_ptr<bool> ran = e->ran;
+    std::shared_ptr<record> last = e->last;
     return enqueue(stream, [=] {
-        if (!*ran) run_until(on, seq);
+        if (!last->ran) run_until(on, seq);
         return CUDA_SUCCESS;
     });
 }
@@ -625,17 +631,15 @@ CUresult cuEventCreate(CUevent* ev, unsigned int flags) {
     if (CUresult r = need_context("cuEventCreate")) return r;
     event* e = new event;
     e->flags = flags;
-    e->recorded = false;
     *ev = reinterpret_cast<CUevent>(e);
     return CUDA_SUCCESS;
 }
 
-// cuEventDestroy waits for the event's record, which points at it.
+// cuEventDestroy returns at once; a record still queued runs later, as
+// in CUDA.
 CUresult cuEventDestroy(CUevent ev) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventDestroy", "null event");
-    event* e = reinterpret_cast<event*>(ev);
-    if (pending_record(e)) run_until(e->stream, e->seq);
-    delete e;
+    delete reinterpret_cast<event*>(ev);
     return CUDA_SUCCESS;
 }
 
@@ -643,24 +647,22 @@ CUresult cuEventRecord(CUevent ev, CUstream stream) {
     if (!ev) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventRecord", "null event");
     event* e = reinterpret_cast<event*>(ev);
     stream_state* s = stream_of(stream);
+    std::shared_ptr<record> r = std::make_shared<record>();
     if (!lazy_streams() || !s) {  // the legacy stream, or work that runs when issued
         if (lazy_streams()) drain_blocking();
+        r->ran = true;
+        r->at = std::chrono::steady_clock::now();
+        e->last = r;
         e->stream = nullptr;
-        e->ran = nullptr;
-        e->recorded = true;
-        e->at = std::chrono::steady_clock::now();
         return CUDA_SUCCESS;
     }
     std::lock_guard<std::recursive_mutex> hold(stream_lock);
-    std::shared_ptr<bool> ran = std::make_shared<bool>(false);
-    e->recorded = false;
+    e->last = r;
     e->stream = s;
     e->seq = s->queued + 1;
-    e->ran = ran;
-    return enqueue(stream, [e, ran] {
-        *ran = true;
-        e->recorded = true;
-        e->at = std::chrono::steady_clock::now();
+    return enqueue(stream, [r] {
+        r->ran = true;
+        r->at = std::chrono::steady_clock::now();
         return CUDA_SUCCESS;
     });
 }
@@ -686,8 +688,8 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
     if ((a->flags | b->flags) & CU_EVENT_DISABLE_TIMING)
         return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event was created with CU_EVENT_DISABLE_TIMING");
     if (pending_record(a) || pending_record(b)) return CUDA_ERROR_NOT_READY;
-    if (!a->recorded || !b->recorded) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event was never recorded");
-    *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+    if (!a->last || !b->last) return report(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event was never recorded");
+    *ms = std::chrono::duration<float, std::milli>(b->last->at - a->last->at).count();
     return CUDA_SUCCESS;
 }
 

@@ -248,6 +248,27 @@ void lazy_checks(CUmodule m) {
         check(cuEventSynchronize(ev) == CUDA_SUCCESS && cuStreamSynchronize(a) == CUDA_SUCCESS,
               "an event of a destroyed stream can still be waited for");
     }
+    {  // a queued record outlives its event, and a later record on another stream
+        CUevent e2;
+        cuEventCreate(&e2, 0);
+        cuMemsetD32Async(x, 0x40a00000u, 4, a);  // 5.0f
+        cuEventRecord(e2, a);
+        cuEventRecord(e2, b);  // recorded again before the first record ran
+        cuStreamWaitEvent(b, e2, 0);
+        check(cuEventSynchronize(e2) == CUDA_SUCCESS, "cuEventSynchronize of a re-recorded event");
+        check(download(x, 1)[0] == 4, "an event waits for its last record only");
+        cuEventDestroy(e2);
+        check(cuStreamSynchronize(a) == CUDA_SUCCESS && download(x, 1)[0] == 5, "a record queued before its event was destroyed runs");
+    }
+    {  // a wait queued on an event whose stream is destroyed before the wait runs
+        CUstream c;
+        cuStreamCreate(&c, CU_STREAM_NON_BLOCKING);
+        cuMemsetD32Async(x, 0x40c00000u, 4, c);  // 6.0f
+        cuEventRecord(ev, c);
+        cuStreamWaitEvent(a, ev, 0);
+        cuStreamDestroy(c);
+        check(cuStreamSynchronize(a) == CUDA_SUCCESS && download(x, 1)[0] == 6, "a wait on a destroyed stream's event");
+    }
     cuMemFreeHost(host);
     cuStreamDestroy(a);
     cuStreamDestroy(b);
