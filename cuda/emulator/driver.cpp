@@ -146,6 +146,9 @@ streams_mode mode() {
         const char* v = getenv("ITERBIN_EMULATOR_STREAMS");
         if (v != nullptr && strcmp(v, "lazy") == 0) return streams_mode::lazy;
         if (v != nullptr && strcmp(v, "alternate") == 0) return streams_mode::alternate;
+        if (v != nullptr && *v != '\0')
+            report(CUDA_SUCCESS, "ITERBIN_EMULATOR_STREAMS",
+                   std::string("\"") + v + "\" is not a mode (lazy, alternate): every call finishes before it returns");
         return streams_mode::immediate;
     }();
     return m;
