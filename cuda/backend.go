@@ -86,9 +86,10 @@ type Backend struct {
 	channelsLast      bool
 	layoutScratch     cu.DevicePtr
 	layoutScratchSize int
-	// bf16Storage says channels-last activations are stored as bf16
-	// (Options.Layout nhwc-bf16, layout.go).
-	bf16Storage bool
+	// storage is the 16-bit format channels-last activations are stored
+	// in (Options.Layout nhwc-bf16 or nhwc-fp16, layout.go); "" for
+	// float32.
+	storage halfFormat
 	// gradScratch holds Conv2DBackwardDataAdd's input gradient before it
 	// is added (backend.FusedResidual), grown as needed.
 	gradScratch tensor
@@ -213,13 +214,13 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	}
 	activations := "NCHW activations"
 	switch {
-	case b.dnn != nil && layoutOpt == NHWCBF16:
-		b.channelsLast, b.bf16Storage = true, true
-		activations = "channels-last (NHWC) bf16 activations in the convolutional layers"
+	case b.dnn != nil && (layoutOpt == NHWCBF16 || layoutOpt == NHWCFP16):
+		b.channelsLast, b.storage = true, b.half
+		activations = fmt.Sprintf("channels-last (NHWC) %s activations in the convolutional layers", b.half)
 	case b.dnn != nil && (layoutOpt == NHWC || layoutOpt == LayoutAuto && precision != FP32):
 		b.channelsLast = true
 		activations = "channels-last (NHWC) activations in the convolutional layers"
-	case layoutOpt == NHWC || layoutOpt == NHWCBF16:
+	case layoutOpt == NHWC || layoutOpt == NHWCBF16 || layoutOpt == NHWCFP16:
 		activations += fmt.Sprintf(" (layout %s needs cuDNN, which does not run the convolutions)", layoutOpt)
 	}
 	b.name = fmt.Sprintf("cuda:%d %s (driver API, %s, %s, %s, %s)", ordinal, devName, b.blas.name, b.describePrecision(), convolutions, activations)
@@ -231,8 +232,8 @@ func (b *Backend) describePrecision() string {
 	switch {
 	case b.precision == TF32:
 		return "precision tf32: TF32 tensor-core GEMMs and convolutions, fp32 accumulation"
-	case b.bf16Storage:
-		return "precision bf16: GEMM and convolution inputs in bf16, fp32 accumulation; float32 GEMM outputs and filter gradients, convolutions' activations kept in bf16"
+	case b.storage.on():
+		return fmt.Sprintf("precision %[1]s: GEMM and convolution inputs in %[1]s, fp32 accumulation; float32 GEMM outputs and filter gradients, convolutions' activations kept in %[1]s%[2]s", b.half, b.describeLossScale())
 	case b.half.on() && b.dnn != nil:
 		return fmt.Sprintf("precision %[1]s: GEMM and convolution inputs rounded to %[1]s, fp32 accumulation; float32 GEMM outputs, cuDNN's %[1]s convolution outputs widened to float32%[2]s", b.half, b.describeLossScale())
 	case b.half.on():
@@ -558,11 +559,11 @@ func (b *Backend) reorderAt(p cu.DevicePtr, at int, r reorder) bool {
 	src := p + cu.DevicePtr(at*r.from.elemBytes())
 	switch {
 	case r.from.nhwc && r.to.nhwc: // the same NHWC shape, widened
-		b.fromBF16(tmp, src, cnt)
+		b.fromHalf(tmp, src, cnt)
 	case r.from.nhwc:
-		b.transposeBatched(tmp, src, n, s, c, r.from.bf16)
+		b.transposeBatched(tmp, src, n, s, c, r.from.half)
 	default:
-		b.transposeBatched(tmp, src, n, c, s, false)
+		b.transposeBatched(tmp, src, n, c, s, "")
 	}
 	if err := cu.MemcpyDtoDAsync(off(p, at), tmp, int64(4*cnt), b.stream); err != nil {
 		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
@@ -571,15 +572,12 @@ func (b *Backend) reorderAt(p cu.DevicePtr, at int, r reorder) bool {
 }
 
 // transposeBatched sets dst[i] = src[i]ᵀ for batch rows×cols matrices
-// (layout.cu), dst float32, src float32 or bf16 (widened): 32×32 tiles
-// through shared memory, or for fewer than 8 rows (an image's colour
-// channels) a thread per element.
-func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int, srcBF16 bool) {
+// (layout.cu), dst float32, src float32 or in 16-bit format srcHalf
+// (widened): 32×32 tiles through shared memory, or for fewer than 8 rows
+// (an image's colour channels) a thread per element.
+func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int, srcHalf halfFormat) {
 	const tile, maxGrid = 32, 65535
-	from := "f32"
-	if srcBF16 {
-		from = "bf16"
-	}
+	from := srcHalf.kernelSuffix()
 	if rows < 8 {
 		total := batch * rows * cols
 		b.launch("transpose_narrow_"+from, min((total+blockSize-1)/blockSize, maxGrid), blockSize, 0,
@@ -592,7 +590,7 @@ func (b *Backend) transposeBatched(dst, src cu.DevicePtr, batch, rows, cols int,
 		return
 	}
 	size := 4
-	if srcBF16 {
+	if srcHalf.on() {
 		size = 2
 	}
 	for b0 := 0; b0 < batch; b0 += maxGrid {

@@ -101,8 +101,8 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 }
 
 // dnnOperand is a device buffer an operand of a cuDNN convolution is in,
-// float32 or (half) in the precision's 16-bit format: bf16 activations
-// stored so (Options.Layout nhwc-bf16).
+// float32 or (half) in the precision's 16-bit format: activations stored
+// so (Options.Layout nhwc-bf16 and nhwc-fp16).
 type dnnOperand struct {
 	ptr  cu.DevicePtr
 	half bool
@@ -124,7 +124,8 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 // into scratch and widened into it.
 //
 // beta = 1 adds the result to what out holds (convolveAdd: out must then
-// be bf16 at precision bf16, and the plan chosen already); beta = 0
+// be stored in the precision's 16-bit format, and the plan chosen
+// already); beta = 0
 // overwrites it.
 //
 // Errors are recorded, except that a convolution cuDNN does not support
@@ -489,14 +490,14 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 	out := shapes[2][0] * shapes[2][1] * shapes[2][2]
 	if b.channelsLast && b.useCudnn(s) && transposable(s) && !b.dnnRefused(dir, s, true) {
 		ops := b.dnnInputsNHWC(ts, shapes)
-		// With bf16 storage, activation outputs (not filter gradients)
-		// are written as cuDNN computes them, in bf16.
+		// With 16-bit storage, activation outputs (not filter
+		// gradients) are written as cuDNN computes them, in 16 bits.
 		outLay := lay(2, true)
-		if b.bf16Storage && dir != dnnBackwardFilter {
-			outLay = outLay.inBF16()
+		if dir != dnnBackwardFilter {
+			outLay = outLay.inHalf(b.storage)
 		}
 		b.noteWrite(ts[2], out, outLay)
-		ops[2] = dnnOperand{ptr: ts[2].ptr, half: outLay.bf16}
+		ops[2] = dnnOperand{ptr: ts[2].ptr, half: outLay.half.on()}
 		if b.err != nil || b.dnnConvolve(dir, s, true, ops, 0) {
 			return
 		}
@@ -510,29 +511,30 @@ func (b *Backend) convolve(op string, dir dnnDirection, s backend.ConvShape, ope
 }
 
 // dnnInputsNHWC arranges the inputs of a convolution (ts[0] and ts[1],
-// of shapes as convOperandShapes gives) for cuDNN in NHWC: at precision
-// bf16 one stored as bf16 is read as it is, others are float32 NHWC.
+// of shapes as convOperandShapes gives) for cuDNN in NHWC: one stored in
+// the precision's 16-bit format is read as it is, others are float32
+// NHWC.
 func (b *Backend) dnnInputsNHWC(ts [3]*tensor, shapes [3][3]int) (ops [3]dnnOperand) {
 	for i := range 2 {
 		l := nhwcLayout(shapes[i][0], shapes[i][1], shapes[i][2])
-		if b16 := l.inBF16(); b.half == BF16 && b16.bf16 && ts[i].lay.holds(b16) {
-			l = b16
+		if h := l.inHalf(b.half); h.half.on() && ts[i].lay.holds(h) {
+			l = h
 		}
-		ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), half: l.bf16}
+		ops[i] = dnnOperand{ptr: b.arrange(ts[i], l), half: l.half.on()}
 	}
 	return ops
 }
 
 // convolveAdd runs direction dir of convolution s for op, as convolve
 // does, but adds its output to the values the output tensor holds (cuDNN's
-// beta = 1), where that can run in place: with bf16 storage, the output
-// held as bf16 NHWC, on cuDNN in NHWC, whose plan for the direction has
+// beta = 1), where that can run in place: with 16-bit storage, the
+// output held in 16-bit NHWC, on cuDNN in NHWC, whose plan for the direction has
 // its algorithm already (choosing one times the algorithms on the output
 // buffer, which would lose its values). Otherwise it does nothing and
 // returns false, for the caller to convolve into scratch and add. A
 // write of no samples is done (true).
 func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, operands [3]convOperand) bool {
-	if !b.bf16Storage || !convShapeOK(s) || !b.useCudnn(s) || !transposable(s) || dir == dnnBackwardFilter {
+	if !b.storage.on() || !convShapeOK(s) || !b.useCudnn(s) || !transposable(s) || dir == dnnBackwardFilter {
 		return false // useCudnn also says there are samples
 	}
 	c, ok := b.dnn.convs[b.dnnKey(s, true)]
@@ -547,10 +549,11 @@ func (b *Backend) convolveAdd(op string, dir dnnDirection, s backend.ConvShape, 
 			return true
 		}
 	}
-	// The output must hold bf16 NHWC already, and be neither input (which
-	// cuDNN would read as it writes, and which arranging could reorder).
-	outLay := nhwcLayout(shapes[2][0], shapes[2][1], shapes[2][2]).inBF16()
-	if !outLay.bf16 || !ts[2].lay.holds(outLay) || ts[2] == ts[0] || ts[2] == ts[1] {
+	// The output must hold 16-bit NHWC already, and be neither input
+	// (which cuDNN would read as it writes, and which arranging could
+	// reorder).
+	outLay := nhwcLayout(shapes[2][0], shapes[2][1], shapes[2][2]).inHalf(b.storage)
+	if !outLay.half.on() || !ts[2].lay.holds(outLay) || ts[2] == ts[0] || ts[2] == ts[1] {
 		return false
 	}
 	ops := b.dnnInputsNHWC(ts, shapes)

@@ -66,17 +66,21 @@ func ToChannelsLast(be backend.Backend, t backend.Tensor, n, c, s int) {
 	}
 }
 
-// ToChannelsLastBF16 stores t, an n×c×s activation of the CUDA backend
-// be, channels-last as bf16, as an op at bf16 storage would write it:
-// rounded to nearest even, so tests give it values bf16 holds exactly
-// (the backend itself never rounds a tensor in place). On other backends
-// it does nothing.
-func ToChannelsLastBF16(be backend.Backend, t backend.Tensor, n, c, s int) {
+// ToChannelsLastHalf stores t, an n×c×s activation of the CUDA backend
+// be, channels-last in its precision's 16-bit format, as an op at 16-bit
+// storage would write it: rounded to nearest even, so tests give it
+// values the format holds exactly (the backend itself never rounds a
+// tensor in place). On other backends it does nothing.
+func ToChannelsLastHalf(be backend.Backend, t backend.Tensor, n, c, s int) {
 	b, ok := be.(*Backend)
 	if !ok {
 		return
 	}
-	ct := b.tensorArg("ToChannelsLastBF16", "t", t, n*c*s)
+	if !b.half.on() {
+		b.fail(fmt.Errorf("cuda: ToChannelsLastHalf at precision %s, which has no 16-bit format", b.precision))
+		return
+	}
+	ct := b.tensorArg("ToChannelsLastHalf", "t", t, n*c*s)
 	lay := nhwcLayout(n, c, s)
 	if ct == nil || !lay.nhwc || b.arrange(ct, lay) == 0 {
 		return
@@ -86,17 +90,17 @@ func ToChannelsLastBF16(be backend.Backend, t backend.Tensor, n, c, s int) {
 	if tmp == 0 {
 		return
 	}
-	b.toBF16(tmp, ct.ptr, cnt)
+	b.toHalf(tmp, ct.ptr, cnt)
 	if err := cu.MemcpyDtoDAsync(ct.ptr, tmp, int64(2*cnt), b.stream); err != nil {
 		b.fail(fmt.Errorf("cuda: cuMemcpyDtoDAsync: %v", err))
 		return
 	}
-	ct.lay = lay.inBF16()
+	ct.lay = lay.inHalf(b.half)
 }
 
 // TensorLayout says in which order, and as what, a CUDA tensor's first
-// elements are stored: "flat", "NHWC n×c×s" or "NHWC bf16 n×c×s" for an
-// n×c×s activation.
+// elements are stored: "flat", "NHWC n×c×s", "NHWC bf16 n×c×s" or
+// "NHWC fp16 n×c×s" for an n×c×s activation.
 func TensorLayout(t backend.Tensor) string {
 	ct, ok := t.(*tensor)
 	if !ok {

@@ -336,31 +336,48 @@ func (k *keepLossScale) Close() error {
 // Training in fp16 tracks training in fp32 on the same GPU within
 // TestBF16TrainingTracksFP32's bounds (binary layers make the two runs
 // part by sign flips, whatever the precision), with no step skipped at
-// the initial scale. With the scale started far too high, the first steps
-// overflow and are skipped, the scale halves until the gradients fit, and
-// training goes on.
+// the initial scale; so does training with the activations stored as
+// fp16 (layout nhwc-fp16), whose gradients between convolutions carry the
+// scale in fp16. In ResNet-20 that storage must change the losses against
+// plain fp16 (its residual sums are rounded to fp16 again). With the
+// scale started far too high, the first steps overflow and are skipped,
+// the scale halves until the gradients fit, and training goes on.
 func TestFP16TrainingTracksFP32(t *testing.T) {
 	models := map[string]trainer.BenchModel{}
 	for _, m := range trainer.BenchModels() {
 		models[m.Name] = m
 	}
+	plain := map[string][]float64{} // layout auto's losses, by model and mode
 	for _, c := range []struct {
 		model, mode string
 		steps       int
+		layout      string
 	}{
-		{"mlp300", "float", 30},
-		{"mlp300", "binary", 30},
-		{"resnet20", "float", 4},
-		{"resnet20", "binary", 4},
+		{"mlp300", "float", 30, cuda.LayoutAuto},
+		{"mlp300", "binary", 30, cuda.LayoutAuto},
+		{"resnet20", "float", 4, cuda.LayoutAuto},
+		{"resnet20", "binary", 4, cuda.LayoutAuto},
+		{"resnet20", "float", 4, cuda.NHWCFP16},
+		{"resnet20", "binary", 4, cuda.NHWCFP16},
+		{"vgg5", "float", 4, cuda.NHWCFP16},
 	} {
-		t.Run(c.model+" "+c.mode, func(t *testing.T) { checkFP16Tracks(t, models[c.model], c.mode, c.steps) })
+		key := c.model + " " + c.mode
+		t.Run(key+" "+c.layout, func(t *testing.T) {
+			got := checkFP16Tracks(t, models[c.model], c.mode, c.layout, c.steps)
+			if c.layout == cuda.LayoutAuto {
+				plain[key] = got
+			} else if p, ok := plain[key]; ok && slices.Equal(p, got) {
+				t.Errorf("layout %s gives the losses of layout auto bit for bit; fp16 storage did not run", c.layout)
+			}
+		})
 	}
 	t.Run("scale too high", func(t *testing.T) { checkFP16Recovers(t, models["mlp300"]) })
 }
 
-// checkFP16Tracks compares steps fp16 training steps of m in mode with
-// fp32's, and checks that none was skipped.
-func checkFP16Tracks(t *testing.T, m trainer.BenchModel, mode string, steps int) {
+// checkFP16Tracks compares steps fp16 training steps of m in mode, with
+// activations in layout, with fp32's, checks that none was skipped, and
+// returns the fp16 losses.
+func checkFP16Tracks(t *testing.T, m trainer.BenchModel, mode, layout string, steps int) []float64 {
 	want, _, err := trainer.StepLosses(m, mode, "cuda", cuda.FP32, cuda.LayoutAuto, steps)
 	if err != nil {
 		t.Fatal(err)
@@ -370,12 +387,15 @@ func checkFP16Tracks(t *testing.T, m trainer.BenchModel, mode string, steps int)
 		kept = &keepLossScale{Backend: be.(*cuda.Backend)}
 		return kept
 	}
-	got, name, err := trainer.StepLossesWrapped(m, mode, "cuda", cuda.FP16, cuda.LayoutAuto, steps, keep)
+	got, name, err := trainer.StepLossesWrapped(m, mode, "cuda", cuda.FP16, layout, steps, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(name, "precision fp16") {
 		t.Fatalf("the fp16 run's backend is %q", name)
+	}
+	if layout == cuda.NHWCFP16 && !strings.Contains(name, "fp16 activations") {
+		t.Fatalf("the nhwc-fp16 run's backend is %q", name)
 	}
 	const firstTol, tol = 1e-2, 5e-2
 	worst, same := 0.0, true
@@ -397,8 +417,9 @@ func checkFP16Tracks(t *testing.T, m trainer.BenchModel, mode string, steps int)
 	if st := kept.state; st[backend.LossScale] != backend.LossScaleInitial || st[backend.LossScaleSkipped] != 0 || st[backend.LossScaleGood] != float32(steps) {
 		t.Errorf("%s %s: loss scaler state %v after %d steps, want no step skipped", m.Name, mode, st, steps)
 	}
-	t.Logf("%s %s: %d steps, fp32 losses %.4f…%.4f, fp16 %.4f…%.4f, largest relative difference %.3g", m.Name, mode, steps,
+	t.Logf("%s %s, layout %s: %d steps, fp32 losses %.4f…%.4f, fp16 %.4f…%.4f, largest relative difference %.3g", m.Name, mode, layout, steps,
 		want[0], want[len(want)-1], got[0], got[len(got)-1], worst)
+	return got
 }
 
 // checkFP16Recovers trains the MLP m in fp16 from a loss scale of 2³⁰, at

@@ -20,10 +20,11 @@ package cuda
 // The conversions are extra passes over the operands (one read of float32,
 // one write of 16-bit each): the price of keeping the interface float32.
 // All of it runs on the backend's one stream, so one scratch serves every
-// op in turn. With bf16 storage (Options.Layout nhwc-bf16, layout.go) the
-// activations between convolutions are bf16 already: cuDNN reads them and
-// writes its activation outputs as they are, and only filters (and
-// float32 inputs, such as the input batch) are converted.
+// op in turn. With 16-bit storage (Options.Layout nhwc-bf16 and
+// nhwc-fp16, layout.go) the activations between convolutions are 16-bit
+// already: cuDNN reads them and writes its activation outputs as they
+// are, and only filters (and float32 inputs, such as the input batch) are
+// converted.
 //
 // fp16 has three more mantissa bits than bf16 but five exponent bits to
 // its eight, so small gradients flush to zero and large ones overflow: at
@@ -38,13 +39,6 @@ import (
 
 	"iterbin/backend"
 )
-
-// halfFormat is a mixed precision's 16-bit format, "bf16" or "fp16"; ""
-// at fp32 and tf32.
-type halfFormat string
-
-// on says whether GEMMs and convolutions run in a 16-bit format.
-func (h halfFormat) on() bool { return h != "" }
 
 // dnnType is the format's cudnnDataType_t.
 func (h halfFormat) dnnType() dnnDataType {

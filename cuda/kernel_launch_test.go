@@ -103,7 +103,7 @@ func kernelNames(e ast.Expr) []string {
 	}
 	if b, ok := e.(*ast.BinaryExpr); ok && b.Op == token.ADD {
 		if prefix, ok := stringLiteral(b.X); ok && strings.HasSuffix(prefix, "_") && kernelName.MatchString(prefix+"f32") {
-			return []string{prefix + "f32", prefix + "bf16"}
+			return []string{prefix + "f32", prefix + "bf16", prefix + "f16"}
 		}
 	}
 	return nil

@@ -36,24 +36,45 @@ package cuda
 // cuDNN's NHWC kernels without tensor cores run ResNet-18 at half its
 // NCHW speed on an H200.
 //
-// bf16 storage (Options.Layout nhwc-bf16, at precision bf16) also keeps
-// the NHWC activations and their gradients as bf16, half the bytes for
-// the memory-bound ops between convolutions, as PyTorch's autocast does:
+// 16-bit storage (Options.Layout nhwc-bf16 at precision bf16, nhwc-fp16
+// at fp16) also keeps the NHWC activations and their gradients in the
+// precision's 16-bit format, half the bytes for the memory-bound ops
+// between convolutions, as PyTorch's autocast does:
 //   - convolutions on cuDNN write their activation outputs (forward y,
-//     backward-data dx) as bf16, and read activation inputs held as bf16
+//     backward-data dx) in 16 bits, and read activation inputs held so
 //     directly instead of rounding a copy;
 //   - batch norm, ReLU, Add, max pooling, the option-A shortcut and
-//     Copy read and write bf16 where every activation input is bf16
-//     (bf16For, elementwiseLayout), computing and summing in float32 and
-//     double as they do otherwise; global average pooling's backward pass
-//     writes bf16;
+//     Copy read and write 16-bit values where every activation input is
+//     16-bit (halfFor, elementwiseLayout), computing and summing in
+//     float32 and double as they do otherwise; global average pooling's
+//     backward pass writes 16 bits;
 //   - every other op, and any op with an input in float32, reads its
 //     inputs widened to float32 in place (reorders), which is exact.
 // Weights, their gradients, batch norm's parameters and statistics,
-// optimizer state and losses stay float32. Nothing is rounded to bf16 in
-// place: a value is bf16 because an op computed it so.
+// optimizer state and losses stay float32. Nothing is rounded to 16 bits
+// in place: a value is 16-bit because an op computed it so.
 
 import "fmt"
+
+// halfFormat is a 16-bit format, "bf16" or "fp16": a mixed precision's
+// (Backend.half), or the one activations are stored in; "" for none
+// (float32).
+type halfFormat string
+
+// on says whether h is a 16-bit format.
+func (h halfFormat) on() bool { return h != "" }
+
+// kernelSuffix is the suffix of the kernels over activations stored in h
+// (storage.cuh): "f32", "bf16" or "f16".
+func (h halfFormat) kernelSuffix() string {
+	switch h {
+	case "":
+		return "f32"
+	case FP16:
+		return "f16"
+	}
+	return string(h)
+}
 
 // layout says in which order, and as what, the first elements of a
 // device buffer are stored. The zero value is flat float32, the order of
@@ -63,11 +84,12 @@ type layout struct {
 	// c channels, s positions) stored n×s×c, element (i, ch, j) at
 	// (i·s + j)·c + ch.
 	nhwc bool
-	// bf16 (only with nhwc): those n·c·s elements are stored as bf16, the
-	// k-th stored at byte 2k (Options.Layout nhwc-bf16). Elements past
-	// them stay float32 at their own place, element e at byte 4e, so a
-	// buffer of float32s holds either.
-	bf16    bool
+	// half (only with nhwc) is the 16-bit format those n·c·s elements
+	// are stored in, the k-th at byte 2k (Options.Layout nhwc-bf16 and
+	// nhwc-fp16); "" is float32. Elements past them stay float32 at
+	// their own place, element e at byte 4e, so a buffer of float32s
+	// holds either.
+	half    halfFormat
 	n, c, s int
 }
 
@@ -80,15 +102,18 @@ func nhwcLayout(n, c, s int) layout {
 	return layout{nhwc: true, n: n, c: c, s: s}
 }
 
-// inBF16 is l stored as bf16; flat stays flat (float32).
-func (l layout) inBF16() layout {
-	l.bf16 = l.nhwc
+// inHalf is l stored in format h ("" for float32); flat stays flat
+// (float32).
+func (l layout) inHalf(h halfFormat) layout {
+	if l.nhwc {
+		l.half = h
+	}
 	return l
 }
 
 // inFloat32 is l stored as float32.
 func (l layout) inFloat32() layout {
-	l.bf16 = false
+	l.half = ""
 	return l
 }
 
@@ -99,16 +124,12 @@ func (l layout) as(n, c, s int) layout {
 	if !l.nhwc {
 		return layout{}
 	}
-	out := nhwcLayout(n, c, s)
-	if l.bf16 {
-		out = out.inBF16()
-	}
-	return out
+	return nhwcLayout(n, c, s).inHalf(l.half)
 }
 
 // elemBytes is the size of one of the elements l orders.
 func (l layout) elemBytes() int {
-	if l.bf16 {
+	if l.half.on() {
 		return 2
 	}
 	return 4
@@ -130,14 +151,14 @@ func (l layout) holds(want layout) bool {
 	if !want.nhwc {
 		return !l.nhwc
 	}
-	return l.nhwc && l.bf16 == want.bf16 && l.c == want.c && l.s == want.s && l.n >= want.n
+	return l.nhwc && l.half == want.half && l.c == want.c && l.s == want.s && l.n >= want.n
 }
 
 // reorder is one in-place change of a tensor's first elements from
 // layout from to layout to over the same elements: a transpose between
-// flat and NHWC, bf16 widened to float32 on the way where from is bf16;
-// or, between the same NHWC shape, the widening alone. Nothing is ever
-// rounded to bf16 in place: what ops write as bf16 they compute so.
+// flat and NHWC, 16-bit values widened to float32 on the way where from
+// is 16-bit; or, between the same NHWC shape, the widening alone. Nothing
+// is ever rounded to 16 bits in place: what ops write so they compute so.
 type reorder struct {
 	from, to layout
 }
@@ -153,17 +174,17 @@ func (r reorder) shape() (n, c, s int) {
 
 // reorders lists the reorderings, in order, that take a tensor from
 // layout have to layout want (the first k of steps): none where have
-// holds want; have's bf16 elements widened where want is the float32
+// holds want; have's 16-bit elements widened where want is the float32
 // NHWC of a shape have holds; otherwise have's NHWC elements back to
-// flat float32, then on to want's NHWC. A want of bf16 that have does
-// not hold is an error: it would round values in place.
+// flat float32, then on to want's NHWC. A 16-bit want that have does not
+// hold is an error: it would round values in place.
 func reorders(have, want layout) (steps [2]reorder, k int, err error) {
 	switch {
 	case have.holds(want):
 		return steps, 0, nil
-	case want.bf16:
-		return steps, 0, fmt.Errorf("cuda: internal error: a tensor in %v read as %v would be rounded to bf16 in place", have, want)
-	case have.bf16 && have.inFloat32().holds(want):
+	case want.half.on():
+		return steps, 0, fmt.Errorf("cuda: internal error: a tensor in %v read as %v would be rounded to %s in place", have, want, want.half)
+	case have.half.on() && have.inFloat32().holds(want):
 		steps[0] = reorder{from: have, to: have.inFloat32()}
 		return steps, 1, nil
 	}
@@ -182,8 +203,8 @@ func (l layout) String() string {
 	switch {
 	case !l.nhwc:
 		return "flat"
-	case l.bf16:
-		return fmt.Sprintf("NHWC bf16 %d×%d×%d", l.n, l.c, l.s)
+	case l.half.on():
+		return fmt.Sprintf("NHWC %s %d×%d×%d", l.half, l.n, l.c, l.s)
 	}
 	return fmt.Sprintf("NHWC %d×%d×%d", l.n, l.c, l.s)
 }
@@ -201,7 +222,7 @@ type writePrep struct {
 
 // prepareWrite says what a tensor in layout have needs before an op
 // writes its first need elements in layout lay. Where have orders no more
-// than need elements, the op overwrites all of them (as bf16, the first
+// than need elements, the op overwrites all of them (in 16 bits, the first
 // half of their bytes; the elements past need are float32 where they
 // were): nothing. Where have holds lay over more samples (the op may read
 // the tensor itself, in place, as lay), only the samples past lay's go
@@ -222,18 +243,18 @@ func prepareWrite(have layout, need int, lay layout) writePrep {
 
 // elementwiseLayout is the layout an elementwise op over n elements runs
 // in, given its inputs' layouts: the first that is NHWC over exactly n
-// elements, else flat. It is bf16 only where the op has bf16 kernels
-// (bf16OK) and every input holds it; otherwise its float32 twin.
-func elementwiseLayout(n int, bf16OK bool, inputs ...layout) layout {
+// elements, else flat. It is 16-bit only where the op has 16-bit kernels
+// (halfOK) and every input holds it; otherwise its float32 twin.
+func elementwiseLayout(n int, halfOK bool, inputs ...layout) layout {
 	for _, l := range inputs {
 		if !l.nhwc || l.count() != n {
 			continue
 		}
-		if l.bf16 {
+		if l.half.on() {
 			for _, in := range inputs {
-				bf16OK = bf16OK && in.holds(l)
+				halfOK = halfOK && in.holds(l)
 			}
-			if !bf16OK {
+			if !halfOK {
 				return l.inFloat32()
 			}
 		}
@@ -256,29 +277,30 @@ type activation struct {
 // position) runs flat.
 func channelsLastFor(prefer bool, inputs ...activation) bool {
 	for _, a := range inputs {
-		if want := nhwcLayout(a.n, a.c, a.s); want.nhwc && (a.have.holds(want) || a.have.holds(want.inBF16())) {
+		if want := nhwcLayout(a.n, a.c, a.s); want.nhwc && a.have.inFloat32().holds(want) {
 			return true
 		}
 	}
 	return prefer && len(inputs) == 0
 }
 
-// bf16For says whether an op that has bf16 kernels and runs in NHWC reads
-// and writes its activations as bf16: where every activation input holds
-// its shape in bf16 NHWC or, where it has none, where prefer (bf16
-// storage is on) says so; never where an output's shape (outs, n×c×s
-// each) is one NHWC stores flat, and so as float32.
-func bf16For(prefer bool, outs [][3]int, inputs ...activation) bool {
+// halfFor says whether an op that has 16-bit kernels and runs in NHWC
+// reads and writes its activations in format h (the backend's storage
+// format, "" where it stores them as float32): where h is a 16-bit
+// format and every activation input holds its shape in h's NHWC (or the
+// op has none); never where an output's shape (outs, n×c×s each) is one
+// NHWC stores flat, and so as float32.
+func halfFor(h halfFormat, outs [][3]int, inputs ...activation) bool {
+	if !h.on() {
+		return false
+	}
 	for _, o := range outs {
 		if !nhwcLayout(o[0], o[1], o[2]).nhwc {
 			return false
 		}
 	}
-	if len(inputs) == 0 {
-		return prefer
-	}
 	for _, a := range inputs {
-		if want := nhwcLayout(a.n, a.c, a.s).inBF16(); !want.nhwc || !a.have.holds(want) {
+		if want := nhwcLayout(a.n, a.c, a.s).inHalf(h); !want.nhwc || !a.have.holds(want) {
 			return false
 		}
 	}

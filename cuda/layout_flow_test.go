@@ -28,32 +28,37 @@ func TestChannelsLastFlow(t *testing.T) {
 	})
 }
 
-// The same network with bf16 storage (layout nhwc-bf16): the
-// convolutions' outputs, and what batch norm, pooling and global average
-// pooling's backward pass compute from bf16 inputs, are stored as bf16;
-// the input batch, filters and their gradients stay float32; the
-// gradient that comes back from the dense layer is float32, so the ops
-// it meets run in float32 and widen their bf16 inputs (y) in place, up
-// to the next convolution, which writes bf16 again (dx). The inputs are
-// bf16 values, and the CPU rounds what the GPU stores as bf16 where it
-// stores it, so that both take the same max-pooling arg-maxes (two
-// values a rounding apart in a window would otherwise pick different
-// ones); the tolerance is bf16's, whose unit roundoff is 8 times TF32's.
-func TestBF16StorageFlow(t *testing.T) {
-	nhwc := func(n, c, s int) string { return fmt.Sprintf("NHWC %d×%d×%d", n, c, s) }
-	bf16 := func(n, c, s int) string { return fmt.Sprintf("NHWC bf16 %d×%d×%d", n, c, s) }
-	checkFlow(t, cuda.Options{Layout: cuda.NHWCBF16, Precision: cuda.BF16}, 0.15, roundBF16, map[string]string{
-		"x": nhwc(4, 8, 36), "w": nhwc(16, 8, 9), "y": nhwc(4, 16, 36), "a": bf16(4, 16, 36), "arg": nhwc(4, 16, 9),
-		"p": "flat", "logits": "flat", "dp": nhwc(4, 16, 9), "da": nhwc(4, 16, 36), "dyConv": nhwc(4, 16, 36),
-		"dw": nhwc(16, 8, 9), "dx": bf16(4, 8, 36), "buf": nhwc(16, 8, 9), "g": "flat", "dgap": bf16(4, 16, 36),
-	})
+// The same network with 16-bit storage (layouts nhwc-bf16 and nhwc-fp16):
+// the convolutions' outputs, and what batch norm, pooling and global
+// average pooling's backward pass compute from 16-bit inputs, are stored
+// in 16 bits; the input batch, filters and their gradients stay float32;
+// the gradient that comes back from the dense layer is float32, so the
+// ops it meets run in float32 and widen their 16-bit inputs (y) in place,
+// up to the next convolution, which writes 16 bits again (dx). The inputs
+// are values of the format, and the CPU rounds what the GPU stores in 16
+// bits where it stores it, so that both take the same max-pooling
+// arg-maxes (two values a rounding apart in a window would otherwise pick
+// different ones); the tolerance is bf16's, whose unit roundoff is 8
+// times TF32's (fp16's is TF32's).
+func TestHalfStorageFlow(t *testing.T) {
+	for _, f := range []halfFormat{bf16Format, fp16Format} {
+		t.Run(f.precision, func(t *testing.T) {
+			nhwc := func(n, c, s int) string { return fmt.Sprintf("NHWC %d×%d×%d", n, c, s) }
+			half := func(n, c, s int) string { return fmt.Sprintf("NHWC %s %d×%d×%d", f.precision, n, c, s) }
+			checkFlow(t, cuda.Options{Layout: storageLayout(f), Precision: f.precision}, 0.15, f.round, map[string]string{
+				"x": nhwc(4, 8, 36), "w": nhwc(16, 8, 9), "y": nhwc(4, 16, 36), "a": half(4, 16, 36), "arg": nhwc(4, 16, 9),
+				"p": "flat", "logits": "flat", "dp": nhwc(4, 16, 9), "da": nhwc(4, 16, 36), "dyConv": nhwc(4, 16, 36),
+				"dw": nhwc(16, 8, 9), "dx": half(4, 8, 36), "buf": nhwc(16, 8, 9), "g": "flat", "dgap": half(4, 16, 36),
+			})
+		})
+	}
 }
 
 // checkFlow runs the network of TestChannelsLastFlow on a GPU backend
 // with opts and on the CPU, then checks the layout of every tensor and,
 // within tol, every value. Where round is set, the inputs are rounded with
 // it first, and the CPU rounds the tensors that the layouts say the GPU
-// stores as bf16 after the op that writes them.
+// stores in 16 bits after the op that writes them.
 func checkFlow(t *testing.T, opts cuda.Options, tol float64, round func(float32) float32, layouts map[string]string) {
 	t.Helper()
 	gpu := openGPU(t, opts, true)
@@ -91,10 +96,10 @@ func checkFlow(t *testing.T, opts cuda.Options, tol float64, round func(float32)
 			}
 		}
 		f := b.(backend.Fused)
-		// stored rounds, on the CPU, what the GPU stores as bf16.
+		// stored rounds, on the CPU, what the GPU stores in 16 bits.
 		stored := func(name string) {
 			if round != nil {
-				roundOnCPU(b, ts[name], sizes[name])
+				roundOnCPU(b, ts[name], sizes[name], round)
 			}
 		}
 		b.Fill(ts["rv"], 1, 16)
@@ -111,6 +116,10 @@ func checkFlow(t *testing.T, opts cuda.Options, tol float64, round func(float32)
 		b.Conv2DBackwardFilter(ts["dw"], ts["dyConv"], ts["x"], conv)
 		b.Conv2DBackwardData(ts["dx"], ts["dyConv"], ts["w"], conv)
 		stored("dx")
+		if ls, ok := b.(backend.LossScaler); ok && ls.ScalesLoss() {
+			// dLogits came in unscaled: the step divides by a scale of 1.
+			b.Upload(ls.LossScaleState(), []float32{1, 0, 0, 0})
+		}
 		b.SGDStep(ts["w"], ts["dw"], ts["buf"], sizes["w"], backend.SGDParams{LR: 0.1, Momentum: 0.9})
 		b.GlobalAvgPoolForward(ts["g"], ts["a"], 4, 16, 36)
 		b.GlobalAvgPoolBackward(ts["dgap"], ts["g"], 4, 16, 36)

@@ -43,9 +43,9 @@ func (b *Backend) elementwise(op string, n int, args ...elementwiseArg) (p [maxE
 	return p, ok
 }
 
-// elementwiseStored is elementwise for an op that has bf16 kernels too:
-// it runs in bf16 where every input is bf16 (elementwiseLayout), and
-// suffix names the kernels to run, "f32" or "bf16".
+// elementwiseStored is elementwise for an op that has 16-bit kernels too:
+// it runs in 16 bits where every input is stored so (elementwiseLayout),
+// and suffix names the kernels to run, "f32", "bf16" or "f16".
 func (b *Backend) elementwiseStored(op string, n int, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, suffix string, ok bool) {
 	p, lay, ok := b.elementwiseIn(op, n, true, args...)
 	return p, storageSuffix(lay), ok
@@ -53,16 +53,11 @@ func (b *Backend) elementwiseStored(op string, n int, args ...elementwiseArg) (p
 
 // storageSuffix is the suffix of the kernels over activations in layout
 // lay (storage.cuh).
-func storageSuffix(lay layout) string {
-	if lay.bf16 {
-		return "bf16"
-	}
-	return "f32"
-}
+func storageSuffix(lay layout) string { return lay.half.kernelSuffix() }
 
-// elementwiseIn is elementwise, in bf16 too where bf16OK (the op has
-// bf16 kernels); lay is the layout the op runs in.
-func (b *Backend) elementwiseIn(op string, n int, bf16OK bool, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, lay layout, ok bool) {
+// elementwiseIn is elementwise, in 16 bits too where halfOK (the op has
+// 16-bit kernels); lay is the layout the op runs in.
+func (b *Backend) elementwiseIn(op string, n int, halfOK bool, args ...elementwiseArg) (p [maxElementwiseArgs]cu.DevicePtr, lay layout, ok bool) {
 	if len(args) > maxElementwiseArgs {
 		b.fail(fmt.Errorf("cuda: %s: %d tensor arguments, at most %d", op, len(args), maxElementwiseArgs))
 		return p, lay, false
@@ -79,7 +74,7 @@ func (b *Backend) elementwiseIn(op string, n int, bf16OK bool, args ...elementwi
 			k++
 		}
 	}
-	lay = elementwiseLayout(n, bf16OK, inputs[:k]...)
+	lay = elementwiseLayout(n, halfOK, inputs[:k]...)
 	for i, a := range args {
 		if a.reads {
 			p[i] = b.arrange(ts[i], lay)
@@ -110,14 +105,14 @@ func layoutIf(nhwc bool, n, c, s int) layout {
 }
 
 // storedLayout is the layout of an n×c×s activation in an op that has
-// bf16 kernels, given its activation inputs and its activation outputs'
-// shapes (outs): the float32 layout activationLayout picks, as bf16 where
-// it is NHWC and bf16For says so (with no input, where bf16 storage is
-// on).
+// 16-bit kernels, given its activation inputs and its activation outputs'
+// shapes (outs): the float32 layout activationLayout picks, in the
+// storage format where it is NHWC and halfFor says so (with no input,
+// where 16-bit storage is on).
 func (b *Backend) storedLayout(prefer bool, outs [][3]int, n, c, s int, inputs ...activation) layout {
 	lay := b.activationLayout(prefer, n, c, s, inputs...)
-	if lay.nhwc && bf16For(b.bf16Storage, outs, inputs...) {
-		lay = lay.inBF16()
+	if lay.nhwc && halfFor(b.storage, outs, inputs...) {
+		lay = lay.inHalf(b.storage)
 	}
 	return lay
 }

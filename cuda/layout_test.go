@@ -40,7 +40,7 @@ func (b deviceBuf) get(l layout, e int) float32 {
 		return b.f32(e)
 	}
 	k := nhwcIndex(l, e)
-	if l.bf16 {
+	if l.half.on() {
 		return math.Float32frombits(uint32(b[k]) << 16)
 	}
 	return b.f32(k)
@@ -52,7 +52,7 @@ func (b deviceBuf) set(l layout, e int, v float32) {
 	switch {
 	case !l.nhwc || e >= l.count():
 		b.setF32(e, v)
-	case l.bf16:
+	case l.half.on():
 		b[nhwcIndex(l, e)] = uint16(math.Float32bits(v) >> 16)
 	default:
 		b.setF32(nhwcIndex(l, e), v)
@@ -115,7 +115,7 @@ func randomLayout(rng *rand.Rand, size int) layout {
 	c, s := []int{2, 3, 4, 5}[rng.IntN(4)], []int{2, 3, 4, 6}[rng.IntN(4)]
 	l := nhwcLayout(1+rng.IntN(size/(c*s)), c, s)
 	if rng.IntN(2) == 0 {
-		l = l.inBF16()
+		l = l.inHalf(BF16)
 	}
 	return l
 }
@@ -136,14 +136,14 @@ func TestReordersReachTheWantedLayout(t *testing.T) {
 		buf := stored(oldValues, have)
 		steps, k, err := reorders(have, want)
 		if err != nil {
-			if !want.bf16 || have.holds(want) {
+			if !want.half.on() || have.holds(want) {
 				t.Fatalf("%v → %v: %v", have, want, err)
 			}
 			continue
 		}
 		lay := have
 		for _, st := range steps[:k] {
-			if st.from != lay || st.to.bf16 {
+			if st.from != lay || st.to.half.on() {
 				t.Fatalf("%v → %v: step %+v from %v", have, want, st, lay)
 			}
 			buf.apply(st, 0)
@@ -174,12 +174,12 @@ func TestReordersOnlyWhereNeeded(t *testing.T) {
 		{layout{}, big, 1, false},
 		{nhwcLayout(8, 1, 36), layout{}, 0, false}, // one channel: flat already
 		{big, nhwcLayout(8, 36, 1), 1, false},      // one position: flat
-		{big.inBF16(), small.inBF16(), 0, false},
-		{big.inBF16(), small, 1, false},    // widened, all of it, in place
-		{small.inBF16(), big, 2, false},    // to flat float32, then NHWC
-		{big.inBF16(), layout{}, 1, false}, // widened on the way to flat
-		{big, big.inBF16(), 0, true},       // never rounded in place
-		{layout{}, small.inBF16(), 0, true},
+		{big.inHalf(BF16), small.inHalf(BF16), 0, false},
+		{big.inHalf(BF16), small, 1, false},    // widened, all of it, in place
+		{small.inHalf(BF16), big, 2, false},    // to flat float32, then NHWC
+		{big.inHalf(BF16), layout{}, 1, false}, // widened on the way to flat
+		{big, big.inHalf(BF16), 0, true},       // never rounded in place
+		{layout{}, small.inHalf(BF16), 0, true},
 	} {
 		steps, k, err := reorders(c.have, c.want)
 		if k != c.steps || (err != nil) != c.fails {
@@ -190,29 +190,30 @@ func TestReordersOnlyWhereNeeded(t *testing.T) {
 
 func TestElementwiseLayout(t *testing.T) {
 	a, b := nhwcLayout(2, 4, 9), nhwcLayout(3, 4, 9)
-	a16, b16 := a.inBF16(), b.inBF16()
+	a16, b16 := a.inHalf(BF16), b.inHalf(BF16)
 	for _, c := range []struct {
 		n      int
-		bf16OK bool
+		halfOK bool
 		inputs []layout
 		want   layout
 	}{
 		{72, true, nil, layout{}},
-		{72, true, []layout{{}, a}, a},         // the NHWC input sets the order
-		{72, true, []layout{a, b}, a},          // the first that covers exactly n
-		{72, true, []layout{b, {}}, layout{}},  // b covers more than the op's elements
-		{108, true, []layout{a, b}, b},         // …or exactly them
-		{50, true, []layout{a, a}, layout{}},   // part of a tensor: flat
-		{72, true, []layout{{}, {}}, layout{}}, // all flat
-		{72, true, []layout{a16, a16}, a16},    // bf16 where every input is
-		{72, true, []layout{a16, b16}, a16},    // (a larger batch holds it)
-		{72, false, []layout{a16, a16}, a},     // not without bf16 kernels
-		{72, true, []layout{a16, a}, a},        // nor with a float32 input
+		{72, true, []layout{{}, a}, a},               // the NHWC input sets the order
+		{72, true, []layout{a, b}, a},                // the first that covers exactly n
+		{72, true, []layout{b, {}}, layout{}},        // b covers more than the op's elements
+		{108, true, []layout{a, b}, b},               // …or exactly them
+		{50, true, []layout{a, a}, layout{}},         // part of a tensor: flat
+		{72, true, []layout{{}, {}}, layout{}},       // all flat
+		{72, true, []layout{a16, a16}, a16},          // bf16 where every input is
+		{72, true, []layout{a16, b16}, a16},          // (a larger batch holds it)
+		{72, false, []layout{a16, a16}, a},           // not without 16-bit kernels
+		{72, true, []layout{a16, a.inHalf(FP16)}, a}, // nor with another format
+		{72, true, []layout{a16, a}, a},              // nor with a float32 input
 		{72, true, []layout{a16, {}}, a},
 		{72, true, []layout{a, a16}, a},
 	} {
-		if got := elementwiseLayout(c.n, c.bf16OK, c.inputs...); got != c.want {
-			t.Errorf("elementwiseLayout(%d, %v, %v) = %v, want %v", c.n, c.bf16OK, c.inputs, got, c.want)
+		if got := elementwiseLayout(c.n, c.halfOK, c.inputs...); got != c.want {
+			t.Errorf("elementwiseLayout(%d, %v, %v) = %v, want %v", c.n, c.halfOK, c.inputs, got, c.want)
 		}
 	}
 }
@@ -225,7 +226,7 @@ func TestChannelsLastFor(t *testing.T) {
 		want   bool
 	}{
 		{false, []activation{{have: nhwc, n: 4, c: 8, s: 16}}, true},
-		{false, []activation{{have: nhwc.inBF16(), n: 4, c: 8, s: 16}}, true},
+		{false, []activation{{have: nhwc.inHalf(BF16), n: 4, c: 8, s: 16}}, true},
 		{false, []activation{{have: nhwc, n: 2, c: 8, s: 16}}, true},  // a smaller batch
 		{false, []activation{{have: nhwc, n: 4, c: 16, s: 8}}, false}, // another shape
 		{true, []activation{{n: 4, c: 8, s: 16}}, false},              // flat input: NCHW kernels
@@ -240,27 +241,30 @@ func TestChannelsLastFor(t *testing.T) {
 	}
 }
 
-func TestBF16For(t *testing.T) {
-	f32, b16 := nhwcLayout(4, 8, 16), nhwcLayout(4, 8, 16).inBF16()
+func TestHalfFor(t *testing.T) {
+	f32, b16, h16 := nhwcLayout(4, 8, 16), nhwcLayout(4, 8, 16).inHalf(BF16), nhwcLayout(4, 8, 16).inHalf(FP16)
 	in := func(l layout) activation { return activation{have: l, n: 4, c: 8, s: 16} }
 	out := [][3]int{{4, 8, 16}}
 	for _, c := range []struct {
-		prefer bool
+		h      halfFormat
 		outs   [][3]int
 		inputs []activation
 		want   bool
 	}{
-		{false, out, []activation{in(b16)}, true},
-		{false, out, []activation{in(b16), in(b16)}, true},
-		{true, out, []activation{in(b16), in(f32)}, false}, // one input in float32
-		{true, out, []activation{in(layout{})}, false},
-		{false, out, []activation{{have: b16, n: 2, c: 8, s: 16}}, true}, // a smaller batch
-		{false, [][3]int{{4, 8, 1}}, []activation{in(b16)}, false},       // an output NHWC stores flat
-		{true, out, nil, true},                                           // no input: storage decides
-		{false, out, nil, false},
+		{BF16, out, []activation{in(b16)}, true},
+		{BF16, out, []activation{in(b16), in(b16)}, true},
+		{FP16, out, []activation{in(h16)}, true},
+		{BF16, out, []activation{in(h16)}, false},          // another format
+		{BF16, out, []activation{in(b16), in(f32)}, false}, // one input in float32
+		{BF16, out, []activation{in(layout{})}, false},
+		{BF16, out, []activation{{have: b16, n: 2, c: 8, s: 16}}, true}, // a smaller batch
+		{BF16, [][3]int{{4, 8, 1}}, []activation{in(b16)}, false},       // an output NHWC stores flat
+		{BF16, out, nil, true},                                          // no input: storage decides
+		{"", out, nil, false},
+		{"", out, []activation{in(b16)}, false}, // no 16-bit storage
 	} {
-		if got := bf16For(c.prefer, c.outs, c.inputs...); got != c.want {
-			t.Errorf("bf16For(%v, %v, %+v) = %v, want %v", c.prefer, c.outs, c.inputs, got, c.want)
+		if got := halfFor(c.h, c.outs, c.inputs...); got != c.want {
+			t.Errorf("halfFor(%q, %v, %+v) = %v, want %v", c.h, c.outs, c.inputs, got, c.want)
 		}
 	}
 }
@@ -271,10 +275,10 @@ func TestLayoutAs(t *testing.T) {
 		in, want layout
 		n, c, s  int
 	}{
-		{in, nhwcLayout(4, 8, 25), 4, 8, 25},                     // a pooled output
-		{in.inBF16(), nhwcLayout(4, 16, 25).inBF16(), 4, 16, 25}, // a shortcut's, in bf16
-		{in.inBF16(), layout{}, 4, 8, 1},                         // one position: flat float32
-		{layout{}, layout{}, 4, 8, 25},                           // NCHW ops
+		{in, nhwcLayout(4, 8, 25), 4, 8, 25},                             // a pooled output
+		{in.inHalf(BF16), nhwcLayout(4, 16, 25).inHalf(BF16), 4, 16, 25}, // a shortcut's, in bf16
+		{in.inHalf(BF16), layout{}, 4, 8, 1},                             // one position: flat float32
+		{layout{}, layout{}, 4, 8, 25},                                   // NCHW ops
 	} {
 		if got := c.in.as(c.n, c.c, c.s); got != c.want {
 			t.Errorf("%v.as(%d, %d, %d) = %v, want %v", c.in, c.n, c.c, c.s, got, c.want)

@@ -69,8 +69,8 @@ func (b *Backend) CheckGradient(gt backend.Tensor, n int) {
 	if g == nil || b.lossScale == nil || g.ptr == 0 {
 		return
 	}
-	if g.lay.bf16 {
-		b.fail(fmt.Errorf("cuda: internal error: CheckGradient of a bf16 tensor at precision %s", b.precision))
+	if g.lay.half.on() {
+		b.fail(fmt.Errorf("cuda: internal error: CheckGradient of a tensor stored as %s", g.lay.half))
 		return
 	}
 	b.launchN("loss_scale_check_f32", n, ptrArg(b.lossScalePtr()), ptrArg(g.ptr), intArg(n))

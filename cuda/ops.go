@@ -41,7 +41,7 @@ func (b *Backend) Copy(dst, src backend.Tensor, n int) {
 		return
 	}
 	bytes := 4 * n
-	if suffix == "bf16" {
+	if suffix != "f32" {
 		bytes = 2 * n
 	}
 	if err := cu.MemcpyDtoDAsync(d, s, int64(bytes), b.stream); err != nil {
@@ -249,7 +249,7 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 }
 
 // BatchNormEval normalizes with the running statistics; in NHWC where x
-// is, as bf16 where x is.
+// is, in 16 bits where x is.
 func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend.Tensor, s backend.BNShape, eps float32) {
 	const op = "BatchNormEval"
 	cnt := s.Count()
@@ -648,8 +648,8 @@ func (b *Backend) MaxPool2DBackward(dxt, dyt, argt backend.Tensor, s backend.Poo
 	}
 	// The argmax positions are float32 whatever dy is.
 	lay := b.activationLayout(false, s.N, s.C, oh*ow, dyIn, argIn)
-	if lay.nhwc && bf16For(b.bf16Storage, [][3]int{{s.N, s.C, s.H * s.W}}, dyIn) {
-		lay = lay.inBF16()
+	if lay.nhwc && halfFor(b.storage, [][3]int{{s.N, s.C, s.H * s.W}}, dyIn) {
+		lay = lay.inHalf(b.storage)
 	}
 	dy, arg := b.arrange(dya, lay), b.arrange(arga, lay.inFloat32())
 	dx := b.output(op, "dx", dxt, s.N*s.C*s.H*s.W, lay.as(s.N, s.C, s.H*s.W))
@@ -858,8 +858,8 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 
 // Conv2DBackwardDataAdd adds the input gradient of a convolution to dx
 // (backend.FusedResidual): Conv2DBackwardData into the backend's
-// gradient scratch, then Add, the same values as the pair. With bf16
-// storage, where dx is bf16 already, cuDNN adds it in place instead
+// gradient scratch, then Add, the same values as the pair. With 16-bit
+// storage, where dx is stored so already, cuDNN adds it in place instead
 // (convolveAdd): one rounding of the sum, not two, and no pass of Add.
 func (b *Backend) Conv2DBackwardDataAdd(dxt, dyt, wt backend.Tensor, s backend.ConvShape) {
 	const op = "Conv2DBackwardDataAdd"

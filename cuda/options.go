@@ -7,7 +7,7 @@ type Options struct {
 	// Precision is how GEMMs and convolutions compute; "" means fp32.
 	// Everything else (tensors, batch norm, losses, optimizer state) is
 	// float32 at every precision, except the activations Layout
-	// "nhwc-bf16" stores as bf16.
+	// "nhwc-bf16" or "nhwc-fp16" stores in 16 bits.
 	//
 	//   - "fp32": true fp32. cuBLAS in CUBLAS_DEFAULT_MATH (SGEMM never
 	//     uses TF32 there), cuDNN convolutions in CUDNN_FMA_MATH.
@@ -57,6 +57,12 @@ type Options struct {
 	//     convolutions. Results then differ from "nhwc" by bf16 rounding
 	//     of those activations; weights, statistics and optimizer state
 	//     stay float32.
+	//   - "nhwc-fp16" (precision fp16 only): the same in fp16, as
+	//     PyTorch's autocast keeps activations at fp16. Their gradients
+	//     carry the loss scale, so one beyond fp16's range (65504) becomes
+	//     Inf, reaches the weight gradients and skips the step, as any
+	//     overflow at fp16 does; a forward activation beyond it does too,
+	//     and lowering the scale does not help that one.
 	Layout string
 }
 
@@ -66,16 +72,17 @@ const (
 	NHWC       = "nhwc"
 	NCHW       = "nchw"
 	NHWCBF16   = "nhwc-bf16"
+	NHWCFP16   = "nhwc-fp16"
 )
 
 // CheckLayout says whether l is a value of Options.Layout ("" is auto)
 // and, if not, what is allowed.
 func CheckLayout(l string) error {
 	switch l {
-	case "", LayoutAuto, NHWC, NCHW, NHWCBF16:
+	case "", LayoutAuto, NHWC, NCHW, NHWCBF16, NHWCFP16:
 		return nil
 	}
-	return fmt.Errorf("layout %q is not known; use %s, %s, %s or %s", l, LayoutAuto, NHWC, NCHW, NHWCBF16)
+	return fmt.Errorf("layout %q is not known; use %s, %s, %s, %s (precision %s) or %s (precision %s)", l, LayoutAuto, NHWC, NCHW, NHWCBF16, BF16, NHWCFP16, FP16)
 }
 
 // The values of Options.Precision.
@@ -107,14 +114,29 @@ func (o Options) precision() (string, error) {
 	return o.Precision, nil
 }
 
+// StorageFormat is the 16-bit format layout l stores activations in,
+// "bf16" or "fp16", and "" for layouts that keep them float32.
+func StorageFormat(l string) string {
+	switch l {
+	case NHWCBF16:
+		return BF16
+	case NHWCFP16:
+		return FP16
+	}
+	return ""
+}
+
 // layout returns the checked layout, "" resolved to auto; nhwc-bf16
-// needs precision bf16.
+// needs precision bf16, nhwc-fp16 precision fp16.
 func (o Options) layout() (string, error) {
 	if err := CheckLayout(o.Layout); err != nil {
 		return "", fmt.Errorf("cuda: Options.Layout: %w", err)
 	}
-	if p, _ := o.precision(); o.Layout == NHWCBF16 && p != BF16 {
-		return "", fmt.Errorf("cuda: Options.Layout: %q stores activations as bf16, which needs precision %q, not %q", NHWCBF16, BF16, p)
+	if f, p := StorageFormat(o.Layout), o.Precision; f != "" && p != f {
+		if p == "" {
+			p = FP32
+		}
+		return "", fmt.Errorf("cuda: Options.Layout: %q stores activations as %s, which needs precision %q, not %q", o.Layout, f, f, p)
 	}
 	if o.Layout == "" {
 		return LayoutAuto, nil

@@ -5,6 +5,7 @@
 package cuda_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -37,13 +38,13 @@ func TestPrecisionValues(t *testing.T) {
 }
 
 func TestLayoutValues(t *testing.T) {
-	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16} {
+	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16, cuda.NHWCFP16} {
 		if err := cuda.CheckLayout(l); err != nil {
 			t.Errorf("CheckLayout(%q): %v", l, err)
 		}
 	}
 	for _, l := range []string{"NHWC", "channels_last", "nhcw"} {
-		want := `layout "` + l + `" is not known; use auto, nhwc, nchw or nhwc-bf16`
+		want := `layout "` + l + `" is not known; use auto, nhwc, nchw, nhwc-bf16 (precision bf16) or nhwc-fp16 (precision fp16)`
 		if err := cuda.CheckLayout(l); err == nil || err.Error() != want {
 			t.Errorf("CheckLayout(%q) = %v, want %q", l, err, want)
 		}
@@ -58,17 +59,35 @@ func TestLayoutValues(t *testing.T) {
 	}
 }
 
-// bf16 storage is refused before any device is touched where the
-// precision is not bf16.
-func TestBF16StorageNeedsPrecisionBF16(t *testing.T) {
-	for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.FP16} {
-		b, err := cuda.New(0, cuda.Options{Precision: p, Layout: cuda.NHWCBF16})
-		if err == nil {
-			b.Close()
-			t.Fatalf("New with layout nhwc-bf16 at precision %q succeeded", p)
+// 16-bit storage is refused before any device is touched where the
+// precision is not the storage's format.
+func TestHalfStorageNeedsItsPrecision(t *testing.T) {
+	for layout, format := range map[string]string{cuda.NHWCBF16: cuda.BF16, cuda.NHWCFP16: cuda.FP16} {
+		if got := cuda.StorageFormat(layout); got != format {
+			t.Errorf("StorageFormat(%q) = %q, want %q", layout, got, format)
 		}
-		if want := `"nhwc-bf16" stores activations as bf16, which needs precision "bf16"`; !strings.Contains(err.Error(), want) {
-			t.Errorf("New with layout nhwc-bf16 at precision %q: %v, want %q", p, err, want)
+		for _, p := range []string{"", cuda.FP32, cuda.TF32, cuda.BF16, cuda.FP16} {
+			if p == format {
+				continue
+			}
+			b, err := cuda.New(0, cuda.Options{Precision: p, Layout: layout})
+			if err == nil {
+				b.Close()
+				t.Fatalf("New with layout %s at precision %q succeeded", layout, p)
+			}
+			shown := p
+			if p == "" {
+				shown = cuda.FP32
+			}
+			want := fmt.Sprintf(`%q stores activations as %s, which needs precision %q, not %q`, layout, format, format, shown)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("New with layout %s at precision %q: %v, want %q", layout, p, err, want)
+			}
+		}
+	}
+	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW} {
+		if got := cuda.StorageFormat(l); got != "" {
+			t.Errorf("StorageFormat(%q) = %q, want float32 (\"\")", l, got)
 		}
 	}
 }

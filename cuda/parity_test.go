@@ -541,6 +541,7 @@ func TestTrainingIsDeterministic(t *testing.T) {
 		{"mlp300", "float", cuda.BF16, cuda.LayoutAuto, false},
 		{"mlp300", "float", cuda.FP16, cuda.LayoutAuto, false},
 		{"resnet20", "binary", cuda.BF16, cuda.NHWCBF16, true},
+		{"resnet20", "float", cuda.FP16, cuda.NHWCFP16, true},
 		{"resnet20", "float", cuda.FP32, cuda.LayoutAuto, true},
 		{"vgg5", "binary", cuda.TF32, cuda.NCHW, true},
 	} {

@@ -12,9 +12,10 @@
 #   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), with the default layout (channels-last
 #      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
-#      the other one (--layout nchw or nhwc) and at bf16 also --layout
-#      nhwc-bf16 (activations stored as bf16), and PyTorch's on the same
-#      card (torch_anchor.py), with the ratio table last.
+#      the other one (--layout nchw or nhwc) and at bf16 (fp16) also
+#      --layout nhwc-bf16 (nhwc-fp16): activations stored in 16 bits, and
+#      PyTorch's on the same card (torch_anchor.py), with the ratio table
+#      last.
 # Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
 # profile.log, bench.log, bench-other-layout.log, anchor.log, summary.txt.
 # Commit them under docs/gpu/.
@@ -23,9 +24,10 @@
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
 #   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
-#   layout (not those of nhwc-bf16 at bf16); GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated)
-#   narrow the benchmarks, for a short call. GPU_SUITE_PRECISIONS may name
-#   fp16, which the PyTorch anchor lacks (its autocast is bf16 only).
+#   layout (not those of nhwc-bf16 at bf16 or nhwc-fp16 at fp16);
+#   GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated) narrow the
+#   benchmarks, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
+#   the PyTorch anchor lacks (its autocast is bf16 only).
 set -u
 cd "$(dirname "$0")/.."
 B=.gpubundle
@@ -123,9 +125,10 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
   others=nchw
   [ $p = fp32 ] && others=nhwc
   [ $p = bf16 ] && others="nhwc-bf16 nchw"
+  [ $p = fp16 ] && others="nhwc-fp16 nchw"
   for other in $others; do
     for m in $models; do
-      [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && [ $other != nhwc-bf16 ] && break
+      [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && [ $other != nhwc-$p ] && break
       [ $m = mlp300 ] && continue
       l=$(limit 75)
       if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
@@ -144,21 +147,22 @@ done
 
 # The table: iterbin's img/s (bench.log rows; beside them, from
 # bench-other-layout.log, the other layout's, NHWC at fp32 and NCHW at
-# tf32 and bf16, and at bf16 nhwc-bf16's) and PyTorch's (anchor.log
-# JSON), with the ratios of the default layout and of nhwc-bf16 to it.
+# tf32, bf16 and fp16, and at bf16 and fp16 the 16-bit storage's,
+# nhwc-bf16 and nhwc-fp16) and PyTorch's (anchor.log JSON), with the
+# ratios of the default layout and of the 16-bit storage to it.
 rows() { awk '/^=== /{p=$3; l=$4} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4, (l ~ /^\(/ ? "default" : l)}' "$1" 2>/dev/null; }
 ratio() { [ -n "$2" ] && [ "$1" != - ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}' || echo -; }
 {
   echo
-  echo "model mode precision iterbin_img_s other_layout_img_s nhwc_bf16_img_s pytorch_img_s ratio nhwc_bf16_ratio"
+  echo "model mode precision iterbin_img_s other_layout_img_s half_storage_img_s pytorch_img_s ratio half_storage_ratio"
   rows "$O/bench.log" |
   while read -r m mode p ours _; do
-    pick() { rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" -v l="$1" '$1==m && $2==mode && $3==p && (l=="" ? $5!="nhwc-bf16" : $5==l) {print $4}' | head -1; }
+    pick() { rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" -v l="$1" '$1==m && $2==mode && $3==p && (l=="" ? $5 !~ /^nhwc-(bf|fp)16$/ : $5==l) {print $4}' | head -1; }
     other_ips=$(pick "")
-    storage_ips=$(pick nhwc-bf16)
+    storage_ips=$(pick nhwc-$p)
     theirs=$(grep -h "\"model\": \"$m\"" "$O/anchor.log" 2>/dev/null | grep "\"precision\": \"$p\"" | grep "\"mode\": \"$mode\"" |
              sed -n 's/.*"img_per_s": \([0-9.]*\).*/\1/p' | head -1)
     echo "$m $mode $p $ours ${other_ips:--} ${storage_ips:--} ${theirs:--} $(ratio "$ours" "$theirs") $(ratio "${storage_ips:--}" "$theirs")"
   done
-} | awk '{printf "%-9s %-7s %-9s %14s %18s %16s %14s %6s %15s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' | tee -a "$summary"
+} | awk '{printf "%-9s %-7s %-9s %14s %18s %18s %14s %6s %18s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' | tee -a "$summary"
 note "suite took $((SECONDS - start))s"

@@ -59,9 +59,10 @@ type RunConfig struct {
 	// Layout is the order CUDA stores convolutional activations in:
 	// "auto" (channels-last where cuDNN runs the convolutions at precision
 	// tf32, bf16 or fp16, else NCHW), "nhwc" or "nchw"; results are the same up
-	// to rounding. "nhwc-bf16" (precision bf16) is channels-last with the
-	// activations themselves stored as bf16. See cuda.Options.Layout. The
-	// CPU computes NCHW ("auto" or "nchw").
+	// to rounding. "nhwc-bf16" (precision bf16) and "nhwc-fp16" (precision
+	// fp16) are channels-last with the activations themselves stored in
+	// that 16-bit format. See cuda.Options.Layout. The CPU computes NCHW
+	// ("auto" or "nchw").
 	Layout string `toml:"layout"`
 	OutDir string `toml:"out_dir"`
 }
@@ -497,22 +498,23 @@ func checkPrecision(device, precision string) error {
 }
 
 // checkLayout checks a run.layout value for a device and precision: auto
-// and nchw anywhere ("" is auto), nhwc only on CUDA, nhwc-bf16 only on
-// CUDA at precision bf16. Its errors start with the value.
+// and nchw anywhere ("" is auto), nhwc only on CUDA, nhwc-bf16 and
+// nhwc-fp16 only on CUDA at precision bf16 and fp16. Its errors start
+// with the value.
 func checkLayout(device, precision, layout string) error {
 	switch layout {
 	case "", cuda.LayoutAuto, cuda.NCHW:
 		return nil
-	case cuda.NHWC, cuda.NHWCBF16:
+	case cuda.NHWC, cuda.NHWCBF16, cuda.NHWCFP16:
 		if device == "cpu" {
 			return fmt.Errorf("%q is a CUDA option (channels-last activations for cuDNN); the CPU backend computes NCHW: use %q or %q, or device cuda", layout, cuda.LayoutAuto, cuda.NCHW)
 		}
-		if layout == cuda.NHWCBF16 && precision != cuda.BF16 {
-			return fmt.Errorf("%q stores activations as bf16, which needs run.precision = %q (not %q); or use %q", layout, cuda.BF16, precision, cuda.NHWC)
+		if f := cuda.StorageFormat(layout); f != "" && precision != f {
+			return fmt.Errorf("%q stores activations as %s, which needs run.precision = %q (not %q); or use %q", layout, f, f, precision, cuda.NHWC)
 		}
 		return nil
 	}
-	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s, %s", layout, cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16)
+	return fmt.Errorf("%q is not allowed; use one of %s, %s, %s, %s (precision %s), %s (precision %s)", layout, cuda.LayoutAuto, cuda.NHWC, cuda.NCHW, cuda.NHWCBF16, cuda.BF16, cuda.NHWCFP16, cuda.FP16)
 }
 
 var devicePattern = regexp.MustCompile(`^(cpu|cuda|cuda:[0-9]+)$`)

@@ -40,7 +40,9 @@ func TestConfigErrorsNameFileKeyAndWhatIsAllowed(t *testing.T) {
 		{"tf32 on the CPU", "[run]\nprecision = \"tf32\"\n", []string{"key run.precision", `"tf32" is a CUDA option`}},
 		{"old tf32 key", "[run]\ndevice = \"cuda\"\ntf32 = true\n", []string{"key run.tf32", `precision = "tf32"`}},
 		{"precision typo", "[run]\nprecison = \"bf16\"\n", []string{`unknown key "run.precison"`, `did you mean "precision"`}},
-		{"unknown layout", "[run]\ndevice = \"cuda\"\nlayout = \"chw\"\n", []string{"key run.layout", `"chw" is not allowed`, "auto, nhwc, nchw, nhwc-bf16"}},
+		{"unknown layout", "[run]\ndevice = \"cuda\"\nlayout = \"chw\"\n", []string{"key run.layout", `"chw" is not allowed`, "auto, nhwc, nchw, nhwc-bf16 (precision bf16), nhwc-fp16 (precision fp16)"}},
+		{"fp16 storage at bf16", "[run]\ndevice = \"cuda\"\nprecision = \"bf16\"\nlayout = \"nhwc-fp16\"\n", []string{"key run.layout", `"nhwc-fp16" stores activations as fp16`, `run.precision = "fp16" (not "bf16")`}},
+		{"fp16 storage on the CPU", "[run]\nprecision = \"fp32\"\nlayout = \"nhwc-fp16\"\n", []string{"key run.layout", `"nhwc-fp16" is a CUDA option`}},
 		{"bf16 storage at fp32", "[run]\ndevice = \"cuda\"\nlayout = \"nhwc-bf16\"\n", []string{"key run.layout", `"nhwc-bf16" stores activations as bf16`, `run.precision = "bf16" (not "fp32")`}},
 		{"bf16 storage on the CPU", "[run]\nprecision = \"fp32\"\nlayout = \"nhwc-bf16\"\n", []string{"key run.layout", `"nhwc-bf16" is a CUDA option`}},
 		{"nhwc on the CPU", "[run]\nlayout = \"nhwc\"\n", []string{"key run.layout", `"nhwc" is a CUDA option`, "computes NCHW"}},
@@ -230,15 +232,15 @@ func TestProgressPlainLinesOffTerminal(t *testing.T) {
 	}
 }
 
-// run.layout: auto by default; nchw anywhere, nhwc on CUDA, nhwc-bf16 on
-// CUDA at precision bf16, also by -set.
+// run.layout: auto by default; nchw anywhere, nhwc on CUDA, nhwc-bf16 and
+// nhwc-fp16 on CUDA at precision bf16 and fp16, also by -set.
 func TestConfigLayout(t *testing.T) {
 	cfg, err := LoadConfig(writeTOML(t, "[run]\nname = \"x\"\n"), nil)
 	if err != nil || cfg.Run.Layout != "auto" {
 		t.Fatalf("default layout %q: %v", cfg.Run.Layout, err)
 	}
 	for _, c := range []struct{ device, precision, layout string }{{"cpu", "fp32", "nchw"}, {"cpu", "fp32", "auto"}, {"cuda", "fp32", "nhwc"},
-		{"cuda:1", "fp32", "nchw"}, {"cuda", "bf16", "nhwc-bf16"}} {
+		{"cuda:1", "fp32", "nchw"}, {"cuda", "bf16", "nhwc-bf16"}, {"cuda", "fp16", "nhwc-fp16"}} {
 		cfg, err := LoadConfig(writeTOML(t, "[run]\ndevice = \""+c.device+"\"\nprecision = \""+c.precision+"\"\n"), []string{"run.layout=" + c.layout})
 		if err != nil || cfg.Run.Layout != c.layout {
 			t.Errorf("layout %s on %s: %v", c.layout, c.device, err)

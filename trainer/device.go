@@ -26,7 +26,7 @@ func OpenRunBackend(cfg *Config) (backend.Backend, error) {
 
 // openBackend opens device at precision ("fp32", or on CUDA "tf32",
 // "bf16" or "fp16") with its convolutional activations in layout ("auto", "nchw",
-// or on CUDA "nhwc", and at bf16 "nhwc-bf16").
+// or on CUDA "nhwc", at bf16 "nhwc-bf16" and at fp16 "nhwc-fp16").
 func openBackend(device, precision, layout string) (backend.Backend, error) {
 	if err := checkPrecision(device, precision); err != nil {
 		return nil, fmt.Errorf("precision %w", err)

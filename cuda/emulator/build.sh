@@ -24,6 +24,7 @@ compile_kernels() {
     echo '#include "registry.h"'
     echo 'using namespace storage_f32;'
     echo 'using namespace storage_bf16;'
+    echo 'using namespace storage_f16;'
     sed -n 's/^\.visible \.entry \([A-Za-z0-9_]*\)(.*/EMU_KERNEL(\1)/p' "${cu%.cu}.ptx"
   } >"$src"
   g++ "${flags[@]}" -Wno-sign-compare -ftls-model=initial-exec -I"$here/include" -include "$here/emu.h" -c "$src" -o "${src%.cpp}.o"

@@ -17,6 +17,7 @@
 // a file without them can still name them.
 namespace storage_f32 {}
 namespace storage_bf16 {}
+namespace storage_f16 {}
 
 namespace emu {
 

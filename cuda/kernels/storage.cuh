@@ -1,10 +1,11 @@
-// Activations stored as float32 or bf16 (Options.Layout nhwc-bf16,
-// layout.go). Kernels over activations are templates on their storage
-// type T and compute in float32 either way: load widens (exactly), store
-// rounds to nearest even. STORAGE_KERNELS instantiates such a template as
-// two kernels, name_f32 and name_bf16, whose parameter lists name the
-// storage type T. load and store also take fp16 (__half), which only the
-// operand conversions of precision fp16 write (convert.cu, conv.cu).
+// Activations stored as float32, bf16 or fp16 (Options.Layout nhwc-bf16
+// and nhwc-fp16, layout.go). Kernels over activations are templates on
+// their storage type T and compute in float32 either way: load widens
+// (exactly), store rounds to nearest even (to ±Inf beyond fp16's range).
+// STORAGE_KERNELS instantiates such a template as three kernels,
+// name_f32, name_bf16 and name_f16, whose parameter lists name the
+// storage type T. The operand conversions of precision bf16 and fp16
+// (convert.cu, conv.cu) use load and store too.
 
 #pragma once
 
@@ -26,4 +27,8 @@ template <class I> __device__ __forceinline__ void store(__half* p, I i, float v
     namespace storage_bf16 {                                                                    \
     typedef __nv_bfloat16 T;                                                                    \
     extern "C" __global__ void name##_bf16 params { name<T> args; }                             \
+    }                                                                                           \
+    namespace storage_f16 {                                                                     \
+    typedef __half T;                                                                           \
+    extern "C" __global__ void name##_f16 params { name<T> args; }                              \
     }

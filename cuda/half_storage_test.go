@@ -1,22 +1,23 @@
 //go:build cuda
 
-// bf16 storage (Options.Layout nhwc-bf16, layout.go): the activations of
-// convolutional layers held as bf16, channels-last. Like every test here
-// these need an NVIDIA GPU (parity_test.go) and skip where cuDNN does not
-// load (without it there is no channels-last).
+// 16-bit storage (Options.Layout nhwc-bf16 and nhwc-fp16, layout.go): the
+// activations of convolutional layers held in the precision's 16-bit
+// format, channels-last. Each test runs once per format. Like every test
+// here these need an NVIDIA GPU (parity_test.go) and skip where cuDNN
+// does not load (without it there is no channels-last).
 //
-// Every input of these cases is rounded to bf16 on the host, so the CPU
-// and the GPU start from the same values, and the activation inputs are
-// then stored as bf16 on the GPU (cuda.ToChannelsLastBF16, which is exact
-// on such values). What the GPU then adds is one rounding of each bf16
-// output to nearest even (at most bf16Unit of it), on sums the kernels
-// form in float32 or double as the float32 ones do; where a later op of a
-// case reads such an output (batch norm's xhat), the CPU's copy is
-// rounded too (roundOnCPU). Each case also names the outputs that must
-// end stored as bf16, and its activation inputs must still be bf16 after
-// it: the proof that the bf16 kernels ran, not the float32 fallback that
-// widens its inputs. The cases that test that fallback say so (widens)
-// and must leave those inputs float32.
+// Every input of these cases is rounded to the format on the host, so the
+// CPU and the GPU start from the same values, and the activation inputs
+// are then stored in it on the GPU (cuda.ToChannelsLastHalf, which is
+// exact on such values). What the GPU then adds is one rounding of each
+// 16-bit output to nearest even (at most the format's unit roundoff of
+// it), on sums the kernels form in float32 or double as the float32 ones
+// do; where a later op of a case reads such an output (batch norm's
+// xhat), the CPU's copy is rounded too (roundOnCPU). Each case also names
+// the outputs that must end stored in 16 bits, and its activation inputs
+// must still be 16-bit after it: the proof that the 16-bit kernels ran,
+// not the float32 fallback that widens its inputs. The cases that test
+// that fallback say so (widens) and must leave those inputs float32.
 
 package cuda_test
 
@@ -31,43 +32,40 @@ import (
 	"iterbin/cuda"
 )
 
-// storageCase is an op over inputs stored as bf16 NHWC (its activations);
-// bf16Out are the outputs that must be stored as bf16 after it. The
-// activation inputs must still be bf16 after it, or, where widens is set,
-// float32.
+// storageCase is an op over inputs stored as 16-bit NHWC (its
+// activations); halfOut are the outputs that must be stored in 16 bits
+// after it. The activation inputs must still be 16-bit after it, or,
+// where widens is set, float32.
 type storageCase struct {
 	opCase
-	bf16Out []int
+	halfOut []int
 	widens  bool
 }
 
-// roundOnCPU rounds the first n values of t to bf16 on the CPU backend,
-// where the GPU stores them as bf16 and a later op reads them; on the GPU
-// it does nothing.
-func roundOnCPU(b backend.Backend, t backend.Tensor, n int) {
+// roundOnCPU rounds the first n values of t with round on the CPU
+// backend, where the GPU stores them in 16 bits and a later op reads
+// them; on the GPU it does nothing.
+func roundOnCPU(b backend.Backend, t backend.Tensor, n int, round func(float32) float32) {
 	if _, ok := b.(*cpu.Backend[float32]); !ok {
 		return
 	}
 	v := make([]float32, n)
 	b.Download(v, t)
 	for i := range v {
-		v[i] = roundBF16(v[i])
+		v[i] = round(v[i])
 	}
 	b.Upload(t, v)
 }
 
-// The tolerances under maxError's |got−want| / (1+|want|): an output that
-// only moves values is exact; one rounding of a float32 result is within
-// bf16Unit/2 of it; a backward pass that also reads a rounded forward
-// output (xhat, y) sees it through a few more terms.
-const (
-	storedOnce  = bf16Unit
-	storedTwice = 4 * bf16Unit
-)
-
-func storageCases() []storageCase {
+// storageCases are the cases for 16-bit format f. Their tolerances, under
+// maxError's |got−want| / (1+|want|): an output that only moves values is
+// exact; one rounding of a float32 result is within the unit roundoff of
+// it (storedOnce); a backward pass that also reads a rounded forward
+// output (xhat, y) sees it through a few more terms (storedTwice).
+func storageCases(f halfFormat) []storageCase {
+	storedOnce, storedTwice := f.unit, 4*f.unit
 	var cases []storageCase
-	add := func(c opCase, bf16Out ...int) { cases = append(cases, storageCase{c, bf16Out, false}) }
+	add := func(c opCase, halfOut ...int) { cases = append(cases, storageCase{c, halfOut, false}) }
 	addWidening := func(c opCase) { cases = append(cases, storageCase{c, nil, true}) }
 	positive := func(i int) func(int, *rand.Rand, int) []float32 {
 		return func(j int, rng *rand.Rand, n int) []float32 {
@@ -101,7 +99,7 @@ func storageCases() []storageCase {
 		add(opCase{name: fmt.Sprintf("BatchNormBackward %+v", s), tol: storedTwice, inputs: []int{cnt, c, c, cnt}, outputs: []int{cnt, cnt, c, c, c, c, cnt, c, c},
 			activations: act(0, 3), run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.BatchNormTrain(out[0], out[1], out[2], out[3], out[4], out[5], in[0], in[1], in[2], s, 0.1, 1e-5)
-				roundOnCPU(b, out[1], cnt) // the GPU keeps xhat as bf16
+				roundOnCPU(b, out[1], cnt, f.round) // the GPU keeps xhat in 16 bits
 				b.BatchNormBackward(out[6], out[7], out[8], in[3], out[1], out[3], in[1], s)
 			}}, 0, 1, 6)
 		add(opCase{name: fmt.Sprintf("BatchNormReLUTrain %+v", s), tol: storedOnce, inputs: []int{cnt, c, c}, outputs: []int{cnt, c, c, c, c},
@@ -132,7 +130,7 @@ func storageCases() []storageCase {
 			activations: act(0), gen: positive(4), run: func(b backend.Backend, in, out []backend.Tensor) {
 				b.BatchNormEval(out[0], in[0], in[1], in[2], in[3], in[4], s, 1e-5)
 			}}, 0)
-		// No bf16 kernel: dy is widened to float32 in place, exactly.
+		// No 16-bit kernel: dy is widened to float32 in place, exactly.
 		addWidening(opCase{name: fmt.Sprintf("BiasGrad %+v (dy widened)", s), tol: 1e-4, inputs: []int{cnt}, outputs: []int{c},
 			activations: act(0), run: func(b backend.Backend, in, out []backend.Tensor) { b.BiasGrad(out[0], in[0], s.N, s.C, s.Spatial) }})
 	}
@@ -154,13 +152,13 @@ func storageCases() []storageCase {
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }}, 0)
 	add(opCase{name: "AddReLU 3x8x9", tol: storedOnce, inputs: []int{n, n}, outputs: []int{n}, activations: a(0, 1),
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.(backend.Fused).AddReLU(out[0], in[0], in[1], n) }}, 0)
-	// One input in float32 (flat): the bf16 one is widened, the sum is
+	// One input in float32 (flat): the 16-bit one is widened, the sum is
 	// float32, exact against the CPU's.
 	addWidening(opCase{name: "Add 3x8x9, one input float32", tol: 1e-7, inputs: []int{n, n}, outputs: []int{n}, activations: a(0),
 		run: func(b backend.Backend, in, out []backend.Tensor) { b.Add(out[0], in[0], in[1], n) }})
-	// Writes over part of a tensor stored as bf16 (the tail's bf16 read
-	// from byte 2·144 by prepareWrite's reordering).
-	partial := partialWriteCases("bf16", cuda.ToChannelsLastBF16, storedOnce)
+	// Writes over part of a tensor stored in 16 bits (the tail's 16-bit
+	// values read from byte 2·144 by prepareWrite's reordering).
+	partial := partialWriteCases(f.precision, cuda.ToChannelsLastHalf, storedOnce)
 	add(partial[0], 0)
 	add(partial[1])
 	for _, s := range []backend.PoolShape{{N: 3, C: 8, H: 9, W: 9, Kernel: 3, Stride: 2, Pad: 1}, {N: 2, C: 16, H: 4, W: 4, Kernel: 2, Stride: 2}} {
@@ -185,16 +183,17 @@ func storageCases() []storageCase {
 		add(opCase{name: fmt.Sprintf("ShortcutABackward %+v (exact)", s), inputs: []int{out}, outputs: []int{in}, activations: []activationInput{{0, s.N, s.OC, s.OutH() * s.OutW()}},
 			run: func(b backend.Backend, i, o []backend.Tensor) { b.ShortcutABackward(o[0], i[0], s) }}, 0)
 	}
-	// Convolutions on cuDNN in NHWC: bf16 activation inputs read as they
-	// are, activation outputs written as bf16, the filter gradient
-	// float32. The filters are bf16 values too, so the products are exact
-	// and only the float32 sums' order and the output's rounding differ.
+	// Convolutions on cuDNN in NHWC: 16-bit activation inputs read as
+	// they are, activation outputs written in 16 bits, the filter gradient
+	// float32. The filters are 16-bit values too, so the products are
+	// exact and only the float32 sums' order and the output's rounding
+	// differ.
 	for _, s := range []backend.ConvShape{{N: 4, C: 16, H: 8, W: 8, OC: 32, KH: 3, KW: 3, Stride: 1, Pad: 1},
 		{N: 3, C: 8, H: 9, W: 7, OC: 16, KH: 3, KW: 3, Stride: 2, Pad: 1}, {N: 5, C: 32, H: 6, W: 6, OC: 16, KH: 1, KW: 1, Stride: 2}} {
 		in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
 		x, y := activationInput{0, s.N, s.C, s.H * s.W}, activationInput{0, s.N, s.OC, s.OutH() * s.OutW()}
 		dyAt1 := activationInput{1, s.N, s.OC, s.OutH() * s.OutW()}
-		tol := 8 * bf16Unit // sums of up to a few hundred exact products, then one rounding
+		tol := 8 * f.unit // sums of up to a few hundred exact products, then one rounding
 		add(opCase{name: fmt.Sprintf("Conv2DForward %+v", s), tol: tol, inputs: []int{in, w}, outputs: []int{out}, activations: []activationInput{x},
 			run: func(b backend.Backend, i, o []backend.Tensor) { b.Conv2DForward(o[0], i[0], i[1], s) }}, 0)
 		add(opCase{name: fmt.Sprintf("Conv2DBackwardData %+v", s), tol: tol, inputs: []int{out, w}, outputs: []int{in}, activations: []activationInput{y},
@@ -215,7 +214,7 @@ func storageCases() []storageCase {
 	// second adds in place.
 	s := backend.ConvShape{N: 2, C: 24, H: 5, W: 5, OC: 16, KH: 3, KW: 3, Stride: 1, Pad: 1}
 	in, out, w := s.N*s.C*s.H*s.W, s.N*s.OC*s.OutH()*s.OutW(), s.OC*s.C*s.KH*s.KW
-	add(opCase{name: fmt.Sprintf("Conv2DBackwardDataAdd ×2, first %+v", s), tol: 24 * bf16Unit, inputs: []int{out, w, in}, outputs: []int{in},
+	add(opCase{name: fmt.Sprintf("Conv2DBackwardDataAdd ×2, first %+v", s), tol: 24 * f.unit, inputs: []int{out, w, in}, outputs: []int{in},
 		activations: []activationInput{{0, s.N, s.OC, s.OutH() * s.OutW()}, {2, s.N, s.C, s.H * s.W}}, run: func(b backend.Backend, i, o []backend.Tensor) {
 			b.Copy(o[0], i[2], in)
 			b.(backend.FusedResidual).Conv2DBackwardDataAdd(o[0], i[0], i[1], s)
@@ -229,26 +228,33 @@ func storageCases() []storageCase {
 // algorithm for already (three shapes), the second of the last case's.
 const inPlaceAdds = 7
 
-// Every op with bf16 kernels, and a few without, on activations stored as
-// bf16, against the CPU on the same (bf16) values; and the outputs each
-// case names must be stored as bf16 after it.
-func TestBF16StorageOpParity(t *testing.T) {
-	gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, Layout: cuda.NHWCBF16, CuDNNOnly: true}, true)
-	defer gpu.Close()
-	if !strings.Contains(gpu.Name(), "bf16 activations") {
-		t.Fatalf("layout nhwc-bf16 is not in use: %s", gpu.Name())
+// Every op with 16-bit kernels, and a few without, on activations stored
+// in each 16-bit format, against the CPU on the same (rounded) values; and
+// the outputs each case names must be stored in 16 bits after it.
+func TestHalfStorageOpParity(t *testing.T) {
+	for _, f := range []halfFormat{bf16Format, fp16Format} {
+		t.Run(f.precision, func(t *testing.T) { checkStorageOps(t, f) })
 	}
+}
+
+func checkStorageOps(t *testing.T, f halfFormat) {
+	gpu := openGPU(t, cuda.Options{Precision: f.precision, Layout: storageLayout(f), CuDNNOnly: true}, true)
+	defer gpu.Close()
+	if !strings.Contains(gpu.Name(), f.precision+" activations") {
+		t.Fatalf("layout %s is not in use: %s", storageLayout(f), gpu.Name())
+	}
+	stored := "NHWC " + f.precision
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n%-90s %12s %10s  %s\n", "op", "max err", "tolerance", "")
 	failed := 0
-	for _, sc := range storageCases() {
+	for _, sc := range storageCases(f) {
 		c := sc.opCase
-		hostIn := mapAll(caseInputs(c), roundBF16)
+		hostIn := mapAll(caseInputs(c), f.round)
 		var layouts, inLayouts []string
 		run, acts := c.run, c.activations
 		c.run = func(b backend.Backend, in, out []backend.Tensor) {
 			for _, a := range acts {
-				cuda.ToChannelsLastBF16(b, in[a.i], a.n, a.c, a.s)
+				cuda.ToChannelsLastHalf(b, in[a.i], a.n, a.c, a.s)
 			}
 			run(b, in, out)
 			layouts, inLayouts = layouts[:0], inLayouts[:0]
@@ -264,13 +270,13 @@ func TestBF16StorageOpParity(t *testing.T) {
 		if worst > c.tol {
 			status = "FAIL"
 		}
-		for _, o := range sc.bf16Out {
-			if !strings.HasPrefix(layouts[o], "NHWC bf16") {
-				status = fmt.Sprintf("FAIL: output %d is stored %s, not as bf16", o, layouts[o])
+		for _, o := range sc.halfOut {
+			if !strings.HasPrefix(layouts[o], stored) {
+				status = fmt.Sprintf("FAIL: output %d is stored %s, not as %s", o, layouts[o], f.precision)
 			}
 		}
 		for k, a := range acts {
-			if bf16 := strings.HasPrefix(inLayouts[k], "NHWC bf16"); bf16 == sc.widens {
+			if half := strings.HasPrefix(inLayouts[k], stored); half == sc.widens {
 				status = fmt.Sprintf("FAIL: input %d is stored %s after the op (widens: %v)", a.i, inLayouts[k], sc.widens)
 			}
 		}
@@ -285,8 +291,16 @@ func TestBF16StorageOpParity(t *testing.T) {
 		t.Errorf("%d convolutions added to their output in place, want %d", n, inPlaceAdds)
 	}
 	if failed > 0 {
-		t.Fatalf("%d ops on bf16 activations differ from the CPU beyond their tolerance or did not store bf16", failed)
+		t.Fatalf("%d ops on %s activations differ from the CPU beyond their tolerance or did not store %s", failed, f.precision, f.precision)
 	}
+}
+
+// storageLayout is the layout that stores activations in format f.
+func storageLayout(f halfFormat) string {
+	if f.precision == cuda.FP16 {
+		return cuda.NHWCFP16
+	}
+	return cuda.NHWCBF16
 }
 
 // mapAll applies f to every value of every input.
@@ -301,25 +315,32 @@ func mapAll(in [][]float32, f func(float32) float32) [][]float32 {
 	return out
 }
 
-// The reorderings alone, on the device: an activation stored as bf16 NHWC
-// (with float32 elements after it) reads back exactly, whether Download
-// transposes it to flat float32 (the tiled transpose for 8 positions or
-// more, the narrow one below) or an op first widens it in place to
-// float32 NHWC. Failures here are the bookkeeping's, not an op's.
-func TestBF16StorageReorders(t *testing.T) {
-	gpu := openGPU(t, cuda.Options{Precision: cuda.BF16, Layout: cuda.NHWCBF16}, true)
+// The reorderings alone, on the device: an activation stored as 16-bit
+// NHWC (with float32 elements after it) reads back exactly, whether
+// Download transposes it to flat float32 (the tiled transpose for 8
+// positions or more, the narrow one below) or an op first widens it in
+// place to float32 NHWC. Failures here are the bookkeeping's, not an
+// op's.
+func TestHalfStorageReorders(t *testing.T) {
+	for _, f := range []halfFormat{bf16Format, fp16Format} {
+		t.Run(f.precision, func(t *testing.T) { checkStorageReorders(t, f) })
+	}
+}
+
+func checkStorageReorders(t *testing.T, f halfFormat) {
+	gpu := openGPU(t, cuda.Options{Precision: f.precision, Layout: storageLayout(f)}, true)
 	defer gpu.Close()
 	const tail = 17
 	for _, sh := range [][3]int{{2, 8, 9}, {3, 5, 4}, {4, 3, 10}, {2, 64, 49}, {5, 16, 1}} {
 		n, c, s := sh[0], sh[1], sh[2]
 		values := make([]float32, n*c*s+tail)
 		for i := range values {
-			values[i] = float32(i%251 - 125) // integers bf16 holds exactly
+			values[i] = float32(i%251 - 125) // integers both formats hold exactly
 		}
 		for _, widen := range []bool{false, true} {
 			tensor := gpu.Alloc(len(values))
 			gpu.Upload(tensor, values)
-			cuda.ToChannelsLastBF16(gpu, tensor, n, c, s)
+			cuda.ToChannelsLastHalf(gpu, tensor, n, c, s)
 			stored := cuda.TensorLayout(tensor)
 			if widen {
 				cuda.ToChannelsLast(gpu, tensor, n, c, s)
@@ -331,6 +352,9 @@ func TestBF16StorageReorders(t *testing.T) {
 				t.Fatal(err)
 			}
 			gpu.Free(tensor)
+			if want := "NHWC " + f.precision; s > 1 && !strings.HasPrefix(stored, want) {
+				t.Errorf("%d×%d×%d: stored %s, not %s", n, c, s, stored, want)
+			}
 			for i := range values {
 				if got[i] != values[i] {
 					t.Errorf("%d×%d×%d, stored %s, then %s: element %d reads %v, want %v", n, c, s, stored, widened, i, got[i], values[i])
