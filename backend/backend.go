@@ -316,6 +316,22 @@ type LossScaler interface {
 	LossScaleState() Tensor
 }
 
+// ConvPlanner is a backend that chooses how each convolution runs (the
+// CUDA backend: a cuDNN algorithm it timed, or the im2col path).
+// ConvChoices lists the choices made so far, one per convolution shape,
+// layout and direction, in a fixed order: what `iterbin bench --profile`
+// prints below its table.
+type ConvPlanner interface {
+	ConvChoices() []ConvChoice
+}
+
+// ConvChoice is how one direction of one convolution runs: Op labels it
+// as Profile labels the op (ConvLabel), How says on what, e.g. "NHWC,
+// cuDNN algorithm 1 (IMPLICIT_PRECOMP_GEMM), …".
+type ConvChoice struct {
+	Op, How string
+}
+
 // The values of LossScaler.LossScaleState.
 const (
 	LossScale        = 0 // S, a power of two

@@ -83,7 +83,9 @@ func (p *profiled) timed(name string, op func()) {
 	p.times.Add(name, time.Since(start))
 }
 
-func convLabel(op string, s ConvShape) string {
+// ConvLabel is how Profile labels convolution op (Conv2DForward,
+// Conv2DBackwardData, …) of shape s; ConvPlanner's choices use it too.
+func ConvLabel(op string, s ConvShape) string {
 	return fmt.Sprintf("%s n%d %d→%d %dx%d k%dx%d s%d", op, s.N, s.C, s.OC, s.H, s.W, s.KH, s.KW, s.Stride)
 }
 
@@ -117,13 +119,13 @@ func (p *profiled) BiasGrad(dBias, dy Tensor, n, c, spatial int) {
 	p.timed("BiasGrad", func() { p.Backend.BiasGrad(dBias, dy, n, c, spatial) })
 }
 func (p *profiled) Conv2DForward(y, x, w Tensor, s ConvShape) {
-	p.timed(convLabel("Conv2DForward", s), func() { p.Backend.Conv2DForward(y, x, w, s) })
+	p.timed(ConvLabel("Conv2DForward", s), func() { p.Backend.Conv2DForward(y, x, w, s) })
 }
 func (p *profiled) Conv2DBackwardData(dx, dy, w Tensor, s ConvShape) {
-	p.timed(convLabel("Conv2DBackwardData", s), func() { p.Backend.Conv2DBackwardData(dx, dy, w, s) })
+	p.timed(ConvLabel("Conv2DBackwardData", s), func() { p.Backend.Conv2DBackwardData(dx, dy, w, s) })
 }
 func (p *profiled) Conv2DBackwardFilter(dw, dy, x Tensor, s ConvShape) {
-	p.timed(convLabel("Conv2DBackwardFilter", s), func() { p.Backend.Conv2DBackwardFilter(dw, dy, x, s) })
+	p.timed(ConvLabel("Conv2DBackwardFilter", s), func() { p.Backend.Conv2DBackwardFilter(dw, dy, x, s) })
 }
 func (p *profiled) MaxPool2DForward(y, argmax, x Tensor, s PoolShape) {
 	p.timed(poolLabel("MaxPool2DForward", s), func() { p.Backend.MaxPool2DForward(y, argmax, x, s) })
@@ -257,7 +259,7 @@ func (p *profiledResidual) BatchNormAddReLUBackward(dx, dGamma, dBeta, dSum, dy,
 }
 
 func (p *profiledResidual) Conv2DBackwardDataAdd(dx, dy, w Tensor, s ConvShape) {
-	p.timed(convLabel("Conv2DBackwardDataAdd", s), func() { p.residual.Conv2DBackwardDataAdd(dx, dy, w, s) })
+	p.timed(ConvLabel("Conv2DBackwardDataAdd", s), func() { p.residual.Conv2DBackwardDataAdd(dx, dy, w, s) })
 }
 
 var _ FusedResidual = (*profiledResidual)(nil)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -154,14 +155,34 @@ func convCases(tf32 bool) []opCase {
 // gpu (the algorithm chosen, its math type and workspace, or why it runs
 // on im2col), so a failure can be traced to an algorithm, and fails the
 // test where a shape for which mustRun is true fell back to im2col.
+//
+// The backend's own listing of its choices (backend.ConvPlanner, which
+// `iterbin bench --profile` prints) must say the same of each plan, under
+// the label the profile gives the op.
 func checkCudnnPlans(t *testing.T, gpu backend.Backend, shapes []backend.ConvShape, mustRun func(backend.ConvShape) bool) {
 	t.Helper()
+	listed := map[string][]string{}
+	for _, c := range gpu.(backend.ConvPlanner).ConvChoices() {
+		listed[c.Op] = append(listed[c.Op], c.How)
+	}
+	ops := map[string]string{"forward": "Conv2DForward", "backward data": "Conv2DBackwardData", "backward filter": "Conv2DBackwardFilter"}
 	var plans strings.Builder
 	for _, s := range shapes {
 		for _, p := range cuda.ConvPlans(gpu, s) {
 			fmt.Fprintf(&plans, "\n%+v %s: %s", s, p.Direction, p)
 			if p.Im2col != "" && mustRun(s) {
 				t.Errorf("%+v %s: cuDNN must run it, but it fell back to im2col: %s", s, p.Direction, p.Im2col)
+			}
+			if !p.Chosen && p.Im2col == "" {
+				continue
+			}
+			want := fmt.Sprintf("%s, cuDNN algorithm %d (", p.Layout, p.Algo)
+			if p.Im2col != "" {
+				want = p.Layout + ", im2col: " + p.Im2col
+			}
+			label := backend.ConvLabel(ops[p.Direction], s)
+			if !slices.ContainsFunc(listed[label], func(how string) bool { return strings.HasPrefix(how, want) }) {
+				t.Errorf("%s: ConvChoices lists %q, none starting %q", label, listed[label], want)
 			}
 		}
 	}

@@ -33,8 +33,10 @@ package cuda
 //     maxima from x and y without the "first maximum on ties" rule.
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"gorgonia.org/cu"
@@ -58,6 +60,7 @@ type dnnConvKey struct {
 // direction.
 type dnnConv struct {
 	key   dnnConvKey
+	seq   int     // how many convolutions cuDNN saw before this one
 	x, y  uintptr // tensor descriptors: N×C×H×W and N×OC×OH×OW
 	w     uintptr // filter descriptor: OC×C×KH×KW
 	plans [dnnDirections]dnnPlan
@@ -151,7 +154,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 				return true
 			}
 			// Keep the shape, every direction on im2col.
-			c = &dnnConv{key: key}
+			c = &dnnConv{key: key, seq: len(d.convs)}
 			for i := range c.plans {
 				c.plans[i].im2col = err.Error()
 			}
@@ -159,6 +162,7 @@ func (b *Backend) dnnConvolve(dir dnnDirection, s backend.ConvShape, nhwc bool, 
 			d.noteFallback(nhwc, int(dnnDirections), fmt.Sprintf("convolution %+v (%s): %v", s, key.dtype, err))
 			return false
 		}
+		c.seq = len(d.convs)
 		d.convs[key] = c
 	}
 	p := &c.plans[dir]
@@ -429,6 +433,88 @@ func (b *Backend) convPlans(s backend.ConvShape) []convPlan {
 			WorkspaceBytes: p.workspace, Deterministic: p.deterministic, Ms: p.ms, Im2col: p.im2col}
 	}
 	return plans
+}
+
+// dnnAlgoNames name the values of each direction's algorithm enum
+// (cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t, without their
+// CUDNN_CONVOLUTION_…_ALGO_ prefix).
+var dnnAlgoNames = [dnnDirections][]string{
+	dnnForward:        {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"},
+	dnnBackwardData:   {"ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"},
+	dnnBackwardFilter: {"ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD", "WINOGRAD_NONFUSED", "FFT_TILING"},
+}
+
+// dnnMathNames name the values of cudnnMathType_t.
+var dnnMathNames = []string{dnnDefaultMath: "default math", dnnTensorOpMath: "tensor-op math",
+	dnnTensorOpMathAllowConversion: "tensor-op math with conversion", dnnFMAMath: "FMA math"}
+
+// enumName is names[v], or v as a number where names has none.
+func enumName(names []string, v int) string {
+	if v >= 0 && v < len(names) {
+		return names[v]
+	}
+	return fmt.Sprint(v)
+}
+
+// byteSize writes n bytes in B, KiB or MiB.
+func byteSize(n int) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// op is the Backend method a direction serves.
+func (dir dnnDirection) op() string {
+	return [dnnDirections]string{"Conv2DForward", "Conv2DBackwardData", "Conv2DBackwardFilter"}[dir]
+}
+
+// ConvChoices lists how each direction of each convolution cuDNN has seen
+// runs (backend.ConvPlanner), in the order the backend first ran each
+// shape and layout, then by direction: the cuDNN algorithm chosen, its math type, workspace and the
+// time it was chosen on, or the im2col path and why. Directions not run
+// yet are left out; so is everything where cuDNN is not loaded.
+func (b *Backend) ConvChoices() []backend.ConvChoice {
+	if b.dnn == nil {
+		return nil
+	}
+	convs := make([]*dnnConv, 0, len(b.dnn.convs))
+	for _, c := range b.dnn.convs {
+		convs = append(convs, c)
+	}
+	slices.SortFunc(convs, func(x, y *dnnConv) int { return cmp.Compare(x.seq, y.seq) })
+	var out []backend.ConvChoice
+	for _, c := range convs {
+		lay := "NCHW"
+		if c.key.nhwc {
+			lay = "NHWC"
+		}
+		for dir := range dnnDirections {
+			p := &c.plans[dir]
+			var how string
+			switch {
+			case p.im2col != "":
+				how = "im2col: " + p.im2col
+			case !p.chosen:
+				continue
+			default:
+				det := "nondeterministic"
+				if p.deterministic {
+					det = "deterministic"
+				}
+				how = fmt.Sprintf("cuDNN algorithm %d (%s), %s, %s of workspace, %s, %.3f ms when chosen",
+					p.algo, enumName(dnnAlgoNames[dir], p.algo), enumName(dnnMathNames, p.mathType), byteSize(p.workspace), det, p.ms)
+				if p.raced {
+					how += ", faster than im2col"
+				}
+			}
+			out = append(out, backend.ConvChoice{Op: backend.ConvLabel(dir.op(), c.key.shape), How: lay + ", " + how})
+		}
+	}
+	return out
 }
 
 // convFallbacks is how many convolution directions run on the im2col

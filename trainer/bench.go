@@ -156,6 +156,9 @@ type StepProfile struct {
 	Model, Mode, Precision, Backend string
 	Steps                           int
 	Ops                             []backend.OpTime
+	// ConvChoices says how each convolution ran, where the backend
+	// chooses (backend.ConvPlanner: the CUDA backend with cuDNN).
+	ConvChoices []backend.ConvChoice
 }
 
 // ProfileStep runs warmup and then steps training steps of a model as
@@ -164,7 +167,9 @@ type StepProfile struct {
 func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, steps int) (StepProfile, error) {
 	data := benchData(m)
 	var times *backend.OpTimes
+	var planner backend.ConvPlanner
 	wrap := func(be backend.Backend) backend.Backend {
+		planner, _ = be.(backend.ConvPlanner)
 		var p backend.Backend
 		p, times = backend.Profile(be)
 		return p
@@ -193,7 +198,11 @@ func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, s
 	if err := s.be.Sync(); err != nil {
 		return StepProfile{}, fmt.Errorf("profile %s %s: %w", m.Name, mode, err)
 	}
-	return StepProfile{Model: m.Name, Mode: mode, Precision: precision, Backend: s.be.Name(), Steps: steps, Ops: times.Rows()}, nil
+	prof := StepProfile{Model: m.Name, Mode: mode, Precision: precision, Backend: s.be.Name(), Steps: steps, Ops: times.Rows()}
+	if planner != nil {
+		prof.ConvChoices = planner.ConvChoices()
+	}
+	return prof, nil
 }
 
 // StepLosses trains steps steps of a model on fixed synthetic data on a

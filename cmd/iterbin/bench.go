@@ -286,4 +286,12 @@ func printProfile(w io.Writer, p trainer.StepProfile) {
 		fmt.Fprintf(tw, "%d smaller ops\t\t%.3f\t%.1f%%\t\n", restOps, perStep(rest), 100*float64(rest)/float64(total))
 	}
 	tw.Flush()
+	if len(p.ConvChoices) > 0 {
+		fmt.Fprintln(w, "\nhow each convolution runs:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, c := range p.ConvChoices {
+			fmt.Fprintf(tw, "%s\t%s\n", c.Op, c.How)
+		}
+		tw.Flush()
+	}
 }

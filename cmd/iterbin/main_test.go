@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"iterbin/backend"
+	"iterbin/trainer"
 )
 
 func runCLI(args ...string) (string, error) {
@@ -103,6 +107,28 @@ func TestBenchPrintsATable(t *testing.T) {
 	}
 	if _, err := runCLI("bench", "--models", "mlp300", "--precision", "fp64", "--steps", "1"); err == nil || !strings.Contains(err.Error(), "fp32, tf32, bf16, fp16") {
 		t.Errorf("fp64: %v", err)
+	}
+}
+
+// The profile prints its table, then, where the backend lists how its
+// convolutions run, each choice under the op's label.
+func TestProfilePrintsConvChoices(t *testing.T) {
+	p := trainer.StepProfile{Model: "resnet20", Mode: "float", Precision: "tf32", Backend: "test", Steps: 2,
+		Ops:         []backend.OpTime{{Op: "Conv2DForward n8 16→16 32x32 k3x3 s1", Calls: 4, Total: 2 * time.Millisecond}},
+		ConvChoices: []backend.ConvChoice{{Op: "Conv2DForward n8 16→16 32x32 k3x3 s1", How: "NHWC, cuDNN algorithm 1 (IMPLICIT_PRECOMP_GEMM)"}}}
+	var out strings.Builder
+	printProfile(&out, p)
+	for _, want := range []string{"1.000 ms a step", "Conv2DForward n8 16→16 32x32 k3x3 s1  2           1.000    100.0%",
+		"how each convolution runs:\nConv2DForward n8 16→16 32x32 k3x3 s1  NHWC, cuDNN algorithm 1 (IMPLICIT_PRECOMP_GEMM)\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("profile output lacks %q:\n%s", want, out.String())
+		}
+	}
+	p.ConvChoices = nil
+	out.Reset()
+	printProfile(&out, p)
+	if strings.Contains(out.String(), "how each convolution runs") {
+		t.Errorf("a profile without choices lists them:\n%s", out.String())
 	}
 }
 
