@@ -326,8 +326,9 @@ type ConvPlanner interface {
 }
 
 // ConvChoice is how one direction of one convolution runs: Op labels it
-// as Profile labels the op (ConvLabel), How says on what, e.g. "NHWC,
-// cuDNN algorithm 1 (IMPLICIT_PRECOMP_GEMM), …".
+// as Profile labels the op (ConvLabel) that runs it alone (a
+// Conv2DBackwardDataAdd's convolution is a Conv2DBackwardData), How says
+// on what, e.g. "NHWC, cuDNN algorithm 1 (IMPLICIT_PRECOMP_GEMM), …".
 type ConvChoice struct {
 	Op, How string
 }

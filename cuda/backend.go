@@ -519,7 +519,7 @@ func (b *Backend) noteWrite(t *tensor, need int, lay layout) {
 // arrange reorders t's first elements in place into layout want where
 // they are not in it already (layout.go), and returns its device
 // pointer; 0 (with the error recorded) where a reordering fails or would
-// round to bf16.
+// round to 16 bits.
 func (b *Backend) arrange(t *tensor, want layout) cu.DevicePtr {
 	steps, k, err := reorders(t.lay, want)
 	if err != nil {
@@ -559,7 +559,7 @@ func (b *Backend) reorderAt(p cu.DevicePtr, at int, r reorder) bool {
 	src := p + cu.DevicePtr(at*r.from.elemBytes())
 	switch {
 	case r.from.nhwc && r.to.nhwc: // the same NHWC shape, widened
-		b.fromHalf(tmp, src, cnt)
+		b.widen(r.from.half, tmp, src, cnt)
 	case r.from.nhwc:
 		b.transposeBatched(tmp, src, n, s, c, r.from.half)
 	default:

@@ -128,8 +128,7 @@ func float32Operands(in1, in2, out cu.DevicePtr) [3]dnnOperand {
 //
 // beta = 1 adds the result to what out holds (convolveAdd: out must then
 // be stored in the precision's 16-bit format, and the plan chosen
-// already); beta = 0
-// overwrites it.
+// already); beta = 0 overwrites it.
 //
 // Errors are recorded, except that a convolution cuDNN does not support
 // (a descriptor or every algorithm refused with a "bad parameter" or "not
@@ -435,9 +434,9 @@ func (b *Backend) convPlans(s backend.ConvShape) []convPlan {
 	return plans
 }
 
-// dnnAlgoNames name the values of each direction's algorithm enum
-// (cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t, without their
-// CUDNN_CONVOLUTION_…_ALGO_ prefix).
+// dnnAlgoNames are short names of the values of each direction's
+// algorithm enum (cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t): what
+// follows _ALGO_ in cuDNN's name, or ALGO_n for the numbered ones.
 var dnnAlgoNames = [dnnDirections][]string{
 	dnnForward:        {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"},
 	dnnBackwardData:   {"ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"},
@@ -474,9 +473,13 @@ func (dir dnnDirection) op() string {
 
 // ConvChoices lists how each direction of each convolution cuDNN has seen
 // runs (backend.ConvPlanner), in the order the backend first ran each
-// shape and layout, then by direction: the cuDNN algorithm chosen, its math type, workspace and the
-// time it was chosen on, or the im2col path and why. Directions not run
-// yet are left out; so is everything where cuDNN is not loaded.
+// shape and layout, then by direction: the cuDNN algorithm chosen, its
+// math type, workspace and the time it was chosen on; or, in NCHW, the
+// im2col path and why (cuDNN refused it, or im2col timed faster); or, in
+// NHWC, that cuDNN refused it there and it runs in NCHW (whose own line
+// says how). Directions not run yet are left out; so is everything where
+// cuDNN is not loaded. Conv2DBackwardDataAdd's convolutions are listed
+// as Conv2DBackwardData, which they run.
 func (b *Backend) ConvChoices() []backend.ConvChoice {
 	if b.dnn == nil {
 		return nil
@@ -496,8 +499,12 @@ func (b *Backend) ConvChoices() []backend.ConvChoice {
 			p := &c.plans[dir]
 			var how string
 			switch {
+			case p.im2col != "" && c.key.nhwc:
+				how = "refused by cuDNN, runs in NCHW: " + p.im2col
+			case p.im2col != "" && p.raced:
+				how = p.im2col // "im2col timed faster (…)"
 			case p.im2col != "":
-				how = "im2col: " + p.im2col
+				how = "im2col, refused by cuDNN: " + p.im2col
 			case !p.chosen:
 				continue
 			default:

@@ -24,7 +24,7 @@ func ConvPlans(gpu backend.Backend, s backend.ConvShape) []ConvPlan {
 }
 
 // ConvAccumulations is how many convolutions on gpu added their output
-// to their output tensor in place (bf16 storage's Conv2DBackwardDataAdd).
+// to their output tensor in place (16-bit storage's Conv2DBackwardDataAdd).
 func ConvAccumulations(gpu backend.Backend) int {
 	if b := gpu.(*Backend); b.dnn != nil {
 		return b.dnn.accumulated

@@ -105,8 +105,12 @@ func (b *Backend) toHalf(dst, src cu.DevicePtr, n int) {
 
 // fromHalf widens n values of the precision's 16-bit format at src to
 // float32 at dst (exact).
-func (b *Backend) fromHalf(dst, src cu.DevicePtr, n int) {
-	if b.half == FP16 {
+func (b *Backend) fromHalf(dst, src cu.DevicePtr, n int) { b.widen(b.half, dst, src, n) }
+
+// widen widens n values of 16-bit format h at src to float32 at dst
+// (exact).
+func (b *Backend) widen(h halfFormat, dst, src cu.DevicePtr, n int) {
+	if h == FP16 {
 		b.launchN("f16_to_f32", n, ptrArg(dst), ptrArg(src), intArg(n))
 		return
 	}

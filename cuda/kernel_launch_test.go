@@ -109,6 +109,27 @@ func kernelNames(e ast.Expr) []string {
 	return nil
 }
 
+// packedPassNames are the kernels a call packedPass("prefix_", …) may
+// name: prefix_ and prefix_vec_ with each storage suffix.
+func packedPassNames(e ast.Expr) []string {
+	call, ok := e.(*ast.CallExpr)
+	if !ok || len(call.Args) == 0 {
+		return nil
+	}
+	if fn, ok := call.Fun.(*ast.Ident); !ok || fn.Name != "packedPass" {
+		return nil
+	}
+	prefix, ok := stringLiteral(call.Args[0])
+	if !ok {
+		return nil
+	}
+	var names []string
+	for _, p := range []string{prefix, prefix + "vec_"} {
+		names = append(names, kernelNames(&ast.BinaryExpr{X: &ast.BasicLit{Kind: token.STRING, Value: strconv.Quote(p)}, Op: token.ADD, Y: ast.NewIdent("suffix")})...)
+	}
+	return names
+}
+
 // Every kernel name in the source (wherever it is, a launch's argument
 // or a variable's value) is in the PTX.
 func TestLaunchedKernelsExist(t *testing.T) {
@@ -121,7 +142,7 @@ func TestLaunchedKernelsExist(t *testing.T) {
 			if !ok {
 				return true
 			}
-			names := kernelNames(e)
+			names := append(kernelNames(e), packedPassNames(e)...)
 			for _, name := range names {
 				found++
 				if _, ok := params[name]; !ok {
@@ -146,10 +167,16 @@ var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "
 var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32", "divMul": ".u32", "divShift": ".u32"}
 
 // namesHeld maps each variable of fn that is given a kernel name
-// (name := "…_f32", name = "…_nhwc_" + suffix) to every name it is given.
+// (name := "…_f32", name = "…_nhwc_" + suffix, name, threads :=
+// packedPass("…_", …)) to every name it is given.
 func namesHeld(fn *ast.FuncDecl) map[string][]string {
 	held := map[string][]string{}
 	ast.Inspect(fn, func(n ast.Node) bool {
+		if as, ok := n.(*ast.AssignStmt); ok && len(as.Lhs) == 2 && len(as.Rhs) == 1 {
+			if id, ok := as.Lhs[0].(*ast.Ident); ok {
+				held[id.Name] = append(held[id.Name], packedPassNames(as.Rhs[0])...)
+			}
+		}
 		if as, ok := n.(*ast.AssignStmt); ok && len(as.Lhs) == len(as.Rhs) {
 			for i, lhs := range as.Lhs {
 				if id, ok := lhs.(*ast.Ident); ok {

@@ -271,8 +271,8 @@ type activation struct {
 }
 
 // channelsLastFor says whether an op whose activation inputs are inputs
-// runs in NHWC: where one of them already holds its shape in NHWC (either
-// type), or, where it has none, where prefer (channels-last is on) says
+// runs in NHWC: where one of them already holds its shape in NHWC (in any
+// storage type), or, where it has none, where prefer (channels-last is on) says
 // so. An op over activations whose orders coincide (one channel or one
 // position) runs flat.
 func channelsLastFor(prefer bool, inputs ...activation) bool {
@@ -305,4 +305,30 @@ func halfFor(h halfFormat, outs [][3]int, inputs ...activation) bool {
 		}
 	}
 	return true
+}
+
+// packedPass returns the kernel and the thread count of an elementwise
+// NHWC pass (batchnorm.cu, kernels prefix…) over cnt elements of c
+// channels in layout lay: the prefix_vec_ kernel, a thread per pack of
+// channels, where c is a multiple of the pack width (storage.cuh's
+// VecWidth, 16 bytes of the storage type), else a thread per element.
+// (Device buffers start 256-byte aligned, as the packs need.)
+func packedPass(prefix string, lay layout, c, cnt int) (string, int) {
+	suffix := lay.half.kernelSuffix()
+	if w := 16 / lay.elemBytes(); c%w == 0 {
+		return prefix + "vec_" + suffix, cnt / w
+	}
+	return prefix + suffix, cnt
+}
+
+// packThreads is how many threads an elementwise pass over n values with
+// the storage kernels of suffix ("f32", "bf16", "f16") needs: one per
+// 16-byte pack of values (elementwise.cu's map2), the last pack's share
+// rounded up.
+func packThreads(n int, suffix string) int {
+	w := 8
+	if suffix == "f32" {
+		w = 4
+	}
+	return (n + w - 1) / w
 }

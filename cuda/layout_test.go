@@ -180,6 +180,10 @@ func TestReordersOnlyWhereNeeded(t *testing.T) {
 		{big.inHalf(BF16), layout{}, 1, false}, // widened on the way to flat
 		{big, big.inHalf(BF16), 0, true},       // never rounded in place
 		{layout{}, small.inHalf(BF16), 0, true},
+		{big.inHalf(FP16), small.inHalf(FP16), 0, false},
+		{big.inHalf(FP16), small, 1, false},             // widened in place
+		{big.inHalf(FP16), small.inHalf(BF16), 0, true}, // another format: never converted in place
+		{big.inHalf(BF16), big.inHalf(FP16), 0, true},
 	} {
 		steps, k, err := reorders(c.have, c.want)
 		if k != c.steps || (err != nil) != c.fails {
@@ -326,6 +330,43 @@ func TestWritesKeepTheRest(t *testing.T) {
 		want := append(slices.Clone(newValues[:need]), oldValues[need:]...)
 		if got := buf.read(lay); !slices.Equal(got, want) {
 			t.Fatalf("buffer in %v, write of %d in %v (prep %+v): reads %v, want %v", have, need, lay, w, got, want)
+		}
+	}
+}
+
+// An NHWC pass takes 16-byte packs of channels where the channel count
+// is a multiple of the pack, else one element per thread.
+func TestPackedPass(t *testing.T) {
+	for _, c := range []struct {
+		lay     layout
+		c       int
+		name    string
+		threads int
+	}{
+		{nhwcLayout(2, 64, 9), 64, "bn_apply_nhwc_vec_f32", 2 * 64 * 9 / 4},
+		{nhwcLayout(2, 12, 9), 12, "bn_apply_nhwc_vec_f32", 2 * 12 * 9 / 4},
+		{nhwcLayout(2, 6, 9), 6, "bn_apply_nhwc_f32", 2 * 6 * 9},
+		{nhwcLayout(2, 40, 9).inHalf(BF16), 40, "bn_apply_nhwc_vec_bf16", 2 * 40 * 9 / 8},
+		{nhwcLayout(2, 12, 9).inHalf(FP16), 12, "bn_apply_nhwc_f16", 2 * 12 * 9},
+		{nhwcLayout(2, 16, 9).inHalf(FP16), 16, "bn_apply_nhwc_vec_f16", 2 * 16 * 9 / 8},
+	} {
+		name, threads := packedPass("bn_apply_nhwc_", c.lay, c.c, c.lay.count())
+		if name != c.name || threads != c.threads {
+			t.Errorf("packedPass over %v: %s with %d threads, want %s with %d", c.lay, name, threads, c.name, c.threads)
+		}
+	}
+}
+
+// An elementwise pass takes a thread per 16-byte pack, the last one's
+// share rounded up.
+func TestPackThreads(t *testing.T) {
+	for _, c := range []struct {
+		n      int
+		suffix string
+		want   int
+	}{{0, "f32", 0}, {3, "f32", 1}, {8, "f32", 2}, {10, "f32", 3}, {10, "bf16", 2}, {16, "f16", 2}, {17, "f16", 3}} {
+		if got := packThreads(c.n, c.suffix); got != c.want {
+			t.Errorf("packThreads(%d, %q) = %d, want %d", c.n, c.suffix, got, c.want)
 		}
 	}
 }

@@ -8,7 +8,9 @@
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
 #   3. a profile of ResNet-20 (float and binary) and ResNet-18 steps (tf32,
-#      bf16, and bf16 with activations stored as bf16);
+#      bf16, and bf16 with activations stored as bf16, and fp16 so where
+#      GPU_SUITE_PRECISIONS names it), each ending with how every
+#      convolution runs (cuDNN's algorithm and its time);
 #   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), with the default layout (channels-last
 #      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
@@ -102,14 +104,17 @@ for p in tf32 bf16; do
   timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet18 --modes float \
       --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p resnet18: exit $?"
 done
-if [ "${GPU_SUITE_PROFILE:-1}" != 0 ]; then
+# 16-bit storage: nhwc-bf16, and nhwc-fp16 where GPU_SUITE_PRECISIONS names fp16.
+storage=bf16
+case " ${GPU_SUITE_PRECISIONS:-} " in *" fp16 "*) storage="bf16 fp16" ;; esac
+for p in $storage; do
+  [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
   l=$(limit 60)
-  if [ "$l" -lt 15 ]; then note "profile bf16 nhwc-bf16 resnet18: SKIPPED (deadline)"; else
-    echo "=== layout nhwc-bf16" >>"$O/profile.log"
-    timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision bf16 --layout nhwc-bf16 --models resnet18 --modes float \
-        --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile bf16 nhwc-bf16 resnet18: exit $?"
-  fi
-fi
+  if [ "$l" -lt 15 ]; then note "profile $p nhwc-$p resnet18: SKIPPED (deadline)"; continue; fi
+  echo "=== layout nhwc-$p" >>"$O/profile.log"
+  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --layout nhwc-$p --models resnet18 --modes float \
+      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p nhwc-$p resnet18: exit $?"
+done
 
 # 4. Throughput: iterbin per model and precision, then PyTorch on the same card.
 models=${GPU_SUITE_MODELS:-mlp300 vgg5 resnet20 resnet18}

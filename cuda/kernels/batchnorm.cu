@@ -220,11 +220,15 @@ extern "C" __global__ void bn_relu_bwd_apply_f32(float* dx, const float* dy, con
 // and the 8 sums per channel are added in warp order. The P partials of a
 // channel are then reduced by one warp in a fixed order (nhwc_final), so
 // here too no sum depends on timing. The elementwise passes are one thread
-// per element in a grid-stride loop whose step is a multiple of c
-// (nhwc_span), so each thread keeps one channel and its parameters in
-// registers instead of dividing for every element. The activations (x, y, xhat, dy, dx, skip,
-// dsum) are stored as float32 or bf16 (storage.cuh); parameters,
-// statistics and sums are float32 and double either way.
+// per V neighbouring channels of a row (a Pack, storage.cuh) in a
+// grid-stride loop whose step is a multiple of c/V packs (nhwc_span), so
+// each thread keeps its channels and their parameters in registers
+// instead of dividing for every element: V = 1 in name_f32 and the like,
+// VecWidth in name_vec_f32 and the like, for c a multiple of it. Every
+// element is computed the same way either way. The activations (x, y,
+// xhat, dy, dx, skip, dsum) are stored as float32, bf16 or fp16
+// (storage.cuh); parameters, statistics and sums are float32 and double
+// either way.
 
 #define NHWC_LANES 32
 #define NHWC_ROWS 8
@@ -281,10 +285,11 @@ __device__ int warp_channel(int c) {
 }
 
 // nhwc_span is a thread's share of an elementwise pass over an NHWC tensor
-// of c channels: elements first, first + step, … below the total, all of
-// channel ch. step is the largest multiple of c the grid's threads cover;
-// the threads past it (fewer than c) have none (active false). A grid of
-// at least c threads covers every element.
+// of c channels (or of c packs of channels): elements (packs) first,
+// first + step, … below the total, all of channel (pack) ch. step is the
+// largest multiple of c the grid's threads cover; the threads past it
+// (fewer than c) have none (active false). A grid of at least c threads
+// covers every element.
 struct NHWCSpan {
     unsigned first, step;
     int ch;
@@ -387,92 +392,137 @@ extern "C" __global__ void bias_grad_final_warp_f32(float* dbias, const double2*
     if (threadIdx.x % 32 == 0) dbias[ch] = (float)t.x;
 }
 
-template <class T>
+template <class T, int V>
 __device__ void bn_apply_nhwc(T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma,
                               const float* beta, int c, int total) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
-    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        float h = (load(x, i) - mu) * inv;
-        store(xhat, i, h);
-        store(y, i, g * h + b);
+    float mu[V], inv[V], g[V], b[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], hv, yv;
+        for (int k = 0; k < V; k++) {
+            float h = (load(xv.v, k) - mu[k]) * inv[k];
+            store(hv.v, k, h);
+            store(yv.v, k, g[k] * h + b[k]);
+        }
+        ((P*)xhat)[i] = hv;
+        ((P*)y)[i] = yv;
     }
 }
-STORAGE_KERNELS(bn_apply_nhwc,
-                (T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c,
-                 int total),
-                (y, xhat, x, mean, inv_std, gamma, beta, c, total))
+STORAGE_VEC_KERNELS(bn_apply_nhwc,
+                    (T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c,
+                     int total),
+                    (y, xhat, x, mean, inv_std, gamma, beta, c, total))
 
-template <class T>
+template <class T, int V>
 __device__ void bn_relu_apply_nhwc(T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
                                    int c, int total) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
-    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        float h = (load(x, i) - mu) * inv;
-        float v = g * h + b;
-        store(y, i, v > 0.0f ? v : 0.0f);
+    float mu[V], inv[V], g[V], b[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], yv;
+        for (int k = 0; k < V; k++) {
+            float h = (load(xv.v, k) - mu[k]) * inv[k];
+            float v = g[k] * h + b[k];
+            store(yv.v, k, v > 0.0f ? v : 0.0f);
+        }
+        ((P*)y)[i] = yv;
     }
 }
-STORAGE_KERNELS(bn_relu_apply_nhwc,
-                (T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c, int total),
-                (y, x, mean, inv_std, gamma, beta, c, total))
+STORAGE_VEC_KERNELS(bn_relu_apply_nhwc,
+                    (T* y, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta, int c,
+                     int total),
+                    (y, x, mean, inv_std, gamma, beta, c, total))
 
-// bn_eval_f32 over NHWC x and y, stored as float32 or bf16.
-template <class T>
+// bn_eval_f32 over NHWC x and y, in their storage type.
+template <class T, int V>
 __device__ void bn_eval_nhwc(T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int c,
                              int total, float eps) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
-    float inv = (float)(1.0 / sqrt((double)run_var[sp.ch] + (double)eps));
-    float scale = gamma[sp.ch] * inv;
-    float shift = beta[sp.ch] - run_mean[sp.ch] * scale;
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) store(y, i, load(x, i) * scale + shift);
+    float scale[V], shift[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        float inv = (float)(1.0 / sqrt((double)run_var[ch] + (double)eps));
+        scale[k] = gamma[ch] * inv;
+        shift[k] = beta[ch] - run_mean[ch] * scale[k];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], yv;
+        for (int k = 0; k < V; k++) store(yv.v, k, load(xv.v, k) * scale[k] + shift[k]);
+        ((P*)y)[i] = yv;
+    }
 }
-STORAGE_KERNELS(bn_eval_nhwc,
-                (T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int c, int total,
-                 float eps),
-                (y, x, gamma, beta, run_mean, run_var, c, total, eps))
+STORAGE_VEC_KERNELS(bn_eval_nhwc,
+                    (T* y, const T* x, const float* gamma, const float* beta, const float* run_mean, const float* run_var, int c,
+                     int total, float eps),
+                    (y, x, gamma, beta, run_mean, run_var, c, total, eps))
 
-// The backward passes read xhat (or x) as stored: where it is bf16, the
-// rounded value the forward pass kept.
-template <class T>
+// The backward passes read xhat (or x) as stored: where it is 16-bit,
+// the rounded value the forward pass kept.
+template <class T, int V>
 __device__ void bn_bwd_apply_nhwc(T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
                                   const float* dbeta, int c, int total, int m) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float fm = (float)m;
-    float k = gamma[sp.ch] * inv_std[sp.ch] / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        store(dx, i, k * (fm * load(dy, i) - fs - load(xhat, i) * fsx));
+    float kk[V], fs[V], fsx[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        kk[k] = gamma[ch] * inv_std[ch] / fm, fs[k] = dbeta[ch], fsx[k] = dgamma[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P dyv = ((const P*)dy)[i], hv = ((const P*)xhat)[i], dxv;
+        for (int k = 0; k < V; k++) store(dxv.v, k, kk[k] * (fm * load(dyv.v, k) - fs[k] - load(hv.v, k) * fsx[k]));
+        ((P*)dx)[i] = dxv;
     }
 }
-STORAGE_KERNELS(bn_bwd_apply_nhwc,
-                (T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
-                 const float* dbeta, int c, int total, int m),
-                (dx, dy, xhat, inv_std, gamma, dgamma, dbeta, c, total, m))
+STORAGE_VEC_KERNELS(bn_bwd_apply_nhwc,
+                    (T* dx, const T* dy, const T* xhat, const float* inv_std, const float* gamma, const float* dgamma,
+                     const float* dbeta, int c, int total, int m),
+                    (dx, dy, xhat, inv_std, gamma, dgamma, dbeta, c, total, m))
 
-template <class T>
+template <class T, int V>
 __device__ void bn_relu_bwd_apply_nhwc(T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
                                        const float* beta, const float* dgamma, const float* dbeta, int c, int total, int m) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float fm = (float)m;
-    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
-    float k = g * inv / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        float h = (load(x, i) - mu) * inv;
-        float v = g * h + b;
-        float d = v > 0.0f ? load(dy, i) : 0.0f;
-        store(dx, i, k * (fm * d - fs - h * fsx));
+    float mu[V], inv[V], g[V], b[V], kk[V], fs[V], fsx[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
+        kk[k] = g[k] * inv[k] / fm, fs[k] = dbeta[ch], fsx[k] = dgamma[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], dyv = ((const P*)dy)[i], dxv;
+        for (int k = 0; k < V; k++) {
+            float h = (load(xv.v, k) - mu[k]) * inv[k];
+            float v = g[k] * h + b[k];
+            float d = v > 0.0f ? load(dyv.v, k) : 0.0f;
+            store(dxv.v, k, kk[k] * (fm * d - fs[k] - h * fsx[k]));
+        }
+        ((P*)dx)[i] = dxv;
     }
 }
-STORAGE_KERNELS(bn_relu_bwd_apply_nhwc,
-                (T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
-                 const float* dgamma, const float* dbeta, int c, int total, int m),
-                (dx, dy, x, mean, inv_std, gamma, beta, dgamma, dbeta, c, total, m))
+STORAGE_VEC_KERNELS(bn_relu_bwd_apply_nhwc,
+                    (T* dx, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma, const float* beta,
+                     const float* dgamma, const float* dbeta, int c, int total, int m),
+                    (dx, dy, x, mean, inv_std, gamma, beta, dgamma, dbeta, c, total, m))
 
 // A residual block's end (backend.FusedResidual): batch norm, the shortcut
 // skip added, then ReLU, keeping no xhat; and its backward pass, which
@@ -497,23 +547,32 @@ extern "C" __global__ void bn_add_relu_apply_f32(float* y, const float* x, const
     }
 }
 
-template <class T>
+template <class T, int V>
 __device__ void bn_add_relu_apply_nhwc(T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma,
                                        const float* beta, int c, int total) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
-    float mu = mean[sp.ch], inv = inv_std[sp.ch], g = gamma[sp.ch], b = beta[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        float h = (load(x, i) - mu) * inv;
-        float v = g * h + b;
-        v = v + load(skip, i);
-        store(y, i, v > 0.0f ? v : 0.0f);
+    float mu[V], inv[V], g[V], b[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], sv = ((const P*)skip)[i], yv;
+        for (int k = 0; k < V; k++) {
+            float h = (load(xv.v, k) - mu[k]) * inv[k];
+            float v = g[k] * h + b[k];
+            v = v + load(sv.v, k);
+            store(yv.v, k, v > 0.0f ? v : 0.0f);
+        }
+        ((P*)y)[i] = yv;
     }
 }
-STORAGE_KERNELS(bn_add_relu_apply_nhwc,
-                (T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma, const float* beta,
-                 int c, int total),
-                (y, x, skip, mean, inv_std, gamma, beta, c, total))
+STORAGE_VEC_KERNELS(bn_add_relu_apply_nhwc,
+                    (T* y, const T* x, const T* skip, const float* mean, const float* inv_std, const float* gamma, const float* beta,
+                     int c, int total),
+                    (y, x, skip, mean, inv_std, gamma, beta, c, total))
 
 // partials[ch*P + p] = (Σd, Σd·xhat) over block (ch, p)'s rows, d = dy
 // where y > 0, else 0.
@@ -575,22 +634,32 @@ extern "C" __global__ void bn_add_relu_bwd_apply_f32(float* dx, float* dsum, con
     }
 }
 
-template <class T>
+template <class T, int V>
 __device__ void bn_add_relu_bwd_apply_nhwc(T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std,
                                            const float* gamma, const float* dgamma, const float* dbeta, int c, int total, int m) {
-    NHWCSpan sp = nhwc_span(c);
+    NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float fm = (float)m;
-    float mu = mean[sp.ch], inv = inv_std[sp.ch];
-    float k = gamma[sp.ch] * inv / fm, fs = dbeta[sp.ch], fsx = dgamma[sp.ch];
-    for (unsigned i = sp.first; i < (unsigned)total; i += sp.step) {
-        float h = (load(x, i) - mu) * inv;
-        float d = load(y, i) > 0.0f ? load(dy, i) : 0.0f;
-        store(dsum, i, d);
-        store(dx, i, k * (fm * d - fs - h * fsx));
+    float mu[V], inv[V], kk[V], fs[V], fsx[V];
+    for (int k = 0; k < V; k++) {
+        int ch = sp.ch * V + k;
+        mu[k] = mean[ch], inv[k] = inv_std[ch];
+        kk[k] = gamma[ch] * inv[k] / fm, fs[k] = dbeta[ch], fsx[k] = dgamma[ch];
+    }
+    typedef Pack<T, V> P;
+    for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
+        P xv = ((const P*)x)[i], yv = ((const P*)y)[i], dyv = ((const P*)dy)[i], dsv, dxv;
+        for (int k = 0; k < V; k++) {
+            float h = (load(xv.v, k) - mu[k]) * inv[k];
+            float d = load(yv.v, k) > 0.0f ? load(dyv.v, k) : 0.0f;
+            store(dsv.v, k, d);
+            store(dxv.v, k, kk[k] * (fm * d - fs[k] - h * fsx[k]));
+        }
+        ((P*)dsum)[i] = dsv;
+        ((P*)dx)[i] = dxv;
     }
 }
-STORAGE_KERNELS(bn_add_relu_bwd_apply_nhwc,
-                (T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, const float* gamma,
-                 const float* dgamma, const float* dbeta, int c, int total, int m),
-                (dx, dsum, dy, y, x, mean, inv_std, gamma, dgamma, dbeta, c, total, m))
+STORAGE_VEC_KERNELS(bn_add_relu_bwd_apply_nhwc,
+                    (T* dx, T* dsum, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                     const float* dgamma, const float* dbeta, int c, int total, int m),
+                    (dx, dsum, dy, y, x, mean, inv_std, gamma, dgamma, dbeta, c, total, m))

@@ -1,6 +1,6 @@
 // Elementwise kernels: fill, ReLU forward/backward, add, bias add and its
-// gradient. One thread per element (grid-stride), bias_grad one block per
-// channel.
+// gradient. One thread per element or per pack of elements (grid-stride),
+// bias_grad one block per channel.
 
 #include "storage.cuh"
 
@@ -8,37 +8,54 @@ extern "C" __global__ void fill_f32(float* t, float v, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) t[i] = v;
 }
 
-// ReLU and the adds over activations stored as float32 or bf16
-// (storage.cuh).
-
-template <class T> __device__ void relu_fwd(T* y, const T* x, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float v = load(x, i);
-        store(y, i, v > 0.0f ? v : 0.0f);
+// ReLU and the adds over activations stored as float32, bf16 or fp16
+// (storage.cuh), y[i] = f(a[i], b[i]) for i < n: a 16-byte pack at a time
+// (a thread per pack, grid-stride) while whole packs remain and every
+// pointer is aligned to one, then an element at a time. Every element is
+// computed the same way either way; y may be a or b (in place).
+template <class T, class F> __device__ void map2(T* y, const T* a, const T* b, int n, F f) {
+    enum { V = VecWidth<T>::value };
+    typedef Pack<T, V> P;
+    int t = blockIdx.x * blockDim.x + threadIdx.x, stride = blockDim.x * gridDim.x, done = 0;
+    if (((size_t)y | (size_t)a | (size_t)b) % sizeof(P) == 0) {
+        int packs = n / V;
+        for (int i = t; i < packs; i += stride) {
+            P av = ((const P*)a)[i], bv = ((const P*)b)[i], yv;
+            for (int k = 0; k < V; k++) store(yv.v, k, f(load(av.v, k), load(bv.v, k)));
+            ((P*)y)[i] = yv;
+        }
+        done = packs * V;
     }
+    for (int i = done + t; i < n; i += stride) store(y, i, f(load(a, i), load(b, i)));
 }
+
+struct ReLU {
+    __device__ float operator()(float x, float) const { return x > 0.0f ? x : 0.0f; }
+};
+template <class T> __device__ void relu_fwd(T* y, const T* x, int n) { map2(y, x, x, n, ReLU{}); }
 STORAGE_KERNELS(relu_fwd, (T* y, const T* x, int n), (y, x, n))
 
 // dx = dy where the forward output y > 0.
-template <class T> __device__ void relu_bwd(T* dx, const T* dy, const T* y, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        store(dx, i, load(y, i) > 0.0f ? load(dy, i) : 0.0f);
-    }
-}
+struct ReLUBackward {
+    __device__ float operator()(float dy, float y) const { return y > 0.0f ? dy : 0.0f; }
+};
+template <class T> __device__ void relu_bwd(T* dx, const T* dy, const T* y, int n) { map2(dx, dy, y, n, ReLUBackward{}); }
 STORAGE_KERNELS(relu_bwd, (T* dx, const T* dy, const T* y, int n), (dx, dy, y, n))
 
-template <class T> __device__ void add(T* y, const T* a, const T* b, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) store(y, i, load(a, i) + load(b, i));
-}
+struct Sum {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+template <class T> __device__ void add(T* y, const T* a, const T* b, int n) { map2(y, a, b, n, Sum{}); }
 STORAGE_KERNELS(add, (T* y, const T* a, const T* b, int n), (y, a, b, n))
 
 // y = max(a + b, 0): a residual block's sum and its ReLU in one pass.
-template <class T> __device__ void add_relu(T* y, const T* a, const T* b, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
-        float v = load(a, i) + load(b, i);
-        store(y, i, v > 0.0f ? v : 0.0f);
+struct SumReLU {
+    __device__ float operator()(float a, float b) const {
+        float v = a + b;
+        return v > 0.0f ? v : 0.0f;
     }
-}
+};
+template <class T> __device__ void add_relu(T* y, const T* a, const T* b, int n) { map2(y, a, b, n, SumReLU{}); }
 STORAGE_KERNELS(add_relu, (T* y, const T* a, const T* b, int n), (y, a, b, n))
 
 // y[n, c, s] += bias[c] over n×c×spatial.

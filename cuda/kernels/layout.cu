@@ -6,8 +6,9 @@
 //
 // An NHWC tensor of N samples, C channels and S = H·W positions stores
 // element (n, c, s) at (n·S + s)·C + c; NCHW at (n·C + c)·S + s. NHWC
-// activations may be stored as bf16 (storage.cuh): the transposes read
-// either and write float32, the NHWC kernels come in both.
+// activations may be stored as bf16 or fp16 (storage.cuh): the transposes
+// read any of the three types and write float32, the NHWC kernels come
+// in all three.
 
 #include "divide.cuh"
 #include "storage.cuh"

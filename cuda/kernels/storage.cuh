@@ -32,3 +32,37 @@ template <class I> __device__ __forceinline__ void store(__half* p, I i, float v
     typedef __half T;                                                                           \
     extern "C" __global__ void name##_f16 params { name<T> args; }                              \
     }
+
+// Pack<T, V> is V consecutive values of storage type T, read and written
+// as one access; VecWidth<T> is the V that makes that access 16 bytes
+// (4 float32 or 8 16-bit values). Passes over many elements take them a
+// pack at a time: a quarter or an eighth of the loads and stores one
+// value each would take, which a memory-bound pass needs to approach the
+// device's bandwidth. The pointers must be aligned to the pack (buffers
+// from cuMemAlloc are, to 256 bytes).
+template <class T, int V> struct alignas(sizeof(T) * V) Pack {
+    T v[V];
+};
+template <class T> struct VecWidth {
+    enum { value = 16 / sizeof(T) };
+};
+
+// STORAGE_VEC_KERNELS instantiates a template on T and V as
+// STORAGE_KERNELS does (V = 1: name_f32, name_bf16, name_f16) and a pack
+// at a time (V = VecWidth<T>: name_vec_f32, name_vec_bf16, name_vec_f16).
+#define STORAGE_VEC_KERNELS(name, params, args)                                                 \
+    namespace storage_f32 {                                                                     \
+    typedef float T;                                                                            \
+    extern "C" __global__ void name##_f32 params { name<T, 1> args; }                           \
+    extern "C" __global__ void name##_vec_f32 params { name<T, VecWidth<T>::value> args; }      \
+    }                                                                                           \
+    namespace storage_bf16 {                                                                    \
+    typedef __nv_bfloat16 T;                                                                    \
+    extern "C" __global__ void name##_bf16 params { name<T, 1> args; }                          \
+    extern "C" __global__ void name##_vec_bf16 params { name<T, VecWidth<T>::value> args; }     \
+    }                                                                                           \
+    namespace storage_f16 {                                                                     \
+    typedef __half T;                                                                           \
+    extern "C" __global__ void name##_f16 params { name<T, 1> args; }                           \
+    extern "C" __global__ void name##_vec_f16 params { name<T, VecWidth<T>::value> args; }      \
+    }
