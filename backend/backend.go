@@ -27,7 +27,10 @@
 // trainer's optimizer drives) and Float64Host.
 package backend
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Tensor is an opaque handle to a buffer owned by a Backend.
 type Tensor interface {
@@ -314,6 +317,23 @@ type LossScaler interface {
 	// indexed by the LossScale constants. The backend owns it (Free
 	// ignores it); checkpoints download and upload it like any tensor.
 	LossScaleState() Tensor
+}
+
+// DeviceTimer is a backend that can time its own work on the device
+// without waiting for it (the CUDA backend: events queued on its stream),
+// which Profile then uses instead of waiting after every op. StartSpan
+// and EndSpan queue marks around the work queued between them; Spans
+// waits for the device and returns the device time of each span since
+// its last call, in order, and forgets them. A span's time is the
+// device's from its start mark to its end mark, which run in the
+// stream's order: the op's work, not the earlier work it queued behind,
+// but including any time the device sat idle while the host was still
+// queuing the op's work (a device that keeps up with the host shows
+// launch overhead so).
+type DeviceTimer interface {
+	StartSpan()
+	EndSpan()
+	Spans() ([]time.Duration, error)
 }
 
 // ConvPlanner is a backend that chooses how each convolution runs (the

@@ -18,6 +18,9 @@ type OpTime struct {
 // Profile. Not safe for concurrent use (neither are backends).
 type OpTimes struct {
 	byOp map[string]*OpTime
+	// Device says the ops' times are their spans on the device
+	// (DeviceTimer), not wall times with the device waited for.
+	Device bool
 }
 
 // Rows returns the ops, most time first.
@@ -50,10 +53,14 @@ func (t *OpTimes) Add(op string, d time.Duration) {
 	r.Total += d
 }
 
-// Profile returns a backend that runs every op on b, waits for the device
-// after it (Sync) and adds the wall time, launch and wait included, to the
-// returned OpTimes. The waits serialise an asynchronous device, so a
-// profiled step is slower than a real one; the table says where a step's
+// Profile returns a backend that runs every op on b and adds its time to
+// the returned OpTimes. Where b is a DeviceTimer, that is the op's time
+// on the device, marked around it without waiting (OpTimes.Device): the
+// spans are read at each Sync (and every maxPendingSpans ops), so the
+// device runs as it does unprofiled. Otherwise Profile waits for the
+// device after each op (Sync) and adds the wall time, launch and wait
+// included; the waits serialise an asynchronous device, so a profiled
+// step is then slower than a real one, and the table says where a step's
 // time goes, not how fast it is. The result implements Fused exactly when
 // b does, and FusedResidual exactly when b does, so layers take the same
 // path as on b. It is a LossScaler whose ScalesLoss is b's (false where b
@@ -61,6 +68,10 @@ func (t *OpTimes) Add(op string, d time.Duration) {
 func Profile(b Backend) (Backend, *OpTimes) {
 	times := &OpTimes{byOp: map[string]*OpTime{}}
 	p := &profiled{Backend: b, times: times}
+	if dt, ok := b.(DeviceTimer); ok {
+		p.timer = dt
+		times.Device = true
+	}
 	if r, ok := b.(FusedResidual); ok {
 		return &profiledResidual{profiledFused: &profiledFused{profiled: p, fused: r}, residual: r}, times
 	}
@@ -73,14 +84,55 @@ func Profile(b Backend) (Backend, *OpTimes) {
 type profiled struct {
 	Backend
 	times *OpTimes
+	// timer, where b has one, marks each op's span on the device; pending
+	// names the spans not read yet, in order.
+	timer   DeviceTimer
+	pending []string
 }
 
-// timed runs op on the device, waits for it and records its time.
+// maxPendingSpans bounds the spans a profile leaves unread (and the
+// device's marks with them).
+const maxPendingSpans = 4096
+
+// timed runs op on the device and records its time: its span on the
+// device, read later, or its wall time with the device waited for.
 func (p *profiled) timed(name string, op func()) {
+	if p.timer != nil {
+		p.timer.StartSpan()
+		op()
+		p.timer.EndSpan()
+		p.pending = append(p.pending, name)
+		if len(p.pending) >= maxPendingSpans {
+			p.readSpans()
+		}
+		return
+	}
 	start := time.Now()
 	op()
 	p.Backend.Sync() // an error stays recorded in the backend
 	p.times.Add(name, time.Since(start))
+}
+
+// readSpans waits for the device and adds the pending ops' spans to the
+// times. Where the spans cannot be read (the device failed), the ops go
+// uncounted and the error stays recorded in the backend.
+func (p *profiled) readSpans() {
+	spans, err := p.timer.Spans()
+	if err == nil && len(spans) == len(p.pending) {
+		for i, name := range p.pending {
+			p.times.Add(name, spans[i])
+		}
+	}
+	p.pending = p.pending[:0]
+}
+
+// Sync waits for the device and, with a DeviceTimer, reads the spans.
+func (p *profiled) Sync() error {
+	err := p.Backend.Sync()
+	if p.timer != nil && len(p.pending) > 0 {
+		p.readSpans()
+	}
+	return err
 }
 
 // ConvLabel is how Profile labels convolution op (Conv2DForward,

@@ -2,6 +2,7 @@ package backend_test
 
 import (
 	"testing"
+	"time"
 
 	"iterbin/backend"
 	"iterbin/backend/cpu"
@@ -113,5 +114,62 @@ func TestProfilePassesTheLossScalerOn(t *testing.T) {
 	}
 	if !names["CheckGradient"] || !names["EndStep"] {
 		t.Errorf("profile rows %v lack the scaler's calls", names)
+	}
+}
+
+// fakeTimer is a CPU backend that times spans on a pretend device: span
+// k of each read lasts k+1 ms.
+type fakeTimer struct {
+	backend.Backend
+	open, marked int
+	reads        int
+}
+
+func (f *fakeTimer) StartSpan() { f.open++ }
+func (f *fakeTimer) EndSpan()   { f.open--; f.marked++ }
+func (f *fakeTimer) Spans() ([]time.Duration, error) {
+	spans := make([]time.Duration, f.marked)
+	for k := range spans {
+		spans[k] = time.Duration(k+1) * time.Millisecond
+	}
+	f.marked = 0
+	f.reads++
+	return spans, nil
+}
+
+// On a DeviceTimer the profile marks a span around each op without
+// waiting, and adds the spans' device times, read at Sync, in op order.
+func TestProfileUsesDeviceSpans(t *testing.T) {
+	f := &fakeTimer{Backend: cpu.New()}
+	be, times := backend.Profile(f)
+	defer be.Close()
+	if !times.Device {
+		t.Fatal("OpTimes.Device is false for a DeviceTimer")
+	}
+	x := be.Alloc(8)
+	be.Fill(x, 1, 8)        // span 1: 1 ms
+	be.ReLUForward(x, x, 8) // span 2: 2 ms
+	be.ReLUForward(x, x, 8) // span 3: 3 ms
+	if rows := times.Rows(); len(rows) != 0 || f.reads != 0 {
+		t.Fatalf("spans read before Sync: %v, %d reads", rows, f.reads)
+	}
+	if err := be.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]backend.OpTime{}
+	for _, r := range times.Rows() {
+		got[r.Op] = r
+	}
+	if r := got["Fill"]; r.Calls != 1 || r.Total != time.Millisecond {
+		t.Errorf("Fill: %+v, want 1 call of 1 ms", r)
+	}
+	if r := got["ReLUForward"]; r.Calls != 2 || r.Total != 5*time.Millisecond {
+		t.Errorf("ReLUForward: %+v, want 2 calls, 5 ms", r)
+	}
+	if f.open != 0 || f.reads != 1 {
+		t.Errorf("%d spans left open, %d reads; want 0 and 1", f.open, f.reads)
+	}
+	if err := be.Sync(); err != nil || f.reads != 1 {
+		t.Errorf("a Sync with no spans pending read them (%d reads, %v)", f.reads, err)
 	}
 }

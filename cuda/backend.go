@@ -50,6 +50,8 @@ type Backend struct {
 	// times the two convolution paths with.
 	cudnnOnly bool
 	timing    [2]cu.Event
+	// spans are the profiler's timing marks (spans.go).
+	spans spanMarks
 	// copyStream carries large uploads, so that they overlap the compute
 	// stream's work (staging.go).
 	copyStream cu.Stream
@@ -387,6 +389,7 @@ func (b *Backend) release() {
 				cu.DestroyEvent(&b.timing[i])
 			}
 		}
+		b.freeSpans()
 		if b.dnn != nil {
 			b.dnn.close()
 		}

@@ -91,7 +91,7 @@ else
   note "mnist quick start: SKIPPED (deadline)"
 fi
 
-# 3. Where a step's time goes (every op timed with the device waited for);
+# 3. Where a step's time goes (each op's time on the device, from CUDA events);
 # GPU_SUITE_PROFILE=0 skips it.
 for p in tf32 bf16; do
   [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break

@@ -149,13 +149,20 @@ func (s *session) startBenchFeed(batch int) *batchFeed {
 	return f
 }
 
-// StepProfile is where the time of a training step goes: per op, with the
-// device waited for after each op (so the ops add up to more than a real,
-// asynchronous step), and filling the batch on the host.
+// StepProfile is where the time of a training step goes: per op, and
+// filling the batch on the host. On a backend that times its ops on the
+// device (backend.DeviceTimer, DeviceTimes), an op's time is its time on
+// the device, and the steps run as they do unprofiled; otherwise it is
+// the op's wall time with the device waited for after it, so the ops add
+// up to more than a real, asynchronous step.
 type StepProfile struct {
 	Model, Mode, Precision, Backend string
 	Steps                           int
 	Ops                             []backend.OpTime
+	DeviceTimes                     bool
+	// Wall is the wall time of the timed steps, the batches filled in
+	// line.
+	Wall time.Duration
 	// ConvChoices says how each convolution ran, where the backend
 	// chooses (backend.ConvPlanner: the CUDA backend with cuDNN).
 	ConvChoices []backend.ConvChoice
@@ -181,12 +188,14 @@ func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, s
 	defer s.close()
 	order := loaders.EpochOrder(data.Train.N, 1, 0)
 	hb := s.hostBatches[0]
+	var timed time.Time
 	for i := 0; i < warmup+steps; i++ {
 		if i == warmup {
 			if err := s.be.Sync(); err != nil {
 				return StepProfile{}, err
 			}
 			times.Reset()
+			timed = time.Now()
 		}
 		start := time.Now()
 		lo := (i % benchBatches) * m.Batch
@@ -198,7 +207,8 @@ func ProfileStep(m BenchModel, mode, device, precision, layout string, warmup, s
 	if err := s.be.Sync(); err != nil {
 		return StepProfile{}, fmt.Errorf("profile %s %s: %w", m.Name, mode, err)
 	}
-	prof := StepProfile{Model: m.Name, Mode: mode, Precision: precision, Backend: s.be.Name(), Steps: steps, Ops: times.Rows()}
+	prof := StepProfile{Model: m.Name, Mode: mode, Precision: precision, Backend: s.be.Name(), Steps: steps, Ops: times.Rows(),
+		DeviceTimes: times.Device, Wall: time.Since(timed)}
 	if planner != nil {
 		prof.ConvChoices = planner.ConvChoices()
 	}

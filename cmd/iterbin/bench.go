@@ -45,7 +45,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
 	anchor := fs.String("anchor", "", "path of torch_anchor.py: also measure PyTorch on the same machine in this run")
-	profile := fs.Bool("profile", false, "instead of throughput, print where a step's time goes: each op timed with the device waited for after it (over --steps steps after --warmup)")
+	profile := fs.Bool("profile", false, "instead of throughput, print where a step's time goes (over --steps steps after --warmup): on CUDA each op's time on the device, from events around it; elsewhere each op timed with the device waited for after it")
 	python := fs.String("python", "", "the python3 with torch to run the anchor (default: the first of python3, /usr/bin/python3, /opt/torch/.venv/bin/python3 that imports torch)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -268,8 +268,13 @@ func printProfile(w io.Writer, p trainer.StepProfile) {
 	}
 	steps := float64(p.Steps)
 	perStep := func(d time.Duration) float64 { return d.Seconds() * 1000 / steps }
-	fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step with the device waited for after every op (%d steps)\n",
-		p.Model, p.Mode, p.Precision, p.Backend, perStep(total), p.Steps)
+	if p.DeviceTimes {
+		fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step in the table (each op's time on the device, from events around it, not waited for; host stages by the wall clock), %.3f ms a step by the wall clock with the batch filled in line (%d steps)\n",
+			p.Model, p.Mode, p.Precision, p.Backend, perStep(total), perStep(p.Wall), p.Steps)
+	} else {
+		fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step with the device waited for after every op (%d steps)\n",
+			p.Model, p.Mode, p.Precision, p.Backend, perStep(total), p.Steps)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "op\tcalls/step\tms/step\tshare\t")
 	var rest time.Duration

@@ -130,6 +130,14 @@ func TestProfilePrintsConvChoices(t *testing.T) {
 	if strings.Contains(out.String(), "how each convolution runs") {
 		t.Errorf("a profile without choices lists them:\n%s", out.String())
 	}
+	// Ops timed on the device: the header says so and gives the wall
+	// clock's step beside the table's.
+	p.DeviceTimes, p.Wall = true, 3*time.Millisecond
+	out.Reset()
+	printProfile(&out, p)
+	if want := "1.000 ms a step in the table (each op's time on the device, from events around it, not waited for; host stages by the wall clock), 1.500 ms a step by the wall clock"; !strings.Contains(out.String(), want) {
+		t.Errorf("device-timed profile output lacks %q:\n%s", want, out.String())
+	}
 }
 
 func TestSummaryAndModelFileCommands(t *testing.T) {
