@@ -392,16 +392,20 @@ extern "C" __global__ void bias_grad_final_warp_f32(float* dbias, const double2*
     if (threadIdx.x % 32 == 0) dbias[ch] = (float)t.x;
 }
 
+// bn_params loads the batch-norm parameters of the V channels from ch0 on.
+template <int V>
+__device__ void bn_params(int ch0, const float* mean, const float* inv_std, const float* gamma, const float* beta, float (&mu)[V],
+                          float (&inv)[V], float (&g)[V], float (&b)[V]) {
+    for (int k = 0; k < V; k++) mu[k] = mean[ch0 + k], inv[k] = inv_std[ch0 + k], g[k] = gamma[ch0 + k], b[k] = beta[ch0 + k];
+}
+
 template <class T, int V>
 __device__ void bn_apply_nhwc(T* y, T* xhat, const T* x, const float* mean, const float* inv_std, const float* gamma,
                               const float* beta, int c, int total) {
     NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float mu[V], inv[V], g[V], b[V];
-    for (int k = 0; k < V; k++) {
-        int ch = sp.ch * V + k;
-        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
-    }
+    bn_params(sp.ch * V, mean, inv_std, gamma, beta, mu, inv, g, b);
     typedef Pack<T, V> P;
     for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
         P xv = ((const P*)x)[i], hv, yv;
@@ -425,10 +429,7 @@ __device__ void bn_relu_apply_nhwc(T* y, const T* x, const float* mean, const fl
     NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float mu[V], inv[V], g[V], b[V];
-    for (int k = 0; k < V; k++) {
-        int ch = sp.ch * V + k;
-        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
-    }
+    bn_params(sp.ch * V, mean, inv_std, gamma, beta, mu, inv, g, b);
     typedef Pack<T, V> P;
     for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
         P xv = ((const P*)x)[i], yv;
@@ -502,9 +503,9 @@ __device__ void bn_relu_bwd_apply_nhwc(T* dx, const T* dy, const T* x, const flo
     if (!sp.active) return;
     float fm = (float)m;
     float mu[V], inv[V], g[V], b[V], kk[V], fs[V], fsx[V];
+    bn_params(sp.ch * V, mean, inv_std, gamma, beta, mu, inv, g, b);
     for (int k = 0; k < V; k++) {
         int ch = sp.ch * V + k;
-        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
         kk[k] = g[k] * inv[k] / fm, fs[k] = dbeta[ch], fsx[k] = dgamma[ch];
     }
     typedef Pack<T, V> P;
@@ -553,10 +554,7 @@ __device__ void bn_add_relu_apply_nhwc(T* y, const T* x, const T* skip, const fl
     NHWCSpan sp = nhwc_span(c / V);
     if (!sp.active) return;
     float mu[V], inv[V], g[V], b[V];
-    for (int k = 0; k < V; k++) {
-        int ch = sp.ch * V + k;
-        mu[k] = mean[ch], inv[k] = inv_std[ch], g[k] = gamma[ch], b[k] = beta[ch];
-    }
+    bn_params(sp.ch * V, mean, inv_std, gamma, beta, mu, inv, g, b);
     typedef Pack<T, V> P;
     for (unsigned i = sp.first; i < (unsigned)(total / V); i += sp.step) {
         P xv = ((const P*)x)[i], sv = ((const P*)skip)[i], yv;
