@@ -199,8 +199,15 @@ func TestStepErrorsNameTheirBatch(t *testing.T) {
 func TestNaNLossStopsTheRunNamingTheStep(t *testing.T) {
 	s := divergingSession(t)
 	_, err := s.runEpoch(context.Background(), 0, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "epoch 0, batch 0 (step 1)") || !strings.Contains(err.Error(), "NaN") {
-		t.Fatalf("error %v, want one naming epoch 0, batch 0, step 1 and NaN", err)
+	if err == nil || !strings.Contains(err.Error(), "epoch 0, batch 0 (step 1)") || !strings.Contains(err.Error(), "NaN") ||
+		!strings.Contains(err.Error(), "lower train.lr") {
+		t.Fatalf("error %v, want one naming epoch 0, batch 0, step 1 and NaN, and what to try", err)
+	}
+	// At fp16 the likelier cause is a forward pass beyond fp16's range,
+	// which loss scaling does not catch.
+	s.cfg.Run.Precision = "fp16"
+	if hint := s.divergedHint(); !strings.Contains(hint, "65504") || !strings.Contains(hint, `run.precision = "bf16"`) {
+		t.Errorf("the fp16 hint %q does not point at fp16's range and bf16", hint)
 	}
 }
 

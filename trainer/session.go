@@ -281,7 +281,7 @@ func (s *session) runEpoch(ctx context.Context, e int, resume *epochState, onSte
 			return fmt.Errorf("epoch %d, batch %d (step %d): %w", e, q.batch, q.step, err)
 		}
 		if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
-			return fmt.Errorf("epoch %d, batch %d (step %d): the training loss became %v; the run stopped there (lower train.lr, or check the data)", e, q.batch, q.step, l)
+			return fmt.Errorf("epoch %d, batch %d (step %d): the training loss became %v; the run stopped there (%s)", e, q.batch, q.step, l, s.divergedHint())
 		}
 		if s.progress.due() {
 			s.progress.step(e, s.epochs, q.samples, train.N, float64(s.sumsHost[0])/float64(q.samples), time.Since(start))
@@ -452,9 +452,19 @@ func (s *session) position(batch, samples int, seconds float64) (epochState, err
 		return epochState{}, fmt.Errorf("batch %d: %w", batch-1, err)
 	}
 	if l := float64(s.sumsHost[0]); math.IsNaN(l) || math.IsInf(l, 0) {
-		return epochState{}, fmt.Errorf("batch %d: the training loss became %v; the run stopped there (lower train.lr, or check the data)", batch-1, l)
+		return epochState{}, fmt.Errorf("batch %d: the training loss became %v; the run stopped there (%s)", batch-1, l, s.divergedHint())
 	}
 	return epochState{Batch: batch, Sums: append([]float32(nil), s.sumsHost...), Samples: samples, Seconds: seconds, StartSigns: s.packedStartSigns()}, nil
+}
+
+// divergedHint says what to try when the training loss stops being
+// finite. Loss scaling skips the steps whose gradients overflow fp16, but
+// not a forward pass that does: at fp16 that is the likelier cause.
+func (s *session) divergedHint() string {
+	if s.cfg.Run.Precision == "fp16" {
+		return `at precision fp16 a value beyond ±65504 in the forward pass becomes Inf: use run.precision = "bf16", which has float32's range; or lower train.lr, or check the data`
+	}
+	return "lower train.lr, or check the data"
 }
 
 // asyncDownloader returns be's backend.AsyncDownloader, or for a backend
