@@ -114,8 +114,9 @@ func (p *profiled) timed(name string, op func()) {
 }
 
 // readSpans waits for the device and adds the pending ops' spans to the
-// times. Where the spans cannot be read (the device failed), the ops go
-// uncounted and the error stays recorded in the backend.
+// times. Where the spans cannot be read (the device failed, or the marks
+// went wrong), the ops go uncounted; the backend reports why (Spans
+// records its errors for Sync to return).
 func (p *profiled) readSpans() {
 	spans, err := p.timer.Spans()
 	if err == nil && len(spans) == len(p.pending) {

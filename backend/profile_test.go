@@ -172,4 +172,16 @@ func TestProfileUsesDeviceSpans(t *testing.T) {
 	if err := be.Sync(); err != nil || f.reads != 1 {
 		t.Errorf("a Sync with no spans pending read them (%d reads, %v)", f.reads, err)
 	}
+	// Without a Sync, the spans are read every 4096 ops, so the device's
+	// marks stay bounded.
+	times.Reset()
+	for range 4096 {
+		be.Fill(x, 1, 8)
+	}
+	if f.reads != 2 || f.marked != 0 {
+		t.Errorf("after 4096 ops: %d reads, %d spans unread; want 2 and 0", f.reads, f.marked)
+	}
+	if rows := times.Rows(); len(rows) != 1 || rows[0].Calls != 4096 {
+		t.Errorf("after 4096 ops: rows %v, want 4096 Fills", rows)
+	}
 }

@@ -716,6 +716,17 @@ func (b *Backend) launchN(name string, n int, args ...arg) {
 	b.launch(name, blocks, blockSize, 0, args...)
 }
 
+// launchPacked runs a kernel over n elements with threads threads, for
+// kernels that take several elements a thread (packedPass, packThreads):
+// launchN's limit holds for n, which the kernels index.
+func (b *Backend) launchPacked(name string, n, threads int, args ...arg) {
+	if n > maxLaunchN {
+		b.fail(fmt.Errorf("cuda: %s over %d elements: kernels index with 32-bit ints", name, n))
+		return
+	}
+	b.launchN(name, threads, args...)
+}
+
 // scratch returns a device workspace of at least n floats (the im2col
 // columns, or cuDNN's workspace), grown as needed up to
 // maxWorkspaceFloats (or n, where one needs more).

@@ -81,9 +81,9 @@ func storageCases(f halfFormat) []storageCase {
 	}
 	// Batch norm: more channels than one NHWC block (32), rows for
 	// several parts, positions below 8 (the narrow transpose on the way
-	// back to flat), and a channel count no 16-bit pack divides (12: the
-	// elementwise passes one element per thread, the others a pack of 8
-	// channels per thread).
+	// back to flat), and a channel count no 16-bit pack divides (12: its
+	// elementwise passes take one element per thread, those of the other
+	// shapes a pack of 8 channels per thread).
 	for _, s := range []backend.BNShape{{N: 5, C: 8, Spatial: 9}, {N: 8, C: 40, Spatial: 49}, {N: 16, C: 72, Spatial: 256}, {N: 6, C: 16, Spatial: 4},
 		{N: 3, C: 12, Spatial: 25}} {
 		cnt, c := s.Count(), s.C

@@ -161,7 +161,7 @@ func TestLaunchedKernelsExist(t *testing.T) {
 
 // launchConfigArgs is how many arguments each launch helper takes between
 // the kernel's name and the kernel's own arguments.
-var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 2}
+var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 2, "launchPacked": 2}
 
 // argKinds are the PTX parameter types the argument helpers write.
 var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32", "divMul": ".u32", "divShift": ".u32"}

@@ -311,11 +311,16 @@ func halfFor(h halfFormat, outs [][3]int, inputs ...activation) bool {
 // NHWC pass (batchnorm.cu, kernels prefix…) over cnt elements of c
 // channels in layout lay: the prefix_vec_ kernel, a thread per pack of
 // channels, where c is a multiple of the pack width (storage.cuh's
-// VecWidth, 16 bytes of the storage type), else a thread per element.
-// (Device buffers start 256-byte aligned, as the packs need.)
-func packedPass(prefix string, lay layout, c, cnt int) (string, int) {
+// VecWidth, 16 bytes of the storage type) and every activation pointer
+// (ptrs) is aligned to a pack, as tensors' own buffers are (cuMemAlloc
+// aligns them to 256 bytes); else a thread per element.
+func packedPass(prefix string, lay layout, c, cnt int, ptrs ...uintptr) (string, int) {
 	suffix := lay.half.kernelSuffix()
-	if w := 16 / lay.elemBytes(); c%w == 0 {
+	aligned := true
+	for _, p := range ptrs {
+		aligned = aligned && p%16 == 0
+	}
+	if w := 16 / lay.elemBytes(); c%w == 0 && aligned {
 		return prefix + "vec_" + suffix, cnt / w
 	}
 	return prefix + suffix, cnt

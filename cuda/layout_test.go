@@ -350,10 +350,15 @@ func TestPackedPass(t *testing.T) {
 		{nhwcLayout(2, 12, 9).inHalf(FP16), 12, "bn_apply_nhwc_f16", 2 * 12 * 9},
 		{nhwcLayout(2, 16, 9).inHalf(FP16), 16, "bn_apply_nhwc_vec_f16", 2 * 16 * 9 / 8},
 	} {
-		name, threads := packedPass("bn_apply_nhwc_", c.lay, c.c, c.lay.count())
+		name, threads := packedPass("bn_apply_nhwc_", c.lay, c.c, c.lay.count(), 0x7f0000, 0x7f0100)
 		if name != c.name || threads != c.threads {
 			t.Errorf("packedPass over %v: %s with %d threads, want %s with %d", c.lay, name, threads, c.name, c.threads)
 		}
+	}
+	// A pointer off a pack's alignment: one element per thread.
+	lay := nhwcLayout(2, 64, 9)
+	if name, threads := packedPass("bn_apply_nhwc_", lay, 64, lay.count(), 0x7f0000, 0x7f0008); name != "bn_apply_nhwc_f32" || threads != lay.count() {
+		t.Errorf("packedPass with a pointer 8 bytes off 16: %s with %d threads, want bn_apply_nhwc_f32 with %d", name, threads, lay.count())
 	}
 }
 

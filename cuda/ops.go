@@ -120,7 +120,7 @@ func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 func (b *Backend) ReLUForward(yt, xt backend.Tensor, n int) {
 	p, suffix, ok := b.elementwiseStored("ReLUForward", n, written("y", yt), read("x", xt))
 	if y, x := p[0], p[1]; ok && y != 0 && x != 0 {
-		b.launchN("relu_fwd_"+suffix, packThreads(n, suffix), ptrArg(y), ptrArg(x), intArg(n))
+		b.launchPacked("relu_fwd_"+suffix, n, packThreads(n, suffix), ptrArg(y), ptrArg(x), intArg(n))
 	}
 }
 
@@ -128,7 +128,7 @@ func (b *Backend) ReLUForward(yt, xt backend.Tensor, n int) {
 func (b *Backend) ReLUBackward(dxt, dyt, yt backend.Tensor, n int) {
 	p, suffix, ok := b.elementwiseStored("ReLUBackward", n, written("dx", dxt), read("dy", dyt), read("y", yt))
 	if dx, dy, y := p[0], p[1], p[2]; ok && dx != 0 && dy != 0 && y != 0 {
-		b.launchN("relu_bwd_"+suffix, packThreads(n, suffix), ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
+		b.launchPacked("relu_bwd_"+suffix, n, packThreads(n, suffix), ptrArg(dx), ptrArg(dy), ptrArg(y), intArg(n))
 	}
 }
 
@@ -210,8 +210,8 @@ func (b *Backend) BatchNormTrain(yt, xhatt, meant, invStdt, runMeant, runVart, x
 	}
 	if lay.nhwc {
 		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
-		name, threads := packedPass("bn_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		name, threads := packedPass("bn_apply_nhwc_", lay, s.C, cnt, uintptr(y), uintptr(xhat), uintptr(x))
+		b.launchPacked(name, cnt, threads, ptrArg(y), ptrArg(xhat), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -240,8 +240,8 @@ func (b *Backend) BatchNormReLUTrain(yt, meant, invStdt, runMeant, runVart, xt, 
 	}
 	if lay.nhwc {
 		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
-		name, threads := packedPass("bn_relu_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		name, threads := packedPass("bn_relu_apply_nhwc_", lay, s.C, cnt, uintptr(y), uintptr(x))
+		b.launchPacked(name, cnt, threads, ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -268,8 +268,8 @@ func (b *Backend) BatchNormEval(yt, xt, gammat, betat, runMeant, runVart backend
 		return
 	}
 	if lay.nhwc {
-		name, threads := packedPass("bn_eval_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
+		name, threads := packedPass("bn_eval_nhwc_", lay, s.C, cnt, uintptr(y), uintptr(x))
+		b.launchPacked(name, cnt, threads, ptrArg(y), ptrArg(x), ptrArg(gamma), ptrArg(beta), ptrArg(rm), ptrArg(rv),
 			intArg(s.C), intArg(cnt), floatArg(eps))
 		return
 	}
@@ -303,8 +303,8 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 		}
 		b.launchNHWCPartial("bn_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		name, threads := packedPass("bn_bwd_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
+		name, threads := packedPass("bn_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dy), uintptr(xhat))
+		b.launchPacked(name, cnt, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
 			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
@@ -347,8 +347,8 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 		b.launchNHWCPartial("bn_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		name, threads := packedPass("bn_relu_bwd_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		name, threads := packedPass("bn_relu_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dy), uintptr(x))
+		b.launchPacked(name, cnt, threads, ptrArg(dx), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}
@@ -714,7 +714,7 @@ func (b *Backend) GlobalAvgPoolBackward(dxt, dyt backend.Tensor, n, c, spatial i
 func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
 	p, suffix, ok := b.elementwiseStored("Add", n, written("y", yt), read("a", at), read("b", bt))
 	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
-		b.launchN("add_"+suffix, packThreads(n, suffix), ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+		b.launchPacked("add_"+suffix, n, packThreads(n, suffix), ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
 
@@ -722,7 +722,7 @@ func (b *Backend) Add(yt, at, bt backend.Tensor, n int) {
 func (b *Backend) AddReLU(yt, at, bt backend.Tensor, n int) {
 	p, suffix, ok := b.elementwiseStored("AddReLU", n, written("y", yt), read("a", at), read("b", bt))
 	if y, a, c := p[0], p[1], p[2]; ok && y != 0 && a != 0 && c != 0 {
-		b.launchN("add_relu_"+suffix, packThreads(n, suffix), ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
+		b.launchPacked("add_relu_"+suffix, n, packThreads(n, suffix), ptrArg(y), ptrArg(a), ptrArg(c), intArg(n))
 	}
 }
 
@@ -808,8 +808,8 @@ func (b *Backend) BatchNormAddReLUTrain(yt, meant, invStdt, runMeant, runVart, x
 	}
 	if lay.nhwc {
 		b.bnStatsNHWC(mean, inv, rm, rv, x, lay, s, momentum, eps)
-		name, threads := packedPass("bn_add_relu_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
+		name, threads := packedPass("bn_add_relu_apply_nhwc_", lay, s.C, cnt, uintptr(y), uintptr(x), uintptr(skip))
+		b.launchPacked(name, cnt, threads, ptrArg(y), ptrArg(x), ptrArg(skip), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(s.C), intArg(cnt))
 		return
 	}
@@ -847,8 +847,8 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 		b.launchNHWCPartial("bn_add_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
 			ptrArg(mean), ptrArg(inv), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
-		name, threads := packedPass("bn_add_relu_bwd_apply_nhwc_", lay, s.C, cnt)
-		b.launchN(name, threads, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		name, threads := packedPass("bn_add_relu_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dSum), uintptr(dy), uintptr(y), uintptr(x))
+		b.launchPacked(name, cnt, threads, ptrArg(dx), ptrArg(dSum), ptrArg(dy), ptrArg(y), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(dg), ptrArg(db), intArg(s.C), intArg(cnt), intArg(m))
 		return
 	}

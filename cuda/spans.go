@@ -62,7 +62,8 @@ func (b *Backend) EndSpan() {
 }
 
 // Spans waits for the last span to end and returns each span's device
-// time since the last call, in order.
+// time since the last call, in order. Its errors are recorded, as any
+// op's are.
 func (b *Backend) Spans() ([]time.Duration, error) {
 	m := &b.spans
 	defer func() { m.used = 0 }()
@@ -70,7 +71,8 @@ func (b *Backend) Spans() ([]time.Duration, error) {
 		return nil, b.err
 	}
 	if m.used%2 != 0 {
-		return nil, errors.New("cuda: internal error: Spans inside a span")
+		b.fail(errors.New("cuda: internal error: Spans inside a span"))
+		return nil, b.err
 	}
 	if m.used == 0 {
 		return nil, nil

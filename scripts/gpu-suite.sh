@@ -8,8 +8,9 @@
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
 #   3. a profile of ResNet-20 (float and binary) and ResNet-18 steps (tf32,
-#      bf16, and bf16 with activations stored as bf16, and fp16 so where
-#      GPU_SUITE_PRECISIONS names it), each ending with how every
+#      bf16, bf16 with activations stored as bf16, and, where
+#      GPU_SUITE_PRECISIONS names fp16, fp16 with activations stored as
+#      fp16), each op timed on the device, each ending with how every
 #      convolution runs (cuDNN's algorithm and its time);
 #   4. iterbin's training throughput on the GPU, one process per model and
 #      precision (fp32, tf32, bf16), with the default layout (channels-last

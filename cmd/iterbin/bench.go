@@ -269,7 +269,7 @@ func printProfile(w io.Writer, p trainer.StepProfile) {
 	steps := float64(p.Steps)
 	perStep := func(d time.Duration) float64 { return d.Seconds() * 1000 / steps }
 	if p.DeviceTimes {
-		fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step in the table (each op's time on the device, from events around it, not waited for; host stages by the wall clock), %.3f ms a step by the wall clock with the batch filled in line (%d steps)\n",
+		fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step in the table (each op's time on the device, from events around it, read at the step's end; host stages by the wall clock), %.3f ms a step by the wall clock with the batch filled in line (%d steps)\n",
 			p.Model, p.Mode, p.Precision, p.Backend, perStep(total), perStep(p.Wall), p.Steps)
 	} else {
 		fmt.Fprintf(w, "\n%s %s, precision %s, %s: %.3f ms a step with the device waited for after every op (%d steps)\n",

@@ -135,7 +135,7 @@ func TestProfilePrintsConvChoices(t *testing.T) {
 	p.DeviceTimes, p.Wall = true, 3*time.Millisecond
 	out.Reset()
 	printProfile(&out, p)
-	if want := "1.000 ms a step in the table (each op's time on the device, from events around it, not waited for; host stages by the wall clock), 1.500 ms a step by the wall clock"; !strings.Contains(out.String(), want) {
+	if want := "1.000 ms a step in the table (each op's time on the device, from events around it, read at the step's end; host stages by the wall clock), 1.500 ms a step by the wall clock"; !strings.Contains(out.String(), want) {
 		t.Errorf("device-timed profile output lacks %q:\n%s", want, out.String())
 	}
 }
