@@ -109,14 +109,15 @@ func kernelNames(e ast.Expr) []string {
 	return nil
 }
 
-// packedPassNames are the kernels a call packedPass("prefix_", …) may
-// name: prefix_ and prefix_vec_ with each storage suffix.
+// packedPassNames are the kernels a call packedPass("prefix_", …) or
+// packedPartial("prefix_", …) may name: prefix_ and prefix_vec_ with each
+// storage suffix.
 func packedPassNames(e ast.Expr) []string {
 	call, ok := e.(*ast.CallExpr)
 	if !ok || len(call.Args) == 0 {
 		return nil
 	}
-	if fn, ok := call.Fun.(*ast.Ident); !ok || fn.Name != "packedPass" {
+	if fn, ok := call.Fun.(*ast.Ident); !ok || fn.Name != "packedPass" && fn.Name != "packedPartial" {
 		return nil
 	}
 	prefix, ok := stringLiteral(call.Args[0])
@@ -161,14 +162,15 @@ func TestLaunchedKernelsExist(t *testing.T) {
 
 // launchConfigArgs is how many arguments each launch helper takes between
 // the kernel's name and the kernel's own arguments.
-var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 2, "launchPacked": 2}
+var launchConfigArgs = map[string]int{"launch": 3, "launchN": 1, "launch2": 3, "launchGrid": 4, "launchDims": 3, "launchNHWCPartial": 3, "launchPacked": 2}
 
 // argKinds are the PTX parameter types the argument helpers write.
 var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg": ".f32", "divMul": ".u32", "divShift": ".u32"}
 
 // namesHeld maps each variable of fn that is given a kernel name
 // (name := "…_f32", name = "…_nhwc_" + suffix, name, threads :=
-// packedPass("…_", …)) to every name it is given.
+// packedPass("…_", …), name, w := packedPartial("…_", …)) to every name it
+// is given.
 func namesHeld(fn *ast.FuncDecl) map[string][]string {
 	held := map[string][]string{}
 	ast.Inspect(fn, func(n ast.Node) bool {

@@ -315,15 +315,44 @@ func halfFor(h halfFormat, outs [][3]int, inputs ...activation) bool {
 // (ptrs) is aligned to a pack, as tensors' own buffers are (cuMemAlloc
 // aligns them to 256 bytes); else a thread per element.
 func packedPass(prefix string, lay layout, c, cnt int, ptrs ...uintptr) (string, int) {
+	name, w := packedPartial(prefix, lay, c, ptrs...)
+	return name, cnt / w
+}
+
+// packedPartial returns the kernel of an NHWC pass over c channels in
+// layout lay that takes packs of channels where it can (as packedPass
+// says), and the channels in a pack: 1 where it cannot.
+func packedPartial(prefix string, lay layout, c int, ptrs ...uintptr) (string, int) {
 	suffix := lay.half.kernelSuffix()
 	aligned := true
 	for _, p := range ptrs {
 		aligned = aligned && p%16 == 0
 	}
 	if w := 16 / lay.elemBytes(); c%w == 0 && aligned {
-		return prefix + "vec_" + suffix, cnt / w
+		return prefix + "vec_" + suffix, w
 	}
-	return prefix + suffix, cnt
+	return prefix + suffix, 1
+}
+
+// The block of the NHWC partial-sum kernels (batchnorm.cu's nhwc_partial):
+// at most nhwcLanes lanes (a pack of channels each) by a power of two of
+// rows, at most nhwcThreads threads in all.
+const (
+	nhwcLanes   = 32
+	nhwcThreads = 256
+)
+
+// nhwcPartialBlock is the block shape of an NHWC partial-sum kernel over c
+// channels in packs of w, lanes by rows, and how many such blocks span
+// the channels (chunks).
+func nhwcPartialBlock(c, w int) (lanes, rows, chunks int) {
+	packs := max(1, c/w)
+	lanes = min(nhwcLanes, packs)
+	rows = 1
+	for 2*rows*lanes <= nhwcThreads {
+		rows *= 2
+	}
+	return lanes, rows, (packs + lanes - 1) / lanes
 }
 
 // packThreads is how many threads an elementwise pass over n values with

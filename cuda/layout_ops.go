@@ -129,36 +129,31 @@ func (b *Backend) activationIn(op, arg string, t backend.Tensor, n, c, s int) (*
 }
 
 // bnPartialsNHWC returns the partial-sums buffer and the number of parts
-// P of an NHWC batch norm over m rows of c channels: blocks of 32
-// channels by 8 rows, about 1024 of them in all, each part at least 256
-// rows.
-func (b *Backend) bnPartialsNHWC(m, c int) (cu.DevicePtr, int) {
-	chunks := (c + nhwcLanes - 1) / nhwcLanes
+// P of an NHWC batch norm over m rows of c channels taken in packs of w
+// (packedPartial): about 1024 blocks in all (nhwcPartialBlock), each part
+// at least 256 rows.
+func (b *Backend) bnPartialsNHWC(m, c, w int) (cu.DevicePtr, int) {
+	_, _, chunks := nhwcPartialBlock(c, w)
 	parts := max(1, min(max(1, 1024/chunks), m/256))
 	return b.grow(&b.bnPartials, &b.bnPartialsSize, c*parts, 16, 1<<20, "batch-norm partial sums"), parts
 }
 
-// The block of the NHWC partial-sum kernels: NHWC_LANES channels by
-// NHWC_ROWS rows (batchnorm.cu).
-const (
-	nhwcLanes = 32
-	nhwcRows  = 8
-)
-
 // launchNHWCPartial runs an NHWC partial-sum kernel over c channels in
-// parts parts.
-func (b *Backend) launchNHWCPartial(name string, c, parts int, args ...arg) {
-	b.launchDims(name, [3]int{(c + nhwcLanes - 1) / nhwcLanes, parts, 1}, [3]int{nhwcLanes, nhwcRows, 1}, 0, args...)
+// packs of w, in parts parts.
+func (b *Backend) launchNHWCPartial(name string, c, w, parts int, args ...arg) {
+	lanes, rows, chunks := nhwcPartialBlock(c, w)
+	b.launchDims(name, [3]int{chunks, parts, 1}, [3]int{lanes, rows, 1}, 0, args...)
 }
 
 // bnStatsNHWC is bnStats over NHWC x, stored as layout lay says.
 func (b *Backend) bnStatsNHWC(mean, inv, rm, rv, x cu.DevicePtr, lay layout, s backend.BNShape, momentum, eps float32) {
 	m := s.N * s.Spatial
-	partials, parts := b.bnPartialsNHWC(m, s.C)
+	name, w := packedPartial("bn_stats_partial_nhwc_", lay, s.C, uintptr(x))
+	partials, parts := b.bnPartialsNHWC(m, s.C, w)
 	if partials == 0 {
 		return
 	}
-	b.launchNHWCPartial("bn_stats_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(x), intArg(m), intArg(s.C))
+	b.launchNHWCPartial(name, s.C, w, parts, ptrArg(partials), ptrArg(x), intArg(m), intArg(s.C))
 	b.launch("bn_stats_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(mean), ptrArg(inv), ptrArg(rm), ptrArg(rv),
 		ptrArg(partials), intArg(parts), intArg(s.C), intArg(m), floatArg(momentum), floatArg(eps))
 }

@@ -375,3 +375,16 @@ func TestPackThreads(t *testing.T) {
 		}
 	}
 }
+
+// The partial sums' block: up to 32 lanes of packs, rows a power of two,
+// at most 256 threads, and enough blocks to span the channels.
+func TestNHWCPartialBlock(t *testing.T) {
+	for _, c := range []struct{ c, w, lanes, rows, chunks int }{
+		{64, 1, 32, 8, 2}, {64, 8, 8, 32, 1}, {64, 4, 16, 16, 1}, {5, 1, 5, 32, 1}, {300, 4, 32, 8, 3}, {8, 8, 1, 256, 1},
+	} {
+		lanes, rows, chunks := nhwcPartialBlock(c.c, c.w)
+		if lanes != c.lanes || rows != c.rows || chunks != c.chunks {
+			t.Errorf("nhwcPartialBlock(%d, %d) = %d lanes × %d rows, %d chunks; want %d × %d, %d", c.c, c.w, lanes, rows, chunks, c.lanes, c.rows, c.chunks)
+		}
+	}
+}

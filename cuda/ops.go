@@ -108,11 +108,12 @@ func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 		b.launch("bias_grad_f32", c, blockSize, 0, ptrArg(db), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
 		return
 	}
-	partials, parts := b.bnPartialsNHWC(n*spatial, c)
+	partial, w := packedPartial("bn_stats_partial_nhwc_", lay, c, uintptr(dy))
+	partials, parts := b.bnPartialsNHWC(n*spatial, c, w)
 	if partials == 0 {
 		return
 	}
-	b.launchNHWCPartial("bn_stats_partial_nhwc_f32", c, parts, ptrArg(partials), ptrArg(dy), intArg(n*spatial), intArg(c))
+	b.launchNHWCPartial(partial, c, w, parts, ptrArg(partials), ptrArg(dy), intArg(n*spatial), intArg(c))
 	b.launch("bias_grad_final_warp_f32", warpBlocks(c), blockSize, 0, ptrArg(db), ptrArg(partials), intArg(parts), intArg(c))
 }
 
@@ -297,11 +298,12 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partials, parts := b.bnPartialsNHWC(m, s.C)
+		partial, w := packedPartial("bn_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(xhat))
+		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
+		b.launchNHWCPartial(partial, s.C, w, parts, ptrArg(partials), ptrArg(dy), ptrArg(xhat), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
 		name, threads := packedPass("bn_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dy), uintptr(xhat))
 		b.launchPacked(name, cnt, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(inv),
@@ -340,11 +342,12 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partials, parts := b.bnPartialsNHWC(m, s.C)
+		partial, w := packedPartial("bn_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(x))
+		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
+		b.launchNHWCPartial(partial, s.C, w, parts, ptrArg(partials), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(inv),
 			ptrArg(gamma), ptrArg(beta), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
 		name, threads := packedPass("bn_relu_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dy), uintptr(x))
@@ -840,11 +843,12 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partials, parts := b.bnPartialsNHWC(m, s.C)
+		partial, w := packedPartial("bn_add_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(y), uintptr(x))
+		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
 		}
-		b.launchNHWCPartial("bn_add_relu_bwd_partial_nhwc_"+storageSuffix(lay), s.C, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
+		b.launchNHWCPartial(partial, s.C, w, parts, ptrArg(partials), ptrArg(dy), ptrArg(y), ptrArg(x),
 			ptrArg(mean), ptrArg(inv), intArg(m), intArg(s.C))
 		b.launch("bn_bwd_final_warp_f32", warpBlocks(s.C), blockSize, 0, ptrArg(dg), ptrArg(db), ptrArg(partials), intArg(parts), intArg(s.C))
 		name, threads := packedPass("bn_add_relu_bwd_apply_nhwc_", lay, s.C, cnt, uintptr(dx), uintptr(dSum), uintptr(dy), uintptr(y), uintptr(x))

@@ -214,49 +214,57 @@ extern "C" __global__ void bn_relu_bwd_apply_f32(float* dx, const float* dy, con
 }
 
 // Channels-last (NHWC) batch norm: channel ch's values are the m = N·spatial
-// rows of c contiguous floats, row r's at r*c + ch. The partial sums run on
-// a ⌈c/32⌉×P grid of 32×8 blocks: a warp reads 32 neighbouring channels of
-// one row (coalesced), the block's 8 warps take every 8th row of its share,
-// and the 8 sums per channel are added in warp order. The P partials of a
-// channel are then reduced by one warp in a fixed order (nhwc_final), so
-// here too no sum depends on timing. The elementwise passes are one thread
-// per V neighbouring channels of a row (a Pack, storage.cuh) in a
-// grid-stride loop whose step is a multiple of c/V packs (nhwc_span), so
-// each thread keeps its channels and their parameters in registers
-// instead of dividing for every element: V = 1 in name_f32 and the like,
-// VecWidth in name_vec_f32 and the like, for c a multiple of it. Every
-// element is computed the same way either way. The activations (x, y,
+// rows of c contiguous floats, row r's at r*c + ch. Every kernel takes V
+// neighbouring channels of a row at a time (a Pack, storage.cuh): V = 1
+// in name_f32 and the like, VecWidth in name_vec_f32 and the like, for c
+// a multiple of it. The partial sums run on a grid of chunks × P parts;
+// a block is up to 32 lanes, a pack each, so that a warp reads
+// neighbouring channels of one row (coalesced), by a power of two of
+// rows, each thread taking every such row of its part in order; the
+// rows' sums are then added in a fixed tree (nhwc_partial). The P
+// partials of a channel are reduced by one warp in a fixed order
+// (nhwc_final), so here too no sum depends on timing. The elementwise
+// passes are one thread per pack in a grid-stride loop whose step is a
+// multiple of c/V packs (nhwc_span), so each thread keeps its channels
+// and their parameters in registers instead of dividing for every
+// element. Every element is computed the same way whatever V is; the
+// partial sums' order depends on V and the block's shape only. The activations (x, y,
 // xhat, dy, dx, skip, dsum) are stored as float32, bf16 or fp16
 // (storage.cuh); parameters, statistics and sums are float32 and double
 // either way.
 
-#define NHWC_LANES 32
-#define NHWC_ROWS 8
+// The most threads in a block of an NHWC partial-sum kernel.
+#define NHWC_THREADS 256
 
-// nhwc_partial writes partials[ch*P + p] = Σ f(i, ch) over block (chunk, p)'s
-// rows, i the element's index.
-template <class F>
+// nhwc_partial writes partials[ch*P + p] = the two sums f adds for channel
+// ch over block (chunk, p)'s rows. A block is blockDim.x lanes, each a
+// pack of V neighbouring channels (Pack, storage.cuh), by blockDim.y rows
+// (a power of two; at most NHWC_THREADS threads in all): each thread sums
+// every blockDim.y-th row of the part in order, then the block's rows are
+// combined in a fixed tree.
+template <int V, class F>
 __device__ void nhwc_partial(double2* partials, int m, int c, F f) {
-    __shared__ double2 part[NHWC_ROWS][NHWC_LANES];
-    int ch = blockIdx.x * NHWC_LANES + threadIdx.x, lo, hi;
+    __shared__ double2 part[NHWC_THREADS][V];
+    int pk = blockIdx.x * blockDim.x + threadIdx.x, t = threadIdx.y * blockDim.x + threadIdx.x, lo, hi;
     block_rows(m, &lo, &hi);
-    double a = 0.0, b = 0.0;
-    if (ch < c) {
-        for (int r = lo + threadIdx.y; r < hi; r += NHWC_ROWS) {
-            double2 v = f((long long)r * c + ch, ch);
-            a += v.x;
-            b += v.y;
+    int packs = c / V;
+    double a[V], b[V];
+    for (int k = 0; k < V; k++) a[k] = 0.0, b[k] = 0.0;
+    if (pk < packs) {
+        for (int r = lo + threadIdx.y; r < hi; r += blockDim.y) f.add((long long)r * packs + pk, pk * V, a, b);
+    }
+    for (int k = 0; k < V; k++) part[t][k] = make_double2(a[k], b[k]);
+    for (int half = blockDim.y / 2; half > 0; half /= 2) {
+        __syncthreads();
+        if ((int)threadIdx.y < half) {
+            for (int k = 0; k < V; k++) {
+                part[t][k].x += part[t + half * blockDim.x][k].x;
+                part[t][k].y += part[t + half * blockDim.x][k].y;
+            }
         }
     }
-    part[threadIdx.y][threadIdx.x] = make_double2(a, b);
-    __syncthreads();
-    if (threadIdx.y == 0 && ch < c) {
-        double2 t = part[0][threadIdx.x];
-        for (int k = 1; k < NHWC_ROWS; k++) {
-            t.x += part[k][threadIdx.x].x;
-            t.y += part[k][threadIdx.x].y;
-        }
-        partials[ch * gridDim.y + blockIdx.y] = t;
+    if (threadIdx.y == 0 && pk < packs) {
+        for (int k = 0; k < V; k++) partials[(pk * V + k) * gridDim.y + blockIdx.y] = part[t][k];
     }
 }
 
@@ -307,53 +315,72 @@ __device__ NHWCSpan nhwc_span(int c) {
     return sp;
 }
 
-template <class T> struct StatsTerms {
+// The terms of the partial sums, a pack at a time: add adds pack pk's
+// (channels ch0 … ch0+V-1) to a and b.
+
+// (Σx, Σx²).
+template <class T, int V> struct StatsTerms {
     const T* x;
-    __device__ double2 operator()(long long i, int) const {
-        double v = load(x, i);
-        return make_double2(v, v * v);
+    __device__ void add(long long pk, int, double (&a)[V], double (&b)[V]) const {
+        Pack<T, V> xv = ((const Pack<T, V>*)x)[pk];
+        for (int k = 0; k < V; k++) {
+            double v = load(xv.v, k);
+            a[k] += v;
+            b[k] += v * v;
+        }
     }
 };
 
-template <class T> struct BwdTerms {
+// (Σdy, Σdy·xhat).
+template <class T, int V> struct BwdTerms {
     const T* dy;
     const T* xhat;
-    __device__ double2 operator()(long long i, int) const {
-        double d = load(dy, i);
-        return make_double2(d, d * load(xhat, i));
+    __device__ void add(long long pk, int, double (&a)[V], double (&b)[V]) const {
+        Pack<T, V> dv = ((const Pack<T, V>*)dy)[pk], hv = ((const Pack<T, V>*)xhat)[pk];
+        for (int k = 0; k < V; k++) {
+            double d = load(dv.v, k);
+            a[k] += d;
+            b[k] += d * load(hv.v, k);
+        }
     }
 };
 
-template <class T> struct ReLUBwdTerms {
+// (Σd, Σd·xhat), d = dy where γ·xhat + β > 0, xhat recomputed from x.
+template <class T, int V> struct ReLUBwdTerms {
     const T *dy, *x;
     const float *mean, *inv_std, *gamma, *beta;
-    __device__ double2 operator()(long long i, int ch) const {
-        float h = (load(x, i) - mean[ch]) * inv_std[ch];
-        float v = gamma[ch] * h + beta[ch];
-        double d = v > 0.0f ? load(dy, i) : 0.0f;
-        return make_double2(d, d * h);
+    __device__ void add(long long pk, int ch0, double (&a)[V], double (&b)[V]) const {
+        Pack<T, V> dv = ((const Pack<T, V>*)dy)[pk], xv = ((const Pack<T, V>*)x)[pk];
+        for (int k = 0; k < V; k++) {
+            int ch = ch0 + k;
+            float h = (load(xv.v, k) - mean[ch]) * inv_std[ch];
+            float v = gamma[ch] * h + beta[ch];
+            double d = v > 0.0f ? load(dv.v, k) : 0.0f;
+            a[k] += d;
+            b[k] += d * h;
+        }
     }
 };
 
-template <class T> __device__ void bn_stats_partial_nhwc(double2* partials, const T* x, int m, int c) {
-    nhwc_partial(partials, m, c, StatsTerms<T>{x});
+template <class T, int V> __device__ void bn_stats_partial_nhwc(double2* partials, const T* x, int m, int c) {
+    nhwc_partial<V>(partials, m, c, StatsTerms<T, V>{x});
 }
-STORAGE_KERNELS(bn_stats_partial_nhwc, (double2* partials, const T* x, int m, int c), (partials, x, m, c))
+STORAGE_VEC_KERNELS(bn_stats_partial_nhwc, (double2* partials, const T* x, int m, int c), (partials, x, m, c))
 
-template <class T> __device__ void bn_bwd_partial_nhwc(double2* partials, const T* dy, const T* xhat, int m, int c) {
-    nhwc_partial(partials, m, c, BwdTerms<T>{dy, xhat});
+template <class T, int V> __device__ void bn_bwd_partial_nhwc(double2* partials, const T* dy, const T* xhat, int m, int c) {
+    nhwc_partial<V>(partials, m, c, BwdTerms<T, V>{dy, xhat});
 }
-STORAGE_KERNELS(bn_bwd_partial_nhwc, (double2* partials, const T* dy, const T* xhat, int m, int c), (partials, dy, xhat, m, c))
+STORAGE_VEC_KERNELS(bn_bwd_partial_nhwc, (double2* partials, const T* dy, const T* xhat, int m, int c), (partials, dy, xhat, m, c))
 
-template <class T>
+template <class T, int V>
 __device__ void bn_relu_bwd_partial_nhwc(double2* partials, const T* dy, const T* x, const float* mean, const float* inv_std,
                                          const float* gamma, const float* beta, int m, int c) {
-    nhwc_partial(partials, m, c, ReLUBwdTerms<T>{dy, x, mean, inv_std, gamma, beta});
+    nhwc_partial<V>(partials, m, c, ReLUBwdTerms<T, V>{dy, x, mean, inv_std, gamma, beta});
 }
-STORAGE_KERNELS(bn_relu_bwd_partial_nhwc,
-                (double2* partials, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
-                 const float* beta, int m, int c),
-                (partials, dy, x, mean, inv_std, gamma, beta, m, c))
+STORAGE_VEC_KERNELS(bn_relu_bwd_partial_nhwc,
+                    (double2* partials, const T* dy, const T* x, const float* mean, const float* inv_std, const float* gamma,
+                     const float* beta, int m, int c),
+                    (partials, dy, x, mean, inv_std, gamma, beta, m, c))
 
 // bn_stats_final_f32 with a warp per channel.
 extern "C" __global__ void bn_stats_final_warp_f32(float* mean, float* inv_std, float* run_mean, float* run_var,
@@ -594,24 +621,32 @@ extern "C" __global__ void bn_add_relu_bwd_partial_f32(double2* partials, const 
     if (threadIdx.x == 0) partials[ch * gridDim.y + blockIdx.y] = t;
 }
 
-template <class T> struct AddReLUBwdTerms {
+// (Σd, Σd·xhat), d = dy where the block's output y > 0, xhat recomputed
+// from x.
+template <class T, int V> struct AddReLUBwdTerms {
     const T *dy, *y, *x;
     const float *mean, *inv_std;
-    __device__ double2 operator()(long long i, int ch) const {
-        float h = (load(x, i) - mean[ch]) * inv_std[ch];
-        double d = load(y, i) > 0.0f ? load(dy, i) : 0.0f;
-        return make_double2(d, d * h);
+    __device__ void add(long long pk, int ch0, double (&a)[V], double (&b)[V]) const {
+        Pack<T, V> dv = ((const Pack<T, V>*)dy)[pk], yv = ((const Pack<T, V>*)y)[pk], xv = ((const Pack<T, V>*)x)[pk];
+        for (int k = 0; k < V; k++) {
+            int ch = ch0 + k;
+            float h = (load(xv.v, k) - mean[ch]) * inv_std[ch];
+            double d = load(yv.v, k) > 0.0f ? load(dv.v, k) : 0.0f;
+            a[k] += d;
+            b[k] += d * h;
+        }
     }
 };
 
-template <class T>
+template <class T, int V>
 __device__ void bn_add_relu_bwd_partial_nhwc(double2* partials, const T* dy, const T* y, const T* x, const float* mean,
                                              const float* inv_std, int m, int c) {
-    nhwc_partial(partials, m, c, AddReLUBwdTerms<T>{dy, y, x, mean, inv_std});
+    nhwc_partial<V>(partials, m, c, AddReLUBwdTerms<T, V>{dy, y, x, mean, inv_std});
 }
-STORAGE_KERNELS(bn_add_relu_bwd_partial_nhwc,
-                (double2* partials, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, int m, int c),
-                (partials, dy, y, x, mean, inv_std, m, c))
+STORAGE_VEC_KERNELS(bn_add_relu_bwd_partial_nhwc,
+                    (double2* partials, const T* dy, const T* y, const T* x, const float* mean, const float* inv_std, int m,
+                     int c),
+                    (partials, dy, y, x, mean, inv_std, m, c))
 
 // One block per row: dsum = dy where y > 0, else 0; dx as bn_bwd_apply_f32
 // computes it from dsum and xhat.
