@@ -110,14 +110,14 @@ func kernelNames(e ast.Expr) []string {
 }
 
 // packedPassNames are the kernels a call packedPass("prefix_", …) or
-// packedPartial("prefix_", …) may name: prefix_ and prefix_vec_ with each
+// packedKernel("prefix_", …) may name: prefix_ and prefix_vec_ with each
 // storage suffix.
 func packedPassNames(e ast.Expr) []string {
 	call, ok := e.(*ast.CallExpr)
 	if !ok || len(call.Args) == 0 {
 		return nil
 	}
-	if fn, ok := call.Fun.(*ast.Ident); !ok || fn.Name != "packedPass" && fn.Name != "packedPartial" {
+	if fn, ok := call.Fun.(*ast.Ident); !ok || fn.Name != "packedPass" && fn.Name != "packedKernel" {
 		return nil
 	}
 	prefix, ok := stringLiteral(call.Args[0])
@@ -169,7 +169,7 @@ var argKinds = map[string]string{"ptrArg": ".u64", "intArg": ".u32", "floatArg":
 
 // namesHeld maps each variable of fn that is given a kernel name
 // (name := "…_f32", name = "…_nhwc_" + suffix, name, threads :=
-// packedPass("…_", …), name, w := packedPartial("…_", …)) to every name it
+// packedPass("…_", …), name, w := packedKernel("…_", …)) to every name it
 // is given.
 func namesHeld(fn *ast.FuncDecl) map[string][]string {
 	held := map[string][]string{}

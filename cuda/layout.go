@@ -315,14 +315,14 @@ func halfFor(h halfFormat, outs [][3]int, inputs ...activation) bool {
 // (ptrs) is aligned to a pack, as tensors' own buffers are (cuMemAlloc
 // aligns them to 256 bytes); else a thread per element.
 func packedPass(prefix string, lay layout, c, cnt int, ptrs ...uintptr) (string, int) {
-	name, w := packedPartial(prefix, lay, c, ptrs...)
+	name, w := packedKernel(prefix, lay, c, ptrs...)
 	return name, cnt / w
 }
 
-// packedPartial returns the kernel of an NHWC pass over c channels in
+// packedKernel returns the kernel of an NHWC pass over c channels in
 // layout lay that takes packs of channels where it can (as packedPass
 // says), and the channels in a pack: 1 where it cannot.
-func packedPartial(prefix string, lay layout, c int, ptrs ...uintptr) (string, int) {
+func packedKernel(prefix string, lay layout, c int, ptrs ...uintptr) (string, int) {
 	suffix := lay.half.kernelSuffix()
 	aligned := true
 	for _, p := range ptrs {

@@ -130,7 +130,7 @@ func (b *Backend) activationIn(op, arg string, t backend.Tensor, n, c, s int) (*
 
 // bnPartialsNHWC returns the partial-sums buffer and the number of parts
 // P of an NHWC batch norm over m rows of c channels taken in packs of w
-// (packedPartial): about 1024 blocks in all (nhwcPartialBlock), each part
+// (packedKernel): about 1024 blocks in all (nhwcPartialBlock), each part
 // at least 256 rows.
 func (b *Backend) bnPartialsNHWC(m, c, w int) (cu.DevicePtr, int) {
 	_, _, chunks := nhwcPartialBlock(c, w)
@@ -148,7 +148,7 @@ func (b *Backend) launchNHWCPartial(name string, c, w, parts int, args ...arg) {
 // bnStatsNHWC is bnStats over NHWC x, stored as layout lay says.
 func (b *Backend) bnStatsNHWC(mean, inv, rm, rv, x cu.DevicePtr, lay layout, s backend.BNShape, momentum, eps float32) {
 	m := s.N * s.Spatial
-	name, w := packedPartial("bn_stats_partial_nhwc_", lay, s.C, uintptr(x))
+	name, w := packedKernel("bn_stats_partial_nhwc_", lay, s.C, uintptr(x))
 	partials, parts := b.bnPartialsNHWC(m, s.C, w)
 	if partials == 0 {
 		return

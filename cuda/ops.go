@@ -108,7 +108,7 @@ func (b *Backend) BiasGrad(dbt, dyt backend.Tensor, n, c, spatial int) {
 		b.launch("bias_grad_f32", c, blockSize, 0, ptrArg(db), ptrArg(dy), intArg(n), intArg(c), intArg(spatial))
 		return
 	}
-	partial, w := packedPartial("bn_stats_partial_nhwc_", lay, c, uintptr(dy))
+	partial, w := packedKernel("bn_stats_partial_nhwc_", lay, c, uintptr(dy))
 	partials, parts := b.bnPartialsNHWC(n*spatial, c, w)
 	if partials == 0 {
 		return
@@ -298,7 +298,7 @@ func (b *Backend) BatchNormBackward(dxt, dGammat, dBetat, dyt, xhatt, invStdt, g
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partial, w := packedPartial("bn_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(xhat))
+		partial, w := packedKernel("bn_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(xhat))
 		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
@@ -342,7 +342,7 @@ func (b *Backend) BatchNormReLUBackward(dxt, dGammat, dBetat, dyt, xt, meant, in
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partial, w := packedPartial("bn_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(x))
+		partial, w := packedKernel("bn_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(x))
 		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
@@ -843,7 +843,7 @@ func (b *Backend) BatchNormAddReLUBackward(dxt, dGammat, dBetat, dSumt, dyt, yt,
 	}
 	if lay.nhwc {
 		m := s.N * s.Spatial
-		partial, w := packedPartial("bn_add_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(y), uintptr(x))
+		partial, w := packedKernel("bn_add_relu_bwd_partial_nhwc_", lay, s.C, uintptr(dy), uintptr(y), uintptr(x))
 		partials, parts := b.bnPartialsNHWC(m, s.C, w)
 		if partials == 0 {
 			return
