@@ -216,7 +216,7 @@ func open(ordinal int, opts Options) (*Backend, error) {
 	}
 	activations := "NCHW activations"
 	switch {
-	case b.dnn != nil && (layoutOpt == NHWCBF16 || layoutOpt == NHWCFP16):
+	case b.dnn != nil && (layoutOpt == NHWCBF16 || layoutOpt == NHWCFP16 || layoutOpt == LayoutAuto && b.half.on()):
 		b.channelsLast, b.storage = true, b.half
 		activations = fmt.Sprintf("channels-last (NHWC) %s activations in the convolutional layers", b.half)
 	case b.dnn != nil && (layoutOpt == NHWC || layoutOpt == LayoutAuto && precision != FP32):

@@ -261,8 +261,14 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 		return err
 	}
 	dt := c.key.dtype
+	// In 16 bits only deterministic algorithms run: the others add
+	// partial sums with atomics, which into a 16-bit output may round at
+	// each add. On an H100, with them allowed, a bf16 backward-data result
+	// went past the bound of one rounding, and binary ResNet-20 with bf16
+	// activations left the fp32 run's losses by 13% in four steps
+	// (docs/gpu/2026-11-28-h100).
 	usable := func(r dnnResult) bool {
-		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType)
+		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType) && (r.deterministic || dt == dnnFloat)
 	}
 	if set := retimeSet(results, usable); len(set) > 0 {
 		if results, err = b.retime(dir, c, results, set, in1, in2, out, limit); err != nil || b.err != nil {

@@ -23,6 +23,10 @@ func ConvPlans(gpu backend.Backend, s backend.ConvShape) []ConvPlan {
 	return gpu.(*Backend).convPlans(s)
 }
 
+// ConvAlgoName is cuDNN's short name of algorithm algo of direction dir
+// (0 forward, 1 backward data, 2 backward filter), as ConvChoices gives it.
+func ConvAlgoName(dir, algo int) string { return enumName(dnnAlgoNames[dir], algo) }
+
 // ConvAccumulations is how many convolutions on gpu added their output
 // to their output tensor in place (16-bit storage's Conv2DBackwardDataAdd).
 func ConvAccumulations(gpu backend.Backend) int {

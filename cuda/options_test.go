@@ -87,7 +87,7 @@ func TestHalfStorageNeedsItsPrecision(t *testing.T) {
 	}
 	for _, l := range []string{"", cuda.LayoutAuto, cuda.NHWC, cuda.NCHW} {
 		if got := cuda.StorageFormat(l); got != "" {
-			t.Errorf("StorageFormat(%q) = %q, want float32 (\"\")", l, got)
+			t.Errorf("StorageFormat(%q) = %q, want none (\"\")", l, got)
 		}
 	}
 }

@@ -8,17 +8,17 @@
 #      cannot hide the others;
 #   2. the quick start (MNIST, iterative forward order) on the GPU;
 #   3. a profile of ResNet-20 (float and binary) and ResNet-18 steps (tf32,
-#      bf16, bf16 with activations stored as bf16, and, where
-#      GPU_SUITE_PRECISIONS names fp16, fp16 with activations stored as
-#      fp16), each op timed on the device, each ending with how every
-#      convolution runs (cuDNN's algorithm and its time);
+#      bf16 and, where GPU_SUITE_PRECISIONS names it, fp16), each op timed
+#      on the device, each ending with how every convolution runs (cuDNN's
+#      algorithm and its time);
 #   4. iterbin's training throughput on the GPU, one process per model and
-#      precision (fp32, tf32, bf16), with the default layout (channels-last
-#      at tf32 and bf16, NCHW at fp32) and, for the convolutional models,
-#      the other one (--layout nchw or nhwc) and at bf16 (fp16) also
-#      --layout nhwc-bf16 (nhwc-fp16): activations stored in 16 bits, and
-#      PyTorch's on the same card (torch_anchor.py), with the ratio table
-#      last.
+#      precision (fp32, bf16, tf32), with the default layout (NCHW at fp32,
+#      channels-last at tf32, and at bf16 and fp16 channels-last with the
+#      activations stored in that 16-bit format) and, for the convolutional
+#      models, the other one (--layout nhwc at fp32, nchw otherwise) and at
+#      bf16 and fp16 channels-last with float32 activations (--layout
+#      nhwc), and PyTorch's on the same card (torch_anchor.py), with the
+#      ratio table last.
 # Logs go to $OUT (at most 8 files come back): env.log, tests.log, mnist.log,
 # profile.log, bench.log, bench-other-layout.log, anchor.log, summary.txt.
 # Commit them under docs/gpu/.
@@ -27,7 +27,7 @@
 #   GPU_SUITE_SECONDS: the script's own deadline (default 400); stages that
 #   would start after it are skipped and say so. GPU_SUITE_PROFILE=0 skips
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
-#   layout (not those of nhwc-bf16 at bf16 or nhwc-fp16 at fp16);
+#   layout (not those with float32 activations at bf16 and fp16);
 #   GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated) narrow the
 #   benchmarks, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
 #   the PyTorch anchor lacks (its autocast is bf16 only).
@@ -93,8 +93,10 @@ else
 fi
 
 # 3. Where a step's time goes (each op's time on the device, from CUDA events);
-# GPU_SUITE_PROFILE=0 skips it.
-for p in tf32 bf16; do
+# GPU_SUITE_PROFILE=0 skips it. fp16 too where GPU_SUITE_PRECISIONS names it.
+profiled="tf32 bf16"
+case " ${GPU_SUITE_PRECISIONS:-} " in *" fp16 "*) profiled="tf32 bf16 fp16" ;; esac
+for p in $profiled; do
   [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
   l=$(limit 60)
   if [ "$l" -lt 15 ]; then note "profile $p: SKIPPED (deadline)"; continue; fi
@@ -104,17 +106,6 @@ for p in tf32 bf16; do
   if [ "$l" -lt 15 ]; then note "profile $p resnet18: SKIPPED (deadline)"; continue; fi
   timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --models resnet18 --modes float \
       --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p resnet18: exit $?"
-done
-# 16-bit storage: nhwc-bf16, and nhwc-fp16 where GPU_SUITE_PRECISIONS names fp16.
-storage=bf16
-case " ${GPU_SUITE_PRECISIONS:-} " in *" fp16 "*) storage="bf16 fp16" ;; esac
-for p in $storage; do
-  [ "${GPU_SUITE_PROFILE:-1}" = 0 ] && break
-  l=$(limit 60)
-  if [ "$l" -lt 15 ]; then note "profile $p nhwc-$p resnet18: SKIPPED (deadline)"; continue; fi
-  echo "=== layout nhwc-$p" >>"$O/profile.log"
-  timeout -k 5 "$l" $B/bin/iterbin bench --profile --device cuda --precision $p --layout nhwc-$p --models resnet18 --modes float \
-      --steps 3 --warmup 2 >>"$O/profile.log" 2>&1 || note "profile $p nhwc-$p resnet18: exit $?"
 done
 
 # 4. Throughput: iterbin per model and precision, then PyTorch on the same card.
@@ -128,13 +119,17 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
     rc=$?
     [ $rc = 0 ] || note "bench $m $p: exit $rc"
   done
+  # The other layout, and at bf16 and fp16 channels-last with float32
+  # activations (nhwc), which auto's 16-bit ones are compared with.
   others=nchw
   [ $p = fp32 ] && others=nhwc
-  [ $p = bf16 ] && others="nhwc-bf16 nchw"
-  [ $p = fp16 ] && others="nhwc-fp16 nchw"
+  [ $p = bf16 ] || [ $p = fp16 ] && others="nhwc nchw"
   for other in $others; do
     for m in $models; do
-      [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ] && [ $other != nhwc-$p ] && break
+      if [ "${GPU_SUITE_OTHER_LAYOUT:-1}" = 0 ]; then
+        [ $p != bf16 ] && [ $p != fp16 ] && break
+        [ $other != nhwc ] && break
+      fi
       [ $m = mlp300 ] && continue
       l=$(limit 75)
       if [ "$l" -lt 15 ]; then note "bench $m $p $other: SKIPPED (deadline)"; continue; fi
@@ -151,24 +146,26 @@ for p in ${GPU_SUITE_PRECISIONS:-fp32 bf16 tf32}; do
       --steps 30 --warmup 5 >>"$O/anchor.log" 2>&1 || note "anchor $p: exit $?"
 done
 
-# The table: iterbin's img/s (bench.log rows; beside them, from
-# bench-other-layout.log, the other layout's, NHWC at fp32 and NCHW at
-# tf32, bf16 and fp16, and at bf16 and fp16 the 16-bit storage's,
-# nhwc-bf16 and nhwc-fp16) and PyTorch's (anchor.log JSON), with the
-# ratios of the default layout and of the 16-bit storage to it.
+# The table: iterbin's img/s in the default layout (bench.log rows; at
+# bf16 and fp16 that stores activations in 16 bits), beside them, from
+# bench-other-layout.log, the other layout's (NHWC at fp32, NCHW at tf32,
+# bf16 and fp16) and at bf16 and fp16 channels-last with float32
+# activations (nhwc), and PyTorch's (anchor.log JSON), with the ratios of
+# the default layout and of float32 activations to PyTorch.
 rows() { awk '/^=== /{p=$3; l=$4} $1 ~ /^(mlp300|vgg5|resnet20|resnet18)$/ && ($2=="float"||$2=="binary") {print $1, $2, p, $4, (l ~ /^\(/ ? "default" : l)}' "$1" 2>/dev/null; }
 ratio() { [ -n "$2" ] && [ "$1" != - ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}' || echo -; }
 {
   echo
-  echo "model mode precision iterbin_img_s other_layout_img_s half_storage_img_s pytorch_img_s ratio half_storage_ratio"
+  echo "model mode precision iterbin_img_s other_layout_img_s f32_activations_img_s pytorch_img_s ratio f32_activations_ratio"
   rows "$O/bench.log" |
   while read -r m mode p ours _; do
-    pick() { rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" -v l="$1" '$1==m && $2==mode && $3==p && (l=="" ? $5 !~ /^nhwc-(bf|fp)16$/ : $5==l) {print $4}' | head -1; }
-    other_ips=$(pick "")
-    storage_ips=$(pick nhwc-$p)
+    pick() { rows "$O/bench-other-layout.log" | awk -v m="$m" -v mode="$mode" -v p="$p" -v l="$1" '$1==m && $2==mode && $3==p && $5==l {print $4}' | head -1; }
+    other=nchw; f32=""
+    case $p in fp32) other=nhwc ;; bf16|fp16) f32=$(pick nhwc) ;; esac
+    other_ips=$(pick $other)
     theirs=$(grep -h "\"model\": \"$m\"" "$O/anchor.log" 2>/dev/null | grep "\"precision\": \"$p\"" | grep "\"mode\": \"$mode\"" |
              sed -n 's/.*"img_per_s": \([0-9.]*\).*/\1/p' | head -1)
-    echo "$m $mode $p $ours ${other_ips:--} ${storage_ips:--} ${theirs:--} $(ratio "$ours" "$theirs") $(ratio "${storage_ips:--}" "$theirs")"
+    echo "$m $mode $p $ours ${other_ips:--} ${f32:--} ${theirs:--} $(ratio "$ours" "$theirs") $(ratio "${f32:--}" "$theirs")"
   done
-} | awk '{printf "%-9s %-7s %-9s %14s %18s %18s %14s %6s %18s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' | tee -a "$summary"
+} | awk '{printf "%-9s %-7s %-9s %14s %18s %21s %14s %6s %21s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' | tee -a "$summary"
 note "suite took $((SECONDS - start))s"

@@ -56,13 +56,14 @@ type RunConfig struct {
 	// written by earlier versions carry tf32 = false, which is accepted;
 	// true is an error that says to use precision instead.
 	TF32 bool `toml:"tf32,omitempty"`
-	// Layout is the order CUDA stores convolutional activations in:
-	// "auto" (channels-last where cuDNN runs the convolutions at precision
-	// tf32, bf16 or fp16, else NCHW), "nhwc" or "nchw"; results are the same up
-	// to rounding. "nhwc-bf16" (precision bf16) and "nhwc-fp16" (precision
-	// fp16) are channels-last with the activations themselves stored in
-	// that 16-bit format. See cuda.Options.Layout. The CPU computes NCHW
-	// ("auto" or "nchw").
+	// Layout is the order CUDA stores convolutional activations in, and
+	// their format: "nhwc" or "nchw" (float32; results are the same up to
+	// rounding), "nhwc-bf16" (precision bf16) and "nhwc-fp16" (precision
+	// fp16), channels-last with the activations themselves stored in that
+	// 16-bit format, or "auto": channels-last where cuDNN runs the
+	// convolutions at precision tf32, bf16 or fp16, else NCHW, with 16-bit
+	// activations at bf16 and fp16. See cuda.Options.Layout. The CPU
+	// computes NCHW ("auto" or "nchw").
 	Layout string `toml:"layout"`
 	OutDir string `toml:"out_dir"`
 }

@@ -40,7 +40,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	modelList := fs.String("models", "mlp300,mlp784,vgg5,resnet20", "models, comma-separated (also resnet18, ImageNet-sized)")
 	modeList := fs.String("modes", "float,binary", "modes, comma-separated")
 	precision := fs.String("precision", "fp32", "fp32, or on CUDA tf32 (TF32 tensor cores), bf16 (bf16 GEMM and convolution inputs, fp32 accumulation) or fp16 (the same in fp16, with dynamic loss scaling); passed to the anchor as --precisions (fp16 has no anchor)")
-	layout := fs.String("layout", "auto", "on CUDA, how convolutional activations are stored: auto (channels-last where cuDNN runs at tf32, bf16 or fp16), nhwc, nchw, or channels-last stored in 16 bits: nhwc-bf16 at precision bf16, nhwc-fp16 at fp16")
+	layout := fs.String("layout", "auto", "on CUDA, how convolutional activations are stored: auto (channels-last where cuDNN runs at tf32, bf16 or fp16, in 16 bits at bf16 and fp16), nhwc, nchw (float32), or channels-last in 16 bits: nhwc-bf16 at precision bf16, nhwc-fp16 at fp16")
 	steps := fs.Int("steps", 0, "timed steps per model and mode (default: 200 for the MLPs, whose steps take milliseconds, 20 for the others)")
 	warmup := fs.Int("warmup", 3, "untimed steps first")
 	rounds := fs.Int("rounds", 1, "rounds of the whole table (iterbin, then PyTorch); each figure is the median over rounds, which steadies ratios on a noisy machine")
