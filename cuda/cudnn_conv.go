@@ -262,11 +262,11 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 	}
 	dt := c.key.dtype
 	// In 16 bits only deterministic algorithms run: the others add
-	// partial sums with atomics, which into a 16-bit output may round at
-	// each add. On an H100, with them allowed, a bf16 backward-data result
-	// went past the bound of one rounding, and binary ResNet-20 with bf16
-	// activations left the fp32 run's losses by 13% in four steps
-	// (docs/gpu/2026-11-28-h100).
+	// partial sums with atomics, in an order that varies from run to run,
+	// and into a 16-bit output each add may round. (With them allowed, an
+	// H100 gave one bf16 backward-data result past the bound of a single
+	// rounding, by an algorithm it did not log; none since, in two runs:
+	// docs/gpu/2026-11-28.)
 	usable := func(r dnnResult) bool {
 		return r.status == dnnStatusSuccess && r.workspace <= limit && d.allowsMath(dt, r.mathType) && (r.deterministic || dt == dnnFloat)
 	}

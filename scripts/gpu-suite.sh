@@ -29,7 +29,8 @@
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
 #   layout (not those with float32 activations at bf16 and fp16);
 #   GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated) narrow the
-#   benchmarks, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
+#   benchmarks, and GPU_SUITE_TESTS (an extended regular expression over
+#   whole test names, e.g. 'TestA|TestB') the tests, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
 #   the PyTorch anchor lacks (its autocast is bf16 only).
 set -u
 cd "$(dirname "$0")/.."
@@ -67,7 +68,7 @@ PY=python3
 note "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
 
 # 1. CUDA tests, one process each.
-tests=$($B/bin/cuda.test -test.list . 2>>"$O/tests.log" | grep '^Test')
+tests=$($B/bin/cuda.test -test.list . 2>>"$O/tests.log" | grep '^Test' | grep -E "^(${GPU_SUITE_TESTS:-.*})\$")
 [ -n "$tests" ] || note "tests: the test binary listed no tests (see tests.log)"
 for t in $tests; do
   l=$(limit 150)
