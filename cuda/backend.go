@@ -89,8 +89,7 @@ type Backend struct {
 	layoutScratch     cu.DevicePtr
 	layoutScratchSize int
 	// storage is the 16-bit format channels-last activations are stored
-	// in (Options.Layout nhwc-bf16 or nhwc-fp16, layout.go); "" for
-	// float32.
+	// in (16-bit storage, layout.go); "" for float32.
 	storage halfFormat
 	// gradScratch holds Conv2DBackwardDataAdd's input gradient before it
 	// is added (backend.FusedResidual), grown as needed.

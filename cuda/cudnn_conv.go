@@ -105,7 +105,7 @@ func (b *Backend) scratchBytes(n int) cu.DevicePtr {
 
 // dnnOperand is a device buffer an operand of a cuDNN convolution is in,
 // float32 or (half) in the precision's 16-bit format: activations stored
-// so (Options.Layout nhwc-bf16 and nhwc-fp16).
+// so (16-bit storage, layout.go).
 type dnnOperand struct {
 	ptr  cu.DevicePtr
 	half bool
@@ -286,14 +286,22 @@ func (b *Backend) dnnChoose(dir dnnDirection, c *dnnConv, in1, in2, out cu.Devic
 		var tried []string
 		unsupported, status := true, dnnStatusSuccess
 		for _, r := range results {
-			tried = append(tried, fmt.Sprintf("algorithm %d: %s, %d bytes, math type %d", r.algo, d.statusString(r.status), r.workspace, r.mathType))
+			det := ""
+			if !r.deterministic {
+				det = ", nondeterministic"
+			}
+			tried = append(tried, fmt.Sprintf("algorithm %d: %s, %d bytes, math type %d%s", r.algo, d.statusString(r.status), r.workspace, r.mathType, det))
 			if r.status != dnnStatusSuccess && r.workspace <= limit {
 				status = r.status
 				unsupported = unsupported && d.unsupportedStatus(r.status)
 			}
 		}
+		kind := "no algorithm"
+		if dt != dnnFloat {
+			kind = "no deterministic algorithm"
+		}
 		return &dnnError{call: dnnCalls[dir][1], status: status, unsupported: unsupported,
-			text: fmt.Sprintf("no algorithm runs within %d bytes of workspace in the allowed math (%s)", limit, strings.Join(tried, "; "))}
+			text: fmt.Sprintf("%s runs within %d bytes of workspace in the allowed math (%s)", kind, limit, strings.Join(tried, "; "))}
 	}
 	p := &c.plans[dir]
 	// Run the algorithm as it was timed (PyTorch does the same). Strict

@@ -21,9 +21,9 @@
 // Options.Precision picks how GEMMs and convolutions compute: true fp32
 // (the default), TF32 tensor cores, or bf16 or fp16 mixed precision, where
 // their operands are rounded to the 16-bit format and accumulated in fp32
-// while every tensor stays float32 (half.go), unless the layout stores
-// channels-last activations in that format too (nhwc-bf16, nhwc-fp16;
-// layout.go). At fp16 the backend scales
+// while every tensor stays float32 (half.go), except channels-last
+// activations the layout stores in that format (auto at bf16 and fp16,
+// nhwc-bf16, nhwc-fp16; layout.go). At fp16 the backend scales
 // the loss dynamically, on the device (backend.LossScaler, lossscale.go).
 // Name says which.
 //

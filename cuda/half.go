@@ -20,8 +20,7 @@ package cuda
 // The conversions are extra passes over the operands (one read of float32,
 // one write of 16-bit each): the price of keeping the interface float32.
 // All of it runs on the backend's one stream, so one scratch serves every
-// op in turn. With 16-bit storage (Options.Layout nhwc-bf16 and
-// nhwc-fp16, layout.go) the activations between convolutions are 16-bit
+// op in turn. With 16-bit storage (layout.go) the activations between convolutions are 16-bit
 // already: cuDNN reads them and writes its activation outputs as they
 // are, and only filters (and float32 inputs, such as the input batch) are
 // converted.

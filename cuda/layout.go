@@ -36,8 +36,8 @@ package cuda
 // cuDNN's NHWC kernels without tensor cores run ResNet-18 at half its
 // NCHW speed on an H200.
 //
-// 16-bit storage (Options.Layout nhwc-bf16 at precision bf16, nhwc-fp16
-// at fp16) also keeps the NHWC activations and their gradients in the
+// 16-bit storage (Options.Layout auto or nhwc-bf16 at precision bf16,
+// auto or nhwc-fp16 at fp16, where cuDNN runs) also keeps the NHWC activations and their gradients in the
 // precision's 16-bit format, half the bytes for the memory-bound ops
 // between convolutions, as PyTorch's autocast does:
 //   - convolutions on cuDNN write their activation outputs (forward y,
@@ -85,8 +85,8 @@ type layout struct {
 	// (i·s + j)·c + ch.
 	nhwc bool
 	// half (only with nhwc) is the 16-bit format those n·c·s elements
-	// are stored in, the k-th at byte 2k (Options.Layout nhwc-bf16 and
-	// nhwc-fp16); "" is float32. Elements past them stay float32 at
+	// are stored in, the k-th at byte 2k (16-bit storage, above); "" is
+	// float32. Elements past them stay float32 at
 	// their own place, element e at byte 4e, so a buffer of float32s
 	// holds either.
 	half    halfFormat

@@ -6,8 +6,8 @@ import "fmt"
 type Options struct {
 	// Precision is how GEMMs and convolutions compute; "" means fp32.
 	// Everything else (tensors, batch norm, losses, optimizer state) is
-	// float32 at every precision, except the activations Layout
-	// "nhwc-bf16" or "nhwc-fp16" stores in 16 bits.
+	// float32 at every precision, except the activations Layout stores in
+	// 16 bits ("nhwc-bf16", "nhwc-fp16", and "auto" at bf16 and fp16).
 	//
 	//   - "fp32": true fp32. cuBLAS in CUBLAS_DEFAULT_MATH (SGEMM never
 	//     uses TF32 there), cuDNN convolutions in CUDNN_FMA_MATH.
@@ -20,8 +20,9 @@ type Options struct {
 	//     accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). GEMM outputs,
 	//     and convolution outputs on the im2col path, are float32; cuDNN's
 	//     bf16 convolutions write bf16 (cuDNN has no bf16-in, float-out
-	//     configuration), which is widened back to float32. Binary weights
-	//     (±1) are exact in bf16.
+	//     configuration), which is kept where the layout stores
+	//     activations in bf16 and widened back to float32 otherwise.
+	//     Binary weights (±1) are exact in bf16.
 	//   - "fp16": mixed precision as bf16, in IEEE half precision: three
 	//     more mantissa bits, five exponent bits. Its range needs dynamic
 	//     loss scaling (backend.LossScaler, lossscale.go), which the
@@ -38,16 +39,19 @@ type Options struct {
 	// the cuDNN path set CuDNNOnly so that cuDNN is what they check.
 	CuDNNOnly bool
 	// Layout is the order convolutional activations are stored in on the
-	// device (layout.go); results are the same either way, up to the
-	// rounding of the algorithms cuDNN picks.
+	// device, and their format (layout.go). The orders give the same
+	// results up to the rounding of the algorithms cuDNN picks; a 16-bit
+	// format adds a rounding of each activation and gradient.
 	//
 	//   - "" or "auto": channels-last where cuDNN runs the convolutions on
 	//     tensor cores (precision tf32, bf16 or fp16), else NCHW, and at
 	//     bf16 and fp16 the activations stored in that format, as
-	//     "nhwc-bf16" and "nhwc-fp16" do: on an H100 that made ResNet-18
-	//     steps 1.6 times as fast as float32 activations (docs/gpu). Strict
-	//     fp32 convolutions gain little from NHWC and are not certain to
-	//     have cuDNN kernels in it for every direction.
+	//     "nhwc-bf16" and "nhwc-fp16" do (with their limits: at fp16 a
+	//     forward activation beyond 65504 overflows): on an H100 that made
+	//     ResNet-18 steps 1.6 times as fast at bf16, 1.7 at fp16, as
+	//     float32 activations (docs/gpu/2026-11-28). Strict fp32
+	//     convolutions gain little from NHWC and are not certain to have
+	//     cuDNN kernels in it for every direction.
 	//   - "nhwc": channels-last (NHWC), where cuDNN's tensor-core
 	//     convolutions are fastest. Without cuDNN it cannot be (the
 	//     im2col path is NCHW) and Name says so.

@@ -29,8 +29,9 @@
 #   the profile, GPU_SUITE_OTHER_LAYOUT=0 the benchmarks in the other
 #   layout (not those with float32 activations at bf16 and fp16);
 #   GPU_SUITE_MODELS and GPU_SUITE_PRECISIONS (space-separated) narrow the
-#   benchmarks, and GPU_SUITE_TESTS (an extended regular expression over
-#   whole test names, e.g. 'TestA|TestB') the tests, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
+#   benchmarks, and GPU_SUITE_TESTS (test names, space-separated, or an
+#   extended regular expression over whole names, e.g. 'TestA|TestB.*')
+#   the tests, for a short call. GPU_SUITE_PRECISIONS may name fp16, which
 #   the PyTorch anchor lacks (its autocast is bf16 only).
 set -u
 cd "$(dirname "$0")/.."
@@ -68,8 +69,12 @@ PY=python3
 note "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
 
 # 1. CUDA tests, one process each.
-tests=$($B/bin/cuda.test -test.list . 2>>"$O/tests.log" | grep '^Test' | grep -E "^(${GPU_SUITE_TESTS:-.*})\$")
-[ -n "$tests" ] || note "tests: the test binary listed no tests (see tests.log)"
+wanted=${GPU_SUITE_TESTS:-.*}
+wanted=${wanted// /|}
+listed=$($B/bin/cuda.test -test.list . 2>>"$O/tests.log" | grep '^Test')
+tests=$(echo "$listed" | grep -E "^(${wanted})\$")
+if [ -z "$listed" ]; then note "tests: the test binary listed no tests (see tests.log)"
+elif [ -z "$tests" ]; then note "tests: none matches GPU_SUITE_TESTS=${GPU_SUITE_TESTS-}"; fi
 for t in $tests; do
   l=$(limit 150)
   if [ "$l" -lt 20 ]; then note "test $t: SKIPPED (deadline)"; continue; fi

@@ -47,9 +47,10 @@ type RunConfig struct {
 	Device string `toml:"device"`
 	// Precision is how CUDA GEMMs and convolutions compute: "fp32" (true
 	// fp32), "tf32" (TF32 tensor cores), "bf16" (operands rounded to
-	// bf16, fp32 accumulation; tensors, batch norm and optimizer state stay
-	// float32) or "fp16" (the same in IEEE half precision, with dynamic
-	// loss scaling). See cuda.Options.Precision. The CPU computes in fp32
+	// bf16, fp32 accumulation; weights, batch norm and optimizer state stay
+	// float32, activations too unless Layout stores them in bf16) or
+	// "fp16" (the same in IEEE half precision, with dynamic loss
+	// scaling). See cuda.Options.Precision. The CPU computes in fp32
 	// only.
 	Precision string `toml:"precision"`
 	// TF32 is the old spelling of precision = "tf32". Configurations
